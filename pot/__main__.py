@@ -1,0 +1,5 @@
+"""``python -m pot`` is the ``pot`` command."""
+
+from pot import cli
+
+cli.main()

@@ -1,0 +1,177 @@
+"""The content store: blobs addressed by their CID.
+
+Trainers put checkpoints here; validators fetch them to replay segments. The
+store never hands out bytes that do not hash to the CID asked for: a corrupt
+or truncated blob is refused with ``BlobCorrupt`` naming the blob, so a replay
+never runs on tampered state (Proof-of-Learning's commitments are only as good
+as this check).
+
+Two backends share one interface:
+
+- ``FilesystemStore``: ``ROOT/<cid[-2:]>/<cid>``; writes are atomic (temporary
+  file, fsync, rename), so a crash never leaves a half-written blob under a
+  valid name.
+- ``HttpStore``: a read-only client of a peer's store served at
+  ``GET {base}/v1/blobs/{cid}`` (see ``pot.storeserving``); verified like a
+  local read.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Protocol
+
+from pot import cids, errors
+
+
+class ContentStore(Protocol):
+    """What trainers and validators need from a store."""
+
+    def put(self, data: bytes) -> str:
+        """Store ``data``; return its CID. Idempotent."""
+        ...
+
+    def get(self, cid: str) -> bytes:
+        """The verified bytes of ``cid``; BlobNotFound or BlobCorrupt otherwise."""
+        ...
+
+    def has(self, cid: str) -> bool:
+        """True if the store holds ``cid`` (without verifying it)."""
+        ...
+
+
+class FilesystemStore:
+    """A content store in a directory; safe for concurrent writers."""
+
+    def __init__(self, root: str | os.PathLike[str]) -> None:
+        self.root = Path(root)
+        self.root.mkdir(parents=True, exist_ok=True)
+
+    def __repr__(self) -> str:
+        return f"FilesystemStore({str(self.root)!r})"
+
+    def path(self, cid: str) -> Path:
+        """Where ``cid`` lives (or would live) on disk."""
+        cids.digest(cid)  # reject anything that is not a CID before touching paths
+        return self.root / cid[-2:] / cid
+
+    def put(self, data: bytes) -> str:
+        cid = cids.cid_of(data)
+        dest = self.path(cid)
+        if dest.exists() and cids.matches(cid, dest.read_bytes()):
+            return cid
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=".tmp-")
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(data)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, dest)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        return cid
+
+    def put_file(self, source: str | os.PathLike[str]) -> str:
+        """Store the bytes of a file; return its CID."""
+        try:
+            data = Path(source).read_bytes()
+        except OSError as exc:
+            raise errors.StoreError(f"{source}: cannot read ({exc.strerror})") from exc
+        return self.put(data)
+
+    def get(self, cid: str) -> bytes:
+        dest = self.path(cid)
+        try:
+            data = dest.read_bytes()
+        except FileNotFoundError as exc:
+            raise errors.BlobNotFound(f"blob {cid} not in store {self.root}") from exc
+        if not cids.matches(cid, data):
+            raise errors.BlobCorrupt(
+                f"blob {cid} in {self.root} is corrupt: its {len(data)} bytes hash to "
+                f"{cids.cid_of(data)}"
+            )
+        return data
+
+    def has(self, cid: str) -> bool:
+        return cids.is_valid(cid) and self.path(cid).is_file()
+
+
+class HttpStore:
+    """Read-only client of a remote store; verifies every blob it returns."""
+
+    def __init__(self, base_url: str, *, timeout: float = 30.0) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.timeout = timeout
+
+    def __repr__(self) -> str:
+        return f"HttpStore({self.base_url!r})"
+
+    def _url(self, cid: str) -> str:
+        cids.digest(cid)
+        return f"{self.base_url}/v1/blobs/{cid}"
+
+    def put(self, data: bytes) -> str:
+        raise errors.StoreError(f"{self.base_url}: remote stores are read-only")
+
+    def get(self, cid: str) -> bytes:
+        url = self._url(cid)
+        try:
+            with urllib.request.urlopen(url, timeout=self.timeout) as resp:  # noqa: S310 (http(s) peer URL)
+                data: bytes = resp.read()
+        except urllib.error.HTTPError as exc:
+            if exc.code == 404:
+                raise errors.BlobNotFound(f"blob {cid} not found at {self.base_url}") from exc
+            raise errors.StoreError(f"{url}: HTTP {exc.code}") from exc
+        except (urllib.error.URLError, OSError) as exc:
+            raise errors.StoreError(f"{self.base_url}: unreachable ({exc})") from exc
+        if not cids.matches(cid, data):
+            raise errors.BlobCorrupt(
+                f"blob {cid} from {self.base_url} is corrupt: its {len(data)} bytes hash to "
+                f"{cids.cid_of(data)}"
+            )
+        return data
+
+    def has(self, cid: str) -> bool:
+        req = urllib.request.Request(self._url(cid), method="HEAD")  # noqa: S310
+        try:
+            with urllib.request.urlopen(req, timeout=self.timeout):  # noqa: S310
+                return True
+        except (urllib.error.URLError, OSError):
+            return False
+
+
+class LayeredStore:
+    """Reads from the first store that has a blob; writes to the first store.
+
+    Validators use a local cache in front of the miners' HTTP stores.
+    """
+
+    def __init__(self, *stores: ContentStore) -> None:
+        if not stores:
+            raise ValueError("LayeredStore needs at least one store")
+        self.stores = stores
+
+    def put(self, data: bytes) -> str:
+        return self.stores[0].put(data)
+
+    def get(self, cid: str) -> bytes:
+        missing: list[str] = []
+        for store in self.stores:
+            try:
+                data = store.get(cid)
+            except errors.BlobNotFound:
+                missing.append(repr(store))
+                continue
+            if store is not self.stores[0]:
+                self.stores[0].put(data)
+            return data
+        raise errors.BlobNotFound(f"blob {cid} not found in {', '.join(missing)}")
+
+    def has(self, cid: str) -> bool:
+        return any(s.has(cid) for s in self.stores)
