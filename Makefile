@@ -52,7 +52,7 @@ demo: install
 	@$(VENV)/bin/pot demo $(DEMO_ARGS)
 
 bench: install
-	@$(VENV)/bin/pot bench all
+	@$(VENV)/bin/pot bench run all
 
 chart: install
 	@$(PY) -m pot.charting sync
