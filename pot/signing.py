@@ -63,14 +63,20 @@ def _encode(
     return encode_typed_data(full_message=full)
 
 
-def digest(domain_data: Mapping[str, Any], types: Types, primary: str, message: Mapping[str, Any]) -> bytes:
+def digest(
+    domain_data: Mapping[str, Any], types: Types, primary: str, message: Mapping[str, Any]
+) -> bytes:
     """The 32-byte EIP-712 digest (keccak256(0x1901 ‖ domainSeparator ‖ structHash))."""
     signable = _encode(domain_data, types, primary, message)
     return bytes(keccak(b"\x19" + signable.version + signable.header + signable.body))
 
 
 def sign(
-    key: keys.Key, domain_data: Mapping[str, Any], types: Types, primary: str, message: Mapping[str, Any]
+    key: keys.Key,
+    domain_data: Mapping[str, Any],
+    types: Types,
+    primary: str,
+    message: Mapping[str, Any],
 ) -> str:
     """A 65-byte signature (r ‖ s ‖ v, v in {27, 28}) as 0x-hex."""
     signed = key.account.sign_message(_encode(domain_data, types, primary, message))
@@ -78,7 +84,11 @@ def sign(
 
 
 def recover(
-    signature: str, domain_data: Mapping[str, Any], types: Types, primary: str, message: Mapping[str, Any]
+    signature: str,
+    domain_data: Mapping[str, Any],
+    types: Types,
+    primary: str,
+    message: Mapping[str, Any],
 ) -> str:
     """The checksummed address that made ``signature``; ProtocolError if malformed."""
     try:
@@ -88,6 +98,8 @@ def recover(
     if len(raw) != 65:
         raise errors.ProtocolError(f"signature must be 65 bytes, got {len(raw)}")
     try:
-        return str(Account.recover_message(_encode(domain_data, types, primary, message), signature=raw))
-    except Exception as exc:  # noqa: BLE001 (eth_keys raises several unrelated types)
+        return str(
+            Account.recover_message(_encode(domain_data, types, primary, message), signature=raw)
+        )
+    except Exception as exc:
         raise errors.ProtocolError(f"signature does not recover: {exc}") from exc

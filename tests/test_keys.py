@@ -1,0 +1,73 @@
+"""Key loading: files and env only, errors name the source, key material never shows."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from pot import errors, keys, signing
+
+DEV_KEY = "0x59c6995e998f97a5a0044966f0945389dc9e86dae88c7a8412f4603b6b78690d"
+DEV_ADDR = "0x70997970C51812dc3A010C7d01b50e0d17dc79C8"
+
+
+def test_from_file_and_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    f = tmp_path / "validator-0.key"
+    f.write_text(DEV_KEY[2:] + "\n")
+    assert keys.from_file(f).address == DEV_ADDR
+    monkeypatch.setenv("POT_TEST_KEY", DEV_KEY)
+    assert keys.load(env="POT_TEST_KEY").address == DEV_ADDR
+
+
+def test_repr_hides_key(tmp_path: Path) -> None:
+    f = tmp_path / "k"
+    f.write_text(DEV_KEY)
+    k = keys.from_file(f)
+    shown = repr(k) + str(k) + f"{k}"
+    assert DEV_ADDR in shown
+    assert DEV_KEY[2:] not in shown
+
+
+@pytest.mark.parametrize(
+    ("content", "match"),
+    [
+        ("", "not a secp256k1 private key"),
+        ("0x1234", "not a secp256k1 private key"),
+        ("zz" * 32, "not a secp256k1 private key"),
+        ("0" * 64, "out of range"),
+        ("f" * 64, "out of range"),
+    ],
+)
+def test_bad_key_files(tmp_path: Path, content: str, match: str) -> None:
+    f = tmp_path / "bad.key"
+    f.write_text(content)
+    with pytest.raises(errors.KeyLoadError, match=match) as info:
+        keys.from_file(f)
+    assert str(f) in str(info.value)
+    assert info.value.__cause__ is None or content not in str(info.value.__cause__)
+
+
+def test_missing_sources(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    with pytest.raises(errors.KeyLoadError, match="no such file"):
+        keys.from_file(tmp_path / "absent.key")
+    monkeypatch.delenv("POT_ABSENT", raising=False)
+    with pytest.raises(errors.KeyLoadError, match="POT_ABSENT is not set"):
+        keys.from_env("POT_ABSENT")
+    with pytest.raises(errors.KeyLoadError, match="no key source"):
+        keys.load()
+
+
+def test_eip712_sign_recover_bound_to_domain() -> None:
+    k = keys.generate()
+    types = {"Ping": [{"name": "n", "type": "uint256"}]}
+    dom = signing.domain(31337, "0x5FbDB2315678afecb367f032d93F642f64180aa3")
+    sig = signing.sign(k, dom, types, "Ping", {"n": 7})
+    assert signing.recover(sig, dom, types, "Ping", {"n": 7}) == k.address
+    other_chain = signing.domain(1, "0x5FbDB2315678afecb367f032d93F642f64180aa3")
+    assert signing.recover(sig, other_chain, types, "Ping", {"n": 7}) != k.address
+    other_contract = signing.domain(31337, "0x" + "11" * 20)
+    assert signing.recover(sig, other_contract, types, "Ping", {"n": 7}) != k.address
+    assert signing.recover(sig, dom, types, "Ping", {"n": 8}) != k.address
+    with pytest.raises(errors.ProtocolError, match="65 bytes"):
+        signing.recover("0x1234", dom, types, "Ping", {"n": 7})
