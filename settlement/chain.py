@@ -1,0 +1,186 @@
+"""The one place web3 is called from: connection, retries and error wrapping.
+
+STYLE "wrap what you don't own": web3, requests and the node's JSON-RPC errors become
+``pot.errors.ChainUnreachable`` (retried here with backoff: an RPC that blips must not crash
+a sidecar) or ``ChainError``; a contract revert becomes ``Reverted`` carrying the custom
+error's *name* decoded from the ABI, so callers branch on ``AlreadySettled`` rather than on
+message text.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import requests
+from eth_abi import abi as eth_abi
+from eth_utils import keccak
+from web3 import Web3
+from web3 import exceptions as w3x
+
+from pot import errors, keys
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+
+class Reverted(errors.ChainError):
+    """A contract call or transaction reverted; ``name`` is the custom error ('' if unknown)."""
+
+    def __init__(self, message: str, *, name: str = "", args: tuple[Any, ...] = ()) -> None:
+        super().__init__(message)
+        self.name = name
+        self.error_args = args
+
+
+def error_table(abi: Sequence[Mapping[str, Any]]) -> dict[bytes, tuple[str, list[str]]]:
+    """4-byte selector → (error name, argument types) for every ``error`` in ``abi``."""
+    table = {}
+    for item in abi:
+        if item.get("type") != "error":
+            continue
+        types = [i["type"] for i in item.get("inputs", [])]
+        selector = keccak(text=f"{item['name']}({','.join(types)})")[:4]
+        table[bytes(selector)] = (item["name"], types)
+    return table
+
+
+def decode_revert(
+    data: bytes | str | None, abi: Sequence[Mapping[str, Any]]
+) -> tuple[str, tuple[Any, ...]]:
+    """``(name, args)`` of a custom error's revert data; ``("", ())`` if not in the ABI."""
+    if isinstance(data, str):
+        data = bytes.fromhex(data.removeprefix("0x")) if data.startswith("0x") else b""
+    if not data or len(data) < 4:
+        return "", ()
+    found = error_table(abi).get(data[:4])
+    if found is None:
+        return "", ()
+    name, types = found
+    try:
+        return name, tuple(eth_abi.decode(types, data[4:]))
+    except Exception:  # noqa: BLE001 (eth_abi raises several decoding errors)
+        return name, ()
+
+
+def _revert_data(exc: BaseException) -> str | None:
+    data = getattr(exc, "data", None)
+    if isinstance(data, str):
+        return data
+    if isinstance(data, dict):  # some nodes nest it
+        inner = data.get("data")
+        return inner if isinstance(inner, str) else None
+    return None
+
+
+@dataclass(kw_only=True)
+class Chain:
+    """A connection to an EVM JSON-RPC endpoint."""
+
+    url: str
+    retries: int = 5
+    """Attempts for a call whose endpoint does not answer."""
+    backoff: float = 0.2
+    """First retry delay in seconds; doubles each time."""
+    timeout: float = 10.0
+
+    def __post_init__(self) -> None:
+        self.w3 = Web3(Web3.HTTPProvider(self.url, request_kwargs={"timeout": self.timeout}))
+        self._chain_id: int | None = None
+
+    def call(
+        self,
+        what: str,
+        fn: Callable[[], T],
+        *,
+        abi: Sequence[Mapping[str, Any]] = (),
+        retry: bool = True,
+    ) -> T:
+        """Run ``fn`` (a web3 call), wrapping its errors; retries while the RPC is unreachable."""
+        delay = self.backoff
+        for attempt in range(self.retries if retry else 1):
+            try:
+                return fn()
+            except (requests.ConnectionError, requests.Timeout, w3x.ProviderConnectionError) as exc:
+                if attempt + 1 >= (self.retries if retry else 1):
+                    raise errors.ChainUnreachable(f"chain RPC {self.url} ({what}): {exc}") from exc
+                log.warning(
+                    "chain RPC %s unreachable (%s), retrying in %.1fs", self.url, what, delay
+                )
+                time.sleep(delay)
+                delay *= 2
+            except w3x.ContractLogicError as exc:
+                data = _revert_data(exc)
+                name, args = decode_revert(data, abi)
+                label = name or str(exc)
+                raise Reverted(
+                    f"{what} reverted: {label}{args if args else ''}", name=name, args=args
+                ) from exc
+            except w3x.Web3RPCError as exc:
+                raise errors.ChainError(f"chain RPC {self.url} ({what}): {exc}") from exc
+            except (w3x.Web3Exception, ValueError) as exc:
+                raise errors.ChainError(f"{what}: {exc}") from exc
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    @property
+    def chain_id(self) -> int:
+        """The chain id (cached: it never changes under a running node)."""
+        if self._chain_id is None:
+            self._chain_id = int(self.call("eth_chainId", lambda: self.w3.eth.chain_id))
+        return self._chain_id
+
+    def fees(self) -> tuple[int, int]:
+        """``(maxFeePerGas, maxPriorityFeePerGas)`` for a transaction now (EIP-1559)."""
+
+        def get() -> tuple[int, int]:
+            block = self.w3.eth.get_block("latest")
+            base = int(block.get("baseFeePerGas", 0) or 0)
+            tip = int(self.w3.eth.max_priority_fee)
+            # Two base fees of headroom: the fee survives six full blocks of base-fee growth.
+            return 2 * base + tip, tip
+
+        return self.call("fees", get)
+
+    def transact(
+        self,
+        key: keys.Key,
+        fn: Any,
+        *,
+        abi: Sequence[Mapping[str, Any]] = (),
+        value: int = 0,
+        what: str = "transaction",
+    ) -> Any:
+        """Sign ``fn`` (a bound contract function or constructor) with ``key``, send, wait.
+
+        For one-off administrative transactions (deploy, fund, withdraw). The sidecar uses
+        ``pot.settlement.sending`` instead, which keeps an intent log.
+        """
+        address = key.address
+        max_fee, tip = self.fees()
+        params = {"from": address, "value": value, "chainId": self.chain_id}
+        gas = self.call(f"{what} (estimate)", lambda: fn.estimate_gas(params), abi=abi)
+        nonce = self.call("nonce", lambda: self.w3.eth.get_transaction_count(address, "pending"))
+        tx = fn.build_transaction(
+            {
+                **params,
+                "gas": int(gas * 1.2) + 10_000,
+                "nonce": nonce,
+                "maxFeePerGas": max_fee,
+                "maxPriorityFeePerGas": tip,
+            }
+        )
+        raw = key.account.sign_transaction(tx).raw_transaction
+        tx_hash = self.call(what, lambda: self.w3.eth.send_raw_transaction(raw), abi=abi)
+        receipt = self.call(
+            f"{what} (receipt)",
+            lambda: self.w3.eth.wait_for_transaction_receipt(
+                tx_hash, timeout=60, poll_latency=0.05
+            ),
+        )
+        if receipt["status"] != 1:
+            raise Reverted(f"{what} reverted on chain (tx {tx_hash.hex()})")
+        return receipt
