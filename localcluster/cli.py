@@ -1,0 +1,43 @@
+"""``pot local``: the embedded local cluster's command group (DESIGN §6, §7)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from pot.localcluster import launching
+
+app = typer.Typer(no_args_is_help=True, pretty_exceptions_enable=False)
+
+_DIR = typer.Option(launching.DEFAULT_DIR, "--dir", help="State directory of the cluster.")
+
+
+@app.command()
+def up(directory: Path = _DIR) -> None:
+    """Start the local cluster in the background and print its kubeconfig path."""
+    kubeconfig, already = launching.up(directory)
+    if already:
+        typer.echo(f"already up: {kubeconfig}")
+    else:
+        typer.echo(str(kubeconfig))
+
+
+@app.command()
+def down(directory: Path = _DIR) -> None:
+    """Stop every process of the local cluster (state is kept)."""
+    stopped = launching.down(directory)
+    typer.echo(f"stopped: {', '.join(stopped)}" if stopped else "not running")
+
+
+@app.command()
+def status(directory: Path = _DIR) -> None:
+    """Say whether the local cluster is up, and which processes run."""
+    st = launching.status(directory.expanduser())
+    typer.echo(f"{'up' if st.up else 'down'}: {st.url or 'no API server'} (state in {st.directory})")
+    for name, pid in st.running.items():
+        typer.echo(f"  {name}: pid {pid}")
+    for name in st.stopped:
+        typer.echo(f"  {name}: not running")
+    if not st.up:
+        raise typer.Exit(1)

@@ -1,0 +1,534 @@
+"""REST semantics of the API server: create, get, list, update, patch, delete.
+
+Pure of HTTP: :mod:`apiserver` parses requests into these calls and renders
+what they return or raise. Every behaviour real clients depend on lives here,
+following the API conventions (sig-architecture/api-conventions.md):
+
+* ``metadata.resourceVersion`` is the store's global revision; an update
+  carrying a stale one gets 409 Conflict (optimistic concurrency);
+* ``metadata.generation`` starts at 1 and increases when the desired state
+  changes: for kinds with a ``status`` sub-resource, anything but metadata and
+  status; the main resource ignores ``status`` and the sub-resource ignores
+  everything else (the spec/status split controllers rely on);
+* a delete of an object with finalizers only sets ``deletionTimestamp``; the
+  object goes when the last finalizer is removed. ``propagationPolicy``
+  Orphan/Foreground add the ``orphan``/``foregroundDeletion`` finalizers the
+  garbage collector (:mod:`collecting`) acts on;
+* custom resources are pruned, defaulted and validated against their CRD's
+  structural schema by :mod:`pot.schemas` (CEL rules included): 422 Invalid
+  with one cause per field, as the real server answers.
+"""
+
+from __future__ import annotations
+
+import copy
+import datetime
+import re
+import secrets
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from pot import schemas
+from pot.localcluster import applying, defaulting, patching, statuses
+from pot.localcluster.resources import Registry, ResourceType
+from pot.localcluster.storage import Key, Obj, Store
+
+_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+
+_SYSTEM_NAMESPACES = ("default", "kube-system", "kube-public", "kube-node-lease")
+
+
+def now() -> str:
+    return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+@dataclass(slots=True)
+class WriteOptions:
+    """Query parameters every write takes."""
+
+    dry_run: bool = False
+    manager: str = ""
+    field_validation: str = "Strict"
+    force: bool = False
+
+
+@dataclass(slots=True)
+class Outcome:
+    """The stored (or would-be stored) object and the warnings to send back."""
+
+    obj: Obj
+    warnings: list[str]
+    created: bool = False
+
+
+def target(t: ResourceType, name: str) -> statuses.Target:
+    return statuses.Target(t.resource, t.group, name)
+
+
+def present(t: ResourceType, obj: Obj) -> Obj:
+    """The stored object as the requested version shows it."""
+    if obj.get("apiVersion") == t.api_version and obj.get("kind") == t.kind:
+        return obj
+    return {**obj, "apiVersion": t.api_version, "kind": t.kind}
+
+
+class Cluster:
+    """The API's behaviour over a :class:`Store`, for every served type."""
+
+    def __init__(self, store: Store, registry: Registry) -> None:
+        self.store = store
+        self.registry = registry
+        self.on_change: list[Callable[[], None]] = []
+        """Called after every commit (the garbage collector's wake-up)."""
+        for crd in store.list("apiextensions.k8s.io", "customresourcedefinitions"):
+            registry.set_crd(crd)
+        for ns in _SYSTEM_NAMESPACES:
+            if store.get(("", "namespaces", "", ns)) is None:
+                self._commit(("", "namespaces", "", ns), self._new_namespace(ns))
+
+    # -- helpers --------------------------------------------------------------
+
+    def _new_namespace(self, name: str) -> Obj:
+        return {
+            "apiVersion": "v1",
+            "kind": "Namespace",
+            "metadata": {
+                "name": name,
+                "uid": str(uuid.uuid4()),
+                "creationTimestamp": now(),
+                "labels": {"kubernetes.io/metadata.name": name},
+            },
+            "spec": {"finalizers": ["kubernetes"]},
+            "status": {"phase": "Active"},
+        }
+
+    def _commit(self, key: Key, obj: Obj) -> Obj:
+        out = self.store.put(key, obj)
+        for fn in self.on_change:
+            fn()
+        return out
+
+    def _remove(self, key: Key) -> Obj | None:
+        out = self.store.delete(key)
+        if out is not None and key[:2] == ("apiextensions.k8s.io", "customresourcedefinitions"):
+            self._drop_crd(out)
+        for fn in self.on_change:
+            fn()
+        return out
+
+    def key(self, t: ResourceType, namespace: str, name: str) -> Key:
+        return (t.group, t.resource, namespace if t.namespaced else "", name)
+
+    def get(self, t: ResourceType, namespace: str, name: str) -> Obj:
+        obj = self.store.get(self.key(t, namespace, name))
+        if obj is None:
+            raise statuses.not_found(target(t, name))
+        return present(t, obj)
+
+    def list(self, t: ResourceType, namespace: str | None) -> list[Obj]:
+        return [present(t, o) for o in self.store.list(t.group, t.resource, namespace if t.namespaced else None)]
+
+    def _check_body(self, t: ResourceType, body: Any, namespace: str, name: str | None) -> Obj:
+        if not isinstance(body, dict):
+            raise statuses.bad_request(f"the body of the request was in an unknown format: expected a {t.kind} object")
+        api_version, kind = body.get("apiVersion"), body.get("kind")
+        if api_version and api_version != t.api_version:
+            raise statuses.bad_request(
+                f"the API version in the data ({api_version}) does not match the expected API version ({t.api_version})"
+            )
+        if kind and kind != t.kind:
+            raise statuses.bad_request(f"the kind in the data ({kind}) does not match the expected kind ({t.kind})")
+        obj = copy.deepcopy(body)
+        obj["apiVersion"], obj["kind"] = t.api_version, t.kind
+        meta = obj.get("metadata")
+        if meta is None:
+            meta = obj["metadata"] = {}
+        if not isinstance(meta, dict):
+            raise statuses.bad_request("metadata must be an object")
+        if t.namespaced:
+            if meta.get("namespace") and meta["namespace"] != namespace:
+                raise statuses.bad_request(
+                    "the namespace of the provided object does not match the namespace sent on the request"
+                )
+            meta["namespace"] = namespace
+        else:
+            meta.pop("namespace", None)
+        if name is not None and meta.get("name") and meta["name"] != name:
+            raise statuses.bad_request(
+                f"the name of the object ({meta['name']}) does not match the name on the URL ({name})"
+            )
+        if name is not None:
+            meta["name"] = name
+        return obj
+
+    def _check_namespace(self, t: ResourceType, namespace: str) -> None:
+        if not t.namespaced:
+            return
+        ns = self.store.get(("", "namespaces", "", namespace))
+        if ns is None:
+            raise statuses.ApiError(
+                404, "NotFound", f'namespaces "{namespace}" not found', name=namespace, kind="namespaces"
+            )
+        if (ns.get("metadata") or {}).get("deletionTimestamp"):
+            raise statuses.ApiError(
+                403,
+                "Forbidden",
+                f'{t.resource} "{"..."}" is forbidden: unable to create new content in namespace '
+                f"{namespace} because it is being terminated",
+            )
+
+    def _admit(self, t: ResourceType, obj: Obj, old: Obj | None, opts: WriteOptions) -> tuple[Obj, list[str]]:
+        """Prune, default and validate a custom resource; checks names of every object."""
+        name = obj["metadata"].get("name", "")
+        causes: list[statuses.Cause] = []
+        pattern = _LABEL if t.resource == "namespaces" else _SUBDOMAIN
+        limit = 63 if t.resource == "namespaces" else 253
+        if not name:
+            causes.append(statuses.Cause("metadata.name", "FieldValueRequired", "Required value: name or generateName is required"))
+        elif len(name) > limit or not pattern.match(name):
+            causes.append(
+                statuses.Cause(
+                    "metadata.name",
+                    "FieldValueInvalid",
+                    f'Invalid value: "{name}": a lowercase RFC 1123 '
+                    f"{'label' if limit == 63 else 'subdomain'} must consist of lower case alphanumeric "
+                    "characters, '-' or '.', and must start and end with an alphanumeric character",
+                )
+            )
+        warnings: list[str] = []
+        if causes:
+            raise statuses.invalid(t.kind, t.group, name, causes)
+        if t.schema is not None:
+            # ObjectMeta is the server's, never the CRD schema's to prune (structural schema rules).
+            head = {k: obj[k] for k in ("apiVersion", "kind", "metadata") if k in obj}
+            body = {k: v for k, v in obj.items() if k not in head}
+            old_body = {k: v for k, v in old.items() if k not in head} if old is not None else None
+            cleaned, found = schemas.admit(t.schema, body, old=old_body)
+            unknown = sorted(_dropped(body, cleaned))
+            cleaned = {**head, **cleaned}
+            if unknown and opts.field_validation == "Strict":
+                raise statuses.bad_request(
+                    f"{t.kind} in version \"{t.version}\" cannot be handled as a {t.kind}: strict decoding error: "
+                    + ", ".join(f'unknown field "{u}"' for u in unknown)
+                )
+            if unknown and opts.field_validation == "Warn":
+                warnings.extend(f'unknown field "{u}"' for u in unknown)
+            if found:
+                raise statuses.invalid(
+                    t.kind, t.group, name, [statuses.Cause(c.field, c.reason, c.message) for c in found]
+                )
+            obj = cleaned
+        if t.resource == "customresourcedefinitions":
+            _check_crd(obj)
+        return obj, warnings
+
+    def _generation_changed(self, t: ResourceType, old: Obj, new: Obj) -> bool:
+        skip = {"metadata", "status"} if t.has_status else {"metadata"}
+        return {k: v for k, v in old.items() if k not in skip} != {k: v for k, v in new.items() if k not in skip}
+
+    def _allocate_ip(self) -> str:
+        used = {str((s.get("spec") or {}).get("clusterIP")) for s in self.store.list("", "services")}
+        return defaulting.allocate_ip(used)
+
+    # -- create ---------------------------------------------------------------
+
+    def create(self, t: ResourceType, namespace: str, body: Any, opts: WriteOptions) -> Outcome:
+        obj = self._check_body(t, body, namespace, None)
+        meta = obj["metadata"]
+        if not meta.get("name") and meta.get("generateName"):
+            meta["name"] = meta["generateName"] + "".join(secrets.choice("bcdfghjklmnpqrstvwxz2456789") for _ in range(5))
+        self._check_namespace(t, namespace)
+        key = self.key(t, namespace, meta.get("name", ""))
+        if meta.get("name") and self.store.get(key) is not None:
+            raise statuses.already_exists(target(t, meta["name"]))
+        for drop in ("resourceVersion", "deletionTimestamp", "deletionGracePeriodSeconds", "selfLink"):
+            meta.pop(drop, None)
+        meta["uid"] = str(uuid.uuid4())
+        meta["creationTimestamp"] = now()
+        if t.has_status or t.is_custom:
+            meta["generation"] = 1
+        if t.has_status and t.resource not in ("nodes",):
+            obj.pop("status", None)
+        if (t.group, t.resource) == ("", "pods"):
+            obj["status"] = {"phase": "Pending", "qosClass": "BestEffort"}
+        if (t.group, t.resource) == ("", "namespaces"):
+            obj.setdefault("spec", {})["finalizers"] = ["kubernetes"]
+            obj["status"] = {"phase": "Active"}
+            meta.setdefault("labels", {})["kubernetes.io/metadata.name"] = meta.get("name", "")
+        if not t.is_custom:
+            defaulting.apply_defaults(t.group, t.resource, obj, self._allocate_ip)
+        obj, warnings = self._admit(t, obj, None, opts)
+        if t.resource == "customresourcedefinitions":
+            _crd_status(obj)
+        applying.record_update(None, obj, manager=opts.manager, api_version=t.api_version)
+        if opts.dry_run:
+            return Outcome(obj, warnings, created=True)
+        obj = self._commit(key, obj)
+        if t.resource == "customresourcedefinitions":
+            self.registry.set_crd(obj)
+        return Outcome(present(t, obj), warnings, created=True)
+
+    # -- update ---------------------------------------------------------------
+
+    def update(
+        self, t: ResourceType, namespace: str, name: str, body: Any, opts: WriteOptions, sub: str = ""
+    ) -> Outcome:
+        obj = self._check_body(t, body, namespace, name)
+        key = self.key(t, namespace, name)
+        old = self.store.get(key)
+        if old is None:
+            raise statuses.not_found(target(t, name))
+        rv = obj["metadata"].get("resourceVersion")
+        if rv and rv != old["metadata"].get("resourceVersion"):
+            raise statuses.conflict(target(t, name))
+        if not rv and t.is_custom:
+            raise statuses.invalid(
+                t.kind, t.group, name,
+                [statuses.Cause("metadata.resourceVersion", "FieldValueInvalid", "Invalid value: 0x0: must be specified for an update")],
+            )
+        return self._replace(t, key, old, obj, opts, sub)
+
+    def _replace(self, t: ResourceType, key: Key, old: Obj, new: Obj, opts: WriteOptions, sub: str) -> Outcome:
+        """Commit ``new`` over ``old`` with the metadata rules of an update."""
+        meta, old_meta = new.setdefault("metadata", {}), old["metadata"]
+        for keep in ("uid", "creationTimestamp", "deletionTimestamp", "deletionGracePeriodSeconds", "generation", "name", "namespace"):
+            if keep in old_meta:
+                meta[keep] = old_meta[keep]
+            else:
+                meta.pop(keep, None)
+        if sub == "status":
+            status = new.get("status")
+            new = copy.deepcopy(old)
+            if status is None:
+                new.pop("status", None)
+            else:
+                new["status"] = status
+            meta = new["metadata"]
+        elif t.has_status:
+            if "status" in old:
+                new["status"] = old["status"]
+            else:
+                new.pop("status", None)
+        if (t.group, t.resource) == ("", "namespaces") and sub != "finalize":
+            new["spec"] = old.get("spec", {})
+        if old_meta.get("deletionTimestamp"):
+            added = set(meta.get("finalizers") or []) - set(old_meta.get("finalizers") or [])
+            if added:
+                raise statuses.invalid(
+                    t.kind, t.group, meta.get("name", ""),
+                    [statuses.Cause("metadata.finalizers", "FieldValueForbidden", "Forbidden: no new finalizers can be added if the object is being deleted")],
+                )
+        if not t.is_custom and sub != "status":
+            defaulting.apply_defaults(t.group, t.resource, new, self._allocate_ip)
+        new, warnings = self._admit(t, new, old, opts)
+        if self._generation_changed(t, old, new) and "generation" in meta:
+            meta["generation"] = int(meta["generation"]) + 1
+        if t.resource == "customresourcedefinitions":
+            _crd_status(new)
+        applying.record_update(old, new, manager=opts.manager, api_version=t.api_version, subresource=sub)
+        if _same(old, new):
+            return Outcome(present(t, old), warnings)
+        if opts.dry_run:
+            return Outcome(present(t, new), warnings)
+        if meta.get("deletionTimestamp") and not meta.get("finalizers"):
+            meta["resourceVersion"] = old_meta.get("resourceVersion")
+            done = self._remove(key)
+            return Outcome(present(t, done or new), warnings)
+        new = self._commit(key, new)
+        if t.resource == "customresourcedefinitions":
+            self.registry.set_crd(new)
+        return Outcome(present(t, new), warnings)
+
+    # -- patch ----------------------------------------------------------------
+
+    def patch(
+        self, t: ResourceType, namespace: str, name: str, content_type: str, patch: Any, opts: WriteOptions, sub: str = ""
+    ) -> Outcome:
+        key = self.key(t, namespace, name)
+        old = self.store.get(key)
+        base = present(t, old) if old is not None else None
+        if content_type == "application/apply-patch+yaml":
+            if not isinstance(patch, dict):
+                raise statuses.bad_request("apply patch must be an object")
+            if not opts.manager:
+                raise statuses.bad_request("PATCH request using server-side apply must have a fieldManager")
+            if base is None:
+                live = self._check_body(t, patch, namespace, name)
+                live = {"apiVersion": live["apiVersion"], "kind": live["kind"], "metadata": {"name": name}}
+            else:
+                live = base
+            cfg = self._check_body(t, patch, namespace, name)
+            merged = applying.apply(live, cfg, manager=opts.manager, force=opts.force, api_version=t.api_version, subresource=sub)
+            if base is None:
+                # The manager is already recorded by applying.apply: create with none.
+                return self.create(t, namespace, merged, WriteOptions(opts.dry_run, "", opts.field_validation))
+            return self._replace(t, key, old or {}, merged, WriteOptions(opts.dry_run, "", opts.field_validation), sub)
+        if base is None:
+            raise statuses.not_found(target(t, name))
+        if content_type == "application/json-patch+json":
+            new = patching.json_patch(base, patch)
+        elif content_type == "application/merge-patch+json":
+            if not isinstance(patch, dict):
+                raise statuses.bad_request("merge patch must be an object")
+            new = patching.json_merge(base, patch)
+        elif content_type == "application/strategic-merge-patch+json":
+            if t.is_custom:
+                raise statuses.ApiError(
+                    415, "UnsupportedMediaType",
+                    "the body of the request was in an unknown format - accepted media types include: "
+                    "application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml",
+                )
+            if not isinstance(patch, dict):
+                raise statuses.bad_request("strategic merge patch must be an object")
+            new = patching.strategic_merge(base, patch)
+        else:
+            raise statuses.ApiError(415, "UnsupportedMediaType", f"unsupported patch type {content_type!r}")
+        if not isinstance(new, dict):
+            raise statuses.bad_request("the patch does not produce an object")
+        new = self._check_body(t, new, namespace, name)
+        rv = new["metadata"].get("resourceVersion")
+        if rv and old is not None and rv != old["metadata"].get("resourceVersion"):
+            raise statuses.conflict(target(t, name))
+        return self._replace(t, key, old or {}, new, opts, sub)
+
+    # -- delete ---------------------------------------------------------------
+
+    def delete(
+        self,
+        t: ResourceType,
+        namespace: str,
+        name: str,
+        *,
+        policy: str | None = None,
+        grace: int | None = None,
+        preconditions: dict[str, Any] | None = None,
+        dry_run: bool = False,
+    ) -> Obj:
+        key = self.key(t, namespace, name)
+        old = self.store.get(key)
+        if old is None:
+            raise statuses.not_found(target(t, name))
+        meta = old["metadata"]
+        pre = preconditions or {}
+        if pre.get("uid") and pre["uid"] != meta.get("uid"):
+            raise statuses.conflict(
+                target(t, name), f"Precondition failed: UID in precondition: {pre['uid']}, UID in object meta: {meta.get('uid')}"
+            )
+        if pre.get("resourceVersion") and pre["resourceVersion"] != meta.get("resourceVersion"):
+            raise statuses.conflict(
+                target(t, name),
+                f"Precondition failed: ResourceVersion in precondition: {pre['resourceVersion']}, "
+                f"ResourceVersion in object meta: {meta.get('resourceVersion')}",
+            )
+        finalizers = list(meta.get("finalizers") or [])
+        if policy == "Orphan" and "orphan" not in finalizers:
+            finalizers.append("orphan")
+        if policy == "Foreground" and "foregroundDeletion" not in finalizers:
+            finalizers.append("foregroundDeletion")
+        graceful = (t.group, t.resource) == ("", "namespaces")
+        if (t.group, t.resource) == ("", "pods"):
+            spec, phase = old.get("spec") or {}, (old.get("status") or {}).get("phase")
+            period = grace if grace is not None else int(spec.get("terminationGracePeriodSeconds", 30))
+            graceful = bool(spec.get("nodeName")) and phase not in ("Succeeded", "Failed") and period > 0
+            if meta.get("deletionTimestamp") and grace == 0:
+                graceful = False
+        if dry_run:
+            return present(t, old)
+        if finalizers or graceful:
+            if meta.get("deletionTimestamp") and finalizers == list(meta.get("finalizers") or []) and not (graceful and grace == 0):
+                return present(t, old)
+            new = copy.deepcopy(old)
+            nm = new["metadata"]
+            nm["finalizers"] = finalizers
+            if not finalizers:
+                nm.pop("finalizers")
+            if not nm.get("deletionTimestamp"):
+                nm["deletionTimestamp"] = now()
+                nm["deletionGracePeriodSeconds"] = grace if graceful and grace is not None else (30 if graceful else 0)
+                if "generation" in nm:
+                    nm["generation"] = int(nm["generation"]) + 1
+            if (t.group, t.resource) == ("", "namespaces"):
+                new.setdefault("status", {})["phase"] = "Terminating"
+            return present(t, self._commit(key, new))
+        done = self._remove(key)
+        return present(t, done or old)
+
+    def _drop_crd(self, crd: Obj) -> None:
+        """A CRD's deletion removes its objects (the real server waits on their finalizers)."""
+        spec = crd.get("spec") or {}
+        group, plural = spec.get("group", ""), (spec.get("names") or {}).get("plural", "")
+        for obj in list(self.store.list(group, plural)):
+            meta = obj.get("metadata") or {}
+            self.store.delete((group, plural, meta.get("namespace", ""), meta.get("name", "")))
+        self.registry.drop_crd((crd.get("metadata") or {}).get("name", ""))
+
+
+def _same(old: Obj, new: Obj) -> bool:
+    """An update that changes nothing but bookkeeping is a no-op (no new resourceVersion)."""
+
+    def strip(o: Obj) -> Obj:
+        m = {k: v for k, v in (o.get("metadata") or {}).items() if k not in ("resourceVersion", "managedFields")}
+        return {**o, "metadata": m}
+
+    return strip(old) == strip(new)
+
+
+def _dropped(before: Any, after: Any, prefix: str = "") -> list[str]:
+    """Fields present in ``before`` but pruned from ``after`` (for strict field validation)."""
+    out: list[str] = []
+    if isinstance(before, dict) and isinstance(after, dict):
+        for k, v in before.items():
+            path = f"{prefix}.{k}" if prefix else k
+            if k not in after:
+                out.append(path)
+            else:
+                out.extend(_dropped(v, after[k], path))
+    elif isinstance(before, list) and isinstance(after, list):
+        for i, (b, a) in enumerate(zip(before, after, strict=False)):
+            out.extend(_dropped(b, a, f"{prefix}[{i}]"))
+    return out
+
+
+def _check_crd(crd: Obj) -> None:
+    spec = crd.get("spec") or {}
+    names = spec.get("names") or {}
+    name = crd["metadata"].get("name", "")
+    causes = []
+    if not spec.get("group"):
+        causes.append(statuses.Cause("spec.group", "FieldValueRequired", "Required value"))
+    if not names.get("plural"):
+        causes.append(statuses.Cause("spec.names.plural", "FieldValueRequired", "Required value"))
+    if not names.get("kind"):
+        causes.append(statuses.Cause("spec.names.kind", "FieldValueRequired", "Required value"))
+    if spec.get("group") and names.get("plural") and name != f"{names['plural']}.{spec['group']}":
+        causes.append(
+            statuses.Cause("metadata.name", "FieldValueInvalid", f'Invalid value: "{name}": must be spec.names.plural+"."+spec.group')
+        )
+    versions = spec.get("versions") or []
+    if not versions:
+        causes.append(statuses.Cause("spec.versions", "FieldValueInvalid", "Invalid value: must have exactly one version marked as storage version"))
+    elif sum(1 for v in versions if v.get("storage")) != 1:
+        causes.append(statuses.Cause("spec.versions", "FieldValueInvalid", "Invalid value: must have exactly one version marked as storage version"))
+    if causes:
+        raise statuses.invalid("CustomResourceDefinition", "apiextensions.k8s.io", name, causes)
+
+
+def _crd_status(crd: Obj) -> None:
+    """CRDs are Established at once: names accepted, storage version recorded."""
+    spec = crd.get("spec") or {}
+    names = dict(spec.get("names") or {})
+    names.setdefault("singular", str(names.get("kind", "")).lower())
+    names.setdefault("listKind", f"{names.get('kind', '')}List")
+    stored = [v["name"] for v in spec.get("versions") or [] if v.get("storage")]
+    ts = ((crd.get("status") or {}).get("conditions") or [{}])[0].get("lastTransitionTime") or now()
+    crd["status"] = {
+        "acceptedNames": names,
+        "storedVersions": sorted(set((crd.get("status") or {}).get("storedVersions") or []) | set(stored)),
+        "conditions": [
+            {"type": "NamesAccepted", "status": "True", "reason": "NoConflicts", "message": "no conflicts found", "lastTransitionTime": ts},
+            {"type": "Established", "status": "True", "reason": "InitialNamesAccepted", "message": "the initial names have been accepted", "lastTransitionTime": ts},
+        ],
+    }

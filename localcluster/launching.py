@@ -1,0 +1,218 @@
+"""``pot local up|down|status``: start, stop and inspect the local cluster's processes.
+
+A local cluster is a state directory (default ``~/.pot/local``) and a few
+processes started in the background, each in its own session so a terminal's
+Ctrl-C does not reach them:
+
+* ``DIR/state/``      the API server's durable object log (:mod:`storage`);
+* ``DIR/kubeconfig``  written once the API server serves (``server:
+  http://127.0.0.1:PORT``, no credentials);
+* ``DIR/pids.json``   name -> pid of every process started, for ``down``;
+* ``DIR/logs/NAME.log`` each process's output.
+
+The API server starts first (it picks a free port, preferring the one it
+had last time so old kubeconfigs stay valid, and writes it to
+``DIR/apiserver.port``); every other component starts after it serves and is
+given ``--kubeconfig DIR/kubeconfig``: components talk to the cluster only
+through the Kubernetes API, as real ones do.
+
+Adding a component (controller manager, kubelet, ...): append a
+:class:`Component` to :data:`COMPONENTS` naming its module (run as
+``python -m MODULE --kubeconfig DIR/kubeconfig [extra args]``; ``extra``
+receives the state directory, e.g. to give a kubelet a work folder under it).
+The module must run until SIGTERM and exit promptly on it. ``down`` stops
+components in reverse order, so the API server goes last.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from pot import errors
+
+DEFAULT_DIR = Path("~/.pot/local").expanduser()
+
+
+@dataclass(frozen=True, slots=True)
+class Component:
+    """A process of the local cluster, started after the API server serves."""
+
+    name: str
+    module: str
+    """Run as ``python -m MODULE --kubeconfig DIR/kubeconfig *extra(DIR)``."""
+    extra: Callable[[Path], list[str]] = field(default=lambda _d: [])
+
+
+COMPONENTS: list[Component] = []
+"""Components after the API server, in start order (issue 4 adds its own here)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Status:
+    directory: Path
+    running: dict[str, int]
+    """name -> pid of the processes alive."""
+    stopped: list[str]
+    """Names recorded in pids.json whose process is gone."""
+    url: str | None
+    serving: bool
+
+    @property
+    def up(self) -> bool:
+        return self.serving and "apiserver" in self.running
+
+
+def kubeconfig_text(url: str) -> str:
+    """A kubeconfig for ``url`` (plain HTTP, no credentials), context ``pot-local``."""
+    doc = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [{"name": "pot-local", "cluster": {"server": url}}],
+        "users": [{"name": "pot-local", "user": {}}],
+        "contexts": [{"name": "pot-local", "context": {"cluster": "pot-local", "user": "pot-local", "namespace": "default"}}],
+        "current-context": "pot-local",
+        "preferences": {},
+    }
+    return json.dumps(doc, indent=2) + "\n"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return False
+    # A recycled pid runs something else: only count our own processes.
+    return b"pot.localcluster" in cmdline or b"pot/localcluster" in cmdline
+
+
+def _pids(directory: Path) -> dict[str, int]:
+    try:
+        data = json.loads((directory / "pids.json").read_text())
+    except (OSError, ValueError):
+        return {}
+    return {str(k): int(v) for k, v in data.items()}
+
+
+def _write_pids(directory: Path, pids: dict[str, int]) -> None:
+    tmp = directory / "pids.json.tmp"
+    tmp.write_text(json.dumps(pids, indent=2) + "\n")
+    tmp.replace(directory / "pids.json")
+
+
+def _url(directory: Path) -> str | None:
+    try:
+        return f"http://127.0.0.1:{int((directory / 'apiserver.port').read_text())}"
+    except (OSError, ValueError):
+        return None
+
+
+def serving(url: str, timeout: float = 1.0) -> bool:
+    try:
+        with urllib.request.urlopen(url + "/readyz", timeout=timeout) as resp:  # noqa: S310 (our own http://127.0.0.1 URL)
+            return bool(resp.status == 200)
+    except (urllib.error.URLError, OSError):
+        return False
+
+
+def status(directory: Path = DEFAULT_DIR) -> Status:
+    pids = _pids(directory)
+    running = {n: p for n, p in pids.items() if _alive(p)}
+    url = _url(directory)
+    return Status(directory, running, [n for n in pids if n not in running], url, bool(url and serving(url)))
+
+
+def _spawn(directory: Path, name: str, argv: list[str]) -> subprocess.Popen[bytes]:
+    logs = directory / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    with open(logs / f"{name}.log", "ab") as out:
+        return subprocess.Popen(
+            argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True, cwd=directory
+        )
+
+
+def up(directory: Path = DEFAULT_DIR, *, timeout: float = 60.0, components: list[Component] | None = None) -> tuple[Path, bool]:
+    """Start the cluster; returns (kubeconfig path, whether it was already up)."""
+    directory = directory.expanduser().resolve()
+    directory.mkdir(parents=True, exist_ok=True)
+    kubeconfig = directory / "kubeconfig"
+    current = status(directory)
+    if current.up:
+        return kubeconfig, True
+    if current.running:
+        down(directory)
+    port_file = directory / "apiserver.port"
+    previous = _url(directory)
+    argv = [sys.executable, "-m", "pot.localcluster.apiserver", "--dir", str(directory / "state"), "--port-file", str(port_file)]
+    if previous:
+        argv += ["--port", previous.rsplit(":", 1)[1]]
+    with contextlib.suppress(FileNotFoundError):
+        port_file.unlink()
+    pids: dict[str, int] = {}
+    proc = _spawn(directory, "apiserver", argv)
+    pids["apiserver"] = proc.pid
+    _write_pids(directory, pids)
+    deadline = time.monotonic() + timeout
+    url = None
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise errors.ClusterError(
+                f"the API server exited with code {proc.returncode}; see {directory / 'logs' / 'apiserver.log'}"
+            )
+        url = _url(directory)
+        if url and serving(url):
+            break
+        time.sleep(0.05)
+    else:
+        down(directory)
+        raise errors.ClusterError(f"the API server did not serve within {timeout:.0f}s; see {directory / 'logs'}")
+    assert url is not None  # noqa: S101 (the loop above only breaks with a URL)
+    tmp = directory / "kubeconfig.tmp"
+    tmp.write_text(kubeconfig_text(url))
+    tmp.chmod(0o600)
+    tmp.replace(kubeconfig)
+    for comp in COMPONENTS if components is None else components:
+        cargv = [sys.executable, "-m", comp.module, "--kubeconfig", str(kubeconfig), *comp.extra(directory)]
+        pids[comp.name] = _spawn(directory, comp.name, cargv).pid
+        _write_pids(directory, pids)
+    return kubeconfig, False
+
+
+def down(directory: Path = DEFAULT_DIR, *, timeout: float = 15.0) -> list[str]:
+    """Stop every process ``up`` started (reverse order); returns the names stopped."""
+    directory = directory.expanduser().resolve()
+    pids = _pids(directory)
+    stopped = []
+    for name, pid in reversed(list(pids.items())):
+        if not _alive(pid):
+            continue
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        while _alive(pid) and time.monotonic() < deadline:
+            _reap(pid)
+            time.sleep(0.05)
+        if _alive(pid):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+            _reap(pid)
+        stopped.append(name)
+    with contextlib.suppress(FileNotFoundError):
+        (directory / "pids.json").unlink()
+    return stopped
+
+
+def _reap(pid: int) -> None:
+    """Collect a child's exit status when ``up`` ran in this very process (tests)."""
+    with contextlib.suppress(ChildProcessError, OSError):
+        os.waitpid(pid, os.WNOHANG)

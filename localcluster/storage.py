@@ -1,0 +1,310 @@
+"""The object store: objects, the global resourceVersion, durability and watch history.
+
+What etcd is to a real API server, at the scale of one machine:
+
+* one global, monotonically increasing revision; every write gets the next
+  one and it becomes the object's ``metadata.resourceVersion`` (clients must
+  treat it as opaque, but kopf, client-go and kubectl all compare it for
+  equality, and watches resume from it);
+* an append-only JSON-lines log in the state directory, ``fsync``-ed before a
+  write is acknowledged, so a ``kill -9`` loses nothing that was answered
+  (fsync costs ~0.2 ms here: no group commit needed at this scale). On open,
+  the log is replayed (a torn last line from a crash is dropped) and
+  compacted into one record per live object, written to a temporary file,
+  fsync-ed and renamed over the old log atomically;
+* a bounded history of change events, so a watch can resume from any
+  resourceVersion still in it; older ones get 410 Gone, exactly the contract
+  client-go's reflector and kopf rely on to relist.
+
+All mutation happens on the server's one event-loop thread, so each
+read-modify-write in the request handlers is atomic without locks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import json
+import os
+from collections import deque
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pot import errors
+
+Key = tuple[str, str, str, str]
+"""(group, resource, namespace, name); namespace is "" for cluster-scoped objects."""
+
+Obj = dict[str, Any]
+
+LOG_NAME = "objects.jsonl"
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """One committed change, as a watch sees it."""
+
+    rv: int
+    type: str  # ADDED, MODIFIED, DELETED
+    key: Key
+    obj: Obj
+    prev: Obj | None
+
+
+@dataclass(eq=False)
+class Watcher:
+    """A live subscription to one group/resource (optionally one namespace)."""
+
+    group: str
+    resource: str
+    namespace: str | None
+    queue: asyncio.Queue[Event | None] = field(default_factory=asyncio.Queue)
+
+    def wants(self, key: Key) -> bool:
+        return (
+            key[0] == self.group
+            and key[1] == self.resource
+            and (self.namespace is None or key[2] == self.namespace)
+        )
+
+
+class TooOld(errors.ClusterError):
+    """A watch asked for a resourceVersion older than the history kept (410 Gone)."""
+
+    def __init__(self, asked: int, oldest: int) -> None:
+        super().__init__(f"too old resource version: {asked} ({oldest})")
+        self.asked = asked
+        self.oldest = oldest
+
+
+def _key(k: list[str]) -> Key:
+    return (k[0], k[1], k[2], k[3])
+
+
+class Store:
+    """Objects by key, the global revision, the durable log and the watch history."""
+
+    def __init__(self, directory: Path | None, *, history: int = 200_000) -> None:
+        self._objects: dict[tuple[str, str], dict[tuple[str, str], Obj]] = {}
+        self._dependents: dict[str, set[Key]] = {}
+        self._uids: dict[str, Key] = {}
+        self._deleting: set[Key] = set()
+        self._history: deque[Event] = deque(maxlen=history)
+        self._watchers: set[Watcher] = set()
+        self.rv = 0
+        self._oldest = 0
+        """Watches may resume from any resourceVersion >= this one."""
+        self._fd: int | None = None
+        self._lock_fd: int | None = None
+        self.directory = directory
+        if directory is not None:
+            self._open(directory)
+
+    # -- durability --------------------------------------------------------
+
+    def _open(self, directory: Path) -> None:
+        directory.mkdir(parents=True, exist_ok=True)
+        self._lock_fd = os.open(directory / "apiserver.lock", os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise errors.ClusterError(
+                f"{directory}: another API server already uses this state directory"
+            ) from None
+        path = directory / LOG_NAME
+        if path.exists():
+            self._replay(path)
+        self._oldest = self.rv
+        tmp = directory / (LOG_NAME + ".tmp")
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(json.dumps({"op": "rv", "rv": self.rv}) + "\n")
+            for key, obj in self.items():
+                f.write(json.dumps({"op": "put", "rv": self.rv, "k": key, "o": obj}) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+        dfd = os.open(directory, os.O_RDONLY)
+        try:
+            os.fsync(dfd)
+        finally:
+            os.close(dfd)
+        self._fd = os.open(path, os.O_WRONLY | os.O_APPEND)
+
+    def _replay(self, path: Path) -> None:
+        with open(path, encoding="utf-8") as f:
+            for line in f:
+                try:
+                    rec = json.loads(line)
+                except json.JSONDecodeError:
+                    # A torn last line: the write was never acknowledged.
+                    break
+                self.rv = max(self.rv, int(rec.get("rv", 0)))
+                if rec["op"] == "put":
+                    self._set(_key(rec["k"]), rec["o"])
+                elif rec["op"] == "del":
+                    self._unset(_key(rec["k"]))
+
+    def _append(self, rec: dict[str, Any]) -> None:
+        if self._fd is None:
+            return
+        data = (json.dumps(rec, separators=(",", ":")) + "\n").encode()
+        try:
+            os.write(self._fd, data)
+            os.fsync(self._fd)
+        except OSError as exc:
+            raise errors.ClusterError(f"cannot persist state: {exc.strerror}") from exc
+
+    def close(self) -> None:
+        for w in list(self._watchers):
+            w.queue.put_nowait(None)
+        for fd in (self._fd, self._lock_fd):
+            if fd is not None:
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+        self._fd = self._lock_fd = None
+
+    # -- reads ---------------------------------------------------------------
+
+    def get(self, key: Key) -> Obj | None:
+        return self._objects.get((key[0], key[1]), {}).get((key[2], key[3]))
+
+    def list(self, group: str, resource: str, namespace: str | None = None) -> list[Obj]:
+        """Objects of one group/resource, sorted by namespace then name (as etcd keys are)."""
+        bucket = self._objects.get((group, resource), {})
+        keys = sorted(k for k in bucket if namespace is None or k[0] == namespace)
+        return [bucket[k] for k in keys]
+
+    def items(self) -> Iterator[tuple[Key, Obj]]:
+        for (g, r), bucket in self._objects.items():
+            for (ns, name), obj in bucket.items():
+                yield (g, r, ns, name), obj
+
+    def count(self, group: str, resource: str) -> int:
+        return len(self._objects.get((group, resource), {}))
+
+    def namespaces_in_use(self, namespace: str) -> list[Key]:
+        """Every namespaced object in ``namespace`` (namespace deletion)."""
+        out = []
+        for (g, r), bucket in self._objects.items():
+            out.extend((g, r, ns, name) for (ns, name) in bucket if ns == namespace)
+        return out
+
+    def by_uid(self, uid: str) -> Key | None:
+        return self._uids.get(uid)
+
+    def orphaned_owner_uids(self) -> list[str]:
+        """Owner uids named by some object's ownerReferences that no object has."""
+        return [u for u in self._dependents if u not in self._uids]
+
+    def deleting(self) -> list[tuple[Key, Obj]]:
+        """Objects with a deletionTimestamp (waiting on finalizers or a kubelet)."""
+        out = []
+        for key in sorted(self._deleting):
+            obj = self.get(key)
+            if obj is not None:
+                out.append((key, obj))
+        return out
+
+    def dependents(self, uid: str) -> list[Key]:
+        """Keys of objects that name ``uid`` in their ownerReferences."""
+        return sorted(self._dependents.get(uid, ()))
+
+    # -- writes --------------------------------------------------------------
+
+    def _set(self, key: Key, obj: Obj) -> Obj | None:
+        bucket = self._objects.setdefault((key[0], key[1]), {})
+        old = bucket.get((key[2], key[3]))
+        if old is not None:
+            self._index_owners(key, old, add=False)
+        bucket[(key[2], key[3])] = obj
+        self._index_owners(key, obj, add=True)
+        return old
+
+    def _unset(self, key: Key) -> Obj | None:
+        old = self._objects.get((key[0], key[1]), {}).pop((key[2], key[3]), None)
+        if old is not None:
+            self._index_owners(key, old, add=False)
+        return old
+
+    def _index_owners(self, key: Key, obj: Obj, *, add: bool) -> None:
+        meta = obj.get("metadata") or {}
+        uid = meta.get("uid")
+        if add:
+            if uid:
+                self._uids[uid] = key
+            if meta.get("deletionTimestamp"):
+                self._deleting.add(key)
+        else:
+            if uid:
+                self._uids.pop(uid, None)
+            self._deleting.discard(key)
+        for ref in (obj.get("metadata") or {}).get("ownerReferences") or []:
+            uid = ref.get("uid")
+            if not uid:
+                continue
+            if add:
+                self._dependents.setdefault(uid, set()).add(key)
+            else:
+                keys = self._dependents.get(uid)
+                if keys is not None:
+                    keys.discard(key)
+                    if not keys:
+                        del self._dependents[uid]
+
+    def next_rv(self) -> int:
+        """The revision the next write will get (for objects built before commit)."""
+        return self.rv + 1
+
+    def put(self, key: Key, obj: Obj) -> Obj:
+        """Create or replace ``key``; stamps the next resourceVersion; durable on return."""
+        self.rv += 1
+        obj.setdefault("metadata", {})["resourceVersion"] = str(self.rv)
+        self._append({"op": "put", "rv": self.rv, "k": key, "o": obj})
+        old = self._set(key, obj)
+        self._publish(Event(self.rv, "MODIFIED" if old is not None else "ADDED", key, obj, old))
+        return obj
+
+    def delete(self, key: Key) -> Obj | None:
+        """Remove ``key``; the DELETED event carries the deletion's resourceVersion."""
+        old = self.get(key)
+        if old is None:
+            return None
+        self.rv += 1
+        self._append({"op": "del", "rv": self.rv, "k": key})
+        self._unset(key)
+        final = dict(old)
+        final["metadata"] = {**old.get("metadata", {}), "resourceVersion": str(self.rv)}
+        self._publish(Event(self.rv, "DELETED", key, final, old))
+        return final
+
+    # -- watching -------------------------------------------------------------
+
+    def _publish(self, event: Event) -> None:
+        if len(self._history) == self._history.maxlen:
+            self._oldest = self._history[0].rv
+        self._history.append(event)
+        for w in self._watchers:
+            if w.wants(event.key):
+                w.queue.put_nowait(event)
+
+    def watch(self, group: str, resource: str, namespace: str | None, since: int | None) -> Watcher:
+        """Subscribe; with ``since``, first replay history after it (TooOld if gone)."""
+        w = Watcher(group, resource, namespace)
+        if since is not None:
+            if since < self._oldest:
+                raise TooOld(since, self._oldest)
+            for ev in self._history:
+                if ev.rv > since and w.wants(ev.key):
+                    w.queue.put_nowait(ev)
+        self._watchers.add(w)
+        return w
+
+    def unwatch(self, w: Watcher) -> None:
+        self._watchers.discard(w)
+
+    @property
+    def watcher_count(self) -> int:
+        return len(self._watchers)
