@@ -156,3 +156,64 @@ def shared_world(request: pytest.FixtureRequest) -> Iterator[World]:
         yield w
     finally:
         dev.close()
+
+
+class FakeValidator:
+    """A stand-in for the validators' HTTP API (docs/protocol.md), until issue 6 lands.
+
+    Serves ``GET /v1/allocations`` (the committed list) and
+    ``GET /v1/allocations/{namespace}/{name}/{round}`` from ``self.docs``.
+    """
+
+    def __init__(self) -> None:
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        self.docs: dict[tuple[str, int], dict[str, Any]] = {}
+        self.requests = 0
+        fake = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                fake.requests += 1
+                parts = self.path.strip("/").split("/")
+                if parts == ["v1", "allocations"]:
+                    body: Any = {"allocations": [{"task": t, "round": r} for t, r in fake.docs]}
+                elif len(parts) == 5 and parts[:2] == ["v1", "allocations"]:
+                    body = fake.docs.get((f"{parts[2]}/{parts[3]}", int(parts[4])))
+                else:
+                    body = None
+                if body is None:
+                    self.send_response(404)
+                    self.end_headers()
+                    return
+                data = __import__("json").dumps(body).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def log_message(self, *args: Any) -> None:
+                return
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def publish(self, doc: dict[str, Any]) -> None:
+        self.docs[(doc["task"], int(doc["round"]))] = doc
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def validator() -> Iterator[FakeValidator]:
+    v = FakeValidator()
+    try:
+        yield v
+    finally:
+        v.close()

@@ -1,0 +1,233 @@
+"""The sidecar in-process against a fake validator, on anvil and the in-process EVM:
+settles once, counts a lost race as done, survives a reorg, bumps a stuck fee."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+
+from pot import keys
+from pot.settlement import allocations, intents, sending, sidecar
+
+from .conftest import ETH, FakeValidator, World
+
+
+def make_sidecar(
+    w: World, v: FakeValidator, state: Path, *, key: keys.Key | None = None, **kw: object
+) -> sidecar.Sidecar:
+    key = key or w.key(10 * ETH)
+    cfg = sidecar.Config(
+        validator_url=v.url,
+        rpc_url=w.dev.url,
+        contract=w.address,
+        state_dir=state,
+        chain_id=w.chain_id,
+        **kw,
+    )  # type: ignore[arg-type]
+    return sidecar.Sidecar(config=cfg, key=key)
+
+
+def publish_round(
+    w: World, v: FakeValidator, n_payees: int = 3, **kw: object
+) -> allocations.Allocation:
+    task = w.task()
+    w.fund_task(task, 10 * ETH)
+    alloc = allocations.Allocation(
+        task=task,
+        round=0,
+        payees=tuple(keys.generate().address for _ in range(n_payees)),
+        amounts=tuple(ETH + i for i in range(n_payees)),
+        **kw,
+    )  # type: ignore[arg-type]
+    v.publish(w.alloc_json(alloc))
+    return alloc
+
+
+def outcome(car: sidecar.Sidecar, name: str) -> float:
+    return (
+        car.metrics.registry.get_sample_value("pot_settlement_intents_total", {"outcome": name})
+        or 0.0
+    )
+
+
+def test_settles_once_and_counts_duplicate_as_done(
+    world: World, validator: FakeValidator, tmp_path: Path
+) -> None:
+    w = world
+    alloc = publish_round(w, validator)
+    a = make_sidecar(w, validator, tmp_path / "a")
+    a.tick()
+    a.tick()
+    [intent] = a.intent_log.all()
+    assert intent.state == "final", intent
+    for p, amount in zip(alloc.payees, alloc.amounts, strict=True):
+        assert w.credit(p) == amount
+    # A second replica's sidecar arrives late: the chain says settled, so it is done too.
+    b = make_sidecar(w, validator, tmp_path / "b")
+    b.tick()
+    [late] = b.intent_log.all()
+    assert late.state == "already" and outcome(b, "already") == 1
+    # and a direct settle of the same (task, round) reverts with the named error, which the
+    # sender also counts as done (no transaction is sent)
+    fresh = b.sender.open(
+        alloc,
+        allocations.quorum(
+            alloc,
+            [(k.address, allocations.sign(k, alloc, w.chain_id, w.address)) for k in w.validators],
+            chain_id=w.chain_id,
+            contract=w.address,
+            registered=[k.address for k in w.validators],
+            threshold=3,
+        )[0],
+    )
+    assert fresh.state == "already" and not fresh.attempts
+    assert len(w.settled_events(alloc.task, 0)) == 1
+    text = __import__("prometheus_client").generate_latest(a.metrics.registry).decode()
+    assert 'pot_settlement_intents_total{outcome="final"} 1.0' in text
+
+
+def test_waits_for_quorum_and_drops_bad_signatures(
+    world: World, validator: FakeValidator, tmp_path: Path
+) -> None:
+    w = world
+    alloc = publish_round(w, validator)
+    doc = w.alloc_json(alloc, w.validators[:2])
+    outsider = keys.generate()
+    doc["signatures"].append(
+        {
+            "signer": outsider.address,
+            "signature": allocations.sign(outsider, alloc, w.chain_id, w.address),
+        }
+    )
+    doc["signatures"].append({"signer": w.validators[3].address, "signature": "0x1234"})
+    validator.publish(doc)
+    car = make_sidecar(w, validator, tmp_path)
+    car.tick()
+    assert car.intent_log.all() == []  # 2 good signatures of 3 needed: wait
+    validator.publish(w.alloc_json(alloc, w.validators[1:]))
+    car.tick()
+    car.tick()
+    assert [i.state for i in car.intent_log.all()] == ["final"]
+
+
+def test_rejected_allocation_is_named_and_not_sent(
+    world: World, validator: FakeValidator, tmp_path: Path
+) -> None:
+    w = world
+    alloc = allocations.Allocation(
+        task=w.task(), round=0, payees=(keys.generate().address,), amounts=(ETH,)
+    )
+    validator.publish(w.alloc_json(alloc))  # never funded
+    car = make_sidecar(w, validator, tmp_path)
+    car.tick()
+    [intent] = car.intent_log.all()
+    assert (intent.state, intent.error, intent.attempts) == ("rejected", "TaskNotFunded", [])
+    assert (
+        car.metrics.registry.get_sample_value(
+            "pot_settlement_rejections_total", {"error": "TaskNotFunded"}
+        )
+        == 1
+    )
+
+
+def test_two_racing_sidecars_one_effective_settle(
+    world: World, validator: FakeValidator, tmp_path: Path
+) -> None:
+    """Both broadcast before either is mined; one settle lands, the other reverts and is done."""
+    w = world
+    alloc = publish_round(w, validator)
+    a = make_sidecar(w, validator, tmp_path / "a")
+    b = make_sidecar(w, validator, tmp_path / "b")
+    w.dev.set_automine(False)
+    try:
+        a.tick()
+        b.tick()
+        assert [len(i.attempts) for i in (*a.intent_log.all(), *b.intent_log.all())] == [1, 1]
+    finally:
+        w.dev.set_automine(True)
+    w.dev.mine(1)
+    a.tick()
+    b.tick()
+    states = sorted(i.state for i in (*a.intent_log.all(), *b.intent_log.all()))
+    assert states == ["already", "final"]
+    assert len(w.settled_events(alloc.task, 0)) == 1
+    for p, amount in zip(alloc.payees, alloc.amounts, strict=True):
+        assert w.credit(p) == amount
+
+
+def test_reorg_drops_settle_then_resubmitted_and_final(
+    world: World, validator: FakeValidator, tmp_path: Path
+) -> None:
+    w = world
+    alloc = publish_round(w, validator)
+    car = make_sidecar(w, validator, tmp_path, confirmations=3)
+    snap = w.dev.snapshot() if w.dev.kind == "evm" else ""
+    car.tick()  # broadcast; mined at once (automine)
+    car.tick()  # receipt seen: 1 of 3 confirmations
+    [intent] = car.intent_log.all()
+    assert intent.state == "mined"
+    mined_hash, mined_block = intent.tx_hash, intent.block_hash
+    if w.dev.kind == "anvil":
+        w.dev.reorg(1)  # anvil_reorg: the settle's block is replaced by an empty one
+    else:
+        w.dev.revert(snap)  # the EVM: roll back past the settle block
+        w.dev.mine(1)
+    assert not w.settled_events(alloc.task, 0)
+    car.tick()  # notices, rebroadcasts the same transaction
+    assert car.metrics.registry.get_sample_value("pot_settlement_reorgs_total") == 1
+    w.dev.mine(3)
+    car.tick()
+    [intent] = car.intent_log.all()
+    assert intent.state == "final"
+    assert intent.tx_hash == mined_hash and intent.block_hash != mined_block
+    assert len(intent.attempts) == 1
+    assert len(w.settled_events(alloc.task, 0)) == 1
+    for p, amount in zip(alloc.payees, alloc.amounts, strict=True):
+        assert w.credit(p) == amount
+
+
+def test_stuck_transaction_fee_bump(world: World, validator: FakeValidator, tmp_path: Path) -> None:
+    w = world
+    if w.dev.kind != "anvil":
+        pytest.skip("fee replacement needs a mempool: anvil only (bump arithmetic is unit-tested)")
+    alloc = publish_round(w, validator)
+    car = make_sidecar(w, validator, tmp_path, stuck_after=0.01)
+    w.dev.set_automine(False)
+    try:
+        car.tick()
+        time.sleep(0.05)
+        car.tick()  # no receipt after stuck_after: replace with higher fees
+    finally:
+        w.dev.set_automine(True)
+    w.dev.mine(1)
+    car.tick()
+    [intent] = car.intent_log.all()
+    assert intent.state == "final"
+    first, second = intent.attempts[0], intent.attempts[-1]
+    assert len(intent.attempts) >= 2
+    assert second.max_fee > first.max_fee * 1.125 and second.tip > first.tip * 1.125
+    assert intent.tx_hash == second.tx_hash
+    assert len(w.settled_events(alloc.task, 0)) == 1
+
+
+def test_bump_is_strictly_above_one_eighth() -> None:
+    for fee in (0, 1, 7, 8, 9, 10**9, 3 * 10**9 + 7):
+        assert sending.bumped(fee) > fee * 1.125
+
+
+def test_intent_log_roundtrip(tmp_path: Path) -> None:
+    log = intents.IntentLog(tmp_path)
+    i = intents.Intent(
+        task="ns/a",
+        round=2,
+        task_id="0x" + "ab" * 32,
+        state="sending",
+        nonce=4,
+        attempts=[intents.Attempt(tx_hash="0x01", raw="0x02", max_fee=3, tip=1, sent_at=1.0)],
+    )
+    log.save(i)
+    assert log.get(i.task_id, 2) == i
+    assert [x.key for x in log.all()] == [i.key]
+    assert not list(log.directory.glob(".tmp-*"))
