@@ -39,6 +39,7 @@ from pot.localcluster import (
     discovery,
     handling,
     openapi,
+    protobuf,
     selectors,
     statuses,
     subresources,
@@ -284,6 +285,8 @@ class ApiServer:
                 return None
             raise statuses.bad_request("the request body is empty")
         ctype = request.headers.get("Content-Type", "application/json").split(";")[0].strip()
+        if ctype == "application/vnd.kubernetes.protobuf":
+            return protobuf.decode(raw)
         try:
             if "yaml" in ctype:
                 return yaml.load(raw, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
