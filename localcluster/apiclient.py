@@ -263,7 +263,7 @@ class Informer:
         self.api = api
         self.path = path
         self.params = params or {}
-        self.on_change = on_change
+        self.handlers: list[Callable[[str, Obj], None]] = [on_change] if on_change else []
         self.cache: dict[str, Obj] = {}
         self.synced = asyncio.Event()
 
@@ -273,13 +273,23 @@ class Informer:
         old = self.cache.get(key)
         if old is None or _rv(obj) >= _rv(old):
             self.cache[key] = obj
-            if self.on_change:
-                self.on_change("MODIFIED" if old else "ADDED", obj)
+            self._notify("MODIFIED" if old else "ADDED", obj)
 
     def forget(self, obj: Obj) -> None:
         """Drop an object this component just deleted."""
-        if self.cache.pop(key_of(obj), None) is not None and self.on_change:
-            self.on_change("DELETED", obj)
+        if self.cache.pop(key_of(obj), None) is not None:
+            self._notify("DELETED", obj)
+
+    def add_handler(self, handler: Callable[[str, Obj], None]) -> None:
+        """Also call ``handler(type, obj)`` on every change."""
+        self.handlers.append(handler)
+
+    def _notify(self, kind: str, obj: Obj) -> None:
+        for handler in self.handlers:
+            try:
+                handler(kind, obj)
+            except Exception:
+                log.exception("handler of %s failed on %s", self.path, key_of(obj))
 
     def _apply(self, kind: str, obj: Obj) -> None:
         key = key_of(obj)
@@ -296,8 +306,7 @@ class Informer:
             if old is not None and _rv(old) > _rv(obj):
                 return
             self.cache[key] = obj
-        if self.on_change:
-            self.on_change(kind, obj)
+        self._notify(kind, obj)
 
     async def run(self) -> None:
         """List and watch forever (cancel to stop)."""

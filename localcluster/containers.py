@@ -1,0 +1,163 @@
+"""Containers as local processes: start inside the pod's namespaces, stop, log.
+
+A container is one process group started as::
+
+    ip netns exec <pod netns> /bin/sh -c '<bind mounts>; exec "$@"' pot-container <argv>
+
+``ip netns exec`` puts the process in the pod's network namespace *and* a new
+mount namespace (iproute2 unshares one for every exec), so the bind mounts of
+the pod's ``/etc/hosts`` and of its volumes at their mountPaths are seen by
+that container alone and vanish with it. The shell ``exec``s the real
+program, so the process the kubelet waits on, signals and ``nsenter``s for
+``kubectl exec`` is the container's own.
+
+Missing mountpoints are created as empty directories (or empty files, for a
+single-file subPath) on the host: a bind mount needs a target, and the
+contents stay private to the pod. stdout and stderr go straight to a log file
+per container instance, which is what ``kubectl logs`` (and ``--previous``)
+read back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import shlex
+import signal
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from pot.localcluster import podspecs
+
+
+def _mount_lines(spec: podspecs.ProcessSpec, hosts_file: str | None) -> list[str]:
+    lines = ["set -e"]
+    if hosts_file:
+        lines.append(f"mount --bind {shlex.quote(hosts_file)} /etc/hosts")
+    for m in spec.mounts:
+        src, dst = shlex.quote(m.source), shlex.quote(m.target)
+        if os.path.isdir(m.source) or not os.path.exists(m.source):
+            lines.append(f"[ -d {dst} ] || mkdir -p {dst}")
+        else:
+            lines.append(f"[ -e {dst} ] || {{ mkdir -p $(dirname {dst}); : > {dst}; }}")
+        lines.append(f"mount --bind {src} {dst}")
+        if m.read_only:
+            lines.append(f"mount -o remount,bind,ro {dst}")
+    if spec.working_dir:
+        wd = shlex.quote(spec.working_dir)
+        lines.append(f"mkdir -p {wd}; cd {wd}")
+    lines.append('exec "$@"')
+    return lines
+
+
+def launch_argv(spec: podspecs.ProcessSpec, netns: str | None, hosts_file: str | None) -> list[str]:
+    """The full argv that starts ``spec`` inside the pod (``netns`` None: host network)."""
+    script = "\n".join(_mount_lines(spec, hosts_file if netns else None))
+    if netns is None:
+        if spec.mounts:
+            return [
+                "unshare",
+                "-m",
+                "--propagation",
+                "private",
+                "/bin/sh",
+                "-c",
+                script,
+                "pot-container",
+                *spec.argv,
+            ]
+        return list(spec.argv)
+    return ["ip", "netns", "exec", netns, "/bin/sh", "-c", script, "pot-container", *spec.argv]
+
+
+@dataclass(slots=True)
+class Running:
+    """One started container instance."""
+
+    process: asyncio.subprocess.Process
+    log_path: Path
+    started: float
+
+    @property
+    def pid(self) -> int:
+        """The container's main process (also its process group)."""
+        return self.process.pid
+
+
+async def start(
+    spec: podspecs.ProcessSpec, *, netns: str | None, hosts_file: str | None, log_path: Path
+) -> Running:
+    """Start the container; raises OSError if it cannot be executed at all."""
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with log_path.open("ab") as log:
+        process = await asyncio.create_subprocess_exec(
+            *launch_argv(spec, netns, hosts_file),
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=log,
+            stderr=log,
+            env=spec.env,
+            cwd="/",
+            start_new_session=True,  # its own process group: signals reach its children too
+        )
+    return Running(process=process, log_path=log_path, started=time.time())
+
+
+def _signal_group(pid: int, sig: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, sig)
+
+
+async def stop(running: Running, grace: float) -> int:
+    """SIGTERM the container's process group, SIGKILL after ``grace`` seconds; exit code."""
+    if running.process.returncode is None:
+        _signal_group(running.pid, signal.SIGTERM)
+        try:
+            await asyncio.wait_for(running.process.wait(), timeout=max(grace, 0.01))
+        except TimeoutError:
+            _signal_group(running.pid, signal.SIGKILL)
+            await running.process.wait()
+    # Children that ignored SIGTERM and outlived the leader go too.
+    _signal_group(running.pid, signal.SIGKILL)
+    return exit_code(running.process.returncode)
+
+
+def kill_now(running: Running) -> None:
+    """SIGKILL the whole group at once (node failure, kubelet shutdown)."""
+    _signal_group(running.pid, signal.SIGKILL)
+
+
+def exit_code(returncode: int | None) -> int:
+    """Container exit code as Kubernetes reports it (128+signal for signals)."""
+    if returncode is None:
+        return 0
+    return 128 - returncode if returncode < 0 else returncode
+
+
+#: Env var every container process (and so every descendant) carries, with the
+#: cluster's tag: how leftovers of a crashed kubelet are found without trusting
+#: recorded pids that the machine may since have reused.
+MARKER = "POT_LOCALCLUSTER"
+
+
+def marked_pids(tag: str) -> list[int]:
+    """Processes on this machine whose environment carries ``MARKER=tag``."""
+    needle = f"{MARKER}={tag}".encode()
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        with contextlib.suppress(OSError):
+            if needle in (entry / "environ").read_bytes().split(b"\0"):
+                found.append(int(entry.name))
+    return found
+
+
+def kill_marked(tag: str) -> int:
+    """SIGKILL every leftover container process of cluster ``tag``; how many."""
+    pids = marked_pids(tag)
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, signal.SIGKILL)
+    return len(pids)
