@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 
 import requests
 from eth_abi import abi as eth_abi
-from eth_utils import keccak
+from eth_utils import keccak, to_checksum_address
 from web3 import Web3
 from web3 import exceptions as w3x
 
@@ -163,7 +163,10 @@ class Chain:
         max_fee, tip = self.fees()
         params = {"from": address, "value": value, "chainId": self.chain_id}
         gas = self.call(f"{what} (estimate)", lambda: fn.estimate_gas(params), abi=abi)
-        nonce = self.call("nonce", lambda: self.w3.eth.get_transaction_count(address, "pending"))
+        nonce = self.call(
+            "nonce",
+            lambda: self.w3.eth.get_transaction_count(to_checksum_address(address), "pending"),
+        )
         tx = fn.build_transaction(
             {
                 **params,

@@ -229,7 +229,7 @@ class _EvmBackend:
     def handle(self, method: str, params: list[Any]) -> dict[str, Any]:
         from eth_tester.exceptions import TransactionFailed
 
-        tester = self.provider.ethereum_tester
+        tester: Any = self.provider.ethereum_tester
         with self.lock:
             try:
                 # Methods anvil has and eth-tester names differently.

@@ -128,7 +128,9 @@ class Sender:
         pending = int(
             self.chain.call(
                 "nonce",
-                lambda: self.chain.w3.eth.get_transaction_count(self.key.address, "pending"),
+                lambda: self.chain.w3.eth.get_transaction_count(
+                    self.key.account.address, "pending"
+                ),
             )
         )
         held = [i.nonce for i in self.log.all() if i.state in intents.OPEN and i.nonce >= 0]
@@ -180,7 +182,7 @@ class Sender:
         return intent
 
     def _attempt(self, intent: intents.Intent, max_fee: int, tip: int) -> None:
-        tx = {
+        tx: dict[str, Any] = {
             "type": 2,
             "chainId": self.chain.chain_id,
             "nonce": intent.nonce,
@@ -263,7 +265,8 @@ class Sender:
             return intent
         latest_nonce = int(
             self.chain.call(
-                "nonce", lambda: self.chain.w3.eth.get_transaction_count(self.key.address, "latest")
+                "nonce",
+                lambda: self.chain.w3.eth.get_transaction_count(self.key.account.address, "latest"),
             )
         )
         if latest_nonce > intent.nonce:

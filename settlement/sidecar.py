@@ -73,7 +73,7 @@ class Config:
         try:
             doc = json.loads(p.read_text(encoding="utf-8"))
             chain_doc = doc["chain"]
-            fields = {
+            fields: dict[str, Any] = {
                 "rpc_url": str(chain_doc["rpcUrl"]),
                 "contract": to_checksum_address(chain_doc["contract"]),
                 "chain_id": int(chain_doc["chainId"]) if "chainId" in chain_doc else None,
