@@ -1,0 +1,197 @@
+"""Getting signed segments to the validators without losing one.
+
+A segment is written to an on-disk outbox (atomic rename) before anyone is
+told about it, and leaves the outbox only when a validator acknowledged it
+(``202``) or refused it for good (``400``, with a ``Rejection`` name, kept
+under ``rejected/`` for the operator to inspect). Network errors and 5xx are
+retried with capped exponential backoff and jitter, so validators may be down
+for as long as they like: the queue waits, and a restarted trainer resends
+whatever its outbox holds. Validators treat a resubmission of the same
+segment as idempotent (docs/protocol.md).
+
+With ``--segments-dir`` delivery is a file per segment instead of an HTTP
+POST (tests, demos, air-gapped audits). Delivery never overwrites a different
+body under the same index: that would be the duplicate a resume must not make.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import random
+import tempfile
+import threading
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+from prometheus_client import Counter, Gauge, Histogram
+
+from pot import errors
+from pot.trainer import segments
+
+log = logging.getLogger("pot.trainer.publishing")
+
+QUEUE_DEPTH = Gauge("pot_trainer_queue_depth", "Segments waiting for a validator to acknowledge.")
+PUBLISH_SECONDS = Histogram(
+    "pot_trainer_segment_publish_seconds",
+    "From a segment's commit to its acknowledgement.",
+    buckets=(0.01, 0.05, 0.1, 0.5, 1, 5, 30, 120, 600),
+)
+PUBLISHED = Counter("pot_trainer_segments_total", "Segments by outcome.", ["outcome"])
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` via a temporary file, fsync and rename."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+class Publisher:
+    """An outbox under ``state_dir`` drained by one background thread."""
+
+    def __init__(
+        self,
+        state_dir: Path,
+        *,
+        validator_url: str | None = None,
+        segments_dir: Path | None = None,
+        timeout: float = 10.0,
+        max_backoff: float = 30.0,
+    ) -> None:
+        if (validator_url is None) == (segments_dir is None):
+            raise ValueError("publisher: exactly one of validator_url and segments_dir")
+        self.outbox = state_dir / "outbox"
+        self.sent = state_dir / "sent"
+        self.rejected = state_dir / "rejected"
+        for d in (self.outbox, self.sent, self.rejected):
+            d.mkdir(parents=True, exist_ok=True)
+        self.validator_url = validator_url.rstrip("/") if validator_url else None
+        self.segments_dir = segments_dir
+        self.timeout = timeout
+        self.max_backoff = max_backoff
+        self._wake = threading.Condition()
+        self._stop = False
+        self._thread = threading.Thread(target=self._run, name="pot-publisher", daemon=True)
+        self._enqueued_at: dict[str, float] = {}
+        self.duplicates = 0
+        self._give_up_at = 0.0
+
+    @staticmethod
+    def _name(seg: segments.Segment) -> str:
+        return f"{seg.index:08d}.json"
+
+    def start(self) -> None:
+        """Start draining (resends whatever a previous run left in the outbox)."""
+        self._thread.start()
+
+    def known(self, index: int) -> bool:
+        """True if segment ``index`` is queued, sent or rejected already."""
+        name = f"{index:08d}.json"
+        return any((d / name).exists() for d in (self.outbox, self.sent, self.rejected))
+
+    def enqueue(self, seg: segments.Segment) -> None:
+        """Persist ``seg`` in the outbox (durable on return) and wake the sender."""
+        name = self._name(seg)
+        if (self.sent / name).exists() or (self.rejected / name).exists():
+            return
+        write_atomic(self.outbox / name, segments.to_json(seg))
+        with self._wake:
+            self._enqueued_at[name] = time.monotonic()
+            QUEUE_DEPTH.set(len(self._pending()))
+            self._wake.notify_all()
+
+    def _pending(self) -> list[Path]:
+        return sorted(p for p in self.outbox.glob("*.json"))
+
+    def depth(self) -> int:
+        """Segments not yet acknowledged."""
+        return len(self._pending())
+
+    def _deliver(self, path: Path) -> str:
+        """'ok', 'rejected:<reason>' or 'retry:<why>'."""
+        body = path.read_bytes()
+        if self.segments_dir is not None:
+            seg = segments.parse(body)
+            dest = self.segments_dir / f"segment-{seg.node_rank}-{seg.index:06d}.json"
+            if dest.exists() and dest.read_bytes() != body:
+                self.duplicates += 1
+                return "rejected:DUPLICATE_INDEX"
+            write_atomic(dest, body)
+            return "ok"
+        req = urllib.request.Request(  # noqa: S310 (operator-given http(s) URL)
+            f"{self.validator_url}/v1/segments",
+            data=body,
+            method="POST",
+            headers={"Content-Type": "application/json"},
+        )
+        try:
+            with urllib.request.urlopen(req, timeout=self.timeout) as resp:  # noqa: S310
+                resp.read()
+                return "ok"
+        except urllib.error.HTTPError as exc:
+            if exc.code == 400:
+                try:
+                    reason = str(json.loads(exc.read()).get("reason", "unknown"))
+                except (ValueError, AttributeError):
+                    reason = "unknown"
+                return f"rejected:{reason}"
+            return f"retry:HTTP {exc.code}"
+        except (urllib.error.URLError, OSError) as exc:
+            return f"retry:{exc}"
+
+    def _run(self) -> None:
+        backoff = 0.25
+        while True:
+            with self._wake:
+                while not self._pending() and not self._stop:
+                    self._wake.wait(timeout=1.0)
+                if self._stop and not self._pending():
+                    return
+            path = self._pending()[0]
+            try:
+                outcome = self._deliver(path)
+            except (OSError, segments.Rejected, errors.PotError) as exc:
+                outcome = f"retry:{exc}"
+            if outcome == "ok" or outcome.startswith("rejected:"):
+                target = self.sent if outcome == "ok" else self.rejected
+                os.replace(path, target / path.name)
+                began = self._enqueued_at.pop(path.name, None)
+                if began is not None:
+                    PUBLISH_SECONDS.observe(time.monotonic() - began)
+                PUBLISHED.labels("acknowledged" if outcome == "ok" else "rejected").inc()
+                if outcome != "ok":
+                    log.error("segment %s refused: %s", path.name, outcome.split(":", 1)[1])
+                QUEUE_DEPTH.set(len(self._pending()))
+                backoff = 0.25
+                continue
+            PUBLISHED.labels("retried").inc()
+            log.warning(
+                "segment %s not delivered (%s); retry in %.1fs", path.name, outcome, backoff
+            )
+            with self._wake:
+                if self._stop and self._give_up_at <= time.monotonic():
+                    return
+                self._wake.wait(timeout=backoff * (0.5 + random.random()))  # noqa: S311
+            backoff = min(backoff * 2, self.max_backoff)
+
+    def close(self, timeout: float = 30.0) -> int:
+        """Try for ``timeout`` seconds to drain; return segments left (kept on disk)."""
+        with self._wake:
+            self._stop = True
+            self._give_up_at = time.monotonic() + timeout
+            self._wake.notify_all()
+        if self._thread.is_alive():
+            self._thread.join(timeout=timeout + 1)
+        return self.depth()

@@ -1,0 +1,80 @@
+"""The trainer pod's HTTP endpoint on port 8090: checkpoint blobs and metrics.
+
+Validators fetch the checkpoints a segment names from the miner that claims
+it (``storeUrl``), so each node serves its own content store read-only
+(``pot.storeserving``) next to ``/metrics`` and the probes
+(``pot.observability``). Training is synchronous torch code; the server runs
+its own asyncio loop on a daemon thread so it never stalls a step.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+
+from aiohttp import web
+
+from pot import errors, observability, store, storeserving
+
+
+class Server:
+    """aiohttp on a background thread; ``port`` 0 binds an ephemeral port."""
+
+    def __init__(self, blobs: store.ContentStore, *, host: str = "0.0.0.0", port: int = 8090):  # noqa: S104 (pod IP)
+        self.blobs = blobs
+        self.host = host
+        self.port = port
+        self._loop = asyncio.new_event_loop()
+        self._runner: web.AppRunner | None = None
+        self._ready = threading.Event()
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="pot-trainer-http", daemon=True)
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self._loop)
+        try:
+            self._loop.run_until_complete(self._start())
+        except OSError as exc:
+            self._error = exc
+            self._ready.set()
+            return
+        self._ready.set()
+        self._loop.run_forever()
+
+    async def _start(self) -> None:
+        app = web.Application()
+        storeserving.add_routes(app, self.blobs)
+        observability.add_routes(app)
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, self.host, self.port)
+        await site.start()
+        server = site._server
+        if server is not None and self.port == 0:
+            sockets = getattr(server, "sockets", None) or []
+            if sockets:
+                self.port = int(sockets[0].getsockname()[1])
+
+    def start(self) -> Server:
+        """Serve; TrainingError if the port cannot be bound."""
+        self._thread.start()
+        self._ready.wait(timeout=30)
+        if self._error is not None:
+            raise errors.TrainingError(
+                f"cannot serve the store on {self.host}:{self.port}: {self._error}"
+            ) from self._error
+        return self
+
+    def stop(self) -> None:
+        """Stop serving."""
+        if not self._thread.is_alive():
+            return
+        runner = self._runner
+
+        async def shutdown() -> None:
+            if runner is not None:
+                await runner.cleanup()
+
+        asyncio.run_coroutine_threadsafe(shutdown(), self._loop).result(timeout=10)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(timeout=10)

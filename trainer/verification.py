@@ -1,0 +1,397 @@
+"""Replay verification: ``verify_segment(segment, store, policy) -> Verdict``.
+
+The validator's half of Proof-of-Learning (Jia et al., S&P 2021, §4.2):
+load the segment's start checkpoint, re-execute its k steps on the data the
+data spec names, and compare the result with the committed end checkpoint,
+under the task's distance (normalised L2, L-infinity or cosine) or, in
+deterministic mode, bit for bit (the replayed end checkpoint must have the
+committed CID).
+
+Cheap checks run first, so a forged segment costs a validator little: shape,
+task, signature, index and step arithmetic, hyperparameters, world and data
+spec, finite losses, then the blobs and their headers (a skipped optimizer
+step shows in the end header), and only then the replay. Every failure is a
+``Verdict`` with a ``Rejection`` name, never an exception: validators log
+and vote on verdicts.
+
+All nodes of a DDP gang commit the same start and end checkpoints for the
+same steps, so the replay outcome is cached by content (CIDs, data spec,
+losses, hyperparameters): a validator replays a step range once, however many
+nodes' segments claim it; each node's segment still gets its own signature
+and arithmetic checks.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from pot import cids, errors, store
+from pot.trainer import checkpoints, data, models, segments, stepping, tasks
+
+Rejection = segments.Rejection
+
+
+@dataclass(kw_only=True, slots=True)
+class Policy:
+    """What a segment is checked against."""
+
+    task: str
+    """Task id the segment must name."""
+    spec: tasks.TaskSpec
+    """The registered task spec (hyperparameters, proof settings)."""
+    world: segments.World | None = None
+    """Expected gang layout; None accepts any with ``spec.nodes`` nodes."""
+    expected_miner: str | None = None
+    """The address the segment must be signed by (None: its ``miner`` field)."""
+    previous: segments.Segment | None = None
+    """The same miner's accepted segment index - 1, to check the chain."""
+    used_indices: Mapping[int, str] | None = None
+    """Digests already accepted from this miner by index (replay detection)."""
+    metric: tasks.Metric | None = None
+    """Override of the spec's distance metric."""
+    threshold: float | None = None
+    """Override of the spec's threshold."""
+    loss_rtol: float = 1e-3
+    """Relative tolerance on recorded losses (tolerance mode; deterministic is exact)."""
+    device: str = "cpu"
+    """Where to replay."""
+
+    def __post_init__(self) -> None:
+        if self.loss_rtol < 0:
+            raise ValueError("loss_rtol: must be >= 0")
+        if self.threshold is not None and self.threshold <= 0:
+            raise ValueError("threshold: must be > 0")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Verdict:
+    """The outcome of verifying one segment."""
+
+    valid: bool
+    reason: Rejection | None = None
+    detail: str = ""
+    distance: float | None = None
+    replayed: bool = False
+    seconds: float = 0.0
+
+    def line(self) -> str:
+        """One line for logs and the CLI."""
+        if self.valid:
+            dist = "" if self.distance is None else f" (distance {self.distance:.3g})"
+            return f"valid{dist}"
+        name = self.reason.name if self.reason is not None else "UNKNOWN"
+        return f"invalid: {name}: {self.detail}"
+
+
+def _reject(reason: Rejection, detail: str, **kw: Any) -> Verdict:
+    return Verdict(valid=False, reason=reason, detail=detail, **kw)
+
+
+def distance(metric: tasks.Metric, replayed: torch.Tensor, committed: torch.Tensor) -> float:
+    """Distance between flattened weight vectors (float64)."""
+    if replayed.shape != committed.shape:
+        return math.inf
+    diff = replayed - committed
+    if metric == "l2":
+        return float(diff.norm() / max(float(committed.norm()), 1e-12))
+    if metric == "linf":
+        scale = max(float(committed.abs().max()), 1e-12) if committed.numel() else 1.0
+        return float(diff.abs().max()) / scale if diff.numel() else 0.0
+    denom = max(float(replayed.norm() * committed.norm()), 1e-24)
+    return 1.0 - float(replayed.dot(committed)) / denom
+
+
+# --- the replay itself -------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class _Outcome:
+    reason: Rejection | None
+    detail: str
+    distance: float | None
+
+
+_lock = threading.Lock()
+_builds: OrderedDict[tuple[str, str | None], models.Built] = OrderedDict()
+_outcomes: OrderedDict[bytes, _Outcome] = OrderedDict()
+_CACHE = 64
+
+
+def _built(spec: tasks.TaskSpec, blobs: store.ContentStore) -> models.Built:
+    key = (spec.hyperparams_hash(), spec.dataset_cid)
+    built = _builds.get(key)
+    if built is None:
+        blob = blobs.get(spec.dataset_cid) if spec.dataset_cid else None
+        built = models.build(spec, blob)
+        _builds[key] = built
+        while len(_builds) > 4:
+            _builds.popitem(last=False)
+    return built
+
+
+def replay(
+    built: models.Built,
+    spec: tasks.TaskSpec,
+    dspec: data.DataSpec,
+    start: checkpoints.Checkpoint,
+    *,
+    steps: int,
+    device: torch.device,
+) -> tuple[checkpoints.Checkpoint, list[float]]:
+    """Re-execute ``steps`` steps of every rank from ``start``; the end state and losses."""
+    model = built.model.to(device)
+    optimizer = checkpoints.make_optimizer(spec, model.parameters())
+    checkpoints.restore(start, model, optimizer)
+    params = [p for p in model.parameters() if p.requires_grad]
+    autocast = stepping.use_autocast(device, spec.deterministic)
+    losses: list[float] = []
+    with stepping.deterministic(spec.deterministic):
+        for step in range(start.step, start.step + steps):
+            per_rank, rank_losses = [], []
+            for rank in range(dspec.world_size):
+                loss = stepping.micro_loss(
+                    built, model, dspec, step=step, rank=rank, device=device, autocast=autocast
+                )
+                grads = torch.autograd.grad(loss, params, allow_unused=True)
+                per_rank.append(
+                    [
+                        torch.zeros_like(p) if g is None else g
+                        for g, p in zip(grads, params, strict=True)
+                    ]
+                )
+                rank_losses.append(float(loss.detach().float()))
+            for p, g in zip(params, stepping.combine(per_rank, dspec.world_size), strict=True):
+                p.grad = g
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            losses.append(stepping.mean_loss(rank_losses))
+    end = checkpoints.capture(
+        model,
+        optimizer,
+        step=start.step + steps,
+        optimizer_steps=start.optimizer_steps + steps,
+        seed=start.seed,
+    )
+    return end, losses
+
+
+def _load(blobs: store.ContentStore, cid: str, what: str) -> checkpoints.Checkpoint | Verdict:
+    try:
+        raw = blobs.get(cid)
+    except errors.BlobNotFound as exc:
+        return _reject(Rejection.MISSING_BLOB, f"{what} checkpoint {cid}: {exc}")
+    except errors.BlobCorrupt as exc:
+        return _reject(Rejection.CORRUPT_BLOB, f"{what} checkpoint: {exc}")
+    except errors.StoreError as exc:
+        return _reject(Rejection.MISSING_BLOB, f"{what} checkpoint {cid}: {exc}")
+    try:
+        return checkpoints.decode(raw)
+    except errors.ProofError as exc:
+        return _reject(Rejection.CORRUPT_BLOB, f"{what} checkpoint {cid}: {exc}")
+
+
+def _close(a: float, b: float, rtol: float) -> bool:
+    return a == b or abs(a - b) <= rtol * max(abs(a), abs(b), 1e-12)
+
+
+def _replay_outcome(
+    seg: segments.Segment,
+    *,
+    policy: Policy,
+    spec: tasks.TaskSpec,
+    dspec: data.DataSpec,
+    built: models.Built,
+    start: checkpoints.Checkpoint,
+    end: checkpoints.Checkpoint,
+) -> _Outcome:
+    device = torch.device(policy.device)
+    try:
+        replayed, losses = replay(built, spec, dspec, start, steps=seg.steps, device=device)
+    except errors.ProofError as exc:
+        return _Outcome(Rejection.CORRUPT_BLOB, f"start checkpoint: {exc}", None)
+    rtol = 0.0 if spec.deterministic else policy.loss_rtol
+    if not _close(losses[0], seg.losses[0], rtol):
+        return _Outcome(
+            Rejection.WRONG_DATA_SPEC,
+            f"step {seg.start_step}: loss on the task's data is {losses[0]!r}, the segment "
+            f"says {seg.losses[0]!r} (trained on other data)",
+            None,
+        )
+    mine, theirs = replayed.weights(), end.weights()
+    if not bool(torch.isfinite(mine).all()):
+        return _Outcome(Rejection.NON_FINITE, "the replay diverged to NaN/Inf", None)
+    metric = policy.metric or spec.metric
+    dist = distance(metric, mine, theirs)
+    if spec.deterministic:
+        cid = cids.cid_of(checkpoints.encode(replayed))
+        if cid != seg.end_cid:
+            return _Outcome(
+                Rejection.NOT_BIT_EXACT,
+                f"replayed end checkpoint {cid} != {seg.end_cid} ({metric} distance {dist:.3g})",
+                dist,
+            )
+    threshold = policy.threshold or spec.threshold
+    if not dist <= threshold:
+        return _Outcome(
+            Rejection.DISTANCE_OVER_THRESHOLD,
+            f"{metric} distance {dist:.3g} > threshold {threshold:.3g}",
+            dist,
+        )
+    for i, (a, b) in enumerate(zip(losses, seg.losses, strict=True)):
+        if not _close(a, b, rtol):
+            return _Outcome(
+                Rejection.LOSS_MISMATCH,
+                f"step {seg.start_step + i}: replayed loss {a!r}, recorded {b!r}",
+                dist,
+            )
+    return _Outcome(None, "", dist)
+
+
+# --- the public entry point ----------------------------------------------------------------
+
+
+def _static_checks(seg: segments.Segment, policy: Policy) -> Verdict | None:
+    spec = policy.spec
+    if seg.task != policy.task:
+        return _reject(Rejection.WRONG_TASK, f"segment is for {seg.task!r}, not {policy.task!r}")
+    try:
+        segments.check_signature(seg, policy.expected_miner)
+    except segments.Rejected as exc:
+        return _reject(exc.reason, exc.detail)
+    k = spec.segment_steps
+    if seg.start_step != seg.index * k:
+        return _reject(
+            Rejection.REPLAYED_INDEX,
+            f"index {seg.index} covers steps from {seg.index * k}, the segment starts at "
+            f"{seg.start_step}",
+        )
+    if policy.used_indices is not None:
+        used = policy.used_indices.get(seg.index)
+        if used is not None and used != segments.digest(seg):
+            return _reject(Rejection.REPLAYED_INDEX, f"index {seg.index} already used")
+    expected_steps = min(k, spec.steps - seg.start_step)
+    if seg.start_step >= spec.steps or seg.steps != expected_steps:
+        return _reject(
+            Rejection.STEP_GAP,
+            f"segment {seg.index} must have {max(expected_steps, 0)} steps, has {seg.steps}",
+        )
+    if seg.final != (seg.end_step == spec.steps):
+        return _reject(Rejection.STEP_GAP, f"final flag is {seg.final} at step {seg.end_step}")
+    prev = policy.previous
+    if prev is not None and (seg.index != prev.index + 1 or seg.start_cid != prev.end_cid):
+        return _reject(
+            Rejection.STEP_GAP,
+            f"segment {seg.index} does not follow segment {prev.index} (start != previous end)",
+        )
+    if seg.hyperparams_hash != spec.hyperparams_hash():
+        return _reject(Rejection.HYPERPARAMS_MISMATCH, "hyperparamsHash is not the task's")
+    world = policy.world
+    if world is not None and seg.world != world:
+        return _reject(Rejection.WRONG_WORLD, f"world {seg.world.record()} != {world.record()}")
+    if world is None and seg.world.nnodes != spec.nodes:
+        return _reject(
+            Rejection.WRONG_WORLD, f"{seg.world.nnodes} nodes, the task has {spec.nodes}"
+        )
+    if not all(math.isfinite(x) for x in seg.losses):
+        return _reject(Rejection.NON_FINITE, "a recorded loss is NaN or infinite")
+    return None
+
+
+def verify_segment(
+    segment: segments.Segment | bytes | str | Mapping[str, Any],
+    blobs: store.ContentStore,
+    policy: Policy,
+) -> Verdict:
+    """Check ``segment`` against ``policy``, replaying it from ``blobs``. Never raises
+    for anything the miner controls; the verdict names the reason."""
+    began = time.perf_counter()
+    try:
+        seg = segment if isinstance(segment, segments.Segment) else segments.parse(segment)
+    except segments.Rejected as exc:
+        return _reject(exc.reason, exc.detail)
+    verdict = _static_checks(seg, policy)
+    if verdict is not None:
+        return verdict
+    spec = policy.spec
+    with _lock:
+        try:
+            built = _built(spec, blobs)
+        except errors.StoreError as exc:
+            return _reject(Rejection.MISSING_BLOB, f"dataset {spec.dataset_cid}: {exc}")
+        try:
+            dspec = data.DataSpec.from_record(seg.data_spec)
+        except segments.Rejected as exc:
+            return _reject(exc.reason, exc.detail)
+        expected = data.DataSpec(
+            seed=spec.seed,
+            dataset=spec.dataset_ref,
+            size=len(built.data),
+            batch_size=spec.batch_size,
+            world_size=seg.world.world_size,
+        )
+        if dspec != expected:
+            return _reject(
+                Rejection.WRONG_DATA_SPEC, f"data spec {dspec.record()} != {expected.record()}"
+            )
+        key = tasks.canonical_json(
+            [
+                seg.start_cid,
+                seg.end_cid,
+                seg.start_step,
+                seg.steps,
+                seg.hyperparams_hash,
+                dspec.record(),
+                list(seg.losses),
+                [policy.metric, policy.threshold, policy.loss_rtol, policy.device],
+            ]
+        )
+        cached = _outcomes.get(key)
+        if cached is None:
+            start = _load(blobs, seg.start_cid, "start")
+            if isinstance(start, Verdict):
+                return start
+            end = _load(blobs, seg.end_cid, "end")
+            if isinstance(end, Verdict):
+                return end
+            if start.step != seg.start_step or end.step != seg.end_step:
+                return _reject(
+                    Rejection.STEP_GAP,
+                    f"checkpoints are at steps {start.step}..{end.step}, the segment claims "
+                    f"{seg.start_step}..{seg.end_step}",
+                )
+            taken = end.optimizer_steps - start.optimizer_steps
+            if taken != seg.steps:
+                return _reject(
+                    Rejection.STEP_GAP,
+                    f"{taken} optimizer steps between the checkpoints, the segment claims "
+                    f"{seg.steps} (a skipped step)",
+                )
+            if not bool(torch.isfinite(end.weights()).all()):
+                return _reject(Rejection.NON_FINITE, "end checkpoint has NaN/Inf weights")
+            cached = _replay_outcome(
+                seg, policy=policy, spec=spec, dspec=dspec, built=built, start=start, end=end
+            )
+            _outcomes[key] = cached
+            while len(_outcomes) > _CACHE:
+                _outcomes.popitem(last=False)
+            replayed = True
+        else:
+            replayed = False
+    seconds = time.perf_counter() - began
+    if cached.reason is not None:
+        return _reject(
+            cached.reason,
+            cached.detail,
+            distance=cached.distance,
+            replayed=replayed,
+            seconds=seconds,
+        )
+    return Verdict(valid=True, distance=cached.distance, replayed=replayed, seconds=seconds)
