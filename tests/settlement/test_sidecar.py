@@ -6,8 +6,6 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-import pytest
-
 from pot import keys
 from pot.settlement import allocations, intents, sending, sidecar
 
@@ -190,8 +188,6 @@ def test_reorg_drops_settle_then_resubmitted_and_final(
 
 def test_stuck_transaction_fee_bump(world: World, validator: FakeValidator, tmp_path: Path) -> None:
     w = world
-    if w.dev.kind != "anvil":
-        pytest.skip("fee replacement needs a mempool: anvil only (bump arithmetic is unit-tested)")
     alloc = publish_round(w, validator)
     car = make_sidecar(w, validator, tmp_path, stuck_after=0.01)
     w.dev.set_automine(False)
