@@ -1,0 +1,406 @@
+"""A seeded adversarial simulator for the pure PBFT core, and the safety checker.
+
+Why: PBFT's safety argument (Castro & Liskov, TOCS 2002 §4.6 and the
+appendix proof) holds for *any* network behaviour and any f Byzantine
+replicas; unit tests only try the schedules someone thought of. The simulator
+runs the real ``pbft.Replica`` (the same code the daemon runs) on a virtual
+clock under random drops, duplicates, reordering delays, partitions that heal,
+crashed replicas, replicas restarted from their simulated disk, and Byzantine
+replicas that equivocate (different PRE-PREPAREs to different backups,
+votes for digests they never saw, lying VIEW-CHANGEs, wrong checkpoints,
+withheld NEW-VIEWs). Everything derives from one seed, so a failing run
+replays exactly.
+
+The checker: every batch a non-Byzantine replica commits at sequence number s
+must equal every other non-Byzantine replica's batch at s (safety), and
+replicas that executed the same prefix must hold the same application state.
+Liveness is reported separately: after the network heals, every request must
+execute at every live correct replica. ``Scenario.normal_quorum`` plugs in a
+deliberately broken variant (quorums of 2f replicas instead of 2f+1: an
+off-by-one in the prepared certificate and the commit quorum) that the checker must catch, which
+proves it can fail.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import heapq
+import random
+from collections.abc import Iterable
+from dataclasses import dataclass, field, replace
+
+from pot.validator import messages as m
+from pot.validator import pbft
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Scenario:
+    """One seeded run."""
+
+    n: int = 4
+    f: int = 1
+    seed: int = 0
+    requests: int = 30
+    heal_ms: int = 4_000
+    """Faults (drops, partitions, Byzantine equivocation) stop here."""
+    end_ms: int = 12_000
+    drop: float = 0.05
+    duplicate: float = 0.02
+    max_delay_ms: int = 20
+    partitions: int = 0
+    """Random partitions (each splits the replicas in two for a while) before ``heal_ms``."""
+    crashed: tuple[int, ...] = ()
+    """Replicas that crash (at ``crash_ms``) and stay down."""
+    crash_ms: int = 0
+    byzantine: tuple[int, ...] = ()
+    restarted: tuple[int, ...] = ()
+    """Replicas that crash mid-run and restart from their simulated disk."""
+    checkpoint_interval: int = 4
+    batch_size: int = 8
+    view_change_timeout_ms: int = 300
+    retransmit_ms: int = 60
+    tick_ms: int = 20
+    normal_quorum: int | None = None
+    """Set to 2f for the deliberately broken variant."""
+
+
+@dataclass(slots=True, kw_only=True)
+class Result:
+    scenario: Scenario
+    commits: int = 0
+    executed: int = 0
+    view_changes: int = 0
+    violations: list[str] = field(default_factory=list)
+    live: bool = True
+    rejected: int = 0
+
+    @property
+    def safe(self) -> bool:
+        return not self.violations
+
+
+class ChainApp:
+    """A deterministic application whose state commits to the whole executed order."""
+
+    def __init__(self) -> None:
+        self.state = b"\0" * 32
+        self.count = 0
+        self.keys: set[tuple[str, int]] = set()
+        self.done: set[tuple[str, int]] = set()
+
+    def execute(self, request: m.Request, ctx: pbft.ExecContext) -> bytes:
+        self.state = hashlib.sha256(self.state + request.digest()).digest()
+        self.count += 1
+        self.keys.add(request.key)
+        return self.state
+
+    def snapshot(self) -> bytes:
+        return self.state + self.count.to_bytes(8, "big")
+
+    def restore(self, data: bytes) -> None:
+        self.state, self.count = data[:32], int.from_bytes(data[32:40], "big")
+
+
+class SimCrypto:
+    """Unforgeable-by-assumption signatures: an HMAC under a per-replica secret."""
+
+    def __init__(self, rid: int, secrets: list[bytes], rng: random.Random) -> None:
+        self.rid, self.secrets, self.rng = rid, secrets, rng
+
+    def sign(self, data: bytes) -> bytes:
+        return hashlib.blake2b(data, key=self.secrets[self.rid], digest_size=32).digest()
+
+    def verify(self, replica: int, data: bytes, signature: bytes) -> bool:
+        if not 0 <= replica < len(self.secrets):
+            return False
+        return (
+            hashlib.blake2b(data, key=self.secrets[replica], digest_size=32).digest() == signature
+        )
+
+    def nonce(self) -> bytes:
+        return self.rng.randbytes(8)
+
+
+@dataclass(slots=True)
+class Disk:
+    """What ``pot.validator.persistence`` keeps, in memory."""
+
+    view: int = 0
+    stable: tuple[int, bytes, bytes] | None = None
+    log: list[tuple[int, int, m.Batch]] = field(default_factory=list)
+
+    def apply(self, a: pbft.Action) -> None:
+        if isinstance(a, pbft.ViewEntered):
+            self.view = max(self.view, a.view)
+        elif isinstance(a, pbft.Committed):
+            self.log.append((a.seq, a.view, a.batch))
+        elif isinstance(a, pbft.Stable):
+            self.stable = (a.seq, a.digest, a.snapshot)
+            self.log = [e for e in self.log if e[0] > a.seq]
+
+    def durable(self) -> pbft.Durable:
+        seq, d, snap = self.stable if self.stable else (0, b"", b"")
+        return pbft.Durable(view=self.view, seq=seq, digest=d, snapshot=snap, log=tuple(self.log))
+
+
+class Checker:
+    """Safety: no two correct replicas commit different batches at one sequence number."""
+
+    def __init__(self) -> None:
+        self.committed: dict[int, tuple[bytes, int]] = {}
+        self.violations: list[str] = []
+
+    def commit(self, replica: int, seq: int, digest: bytes) -> None:
+        first = self.committed.setdefault(seq, (digest, replica))
+        if first[0] != digest:
+            self.violations.append(
+                f"seq {seq}: replica {replica} committed {digest.hex()[:12]}, "
+                f"replica {first[1]} committed {first[0].hex()[:12]}"
+            )
+
+
+class Simulation:
+    """The event loop of one run."""
+
+    def __init__(self, s: Scenario) -> None:
+        self.s = s
+        self.rng = random.Random(s.seed)
+        self.cfg = pbft.Config(
+            n=s.n,
+            f=s.f,
+            checkpoint_interval=s.checkpoint_interval,
+            batch_size=s.batch_size,
+            view_change_timeout_ms=s.view_change_timeout_ms,
+            retransmit_ms=s.retransmit_ms,
+            normal_quorum=s.normal_quorum,
+        )
+        self.secrets = [self.rng.randbytes(32) for _ in range(s.n)]
+        self.apps = [ChainApp() for _ in range(s.n)]
+        self.disks = [Disk() for _ in range(s.n)]
+        self.replicas = [self._make(i, None) for i in range(s.n)]
+        self.down: set[int] = set()
+        self.groups: list[set[int]] | None = None
+        self.queue: list[tuple[int, int, str, object]] = []
+        self.counter = 0
+        self.now = 0
+        self.checker = Checker()
+        self.keys: set[tuple[str, int]] = set()
+        self.done: set[tuple[str, int]] = set()
+        self.variants: dict[int, m.PrePrepare] = {}
+
+    def _make(self, i: int, durable: pbft.Durable | None) -> pbft.Replica:
+        self.apps[i] = ChainApp()
+        crypto = SimCrypto(i, self.secrets, random.Random(self.rng.random()))
+        return pbft.Replica(
+            config=self.cfg, replica_id=i, app=self.apps[i], crypto=crypto, durable=durable
+        )
+
+    def at(self, t: int, kind: str, payload: object) -> None:
+        self.counter += 1
+        heapq.heappush(self.queue, (t, self.counter, kind, payload))
+
+    # ----------------------------------------------------------- network
+
+    def _reachable(self, a: int, b: int) -> bool:
+        if a in self.down or b in self.down:
+            return False
+        return self.groups is None or any(a in g and b in g for g in self.groups)
+
+    def send(self, src: int, dst: int, msg: m.Message) -> None:
+        if not self._reachable(src, dst):
+            return
+        faulty = self.now < self.s.heal_ms
+        if faulty and self.rng.random() < self.s.drop:
+            return
+        copies = 2 if faulty and self.rng.random() < self.s.duplicate else 1
+        for _ in range(copies):
+            delay = self.rng.randint(1, self.s.max_delay_ms)
+            self.at(self.now + delay, "deliver", (dst, src, msg))
+
+    def perform(self, i: int, actions: Iterable[pbft.Action]) -> None:
+        for a in actions:
+            self.disks[i].apply(a)
+            if isinstance(a, pbft.Send):
+                if i in self.s.byzantine:
+                    self._byzantine_send(i, a)
+                else:
+                    self._fanout(i, a.to, a.msg)
+            elif isinstance(a, pbft.Committed) and i not in self.s.byzantine:
+                self.checker.commit(i, a.seq, a.digest)
+            elif isinstance(a, pbft.Executed) and i not in self.s.byzantine:
+                self.done.add(a.request.key)
+
+    def _fanout(self, i: int, to: int | None, msg: m.Message) -> None:
+        for dst in range(self.s.n) if to is None else (to,):
+            if dst != i:
+                self.send(i, dst, msg)
+
+    # ----------------------------------------------------------- adversary
+
+    def _byzantine_send(self, i: int, a: pbft.Send) -> None:
+        """Equivocate and lie, but only while the network is still faulty (so liveness can return)."""
+        rng, msg = self.rng, a.msg
+        if self.now >= self.s.heal_ms:
+            self._fanout(i, a.to, msg)
+            return
+        dsts = [d for d in (range(self.s.n) if a.to is None else (a.to,)) if d != i]
+        if isinstance(msg, m.PrePrepare):
+            variant = self._variant(msg)
+            for d in dsts:
+                self.send(i, d, variant if rng.random() < 0.5 else msg)
+        elif isinstance(msg, m.Prepare | m.Commit):
+            variant_d = (
+                self.variants[msg.seq].digest if msg.seq in self.variants else rng.randbytes(32)
+            )
+            for d in dsts:
+                r = rng.random()
+                if r < 0.4:
+                    self.send(i, d, replace(msg, digest=variant_d))
+                elif r < 0.8:
+                    self.send(i, d, msg)
+        elif isinstance(msg, m.ViewChange):
+            lie = replace(msg, prepared=(), preprepared=(), batches=())
+            lie = replace(lie, signature=self.replicas[i].crypto.sign(m.signing_bytes(lie)))
+            for d in dsts:
+                self.send(i, d, lie if rng.random() < 0.7 else msg)
+        elif isinstance(msg, m.Checkpoint):
+            for d in dsts:
+                self.send(
+                    i, d, replace(msg, digest=rng.randbytes(32)) if rng.random() < 0.5 else msg
+                )
+        elif isinstance(msg, m.NewView):
+            if rng.random() < 0.5:
+                for d in dsts:
+                    self.send(i, d, msg)
+        else:
+            for d in dsts:
+                self.send(i, d, msg)
+
+    def _variant(self, pp: m.PrePrepare) -> m.PrePrepare:
+        v = self.variants.get(pp.seq)
+        if v is None or v.view != pp.view:
+            batch = tuple(reversed(pp.batch))[: max(1, len(pp.batch) - 1)]
+            nonce = self.rng.randbytes(8)
+            v = replace(pp, batch=batch, nonce=nonce, digest=m.batch_digest(nonce, batch))
+            self.variants[pp.seq] = v
+        return v
+
+    # ----------------------------------------------------------- run
+
+    def run(self) -> Result:
+        s, rng = self.s, self.rng
+        correct = [i for i in range(s.n) if i not in s.byzantine and i not in s.crashed]
+        for k in range(s.requests):
+            t = rng.randint(0, s.heal_ms)
+            self.at(
+                t,
+                "submit",
+                (rng.choice(correct), m.Request(client=f"c{k % 5}", ts=k, op=b"op%d" % k)),
+            )
+        for i in range(s.n):
+            self.at(rng.randint(0, s.tick_ms), "tick", i)
+        for i in s.crashed:
+            self.at(s.crash_ms, "crash", i)
+        for i in s.restarted:
+            t = rng.randint(s.heal_ms // 4, s.heal_ms // 2)
+            self.at(t, "crash", i)
+            self.at(t + rng.randint(200, s.heal_ms // 2), "restart", i)
+        for _ in range(s.partitions):
+            t = rng.randint(0, s.heal_ms - 200)
+            self.at(t, "partition", None)
+            self.at(min(s.heal_ms, t + rng.randint(100, 1500)), "heal", None)
+        self.at(s.heal_ms, "heal", None)
+        while self.queue:
+            t, _, kind, payload = heapq.heappop(self.queue)
+            if t > s.end_ms:
+                break
+            self.now = t
+            self._event(kind, payload)
+        return self._result(correct)
+
+    def _event(self, kind: str, payload: object) -> None:
+        s = self.s
+        if kind == "deliver":
+            dst, src, msg = payload  # type: ignore[misc]
+            if dst not in self.down and self._reachable(src, dst):
+                self.perform(dst, self.replicas[dst].on_message(msg, src))
+        elif kind == "tick":
+            i = payload
+            assert isinstance(i, int)
+            if i not in self.down:
+                self.perform(i, self.replicas[i].on_tick(self.now))
+            self.at(self.now + s.tick_ms, "tick", i)
+        elif kind == "submit":
+            i, req = payload  # type: ignore[misc]
+            self.keys.add(req.key)
+            if req.key in self.done:
+                return
+            alive = [r for r in range(s.n) if r not in self.down and r not in s.byzantine]
+            if i not in alive:  # the client tries another replica
+                i = self.rng.choice(alive)
+            self.perform(i, self.replicas[i].submit(req))
+            # A client that hears nothing retries elsewhere (its replica may have crashed).
+            self.at(self.now + 1000, "submit", (self.rng.choice(alive), req))
+        elif kind == "crash":
+            self.down.add(payload)  # type: ignore[arg-type]
+        elif kind == "restart":
+            i = payload
+            assert isinstance(i, int)
+            self.down.discard(i)
+            self.replicas[i] = self._make(i, self.disks[i].durable())
+            self.replicas[i].now = self.now
+        elif kind == "partition":
+            members = list(range(s.n))
+            self.rng.shuffle(members)
+            cut = self.rng.randint(1, s.n - 1)
+            self.groups = [set(members[:cut]), set(members[cut:])]
+        elif kind == "heal":
+            self.groups = None
+
+    def _result(self, correct: list[int]) -> Result:
+        r = Result(scenario=self.s, violations=list(self.checker.violations))
+        r.commits = len(self.checker.committed)
+        live = [i for i in correct if i not in self.down]
+        states: dict[int, bytes] = {}
+        for i in live:
+            rep = self.replicas[i]
+            r.view_changes += rep.stats["view_changes"]
+            r.rejected += sum(rep.rejected.values())
+            prev = states.setdefault(rep.last_exec, self.apps[i].snapshot())
+            if prev != self.apps[i].snapshot():
+                r.violations.append(f"replica {i}: state at seq {rep.last_exec} differs")
+        # Liveness as a PBFT client sees it (TOCS §4.6): every request executed by at least f+1
+        # correct replicas (enough matching replies). A correct replica left alone in a higher
+        # view follows by checkpoints only until the next view change, as in the paper.
+        counts = sorted((self.apps[i].count for i in live), reverse=True)
+        r.executed = counts[0] if counts else 0
+        r.live = len(counts) > self.s.f and counts[self.s.f] >= len(self.keys)
+        return r
+
+
+def simulate(s: Scenario) -> Result:
+    """Run one scenario."""
+    return Simulation(s).run()
+
+
+def random_scenario(*, n: int, faulty: int, seed: int, broken: bool = False) -> Scenario:
+    """A scenario with ``faulty`` replicas, each crashed, restarted or Byzantine, and a random net."""
+    rng = random.Random(seed * 7919 + n)
+    f = (n - 1) // 3
+    kinds = [rng.choice(("crash", "byzantine", "byzantine", "restart")) for _ in range(faulty)]
+    ids = rng.sample(range(n), faulty)
+    pick = {k: tuple(i for i, kk in zip(ids, kinds, strict=True) if kk == k) for k in set(kinds)}
+    return Scenario(
+        n=n,
+        f=f,
+        seed=seed,
+        drop=rng.choice((0.0, 0.02, 0.1, 0.2)),
+        duplicate=rng.choice((0.0, 0.05)),
+        max_delay_ms=rng.choice((2, 10, 40)),
+        partitions=rng.choice((0, 0, 1, 3)),
+        crashed=pick.get("crash", ()),
+        crash_ms=rng.randint(0, 2000),
+        byzantine=pick.get("byzantine", ()),
+        restarted=pick.get("restart", ()),
+        normal_quorum=2 * f if broken else None,
+    )
