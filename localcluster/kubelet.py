@@ -168,7 +168,7 @@ class Kubelet:
     def allocate_slot(self) -> int:
         """A free pod network slot."""
         if self.free_slots:
-            return self.free_slots.pop()
+            return self.free_slots.pop(0)  # oldest first: a freed IP rests before reuse
         if self.net is not None and self.next_slot >= self.net.slots:
             raise errors.ClusterError(f"pod network {self.net.subnet} is full")
         self.next_slot += 1

@@ -65,6 +65,7 @@ class Container:
         self.done = asyncio.Event()  # init containers: completed successfully
         self.started_event = asyncio.Event()  # sidecars: started (startup probe passed)
         self.kill_reason = ""
+        self.resumed = False  # counts continue from a previous kubelet
         self.probe_tasks: list[asyncio.Task[None]] = []
 
 
@@ -85,6 +86,14 @@ class PodWorker:
             self.containers[c["name"]] = Container(c, kind)
         for c in spec.get("containers") or []:
             self.containers[c["name"]] = Container(c, "regular")
+        # A pod that already ran (a kubelet restart killed its processes):
+        # carry its restart counts on, so logs and counts stay monotonic.
+        status = pod.get("status") or {}
+        for prev in (status.get("containerStatuses") or []) + (status.get("initContainerStatuses") or []):
+            c = self.containers.get(prev.get("name", ""))
+            if c is not None and prev.get("containerID"):
+                c.status.restart_count = int(prev.get("restartCount", 0)) + 1
+                c.resumed = True
         self.slot: int | None = None
         self.ip: str | None = None
         self.netns: str | None = None
@@ -267,7 +276,9 @@ class PodWorker:
 
     async def _supervise(self, c: Container) -> None:
         name = c.status.name
-        first = True
+        first = not c.resumed
+        if c.resumed:
+            c.status.restart_count -= 1  # the loop adds it back when it starts the instance
         while not self.stopping.is_set():
             if not first:
                 delay = (

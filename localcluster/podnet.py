@@ -162,7 +162,7 @@ async def add_pod(net: Network, slot: int) -> str:
         await remove_pod(net, slot)
     await _arun(
         ["ip", "-batch", "-"],
-        f"netns add {ns}\nlink add {veth} type veth peer name eth0 netns {ns}\n"
+        f"netns add {ns}\nlink add {veth} type veth peer name eth0 netns {ns} address {mac(ip)}\n"
         f"link set {veth} master {net.bridge} up\n",
     )
     await _arun(
@@ -170,6 +170,16 @@ async def add_pod(net: Network, slot: int) -> str:
         f"addr add {ip}/{net.subnet.prefixlen} dev eth0\nlink set eth0 up\nlink set lo up\n",
     )
     return ip
+
+
+def mac(ip: str) -> str:
+    """The pod's MAC, derived from its IP as the CNI bridge plugin does (0a:58:IP).
+
+    A pod recreated with the same IP (a StatefulSet member) then has the same
+    MAC, so its peers' ARP caches stay right and they reach it at once.
+    """
+    octets = ipaddress.IPv4Address(ip).packed
+    return "0a:58:" + ":".join(f"{b:02x}" for b in octets)
 
 
 async def remove_pod(net: Network, slot: int) -> None:

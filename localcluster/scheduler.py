@@ -221,7 +221,9 @@ def _score(pod: Obj, node: Obj, used: Mapping[str, int]) -> float:
         total = alloc.get(resource, 0)
         if total:
             fractions.append(1 - (used.get(resource, 0) + wanted.get(resource, 0)) / total)
-    return sum(fractions) / len(fractions) if fractions else 0.0
+    # Spread like the default topology spreading: fewer pods scores higher.
+    fractions.append(1 - (used.get("pods", 0) + 1) / max(alloc.get("pods", 110), 1))
+    return sum(fractions) / len(fractions)
 
 
 def schedule(pod: Obj, nodes: Iterable[Obj], used: Mapping[str, Mapping[str, int]]) -> Decision:
