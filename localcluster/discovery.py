@@ -35,6 +35,10 @@ _SUB: dict[str, tuple[str, list[str], str, str]] = {
     "binding": ("Binding", ["create"], "", ""),
     "eviction": ("Eviction", ["create"], "policy", "v1"),
     "finalize": ("", ["update"], "", ""),
+    "exec": ("PodExecOptions", ["create", "get"], "", ""),
+    "attach": ("PodAttachOptions", ["create", "get"], "", ""),
+    "portforward": ("PodPortForwardOptions", ["create", "get"], "", ""),
+    "proxy": ("PodProxyOptions", ["create", "delete", "get", "patch", "update"], "", ""),
 }
 
 
@@ -87,7 +91,7 @@ def resource_list(reg: Registry, group: str, version: str) -> dict[str, Any] | N
     for t in sorted(types, key=lambda t: t.resource):
         resources.append(_entry(t))
         for sub in t.subresources:
-            kind, verbs, g, v = _SUB[sub]
+            kind, verbs, g, v = _SUB.get(sub, ("", ["get"], "", ""))
             s: dict[str, Any] = {
                 "name": f"{t.resource}/{sub}",
                 "singularName": "",

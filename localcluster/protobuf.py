@@ -77,7 +77,8 @@ def _meta(buf: bytes) -> dict[str, Any]:
     names = {1: "name", 2: "generateName", 3: "namespace"}
     for n, v in fields(buf):
         if n in names:
-            m[names[n]] = _s(v)
+            if v:  # proto3 has no "unset": empty strings mean absent
+                m[names[n]] = _s(v)
         elif n in (11, 12):
             k, val = _entry(v)
             m.setdefault("labels" if n == 11 else "annotations", {})[k] = val.decode()
