@@ -1,7 +1,8 @@
 """The few protobuf request bodies kubectl sends, decoded to JSON objects.
 
 kubectl 1.37's typed commands (``kubectl create configmap|secret|namespace|
-serviceaccount``) send ``application/vnd.kubernetes.protobuf`` bodies, and
+serviceaccount``) and helm's deletes (DeleteOptions) send
+``application/vnd.kubernetes.protobuf`` bodies, and
 client-go has no fallback to JSON on 415 for protobuf (only for CBOR). So the
 server decodes the Kubernetes protobuf envelope (``k8s\\x00`` + a
 ``runtime.Unknown``) and the generated messages of those kinds, field numbers
@@ -139,6 +140,23 @@ def _serviceaccount(buf: bytes) -> dict[str, Any]:
     return o
 
 
+def _delete_options(buf: bytes) -> dict[str, Any]:
+    o: dict[str, Any] = {}
+    for n, v in fields(buf):
+        if n == 1 and isinstance(v, int):
+            o["gracePeriodSeconds"] = v
+        elif n == 2 and isinstance(v, bytes):
+            pre = {("uid" if pn == 1 else "resourceVersion"): _s(pv) for pn, pv in fields(v) if pn in (1, 2)}
+            o["preconditions"] = pre
+        elif n == 3:
+            o["orphanDependents"] = bool(v)
+        elif n == 4:
+            o["propagationPolicy"] = _s(v)
+        elif n == 5:
+            o.setdefault("dryRun", []).append(_s(v))
+    return o
+
+
 _KINDS: dict[tuple[str, str], Callable[[bytes], dict[str, Any]]] = {
     ("v1", "ConfigMap"): _configmap,
     ("v1", "Secret"): _secret,
@@ -162,7 +180,7 @@ def decode(body: bytes) -> dict[str, Any]:
                     kind = _s(tv)
         elif n == 2 and isinstance(v, bytes):
             raw = v
-    fn = _KINDS.get((api_version, kind))
+    fn = _delete_options if kind == "DeleteOptions" else _KINDS.get((api_version, kind))
     if fn is None:
         raise statuses.ApiError(
             415,
