@@ -87,6 +87,13 @@ def ordered_mean_hook(group: Any, bucket: dist.GradBucket) -> torch.futures.Futu
     return fut.then(reduce)
 
 
+# DDP inspects the hook's annotations as objects; this module's are strings
+# (``from __future__ import annotations``), so give DDP the real ones.
+ordered_mean_hook.__annotations__.update(
+    bucket=dist.GradBucket, group=Any, **{"return": torch.futures.Future[torch.Tensor]}
+)
+
+
 @contextlib.contextmanager
 def deterministic(enabled: bool) -> Iterator[None]:
     """Deterministic kernels and one intra-op thread (CPU GEMM results depend on
