@@ -1,0 +1,284 @@
+"""Pure builders of a TrainingTask's children: spec ConfigMap, headless Service,
+state PVCs and the gang of trainer pods (DESIGN §4.1, docs/protocol.md).
+
+Gang shape (Kubeflow Trainer's PyTorchJob is the model users know; its
+tracker's complaints shaped these choices):
+
+- one pod per node rank, named ``<task>-node-<rank>`` (also its hostname, in
+  the subdomain of the headless Service ``<task>``), so rank 0 is reachable as
+  ``MASTER_ADDR`` before anything is ready;
+- every pod is created with the scheduling gate ``pot.dev/gang``; the gates are
+  removed from all pods together only once the whole gang fits (Kubeflow #948:
+  partial gangs that start and hang) — unless the task carries a Kueue or
+  Volcano queue, in which case admission is theirs and no gate of ours is set;
+- ``restartPolicy: Never``: a failing member fails its pod and the operator
+  restarts the *whole* gang from the last committed checkpoint (Kubeflow #1579:
+  one failed worker leaving the others running; #2000: restarts that never
+  regroup after NCCL timeouts — a per-pod restart rejoins a dead rendezvous);
+- the attempt number is a label, so pods of an old attempt are recognisable.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any
+
+from pot.operator import builders_validators, names
+from pot.operator.config import Config
+
+Body = Mapping[str, Any]
+
+MASTER_PORT = 29500
+STORE_PORT = 8090
+SPEC_DIR = "/etc/pot/task"
+STATE_DIR = "/var/lib/pot"
+STORE_DIR = f"{STATE_DIR}/store"
+MINER_DIR = "/var/run/pot/miner"
+
+
+def _meta(task: Body, name: str, labels: Mapping[str, str] | None = None) -> dict[str, Any]:
+    meta = task["metadata"]
+    return {
+        "name": name,
+        "namespace": meta["namespace"],
+        "labels": dict(labels) if labels is not None else names.task_labels(meta["name"]),
+        "ownerReferences": [names.owner_reference(task)],
+    }
+
+
+def backend(spec: Mapping[str, Any]) -> str:
+    """nccl or gloo (``auto``: nccl with GPUs, gloo without)."""
+    res = spec["resources"]
+    chosen = str(res.get("backend", "auto"))
+    if chosen == "auto":
+        return "nccl" if int(res.get("gpusPerNode", 0)) > 0 else "gloo"
+    return chosen
+
+
+def queue_of(task: Body) -> tuple[str, str] | None:
+    """(``kueue`` | ``volcano``, queue) when an external gang scheduler admits this task."""
+    meta = task["metadata"]
+    labels = meta.get("labels") or {}
+    annotations = meta.get("annotations") or {}
+    if labels.get(names.KUEUE_QUEUE):
+        return "kueue", labels[names.KUEUE_QUEUE]
+    queue = annotations.get(names.VOLCANO_QUEUE) or labels.get(names.VOLCANO_QUEUE)
+    if queue:
+        return "volcano", queue
+    return None
+
+
+def build_spec_configmap_spec(task: Body) -> dict[str, Any]:
+    """ConfigMap ``<task>-spec`` with ``spec.json``: the TrainingTask ``.spec`` as JSON."""
+    name = task["metadata"]["name"]
+    text = json.dumps(task["spec"], sort_keys=True, separators=(",", ":"))
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": _meta(task, names.spec_configmap(name)),
+        "data": {"spec.json": text},
+    }
+
+
+def build_service_spec(task: Body) -> dict[str, Any]:
+    """Headless Service ``<task>``: DNS for ``<task>-node-<r>.<task>`` (rendezvous, blob store)."""
+    name = task["metadata"]["name"]
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": _meta(task, names.trainer_service(name)),
+        "spec": {
+            "clusterIP": "None",
+            "publishNotReadyAddresses": True,
+            "selector": names.task_selector(name),
+            "ports": [
+                {"name": "c10d", "port": MASTER_PORT, "targetPort": MASTER_PORT, "protocol": "TCP"},
+                {"name": "store", "port": STORE_PORT, "targetPort": STORE_PORT, "protocol": "TCP"},
+            ],
+        },
+    }
+
+
+def build_store_claim_spec(task: Body, rank: int, config: Config) -> dict[str, Any]:
+    """PVC ``<task>-store-<rank>``: the rank's checkpoints survive a gang restart."""
+    name = task["metadata"]["name"]
+    spec: dict[str, Any] = {
+        "accessModes": ["ReadWriteOnce"],
+        "resources": {"requests": {"storage": config.store_size}},
+    }
+    if config.storage_class:
+        spec["storageClassName"] = config.storage_class
+    labels = {**names.task_labels(name), names.LABEL_RANK: str(rank)}
+    return {
+        "apiVersion": "v1",
+        "kind": "PersistentVolumeClaim",
+        "metadata": _meta(task, names.store_claim(name, rank), labels),
+        "spec": spec,
+    }
+
+
+def nccl_env(spec: Mapping[str, Any], config: Config) -> list[dict[str, str]]:
+    """The mining-farm NCCL preset (sockets over Ethernet, no IB, no P2P over
+    risers), with the operator's defaults overridden by the task's ``spec.nccl``."""
+    nccl = spec.get("nccl") or {}
+    env = {
+        "NCCL_SOCKET_IFNAME": str(nccl.get("socketIfname", config.nccl_socket_ifname)),
+        "NCCL_IB_DISABLE": "1" if nccl.get("ibDisable", config.nccl_ib_disable) else "0",
+        "NCCL_P2P_DISABLE": "1" if nccl.get("p2pDisable", config.nccl_p2p_disable) else "0",
+    }
+    for key, value in sorted((nccl.get("env") or {}).items()):
+        env[str(key)] = str(value)
+    return [{"name": k, "value": v} for k, v in env.items()]
+
+
+def trainer_command(task: Body, config: Config) -> list[str]:
+    """torchrun + ``pot.trainer`` exactly as docs/protocol.md gives it."""
+    if config.trainer_command is not None:
+        return list(config.trainer_command)
+    meta, spec = task["metadata"], task["spec"]
+    ns, name = meta["namespace"], meta["name"]
+    vset = spec["validatorSetRef"]["name"]
+    url = f"http://{names.service_host(vset, ns, config.cluster_domain)}:{builders_validators.HTTP_PORT}"
+    return [
+        "torchrun",
+        "--nnodes=$(PET_NNODES)",
+        "--nproc-per-node=$(PET_NPROC_PER_NODE)",
+        "--node-rank=$(PET_NODE_RANK)",
+        "--master-addr=$(MASTER_ADDR)",
+        "--master-port=$(MASTER_PORT)",
+        "-m", "pot.trainer",
+        "--task", f"{ns}/{name}",
+        "--spec", f"{SPEC_DIR}/spec.json",
+        "--store", STORE_DIR,
+        "--validator-url", url,
+        "--miner-key-file", f"{MINER_DIR}/miner-$(PET_NODE_RANK).key",
+        "--advertise-url", f"http://$(POD_IP):{STORE_PORT}",
+    ]  # fmt: skip
+
+
+def master_addr(task: Body, config: Config) -> str:
+    """DNS name of node rank 0 (the c10d rendezvous host)."""
+    meta = task["metadata"]
+    name = meta["name"]
+    service = names.service_host(
+        names.trainer_service(name), meta["namespace"], config.cluster_domain
+    )
+    return f"{names.trainer_pod(name, 0)}.{service}"
+
+
+def build_pod_spec(task: Body, rank: int, attempt: int, config: Config) -> dict[str, Any]:
+    """Trainer pod of ``rank`` for gang attempt ``attempt`` (gated unless queued elsewhere)."""
+    meta, spec = task["metadata"], task["spec"]
+    name = meta["name"]
+    res = spec["resources"]
+    nodes = int(res["nodes"])
+    gpus = int(res.get("gpusPerNode", 0))
+    env: list[dict[str, Any]] = [
+        {"name": "PET_NNODES", "value": str(nodes)},
+        {"name": "PET_NPROC_PER_NODE", "value": str(max(gpus, 1))},
+        {"name": "PET_NODE_RANK", "value": str(rank)},
+        {"name": "MASTER_ADDR", "value": master_addr(task, config)},
+        {"name": "MASTER_PORT", "value": str(MASTER_PORT)},
+        {"name": "POT_TASK", "value": f"{meta['namespace']}/{name}"},
+        {"name": "POT_ATTEMPT", "value": str(attempt)},
+        {"name": "POT_BACKEND", "value": backend(spec)},
+        {"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}},
+        {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+    ]
+    if gpus > 0:
+        env += nccl_env(spec, config)
+    cpu, memory = str(res.get("cpu", "1")), str(res.get("memory", "2Gi"))
+    limits: dict[str, str] = {"cpu": cpu, "memory": memory}
+    if gpus > 0:
+        limits[names.GPU] = str(gpus)
+    container: dict[str, Any] = {
+        "name": "trainer",
+        "image": res.get("image") or (spec.get("model") or {}).get("image") or config.trainer_image,
+        "command": trainer_command(task, config),
+        "env": env,
+        "ports": [
+            {"name": "c10d", "containerPort": MASTER_PORT, "protocol": "TCP"},
+            {"name": "store", "containerPort": STORE_PORT, "protocol": "TCP"},
+        ],
+        "resources": {"requests": dict(limits), "limits": limits},
+        "volumeMounts": [
+            {"name": "spec", "mountPath": SPEC_DIR, "readOnly": True},
+            {"name": "miner-key", "mountPath": MINER_DIR, "readOnly": True},
+            {"name": "state", "mountPath": STATE_DIR},
+        ],
+    }
+    key = f"miner-{rank}.key"
+    state: dict[str, Any]
+    if config.store_volume == "pvc":
+        state = {
+            "name": "state",
+            "persistentVolumeClaim": {"claimName": names.store_claim(name, rank)},
+        }
+    else:
+        state = {"name": "state", "emptyDir": {}}
+    labels = {
+        **names.task_labels(name),
+        names.LABEL_RANK: str(rank),
+        names.LABEL_ATTEMPT: str(attempt),
+    }
+    annotations: dict[str, str] = {}
+    pod_spec: dict[str, Any] = {
+        "hostname": names.trainer_pod(name, rank),
+        "subdomain": names.trainer_service(name),
+        "restartPolicy": "Never",
+        "automountServiceAccountToken": False,
+        "enableServiceLinks": False,
+        "containers": [container],
+        "volumes": [
+            {"name": "spec", "configMap": {"name": names.spec_configmap(name)}},
+            # Only this rank's key: a node never holds another miner's identity.
+            {
+                "name": "miner-key",
+                "secret": {
+                    "secretName": spec["minerKeysSecretRef"]["name"],
+                    "items": [{"key": key, "path": key}],
+                    "defaultMode": 0o400,
+                },
+            },
+            state,
+        ],
+        "terminationGracePeriodSeconds": 30,
+    }
+    selector = dict(config.gpu_node_selector) if gpus > 0 else {}
+    selector.update(res.get("nodeSelector") or {})
+    if selector:
+        pod_spec["nodeSelector"] = selector
+    tolerations = list(config.gpu_tolerations) if gpus > 0 else []
+    tolerations += list(res.get("tolerations") or [])
+    if tolerations:
+        pod_spec["tolerations"] = tolerations
+    if res.get("priorityClassName"):
+        pod_spec["priorityClassName"] = res["priorityClassName"]
+    queue = queue_of(task)
+    if queue is None:
+        pod_spec["schedulingGates"] = [{"name": names.GANG_GATE}]
+    elif queue[0] == "kueue":
+        # Kueue's pod-group integration gates and admits the group as one.
+        labels[names.KUEUE_QUEUE] = queue[1]
+        labels[names.KUEUE_GROUP] = f"{name}-{attempt}"
+        annotations[names.KUEUE_GROUP_COUNT] = str(nodes)
+    else:
+        pod_spec["schedulerName"] = "volcano"
+        annotations[names.VOLCANO_QUEUE] = queue[1]
+        annotations[names.VOLCANO_GROUP] = name
+    pod_meta = _meta(task, names.trainer_pod(name, rank), labels)
+    if annotations:
+        pod_meta["annotations"] = annotations
+    return {"apiVersion": "v1", "kind": "Pod", "metadata": pod_meta, "spec": pod_spec}
+
+
+def build_release_patch() -> dict[str, Any]:
+    """Strategic-merge/JSON-merge patch removing every scheduling gate of a pod."""
+    return {"spec": {"schedulingGates": None}}
+
+
+def build_registration(task: Body) -> dict[str, Any]:
+    """Body of ``POST /v1/tasks`` (docs/protocol.md)."""
+    meta = task["metadata"]
+    return {"id": f"{meta['namespace']}/{meta['name']}", "spec": dict(task["spec"])}

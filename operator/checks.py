@@ -1,0 +1,165 @@
+"""Checks of a TrainingTask beyond its CRD schema, with messages naming the fault.
+
+The schema (crds/trainingtask.yaml) already refuses malformed specs at the API
+server; what it cannot know is the cluster: does the ValidatorSet exist and
+hold a quorum, does the miner-keys Secret carry a key for every node rank, are
+the child names valid DNS labels, and can the gang *ever* fit the nodes
+(Kubeflow #1617: jobs shown Running while their pods are unschedulable — here
+an impossible gang fails at once, with the numbers). Pure: the shell passes
+what its watches hold.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from pot.operator import names
+
+Body = Mapping[str, Any]
+
+_DNS_LABEL = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
+
+# Reasons (CamelCase, stable: users and alerts grep for them).
+INVALID_SPEC = "InvalidSpec"
+VSET_NOT_FOUND = "ValidatorSetNotFound"
+VSET_NOT_READY = "ValidatorSetNotReady"
+KEYS_NOT_FOUND = "MinerKeysNotFound"
+KEYS_MISSING = "MinerKeysMissing"
+UNSCHEDULABLE = "Unschedulable"
+INSUFFICIENT = "InsufficientCapacity"
+
+
+@dataclass(frozen=True, slots=True)
+class Problem:
+    """Why a task cannot proceed: ``permanent`` ones fail it, others make it wait."""
+
+    reason: str
+    message: str
+    permanent: bool
+
+
+@dataclass(frozen=True, slots=True)
+class VsetView:
+    """What a task needs to know of its ValidatorSet."""
+
+    name: str
+    phase: str
+    quorum: bool
+
+
+def spec_problems(task: Body) -> list[Problem]:
+    """Defence in depth over the schema, plus name-length limits of the children."""
+    meta, spec = task["metadata"], task.get("spec") or {}
+    name = meta["name"]
+    out: list[Problem] = []
+    res = spec.get("resources") or {}
+    nodes = int(res.get("nodes", 0) or 0)
+    if nodes < 1:
+        out.append(Problem(INVALID_SPEC, "spec.resources.nodes must be at least 1", True))
+    last_pod = names.trainer_pod(name, max(nodes - 1, 0))
+    if not _DNS_LABEL.match(name):
+        out.append(
+            Problem(
+                INVALID_SPEC,
+                f"metadata.name {name!r} must be a DNS label (it names the gang's Service)",
+                True,
+            )
+        )
+    elif len(last_pod) > 63:
+        out.append(
+            Problem(
+                INVALID_SPEC,
+                f"metadata.name is too long: pod hostname {last_pod!r} would exceed 63 characters "
+                f"(at most {63 - len(last_pod) + len(name)} characters for {nodes} nodes)",
+                True,
+            )
+        )
+    gpus = int(res.get("gpusPerNode", 0) or 0)
+    backend = res.get("backend", "auto")
+    if backend == "nccl" and gpus < 1:
+        out.append(
+            Problem(INVALID_SPEC, "spec.resources.gpusPerNode must be >= 1 with backend nccl", True)
+        )
+    if backend == "gloo" and gpus > 0:
+        out.append(
+            Problem(INVALID_SPEC, "spec.resources.gpusPerNode must be 0 with backend gloo", True)
+        )
+    hp, proof = spec.get("hyperparameters") or {}, spec.get("proof") or {}
+    if hp.get("steps") and proof.get("segmentSteps") and proof["segmentSteps"] > hp["steps"]:
+        out.append(
+            Problem(
+                INVALID_SPEC,
+                "spec.proof.segmentSteps must not exceed spec.hyperparameters.steps",
+                True,
+            )
+        )
+    for key in (spec.get("nccl") or {}).get("env") or {}:
+        if not str(key).startswith("NCCL_"):
+            out.append(
+                Problem(INVALID_SPEC, f"spec.nccl.env: key {key!r} must start with NCCL_", True)
+            )
+    for field in ("validatorSetRef", "minerKeysSecretRef"):
+        if not (spec.get(field) or {}).get("name"):
+            out.append(Problem(INVALID_SPEC, f"spec.{field}.name is required", True))
+    return out
+
+
+def vset_problem(task: Body, vset: VsetView | None, *, grace_over: bool) -> Problem | None:
+    """The task's ValidatorSet must exist (after a grace period, so `kubectl apply
+    -f dir/` may create the task first) and have a PBFT quorum."""
+    ref = task["spec"]["validatorSetRef"]["name"]
+    ns = task["metadata"]["namespace"]
+    if vset is None:
+        msg = f'ValidatorSet "{ref}" (spec.validatorSetRef.name) not found in namespace "{ns}"'
+        return Problem(VSET_NOT_FOUND, msg, grace_over)
+    if vset.phase == "Failed":
+        return Problem(VSET_NOT_READY, f'ValidatorSet "{ref}" has failed; see its status', True)
+    if not vset.quorum:
+        msg = (
+            f'waiting for ValidatorSet "{ref}" to reach a quorum (phase {vset.phase or "Pending"})'
+        )
+        return Problem(VSET_NOT_READY, msg, False)
+    return None
+
+
+def keys_problem(task: Body, keys: frozenset[str] | None, *, grace_over: bool) -> Problem | None:
+    """The miner-keys Secret must hold ``miner-<r>.key`` for every node rank."""
+    secret = task["spec"]["minerKeysSecretRef"]["name"]
+    ns = task["metadata"]["namespace"]
+    if keys is None:
+        msg = f'Secret "{secret}" (spec.minerKeysSecretRef.name) not found in namespace "{ns}"'
+        return Problem(KEYS_NOT_FOUND, msg, grace_over)
+    nodes = int(task["spec"]["resources"]["nodes"])
+    missing = [f"miner-{r}.key" for r in range(nodes) if f"miner-{r}.key" not in keys]
+    if missing:
+        shown = ", ".join(missing[:5]) + (
+            f" and {len(missing) - 5} more" if len(missing) > 5 else ""
+        )
+        msg = f'Secret "{secret}" lacks {shown} (one key per node rank 0..{nodes - 1})'
+        return Problem(KEYS_MISSING, msg, grace_over)
+    return None
+
+
+def vset_spec_problem(vset: Body, keys: Collection[str] | None) -> Problem | None:
+    """A ValidatorSet needs n = 3f+1 (f >= 1) and validator-<i>.key for each replica."""
+    spec = vset.get("spec") or {}
+    n = int(spec.get("replicas", 0) or 0)
+    if n < 4 or (n - 1) % 3:
+        return Problem(
+            INVALID_SPEC, f"spec.replicas={n}: must be 3f+1 with f >= 1 (4, 7, 10, ...)", True
+        )
+    secret = (spec.get("keysSecretRef") or {}).get("name", "")
+    if keys is None:
+        ns = vset["metadata"]["namespace"]
+        return Problem(
+            "KeysSecretNotFound",
+            f'Secret "{secret}" (spec.keysSecretRef.name) not found in namespace "{ns}"',
+            False,
+        )
+    missing = [f"validator-{i}.key" for i in range(n) if f"validator-{i}.key" not in keys]
+    if missing:
+        return Problem("KeysMissing", f'Secret "{secret}" lacks {", ".join(missing)}', False)
+    return None

@@ -1,0 +1,166 @@
+"""The operator's one typed configuration, read from the environment.
+
+Why one object: every image, timeout and default the operator applies to the
+pods it creates is decided here, so the Helm chart (which sets these variables,
+see charts/pot-operator/templates/deployment.yaml) and the tests (which swap
+the real trainer/validator command lines for small stand-ins) change behaviour
+in one place. The builders take this object; they never read the environment.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from pot import errors
+
+StoreVolume = Literal["pvc", "emptyDir"]
+
+
+@dataclass(kw_only=True, slots=True)
+class Config:
+    """Operator settings. Every field has a production default."""
+
+    trainer_image: str = "pot-trainer:0.1.0"
+    """Image of trainer pods (a task's ``spec.resources.image`` overrides it)."""
+    validator_image: str = "pot-validator:0.1.0"
+    """Default image of validator pods (a ValidatorSet's ``spec.image`` overrides it)."""
+    namespaces: tuple[str, ...] = ()
+    """Namespaces to watch; empty means the whole cluster."""
+    cluster_domain: str = "cluster.local"
+    """DNS suffix of Services (``<svc>.<ns>.svc.<domain>``)."""
+    nccl_socket_ifname: str = "eth0"
+    """Default NCCL_SOCKET_IFNAME (a task's ``spec.nccl.socketIfname`` wins)."""
+    nccl_ib_disable: bool = True
+    """Default NCCL_IB_DISABLE: mining rigs have no InfiniBand."""
+    nccl_p2p_disable: bool = True
+    """Default NCCL_P2P_DISABLE: GPU peer-to-peer is unreliable over PCIe risers."""
+    gpu_node_selector: dict[str, str] = field(default_factory=dict)
+    """nodeSelector added to GPU trainer pods (the task's own selector wins per key)."""
+    gpu_tolerations: list[dict[str, Any]] = field(default_factory=list)
+    """Tolerations added to GPU trainer pods."""
+    chain_rpc_url: str = ""
+    """RPC URL for ValidatorSets that name neither ``rpcUrl`` nor ``rpcSecretRef``."""
+    store_volume: StoreVolume = "pvc"
+    """Trainer state volume: one PVC per node rank (survives gang restarts and node
+    loss, so a restarted gang resumes from its last checkpoint) or an emptyDir."""
+    store_size: str = "10Gi"
+    """Size of each trainer state PVC."""
+    storage_class: str | None = None
+    """StorageClass of trainer PVCs (None: the cluster default)."""
+    trainer_command: list[str] | None = None
+    """Replaces the trainer's command line (tests use small stand-ins)."""
+    validator_command: list[str] | None = None
+    """Replaces the validator container's command line."""
+    settlement_command: list[str] | None = None
+    """Replaces the settlement sidecar's command line."""
+    validator_url: str = ""
+    """Send every validator API call to this base URL instead of the replicas' pod
+    IPs (tests and the bench run a stand-in; production leaves it empty)."""
+    ref_grace: float = 30.0
+    """Seconds a task waits for a missing ValidatorSet or miner-keys Secret to
+    appear before it fails (``kubectl apply -f dir/`` may create the task first)."""
+    workers: int = 8
+    """Reconciles running at once (different objects; one object never twice at once)."""
+    poll_interval: float = 5.0
+    """Seconds between polls of validators' status and task progress."""
+    gang_timeout: float = 120.0
+    """Seconds a released gang may stay partly unscheduled before it is taken down
+    and regated (another scheduler took the capacity we counted on)."""
+    http_timeout: float = 5.0
+    """Seconds for one request to a validator."""
+    leader_election: bool = True
+    """Act only while holding the Lease below (off: a single replica, e.g. tests)."""
+    lease_name: str = "pot-operator"
+    """coordination.k8s.io Lease that elects the active replica."""
+    lease_namespace: str = "default"
+    """Namespace of that Lease (the operator's own)."""
+    lease_duration: float = 15.0
+    """Seconds a leader's lease lasts without renewal."""
+    identity: str = ""
+    """This replica's name in the Lease (default: the pod name or host name)."""
+    metrics_port: int = 8080
+    """Port of /metrics and /healthz."""
+
+    def __post_init__(self) -> None:
+        if self.store_volume not in ("pvc", "emptyDir"):
+            raise ValueError(f"store_volume must be pvc or emptyDir, not {self.store_volume!r}")
+        if self.workers < 1:
+            raise ValueError("workers must be at least 1")
+        if self.ref_grace < 0:
+            raise ValueError("ref_grace must not be negative")
+        for name in ("poll_interval", "gang_timeout", "http_timeout", "lease_duration"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be positive")
+
+
+def _bool(value: str, name: str) -> bool:
+    low = value.strip().lower()
+    if low in {"1", "true", "yes", "on"}:
+        return True
+    if low in {"0", "false", "no", "off", ""}:
+        return False
+    raise errors.ConfigError(f"{name}={value!r}: expected a boolean (1/0, true/false)")
+
+
+def _json(value: str, name: str, kind: type) -> Any:
+    try:
+        parsed = json.loads(value) if value.strip() else kind()
+    except json.JSONDecodeError as exc:
+        raise errors.ConfigError(f"{name}: not valid JSON ({exc.msg})") from None
+    if not isinstance(parsed, kind):
+        raise errors.ConfigError(f"{name}: expected a JSON {kind.__name__}")
+    return parsed
+
+
+def _command(value: str | None, name: str) -> list[str] | None:
+    if value is None or not value.strip():
+        return None
+    parsed = _json(value, name, list)
+    if not all(isinstance(a, str) for a in parsed):
+        raise errors.ConfigError(f"{name}: expected a JSON list of strings")
+    return list(parsed)
+
+
+def from_env(env: Mapping[str, str] | None = None) -> Config:
+    """Read ``POT_*`` variables (as the Helm chart sets them); ConfigError names the bad one."""
+    env = os.environ if env is None else env
+    get = env.get
+    try:
+        return Config(
+            trainer_image=get("POT_TRAINER_IMAGE") or "pot-trainer:0.1.0",
+            validator_image=get("POT_VALIDATOR_IMAGE") or "pot-validator:0.1.0",
+            namespaces=tuple(n for n in (get("POT_WATCH_NAMESPACES") or "").split(",") if n),
+            cluster_domain=get("POT_CLUSTER_DOMAIN") or "cluster.local",
+            nccl_socket_ifname=get("POT_NCCL_SOCKET_IFNAME") or "eth0",
+            nccl_ib_disable=_bool(get("POT_NCCL_IB_DISABLE", "1"), "POT_NCCL_IB_DISABLE"),
+            nccl_p2p_disable=_bool(get("POT_NCCL_P2P_DISABLE", "1"), "POT_NCCL_P2P_DISABLE"),
+            gpu_node_selector=_json(
+                get("POT_GPU_NODE_SELECTOR", ""), "POT_GPU_NODE_SELECTOR", dict
+            ),
+            gpu_tolerations=_json(get("POT_GPU_TOLERATIONS", ""), "POT_GPU_TOLERATIONS", list),
+            chain_rpc_url=get("POT_CHAIN_RPC_URL", ""),
+            store_volume=get("POT_TRAINER_STORE") or "pvc",  # type: ignore[arg-type]
+            store_size=get("POT_TRAINER_STORE_SIZE") or "10Gi",
+            storage_class=get("POT_STORAGE_CLASS") or None,
+            trainer_command=_command(get("POT_TRAINER_COMMAND"), "POT_TRAINER_COMMAND"),
+            validator_command=_command(get("POT_VALIDATOR_COMMAND"), "POT_VALIDATOR_COMMAND"),
+            settlement_command=_command(get("POT_SETTLEMENT_COMMAND"), "POT_SETTLEMENT_COMMAND"),
+            validator_url=get("POT_VALIDATOR_URL", ""),
+            ref_grace=float(get("POT_REF_GRACE") or 30.0),
+            workers=int(get("POT_WORKERS") or 8),
+            poll_interval=float(get("POT_POLL_INTERVAL") or 5.0),
+            gang_timeout=float(get("POT_GANG_TIMEOUT") or 120.0),
+            http_timeout=float(get("POT_HTTP_TIMEOUT") or 5.0),
+            leader_election=_bool(get("POT_LEADER_ELECTION", "1"), "POT_LEADER_ELECTION"),
+            lease_name=get("POT_LEASE_NAME") or "pot-operator",
+            lease_namespace=get("POT_LEASE_NAMESPACE") or get("POD_NAMESPACE") or "default",
+            lease_duration=float(get("POT_LEASE_DURATION") or 15.0),
+            identity=get("POD_NAME") or f"{os.uname().nodename}-{os.getpid()}",
+            metrics_port=int(get("POT_METRICS_PORT") or 8080),
+        )
+    except ValueError as exc:
+        raise errors.ConfigError(f"operator configuration: {exc}") from None

@@ -1,0 +1,226 @@
+"""kopf handlers: thin. They feed the runtime's caches and queue keys; workers reconcile.
+
+Why event handlers and a work queue rather than kopf's create/update/resume
+handlers and per-object daemons: those persist handler progress in
+annotations and add a finalizer to every object (two to four extra API writes
+per task, and a task that cannot be deleted while the operator is down).
+Here kopf is the watcher: ``on.event`` covers create, update, resume (the
+initial listing after a restart replays every object) and delete; children
+are garbage-collected through ownerReferences, so no finalizer is needed.
+Reconciles are level-triggered and idempotent (see ``task_reconciler``), the
+work queue deduplicates bursts, and periodic progress is a delayed re-queue.
+
+Startup: log in (kubeconfig or in-cluster service account), take the leader
+Lease (blocking a standby here, before kopf starts any watch), start the
+workers and the /metrics + /healthz server. Cleanup: stop acting, release the
+Lease, close the clients (kopf runs it on SIGTERM: graceful shutdown).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import time
+import typing
+from typing import Any
+
+import kopf
+from aiohttp import web
+
+from pot import errors, observability
+from pot.operator import (
+    config as configuration,
+)
+from pot.operator import (
+    kubeapi,
+    leadership,
+    metrics,
+    names,
+    runtime,
+    task_reconciler,
+    validators_client,
+    vset_reconciler,
+)
+
+log = logging.getLogger("pot.operator")
+
+
+def _connection(**kwargs: Any) -> kopf.ConnectionInfo | None:
+    return kopf.login_with_service_account(**kwargs) or kopf.login_with_kubeconfig(**kwargs)
+
+
+@kopf.on.login()
+def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
+    """In-cluster service account first, else the kubeconfig (KUBECONFIG)."""
+    return _connection(**kwargs)
+
+
+async def _worker(
+    rt: runtime.Runtime, kube: kubeapi.Client, vclient: validators_client.Client
+) -> None:
+    failures: dict[Any, int] = {}
+    while True:
+        key = await rt.queue.get()
+        kind, ns, name = typing.cast(runtime.Key, key)
+        started = time.perf_counter()
+        try:
+            if not rt.active:
+                continue
+            if kind == runtime.TASK:
+                await task_reconciler.reconcile(rt, kube, vclient, ns, name)
+            else:
+                await vset_reconciler.reconcile(rt, kube, vclient, ns, name)
+            failures.pop(key, None)
+            metrics.RECONCILES.labels(kind, "ok").inc()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            count = failures[key] = failures.get(key, 0) + 1
+            delay = min(0.5 * 2 ** min(count, 6), 30.0)
+            metrics.RECONCILES.labels(kind, "error").inc()
+            metrics.ERRORS.labels(kind, type(exc).__name__).inc()
+            if isinstance(exc, errors.PotError):
+                log.warning("%s %s/%s: %s (retry in %.1fs)", kind, ns, name, exc, delay)
+            else:
+                log.exception("%s %s/%s: unexpected error (retry in %.1fs)", kind, ns, name, delay)
+            rt.queue.add(key, delay)
+        finally:
+            rt.queue.done(key)
+            metrics.RECONCILE_SECONDS.labels(kind).observe(time.perf_counter() - started)
+            metrics.QUEUE_DEPTH.set(len(rt.queue))
+
+
+async def _gauges(rt: runtime.Runtime) -> None:
+    while True:
+        counts: dict[str, int] = {}
+        for body in list(rt.tasks.values()):
+            phase = (body.get("status") or {}).get("phase") or "Pending"
+            counts[phase] = counts.get(phase, 0) + 1
+        for phase in (
+            "Pending",
+            "Scheduling",
+            "Training",
+            "Verifying",
+            "Settling",
+            "Succeeded",
+            "Failed",
+        ):
+            metrics.TASKS.labels(phase).set(counts.get(phase, 0))
+        vcounts: dict[str, int] = {}
+        for body in list(rt.vsets.values()):
+            phase = (body.get("status") or {}).get("phase") or "Pending"
+            vcounts[phase] = vcounts.get(phase, 0) + 1
+        for phase in ("Pending", "Progressing", "Ready", "Degraded", "Failed"):
+            metrics.VSETS.labels(phase).set(vcounts.get(phase, 0))
+        await asyncio.sleep(5)
+
+
+async def _serve(rt: runtime.Runtime, port: int) -> web.AppRunner:
+    app = web.Application()
+    observability.add_routes(app, ready=lambda: (rt.active, "leading" if rt.active else "standby"))
+    runner = web.AppRunner(app)
+    await runner.setup()
+    await web.TCPSite(runner, "0.0.0.0", port).start()  # noqa: S104 - probed by the kubelet
+    return runner
+
+
+@kopf.on.startup()
+async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **kwargs: Any) -> None:
+    """Configure, elect, start workers."""
+    cfg = configuration.from_env()
+    settings.posting.enabled = False  # our own Events, one per transition
+    settings.peering.standalone = True  # the Lease elects; kopf peering is not used
+    settings.watching.server_timeout = 300
+    info = _connection(settings=settings, **kwargs)
+    if info is None:
+        raise kopf.PermanentError(
+            "no Kubernetes credentials: neither a service account nor a kubeconfig"
+        )
+    kube = kubeapi.Client()
+    kube.configure(info)
+    rt = runtime.Runtime(cfg)
+    vclient = validators_client.Client(timeout=cfg.http_timeout)
+    memo.rt, memo.kube, memo.vclient = rt, kube, vclient
+    memo.tasks = []
+    if cfg.metrics_port:
+        memo.server = await _serve(rt, cfg.metrics_port)
+    if cfg.leader_election:
+        elector = leadership.Elector(
+            kube,
+            namespace=cfg.lease_namespace,
+            name=cfg.lease_name,
+            identity=cfg.identity,
+            duration=cfg.lease_duration,
+        )
+        memo.elector = elector
+        rt.active = False
+        await elector.acquire()
+        rt.active = True
+
+        def lost() -> None:
+            rt.active = False
+            metrics.LEADER.set(0)
+            os.kill(os.getpid(), signal.SIGTERM)  # exit; the Deployment restarts us as a standby
+
+        memo.tasks.append(asyncio.create_task(elector.keep(lost)))
+    metrics.LEADER.set(1)
+    memo.tasks += [asyncio.create_task(_worker(rt, kube, vclient)) for _ in range(cfg.workers)]
+    memo.tasks.append(asyncio.create_task(_gauges(rt)))
+
+
+@kopf.on.cleanup()
+async def cleanup(memo: kopf.Memo, **_: Any) -> None:
+    """Stop acting, release the Lease, close clients."""
+    rt: runtime.Runtime | None = getattr(memo, "rt", None)
+    if rt is None:
+        return
+    rt.active = False
+    for task in memo.tasks:
+        task.cancel()
+    await asyncio.gather(*memo.tasks, return_exceptions=True)
+    if getattr(memo, "elector", None) is not None:
+        await memo.elector.release()
+    if getattr(memo, "server", None) is not None:
+        await memo.server.cleanup()
+    await memo.vclient.close()
+    await memo.kube.close()
+
+
+def _feed(memo: Any, event: Any, what: str) -> None:
+    rt: runtime.Runtime | None = getattr(memo, "rt", None)
+    obj = event.get("object")
+    if rt is None or not isinstance(obj, dict) or not obj.get("metadata"):
+        return
+    getattr(rt, f"observe_{what}")(obj, event.get("type") == "DELETED")
+
+
+@kopf.on.event(names.GROUP, names.VERSION, names.TASKS)
+def task_event(event: Any, memo: Any, **_: Any) -> None:
+    """TrainingTask added/changed/deleted (also every task at startup: resume)."""
+    _feed(memo, event, "task")
+
+
+@kopf.on.event(names.GROUP, names.VERSION, names.VSETS)
+def vset_event(event: Any, memo: Any, **_: Any) -> None:
+    """ValidatorSet added/changed/deleted."""
+    _feed(memo, event, "vset")
+
+
+@kopf.on.event("", "v1", "pods")
+def pod_event(event: Any, memo: Any, **_: Any) -> None:
+    """Any pod: node usage for gang fit; ours wake their task or ValidatorSet."""
+    _feed(memo, event, "pod")
+
+
+@kopf.on.event("", "v1", "nodes")
+def node_event(event: Any, memo: Any, **_: Any) -> None:
+    """Nodes: allocatable, readiness, labels and taints for gang fit."""
+    _feed(memo, event, "node")
+
+
+@kopf.on.event("", "v1", "secrets")
+def secret_event(event: Any, memo: Any, **_: Any) -> None:
+    """Secrets: only the key names are kept (miner keys present for every rank?)."""
+    _feed(memo, event, "secret")

@@ -1,0 +1,461 @@
+"""The TrainingTask state machine: ``decide(world) -> Plan``, pure.
+
+Pending -> Scheduling -> Training -> Verifying -> Settling -> Succeeded, and
+Failed from anywhere. The shell (``tasks``) gathers a ``World`` from its
+watches and the validators' API, calls ``decide`` and applies the ``Plan``:
+the status first (guarded by resourceVersion, so a stale view never acts),
+then the child writes, every one idempotent (deterministic names; 409 and 404
+are success). Any crash between two writes is therefore repaired by the next
+reconcile, which recomputes the plan from what exists.
+
+The phase is honest (Kubeflow #1617): a task is Training only when every pod
+of its gang is bound and running; while gated it is Scheduling with a reason
+(``InsufficientCapacity`` naming the numbers). A failed or vanished member
+restarts the whole gang (#1579, #2000), counted against
+``runPolicy.backoffLimit``; the trainers resume from their last committed
+checkpoint (their state volume survives, docs/protocol.md). Every phase or
+reason change emits one Event (#1711).
+"""
+
+from __future__ import annotations
+
+import copy
+import datetime
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from pot.operator import checks, conditions, gang, names
+from pot.operator.conditions import timestamp
+
+Body = Mapping[str, Any]
+
+PENDING, SCHEDULING, TRAINING = "Pending", "Scheduling", "Training"
+VERIFYING, SETTLING, SUCCEEDED, FAILED = "Verifying", "Settling", "Succeeded", "Failed"
+TERMINAL = (SUCCEEDED, FAILED)
+DEFAULT_BACKOFF_LIMIT = 3
+
+
+@dataclass(frozen=True, slots=True)
+class PodView:
+    """One trainer pod as the state machine sees it."""
+
+    name: str
+    rank: int
+    attempt: int
+    uid: str = ""
+    phase: str = "Pending"
+    gated: bool = True
+    node: str | None = None
+    deleting: bool = False
+    message: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Registration:
+    """Outcome of ``POST /v1/tasks``: ok, rejected (the spec is bad) or unavailable (retry)."""
+
+    outcome: Literal["ok", "rejected", "unavailable"]
+    message: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """A Kubernetes Event to post about the task."""
+
+    type: Literal["Normal", "Warning"]
+    reason: str
+    message: str
+
+
+@dataclass(kw_only=True, slots=True)
+class World:
+    """Everything ``decide`` may look at."""
+
+    task: Body
+    now: datetime.datetime
+    vset: checks.VsetView | None = None
+    miner_keys: frozenset[str] | None = None
+    nodes: Sequence[gang.NodeInfo] = ()
+    used: Mapping[str, Mapping[str, int]] = field(default_factory=dict)
+    selector: Mapping[str, str] = field(default_factory=dict)
+    tolerations: Sequence[Mapping[str, Any]] = ()
+    queued: bool = False
+    pods: Sequence[PodView] = ()
+    registration: Registration | None = None
+    progress: Mapping[str, Any] | None = None
+    released_for: float = 0.0
+    grace: float = 30.0
+    gang_timeout: float = 120.0
+    poll: float = 5.0
+
+
+@dataclass(kw_only=True, slots=True)
+class Plan:
+    """What the shell must do, in order: status, register, children, deletes, creates, releases."""
+
+    status: dict[str, Any]
+    status_changed: bool = False
+    register: bool = False
+    ensure_children: bool = False
+    create_ranks: list[int] = field(default_factory=list)
+    attempt: int = 0
+    release: list[str] = field(default_factory=list)
+    delete: list[PodView] = field(default_factory=list)
+    events: list[Event] = field(default_factory=list)
+    requeue: float | None = None
+
+
+def pod_view(pod: Body) -> PodView | None:
+    """Parse a trainer pod; None for pods without the operator's labels."""
+    meta, spec, status = pod.get("metadata") or {}, pod.get("spec") or {}, pod.get("status") or {}
+    labels = meta.get("labels") or {}
+    try:
+        rank, attempt = int(labels[names.LABEL_RANK]), int(labels[names.LABEL_ATTEMPT])
+    except (KeyError, ValueError):
+        return None
+    phase = status.get("phase") or "Pending"
+    message = status.get("message") or status.get("reason") or ""
+    for cs in status.get("containerStatuses") or []:
+        term = (cs.get("state") or {}).get("terminated")
+        if term and term.get("exitCode", 0) != 0:
+            message = f"container {cs.get('name')} exited with code {term.get('exitCode')}" + (
+                f" ({term['reason']})" if term.get("reason") else ""
+            )
+    if not message:
+        for cond in status.get("conditions") or []:
+            if cond.get("type") == "PodScheduled" and cond.get("status") == "False":
+                message = cond.get("message") or cond.get("reason") or ""
+    return PodView(
+        name=meta.get("name", ""),
+        rank=rank,
+        attempt=attempt,
+        uid=meta.get("uid", ""),
+        phase=phase,
+        gated=bool(spec.get("schedulingGates")),
+        node=spec.get("nodeName") or None,
+        deleting=bool(meta.get("deletionTimestamp")),
+        message=message,
+    )
+
+
+class _Machine:
+    """One decision: mutable scratch state around the immutable inputs."""
+
+    def __init__(self, world: World) -> None:
+        self.w = world
+        task = world.task
+        self.meta, self.spec = task["metadata"], task.get("spec") or {}
+        self.gen = int(self.meta.get("generation") or 1)
+        self.old = dict(task.get("status") or {})
+        self.old.pop("kopf", None)
+        self.status = copy.deepcopy(self.old)
+        self.plan = Plan(status=self.status)
+        self.nodes = int((self.spec.get("resources") or {}).get("nodes", 1) or 1)
+        self.restarts = int(self.status.get("restarts") or 0)
+        self.plan.attempt = self.restarts
+
+    # -- status helpers ---------------------------------------------------------
+    def cond(self, ctype: str, status: conditions.Status, reason: str, message: str) -> None:
+        self.status["conditions"] = conditions.put(
+            self.status.get("conditions"),
+            ctype,
+            status,
+            reason,
+            message,
+            generation=self.gen,
+            now=self.w.now,
+        )
+
+    def phase(self, phase: str, reason: str, message: str, *, warn: bool = False) -> None:
+        if (self.old.get("phase"), self.old.get("reason")) != (phase, reason):
+            self.plan.events.append(Event("Warning" if warn else "Normal", reason, message))
+        self.status.update(phase=phase, reason=reason, message=message)
+
+    def fail(self, reason: str, message: str) -> Plan:
+        self.phase(FAILED, reason, message, warn=True)
+        self.cond(conditions.FAILED, "True", reason, message)
+        for ctype in (conditions.TRAINING, conditions.GANG_SCHEDULED):
+            if conditions.find(self.status.get("conditions"), ctype):
+                self.cond(ctype, "False", reason, message)
+        self.status.setdefault("completionTime", timestamp(self.w.now))
+        # Kubeflow #1579: no member of a failed gang keeps running.
+        self.plan.delete = [p for p in self.w.pods if not p.deleting and p.phase not in TERMINAL]
+        return self.finish()
+
+    def finish(self, requeue: float | None = None) -> Plan:
+        self.status["observedGeneration"] = self.gen
+        self.plan.status_changed = self.status != self.old
+        self.plan.requeue = requeue
+        return self.plan
+
+    # -- the machine ---------------------------------------------------------------
+    def decide(self) -> Plan:
+        old_phase = self.old.get("phase") or ""
+        if old_phase in TERMINAL:
+            return self.finished(old_phase)
+        problems = checks.spec_problems(self.w.task)
+        if problems:
+            return self.fail(checks.INVALID_SPEC, "; ".join(p.message for p in problems))
+        deadline = self.deadline_passed()
+        if deadline:
+            return self.fail("DeadlineExceeded", deadline)
+        if old_phase in ("", PENDING):
+            plan = self.pending()
+            if plan is not None:
+                return plan
+        if self.status.get("phase") in (VERIFYING, SETTLING):
+            return self.verifying()
+        return self.gang()
+
+    def finished(self, phase: str) -> Plan:
+        pods = [p for p in self.w.pods if not p.deleting]
+        if phase == FAILED:
+            self.plan.delete = [p for p in pods if p.phase not in TERMINAL]
+        ttl = (self.spec.get("runPolicy") or {}).get("ttlSecondsAfterFinished")
+        done = conditions.parse_time(self.status.get("completionTime"))
+        if ttl is not None and done is not None and pods:
+            left = (done - self.w.now).total_seconds() + float(ttl)
+            if left <= 0:
+                self.plan.delete = pods
+            else:
+                return self.finish(requeue=left)
+        return self.finish()
+
+    def deadline_passed(self) -> str:
+        limit = (self.spec.get("runPolicy") or {}).get("activeDeadlineSeconds")
+        start = conditions.parse_time(self.status.get("startTime"))
+        if limit is None or start is None:
+            return ""
+        if (self.w.now - start).total_seconds() > float(limit):
+            return f"ran longer than runPolicy.activeDeadlineSeconds={limit} (started {self.status['startTime']})"
+        return ""
+
+    def grace_over(self) -> bool:
+        created = conditions.parse_time(self.meta.get("creationTimestamp"))
+        return created is None or (self.w.now - created).total_seconds() >= self.w.grace
+
+    def pending(self) -> Plan | None:
+        """Checks and registration; None once the gang may be created."""
+        for problem in (
+            checks.vset_problem(self.w.task, self.w.vset, grace_over=self.grace_over()),
+            checks.keys_problem(self.w.task, self.w.miner_keys, grace_over=self.grace_over()),
+        ):
+            if problem is None:
+                continue
+            if problem.permanent:
+                return self.fail(problem.reason, problem.message)
+            self.phase(PENDING, problem.reason, problem.message)
+            return self.finish(requeue=min(self.w.poll, 2.0))
+        fit = self.fit()
+        if not self.w.queued and not fit.fits_ever:
+            return self.fail(checks.UNSCHEDULABLE, fit.message)
+        if not conditions.is_true(self.status.get("conditions"), conditions.REGISTERED):
+            reg = self.w.registration
+            if reg is None:
+                self.plan.register = True
+                return self.finish()
+            if reg.outcome == "rejected":
+                return self.fail(
+                    "ValidatorsRejected", f"the validators refused the task: {reg.message}"
+                )
+            if reg.outcome == "unavailable":
+                self.phase(
+                    PENDING,
+                    "ValidatorsUnavailable",
+                    f"cannot register with the validators: {reg.message}",
+                )
+                return self.finish(requeue=self.w.poll)
+            vset = self.spec["validatorSetRef"]["name"]
+            self.cond(
+                conditions.REGISTERED,
+                "True",
+                "Registered",
+                f'registered with ValidatorSet "{vset}"',
+            )
+        return None
+
+    def fit(self) -> gang.Fit:
+        return gang.fit(
+            gang.demand_of(self.spec),
+            self.nodes,
+            self.w.nodes,
+            self.w.used,
+            selector=self.w.selector,
+            tolerations=self.w.tolerations,
+        )
+
+    def gang(self) -> Plan:
+        current = [p for p in self.w.pods if p.attempt == self.restarts]
+        stale = [p for p in self.w.pods if p.attempt != self.restarts]
+        live = [p for p in current if not p.deleting]
+        if stale or len(live) < len(current):
+            # An old attempt (or a pod being taken down) still holds the names:
+            # wait until it is gone before creating the next attempt.
+            self.plan.delete = [p for p in stale if not p.deleting]
+            if self.status.get("phase") in ("", PENDING):
+                self.phase(SCHEDULING, "Creating", f"creating a gang of {self.nodes} pods")
+            return self.finish(requeue=1.0)
+        by_rank = {p.rank: p for p in live}
+        missing = [r for r in range(self.nodes) if r not in by_rank]
+        released = any(not p.gated for p in live) or self.old.get("phase") == TRAINING
+        failed = [p for p in live if p.phase == "Failed"]
+        if released and (failed or missing):
+            return self.restart(failed, missing)
+        if missing:
+            self.plan.ensure_children = True
+            self.plan.create_ranks = missing
+            if self.status.get("phase") != SCHEDULING or self.status.get("reason") not in (
+                "Creating",
+                "GangRestarting",
+            ):
+                self.phase(SCHEDULING, "Creating", f"creating a gang of {self.nodes} pods")
+            self.cond(
+                conditions.GANG_SCHEDULED,
+                "False",
+                "Creating",
+                f"{len(live)} of {self.nodes} pods created",
+            )
+            return self.finish(requeue=self.w.poll)
+        gated = [p for p in live if p.gated]
+        if gated and len(gated) == len(live):
+            return self.admit(live)
+        if gated:
+            # A crash between two releases: finish the release (all-or-nothing).
+            self.plan.release = [p.name for p in gated]
+            return self.finish(requeue=1.0)
+        if all(p.phase == "Succeeded" for p in live):
+            self.cond(conditions.TRAINING, "False", "Completed", f"all {self.nodes} pods completed")
+            self.phase(
+                VERIFYING,
+                "TrainingComplete",
+                "training finished; waiting for the validators' verdicts",
+            )
+            return self.verifying()
+        unbound = [p for p in live if not p.node]
+        if unbound:
+            if self.w.released_for > self.w.gang_timeout:
+                why = unbound[0].message or "not scheduled"
+                msg = (
+                    f"released gang not placed within {self.w.gang_timeout:.0f}s "
+                    f"({unbound[0].name}: {why}); taking it down to regate"
+                )
+                self.phase(SCHEDULING, checks.INSUFFICIENT, msg, warn=True)
+                self.cond(conditions.GANG_SCHEDULED, "False", checks.INSUFFICIENT, msg)
+                self.plan.delete = live
+                return self.finish(requeue=1.0)
+            msg = (
+                f"{self.nodes - len(unbound)} of {self.nodes} pods bound; waiting for the scheduler"
+            )
+            self.phase(SCHEDULING, "Released", msg)
+            return self.finish(requeue=min(self.w.poll, 2.0))
+        running = [p for p in live if p.phase in ("Running", "Succeeded")]
+        if len(running) < len(live):
+            self.phase(SCHEDULING, "Starting", f"{len(running)} of {self.nodes} pods running")
+            self.cond(
+                conditions.GANG_SCHEDULED,
+                "True",
+                "Scheduled",
+                f"all {self.nodes} pods bound to nodes",
+            )
+            return self.finish(requeue=self.w.poll)
+        self.cond(
+            conditions.GANG_SCHEDULED, "True", "Scheduled", f"all {self.nodes} pods bound to nodes"
+        )
+        self.cond(conditions.TRAINING, "True", "GangRunning", f"all {self.nodes} pods running")
+        self.status.setdefault("startTime", timestamp(self.w.now))
+        self.phase(TRAINING, "GangRunning", f"all {self.nodes} pods running")
+        self.mirror_progress()
+        return self.finish(requeue=self.w.poll)
+
+    def admit(self, live: list[PodView]) -> Plan:
+        """Every pod exists and is gated: release them together, or explain why not."""
+        if self.w.queued:
+            return self.finish(requeue=self.w.poll)
+        fit = self.fit()
+        if not fit.fits_ever:
+            return self.fail(checks.UNSCHEDULABLE, fit.message)
+        if not fit.fits_now:
+            self.phase(SCHEDULING, checks.INSUFFICIENT, fit.message)
+            self.cond(conditions.GANG_SCHEDULED, "False", checks.INSUFFICIENT, fit.message)
+            return self.finish(requeue=self.w.poll)
+        self.plan.release = [p.name for p in sorted(live, key=lambda p: p.rank)]
+        msg = f"all {self.nodes} pods released together"
+        self.phase(SCHEDULING, "Released", msg)
+        self.cond(
+            conditions.GANG_SCHEDULED, "False", "Released", msg + "; waiting for the scheduler"
+        )
+        return self.finish(requeue=1.0)
+
+    def restart(self, failed: list[PodView], missing: list[int]) -> Plan:
+        whys = [f"{p.name}: {p.message or 'failed'}" for p in failed]
+        whys += [
+            f"{names.trainer_pod(self.meta['name'], r)}: gone (deleted or evicted)" for r in missing
+        ]
+        why = "; ".join(whys)
+        limit = int((self.spec.get("runPolicy") or {}).get("backoffLimit", DEFAULT_BACKOFF_LIMIT))
+        if self.restarts + 1 > limit:
+            return self.fail(
+                "BackoffLimitExceeded",
+                f"gang failed {self.restarts + 1} times, more than runPolicy.backoffLimit={limit}; last: {why}",
+            )
+        self.status["restarts"] = self.restarts + 1
+        self.plan.attempt = self.restarts + 1
+        msg = f"gang restart {self.restarts + 1}/{limit} from the last committed checkpoint: {why}"
+        self.phase(SCHEDULING, "GangRestarting", msg, warn=True)
+        self.cond(conditions.TRAINING, "False", "GangRestarting", msg)
+        self.cond(conditions.GANG_SCHEDULED, "False", "GangRestarting", msg)
+        self.plan.delete = [p for p in self.w.pods if not p.deleting]
+        return self.finish(requeue=1.0)
+
+    def mirror_progress(self) -> None:
+        prog = self.w.progress
+        total = int((self.spec.get("hyperparameters") or {}).get("steps", 0) or 0)
+        if not prog:
+            self.status.setdefault(
+                "progress", {"step": 0, "totalSteps": total, "text": f"0/{total}"}
+            )
+            return
+        p = prog.get("progress") or {}
+        step = int(p.get("step", 0) or 0)
+        total = int(p.get("totalSteps", total) or total)
+        self.status["progress"] = {
+            "step": step,
+            "totalSteps": total,
+            "text": f"{step}/{total}",
+            "segmentsCommitted": int(p.get("segmentsCommitted", 0) or 0),
+            "segmentsVerified": int(p.get("segmentsVerified", 0) or 0),
+            "segmentsRejected": int(p.get("segmentsRejected", 0) or 0),
+        }
+
+    def verifying(self) -> Plan:
+        self.mirror_progress()
+        prog = self.w.progress or {}
+        receipt = prog.get("settlement")
+        if receipt:
+            self.status["settlement"] = dict(receipt)
+            self.cond(
+                conditions.SETTLED,
+                "True",
+                "Settled",
+                f"settled in transaction {receipt.get('txHash', '?')}",
+            )
+            self.status.setdefault("completionTime", timestamp(self.w.now))
+            self.phase(SUCCEEDED, "Settled", "reward paid out on chain")
+            return self.finish()
+        if prog.get("allocation"):
+            self.cond(
+                conditions.VERIFIED,
+                "True",
+                "Allocated",
+                "the validators committed the reward allocation",
+            )
+            self.phase(
+                SETTLING, "Allocated", "allocation committed; waiting for the settlement receipt"
+            )
+        return self.finish(requeue=self.w.poll)
+
+
+def decide(world: World) -> Plan:
+    """The next step for one TrainingTask."""
+    return _Machine(world).decide()

@@ -1,0 +1,250 @@
+"""The operator's in-memory view of the cluster, fed by kopf's watches.
+
+kopf streams TrainingTasks, ValidatorSets, Pods, Nodes and Secrets into
+``observe_*``; reconcilers read only from here, so a reconcile costs no API
+reads at all (the bench counts requests per task). Secrets are reduced to
+their key *names* on arrival: no key material is kept (validator keys are read
+on demand, used to derive public identities, and dropped).
+
+Cache staleness is handled where it matters: a status written by the
+operator replaces the cached body (watch events older than it are ignored),
+and pods the operator has just created or deleted are remembered as
+"expectations" until the watch confirms them, so a reconcile never recreates
+a pod it made a moment ago (which would be a 409, or after a restart, a
+duplicate).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from pot.operator import gang, names, queueing
+from pot.operator.config import Config
+
+Body = dict[str, Any]
+Key = tuple[str, str, str]  # (kind, namespace, name)
+
+TASK, VSET = "task", "vset"
+EXPECTATION_TTL = 30.0
+
+
+def _rv(body: Mapping[str, Any]) -> int:
+    text = str((body.get("metadata") or {}).get("resourceVersion") or "")
+    return int(text) if text.isdigit() else -1
+
+
+@dataclass(slots=True)
+class Expectations:
+    """Pods created/deleted by us and not yet seen so by the watch."""
+
+    created: dict[str, tuple[Body, float]] = field(default_factory=dict)
+    deleted: dict[str, float] = field(default_factory=dict)
+
+
+class Runtime:
+    """Caches, the work queue and the per-object memory of one operator process."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.queue = queueing.WorkQueue()
+        self.tasks: dict[tuple[str, str], Body] = {}
+        self.vsets: dict[tuple[str, str], Body] = {}
+        self.task_pods: dict[tuple[str, str], dict[str, Body]] = {}
+        self.vset_pods: dict[tuple[str, str], dict[str, Body]] = {}
+        self.nodes: dict[str, gang.NodeInfo] = {}
+        self.secret_keys: dict[tuple[str, str], frozenset[str]] = {}
+        self.secret_versions: dict[tuple[str, str], str] = {}
+        self.vset_applied: dict[tuple[str, str], tuple[int, str]] = {}
+        self.pod_usage: dict[tuple[str, str], tuple[str, dict[str, int]]] = {}
+        self.node_used: dict[str, dict[str, int]] = {}
+        self.expect: dict[tuple[str, str], Expectations] = {}
+        self.released_at: dict[tuple[str, str], float] = {}
+        self.active = True
+
+    # -- watch feeds ---------------------------------------------------------------
+    def _store(self, cache: dict[tuple[str, str], Body], body: Body, deleted: bool) -> bool:
+        meta = body["metadata"]
+        key = (meta["namespace"], meta["name"])
+        if deleted:
+            cache.pop(key, None)
+            return True
+        old = cache.get(key)
+        if (
+            old is not None
+            and old["metadata"].get("uid") == meta.get("uid")
+            and _rv(body) < _rv(old)
+        ):
+            return False  # older than what we wrote ourselves
+        cache[key] = body
+        return True
+
+    def observe_task(self, body: Body, deleted: bool) -> None:
+        """A TrainingTask changed."""
+        meta = body["metadata"]
+        key: Key = (TASK, meta["namespace"], meta["name"])
+        self._store(self.tasks, body, deleted)
+        if deleted:
+            self.queue.forget(key)
+            self.expect.pop(key[1:], None)
+            self.released_at.pop(key[1:], None)
+        else:
+            self.queue.add(key)
+
+    def observe_vset(self, body: Body, deleted: bool) -> None:
+        """A ValidatorSet changed: reconcile it and every task waiting on it."""
+        meta = body["metadata"]
+        ns, name = meta["namespace"], meta["name"]
+        old = self.vsets.get((ns, name))
+        self._store(self.vsets, body, deleted)
+        if deleted:
+            self.queue.forget((VSET, ns, name))
+        else:
+            self.queue.add((VSET, ns, name))
+        old_phase = ((old or {}).get("status") or {}).get("phase")
+        if deleted or old_phase != (body.get("status") or {}).get("phase"):
+            for (tns, tname), task in self.tasks.items():
+                if (
+                    tns == ns
+                    and ((task.get("spec") or {}).get("validatorSetRef") or {}).get("name") == name
+                ):
+                    self.queue.add((TASK, tns, tname))
+
+    def observe_pod(self, body: Body, deleted: bool) -> None:
+        """Any pod changed: account its node usage; wake its task or ValidatorSet."""
+        meta, spec = body["metadata"], body.get("spec") or {}
+        ns, name = meta["namespace"], meta["name"]
+        pkey = (ns, name)
+        old = self.pod_usage.pop(pkey, None)
+        if old is not None:
+            into = self.node_used.get(old[0], {})
+            for k, v in old[1].items():
+                into[k] = into.get(k, 0) - v
+        if not deleted and gang.is_active(body):
+            req = gang.pod_requests(body)
+            req["pods"] = 1
+            self.pod_usage[pkey] = (spec["nodeName"], req)
+            into = self.node_used.setdefault(spec["nodeName"], {})
+            for k, v in req.items():
+                into[k] = into.get(k, 0) + v
+        labels = meta.get("labels") or {}
+        if labels.get(names.LABEL_MANAGED_BY) != names.MANAGER:
+            if (old is not None and not gang.is_active(body)) or (deleted and old is not None):
+                self._wake_waiting(ns)  # capacity freed: gated gangs may fit now
+            return
+        if names.LABEL_TASK in labels:
+            tkey = (ns, labels[names.LABEL_TASK])
+            pods = self.task_pods.setdefault(tkey, {})
+            exp = self.expect.get(tkey)
+            if deleted:
+                pods.pop(name, None)
+                if exp:
+                    exp.deleted.pop(name, None)
+            else:
+                self.put_pod(pods, body)
+                if exp:
+                    exp.created.pop(name, None)
+            self.queue.add((TASK, *tkey))
+            if old is not None and (deleted or not gang.is_active(body)):
+                self._wake_waiting(ns)
+        elif names.LABEL_VSET in labels:
+            vkey = (ns, labels[names.LABEL_VSET])
+            vpods = self.vset_pods.setdefault(vkey, {})
+            if deleted:
+                vpods.pop(name, None)
+            else:
+                self.put_pod(vpods, body)
+            self.queue.add((VSET, *vkey))
+
+    def _wake_waiting(self, namespace: str | None = None) -> None:
+        """Reconcile tasks waiting for capacity (their gang may fit now)."""
+        for (ns, name), task in self.tasks.items():
+            if ((task.get("status") or {}).get("phase")) in ("Scheduling", "Pending", None):
+                self.queue.add((TASK, ns, name), 0.2)
+
+    def observe_node(self, body: Body, deleted: bool) -> None:
+        """A Node changed."""
+        name = body["metadata"]["name"]
+        before = self.nodes.get(name)
+        if deleted:
+            self.nodes.pop(name, None)
+        else:
+            self.nodes[name] = gang.node_info(body)
+        if before != self.nodes.get(name):
+            self._wake_waiting()
+
+    def observe_secret(self, body: Body, deleted: bool) -> None:
+        """A Secret changed: keep only the names of its keys."""
+        meta = body["metadata"]
+        key = (meta["namespace"], meta["name"])
+        if deleted:
+            self.secret_keys.pop(key, None)
+            self.secret_versions.pop(key, None)
+        else:
+            self.secret_versions[key] = str(meta.get("resourceVersion", ""))
+            self.secret_keys[key] = frozenset((body.get("data") or {}).keys()) | frozenset(
+                (body.get("stringData") or {}).keys()
+            )
+        ns = meta["namespace"]
+        for (tns, tname), task in self.tasks.items():
+            if (
+                tns == ns
+                and ((task.get("spec") or {}).get("minerKeysSecretRef") or {}).get("name")
+                == meta["name"]
+            ):
+                self.queue.add((TASK, tns, tname))
+        for (vns, vname), vset in self.vsets.items():
+            if (
+                vns == ns
+                and ((vset.get("spec") or {}).get("keysSecretRef") or {}).get("name")
+                == meta["name"]
+            ):
+                self.queue.add((VSET, vns, vname))
+
+    @staticmethod
+    def put_pod(pods: dict[str, Body], body: Body) -> None:
+        """Store a pod unless we already hold a newer version of the same one."""
+        name = body["metadata"]["name"]
+        old = pods.get(name)
+        if (
+            old is not None
+            and old["metadata"].get("uid") == body["metadata"].get("uid")
+            and _rv(body) < _rv(old)
+        ):
+            return
+        pods[name] = body
+
+    # -- expectations --------------------------------------------------------------
+    def expected_pods(self, key: tuple[str, str]) -> dict[str, Body]:
+        """The task's pods as the watch shows them, corrected by our own recent writes."""
+        pods = dict(self.task_pods.get(key, {}))
+        exp = self.expect.get(key)
+        if exp is None:
+            return pods
+        now = time.monotonic()
+        for name, (body, at) in list(exp.created.items()):
+            if now - at > EXPECTATION_TTL:
+                del exp.created[name]
+            elif name not in pods:
+                pods[name] = body
+        for name, at in list(exp.deleted.items()):
+            if now - at > EXPECTATION_TTL:
+                del exp.deleted[name]
+            elif name in pods:
+                meta = dict(pods[name]["metadata"])
+                meta.setdefault("deletionTimestamp", "pending")
+                pods[name] = {**pods[name], "metadata": meta}
+        return pods
+
+    def expect_created(self, key: tuple[str, str], body: Body) -> None:
+        """Remember a pod we created."""
+        self.expect.setdefault(key, Expectations()).created[body["metadata"]["name"]] = (
+            body,
+            time.monotonic(),
+        )
+
+    def expect_deleted(self, key: tuple[str, str], name: str) -> None:
+        """Remember a pod we deleted."""
+        self.expect.setdefault(key, Expectations()).deleted[name] = time.monotonic()

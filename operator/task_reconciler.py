@@ -1,0 +1,178 @@
+"""The I/O shell around ``phases.decide`` for one TrainingTask.
+
+Gather a ``World`` from the runtime's caches (no API reads) and the validators'
+API, decide, then apply the plan in a crash-safe order: status first (guarded
+by resourceVersion), Events, deletes, children, pod creates, releases. Every
+write is idempotent, so a kill -9 between any two of them is repaired by the
+next reconcile: names are deterministic (a repeated create is a 409, never a
+second pod), deletes are uid-preconditioned, releases are plain removals.
+"""
+
+from __future__ import annotations
+
+import datetime
+import logging
+import time
+from typing import Any
+
+from pot import errors
+from pot.operator import (
+    builders_trainers,
+    kubeapi,
+    metrics,
+    names,
+    phases,
+    posting,
+    validators_client,
+    vsets,
+)
+from pot.operator.runtime import TASK, Runtime
+
+log = logging.getLogger("pot.operator")
+
+PROGRESS_PHASES = (phases.TRAINING, phases.VERIFYING, phases.SETTLING)
+
+
+def validator_bases(rt: Runtime, namespace: str, vset: str) -> list[str]:
+    """Base URLs of a ValidatorSet's replicas: ready pods first (or the configured stand-in)."""
+    if rt.config.validator_url:
+        return [rt.config.validator_url]
+    pods = list(rt.vset_pods.get((namespace, vset), {}).values())
+
+    def ready(pod: dict[str, Any]) -> bool:
+        conds = (pod.get("status") or {}).get("conditions") or []
+        return any(c.get("type") == "Ready" and c.get("status") == "True" for c in conds)
+
+    pods.sort(key=lambda p: (not ready(p), p["metadata"]["name"]))
+    out = []
+    for pod in pods:
+        ip = (pod.get("status") or {}).get("podIP")
+        if ip and not pod["metadata"].get("deletionTimestamp"):
+            out.append(f"http://{ip}:8080")
+    return out
+
+
+async def reconcile(
+    rt: Runtime, kube: kubeapi.Client, vclient: validators_client.Client, namespace: str, name: str
+) -> None:
+    """One level-triggered pass over the task ``namespace/name``."""
+    key = (namespace, name)
+    task = rt.tasks.get(key)
+    if task is None or task["metadata"].get("deletionTimestamp"):
+        return
+    cfg = rt.config
+    spec = task.get("spec") or {}
+    status = task.get("status") or {}
+    now = datetime.datetime.now(datetime.UTC)
+    views = [
+        v for v in (phases.pod_view(p) for p in rt.expected_pods(key).values()) if v is not None
+    ]
+    vset_name = (spec.get("validatorSetRef") or {}).get("name", "")
+    vset_body = rt.vsets.get((namespace, vset_name))
+    secret = (spec.get("minerKeysSecretRef") or {}).get("name", "")
+    selector: dict[str, str] = {}
+    tolerations: list[Any] = []
+    queued = False
+    try:
+        template = builders_trainers.build_pod_spec(task, 0, 0, cfg)["spec"]
+        selector = template.get("nodeSelector") or {}
+        tolerations = template.get("tolerations") or []
+        queued = builders_trainers.queue_of(task) is not None
+    except (KeyError, TypeError, ValueError):
+        pass  # a malformed spec: decide() names the field and fails the task
+    task_id = f"{namespace}/{name}"
+    bases = validator_bases(rt, namespace, vset_name)
+    progress = None
+    if status.get("phase") in PROGRESS_PHASES:
+        try:
+            progress = await vclient.task(bases, task_id)
+        except errors.ProtocolError as exc:
+            log.info("task %s: progress not available: %s", task_id, exc)
+    started = rt.released_at.get(key)
+    world = phases.World(
+        task=task,
+        now=now,
+        vset=vsets.view_of(vset_body) if vset_body is not None else None,
+        miner_keys=rt.secret_keys.get((namespace, secret)),
+        nodes=list(rt.nodes.values()),
+        used=rt.node_used,
+        selector=selector,
+        tolerations=tolerations,
+        queued=queued,
+        pods=views,
+        progress=progress,
+        released_for=(time.monotonic() - started) if started else 0.0,
+        grace=cfg.ref_grace,
+        gang_timeout=cfg.gang_timeout,
+        poll=cfg.poll_interval,
+    )
+    plan = phases.decide(world)
+    if plan.register:
+        try:
+            await vclient.register(bases, task_id, spec)
+            world.registration = phases.Registration("ok")
+        except validators_client.Rejected as exc:
+            world.registration = phases.Registration("rejected", str(exc))
+        except validators_client.Unavailable as exc:
+            world.registration = phases.Registration("unavailable", str(exc))
+        plan = phases.decide(world)
+    await apply(rt, kube, task, plan, now)
+
+
+async def apply(
+    rt: Runtime,
+    kube: kubeapi.Client,
+    task: dict[str, Any],
+    plan: phases.Plan,
+    now: datetime.datetime,
+) -> None:
+    """Carry out a plan (see the module docstring for the order and why)."""
+    meta = task["metadata"]
+    ns, name = meta["namespace"], meta["name"]
+    key = (ns, name)
+    if not rt.active:
+        return
+    if plan.status_changed:
+        fresh = await posting.write_status(kube, names.TASKS, task, plan.status)
+        if fresh is None:  # stale view: redo from the newer object the watch brings
+            rt.queue.add((TASK, ns, name), 0.2)
+            return
+        rt.tasks[key] = fresh
+    for ev in plan.events:
+        await posting.post_event(
+            kube, task, ev.type, ev.reason, ev.message, now=now, instance=rt.config.identity
+        )
+        if ev.reason == "GangRestarting":
+            metrics.GANG_RESTARTS.inc()
+    for pod in plan.delete:
+        await kube.delete("v1", "pods", ns, pod.name, uid=pod.uid)
+        rt.expect_deleted(key, pod.name)
+    if plan.delete:
+        rt.released_at.pop(key, None)  # a new gang (restart or regate) gets a fresh timer
+    if plan.ensure_children:
+        await kube.create(builders_trainers.build_spec_configmap_spec(task), "configmaps")
+        await kube.create(builders_trainers.build_service_spec(task), "services")
+        if rt.config.store_volume == "pvc":
+            for rank in plan.create_ranks:
+                await kube.create(
+                    builders_trainers.build_store_claim_spec(task, rank, rt.config),
+                    "persistentvolumeclaims",
+                )
+    for rank in plan.create_ranks:
+        body = builders_trainers.build_pod_spec(task, rank, plan.attempt, rt.config)
+        created = await kube.create(body, "pods")
+        if created is not None:
+            rt.expect_created(key, created)
+    if plan.release:
+        for pod_name in plan.release:
+            try:
+                fresh_pod = await kube.patch(
+                    "v1", "pods", ns, pod_name, builders_trainers.build_release_patch()
+                )
+            except kubeapi.NotFound:
+                continue
+            Runtime.put_pod(rt.task_pods.setdefault(key, {}), fresh_pod)
+        rt.released_at.setdefault(key, time.monotonic())
+        metrics.GANG_RELEASES.inc()
+    if plan.requeue is not None:
+        rt.queue.add((TASK, ns, name), plan.requeue)

@@ -1,0 +1,190 @@
+"""The I/O shell of one ValidatorSet: apply its children, then report its view.
+
+Children are (re)applied when the spec generation or the keys Secret changed
+since this process last applied them (create, or patch when they exist); in
+between, a reconcile only polls the replicas' ``GET /v1/status`` and writes
+the status when it changed. Keys are read from the Secret only to derive each
+replica's address and public key for peers.json, then dropped; they are never
+logged, and errors name the Secret item, never its content.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import datetime
+import logging
+from typing import Any
+
+from eth_account import Account
+
+from pot import errors
+from pot.operator import (
+    builders_validators,
+    checks,
+    kubeapi,
+    names,
+    posting,
+    validators_client,
+    vsets,
+)
+from pot.operator.runtime import VSET, Runtime
+
+log = logging.getLogger("pot.operator")
+
+PLURALS = {
+    "ServiceAccount": "serviceaccounts",
+    "ConfigMap": "configmaps",
+    "Service": "services",
+    "PodDisruptionBudget": "poddisruptionbudgets",
+    "StatefulSet": "statefulsets",
+}
+
+
+def identities(secret: dict[str, Any], n: int) -> list[builders_validators.Identity]:
+    """Address and uncompressed public key of each replica's key (ConfigError names the item)."""
+    name = secret["metadata"]["name"]
+    data = secret.get("data") or {}
+    out = []
+    for i in range(n):
+        item = f"validator-{i}.key"
+        if item in data:
+            text = base64.b64decode(data[item]).decode("utf-8", "replace").strip()
+        elif item in (secret.get("stringData") or {}):
+            text = str(secret["stringData"][item]).strip()
+        else:
+            raise errors.ConfigError(f'Secret "{name}" lacks {item}')
+        try:
+            account = Account.from_key(text if text.startswith("0x") else "0x" + text)
+        except (ValueError, TypeError):
+            # `from None`: the library's message could echo key material.
+            raise errors.ConfigError(
+                f'Secret "{name}" item {item}: not a secp256k1 private key'
+            ) from None
+        public = account._key_obj.public_key.to_bytes()
+        out.append(
+            builders_validators.Identity(
+                address=str(account.address), public_key="0x04" + public.hex()
+            )
+        )
+    return out
+
+
+async def apply_children(
+    rt: Runtime, kube: kubeapi.Client, vset: dict[str, Any]
+) -> checks.Problem | None:
+    """Create-or-patch every child; a Problem when the keys are unusable."""
+    meta, spec = vset["metadata"], vset["spec"]
+    ns = meta["namespace"]
+    secret_name = spec["keysSecretRef"]["name"]
+    try:
+        secret = await kube.get("v1", "secrets", ns, secret_name)
+    except kubeapi.NotFound:
+        return checks.Problem(
+            "KeysSecretNotFound",
+            f'Secret "{secret_name}" (spec.keysSecretRef.name) not found in namespace "{ns}"',
+            False,
+        )
+    try:
+        ids = identities(secret, int(spec["replicas"]))
+    except errors.ConfigError as exc:
+        return checks.Problem("InvalidKey", str(exc), True)
+    for child in builders_validators.build_all(vset, ids, rt.config):
+        plural = PLURALS[child["kind"]]
+        if child["kind"] != "StatefulSet":
+            await kube.apply(child, plural)
+            continue
+        if await kube.create(child, plural) is None:
+            # Only these StatefulSet fields may change after creation.
+            patch = {
+                "metadata": {"labels": child["metadata"]["labels"]},
+                "spec": {
+                    k: child["spec"][k]
+                    for k in ("replicas", "template", "persistentVolumeClaimRetentionPolicy")
+                },
+            }
+            await kube.patch("apps/v1", plural, ns, meta["name"], patch)
+    return None
+
+
+def _ordinal(pod: dict[str, Any]) -> int:
+    labels = pod["metadata"].get("labels") or {}
+    text = labels.get(names.LABEL_POD_INDEX) or pod["metadata"]["name"].rsplit("-", 1)[-1]
+    return int(text) if str(text).isdigit() else -1
+
+
+def _pod_ready(pod: dict[str, Any]) -> bool:
+    conds = (pod.get("status") or {}).get("conditions") or []
+    return any(c.get("type") == "Ready" and c.get("status") == "True" for c in conds)
+
+
+async def replicas(
+    rt: Runtime, vclient: validators_client.Client, ns: str, name: str
+) -> list[vsets.Replica]:
+    """Every replica pod with its answer to ``GET /v1/status`` (asked concurrently)."""
+    pods = [
+        p
+        for p in rt.vset_pods.get((ns, name), {}).values()
+        if not p["metadata"].get("deletionTimestamp")
+    ]
+    pods = [p for p in pods if _ordinal(p) >= 0]
+
+    async def ask(pod: dict[str, Any]) -> vsets.Replica:
+        ip = (pod.get("status") or {}).get("podIP")
+        base = rt.config.validator_url or (
+            f"http://{ip}:{builders_validators.HTTP_PORT}" if ip else ""
+        )
+        reply = await vclient.status(base) if base else None
+        return vsets.Replica(ordinal=_ordinal(pod), pod_ready=_pod_ready(pod), reply=reply)
+
+    return list(await asyncio.gather(*(ask(p) for p in pods)))
+
+
+async def reconcile(
+    rt: Runtime, kube: kubeapi.Client, vclient: validators_client.Client, namespace: str, name: str
+) -> None:
+    """One pass over the ValidatorSet ``namespace/name``."""
+    key = (namespace, name)
+    vset = rt.vsets.get(key)
+    if vset is None or vset["metadata"].get("deletionTimestamp") or not rt.active:
+        return
+    now = datetime.datetime.now(datetime.UTC)
+    spec = vset.get("spec") or {}
+    secret_name = (spec.get("keysSecretRef") or {}).get("name", "")
+    problem = checks.vset_spec_problem(vset, rt.secret_keys.get((namespace, secret_name)))
+    gen = int(vset["metadata"].get("generation") or 1)
+    stamp = (gen, rt.secret_versions.get((namespace, secret_name), ""))
+    if problem is None and rt.vset_applied.get(key) != stamp:
+        problem = await apply_children(rt, kube, vset)
+        if problem is None:
+            rt.vset_applied[key] = stamp
+    reps = await replicas(rt, vclient, namespace, name) if problem is None else []
+    status = vsets.decide_status(vset, reps, problem=problem, now=now)
+    old = dict(vset.get("status") or {})
+    old.pop("kopf", None)
+    if status != old:
+        fresh = await posting.write_status(kube, names.VSETS, vset, status)
+        if fresh is None:
+            rt.queue.add((VSET, namespace, name), 0.2)
+            return
+        rt.vsets[key] = fresh
+        if old.get("phase") != status.get("phase"):
+            warn = status.get("phase") in ("Failed", "Degraded")
+            await posting.post_event(
+                kube,
+                vset,
+                "Warning" if warn else "Normal",
+                str(status.get("phase")),
+                str(status.get("message", "")),
+                now=now,
+                instance=rt.config.identity,
+            )
+            # Tasks waiting on this set may proceed (or must wait) now.
+            for (tns, tname), task in rt.tasks.items():
+                if (
+                    tns == namespace
+                    and ((task.get("spec") or {}).get("validatorSetRef") or {}).get("name") == name
+                ):
+                    rt.queue.add(("task", tns, tname))
+    if problem is None or not problem.permanent:
+        rt.queue.add((VSET, namespace, name), rt.config.poll_interval)

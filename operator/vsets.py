@@ -1,0 +1,122 @@
+"""ValidatorSet status from what the replicas say about themselves, pure.
+
+The operator asks every replica ``GET /v1/status`` and reports the view most
+ready replicas agree on, its primary (as a pod name, which is what a human
+deletes when testing failover) and the highest committed sequence number.
+``readyReplicas`` counts replicas that are ready *inside that view*, so a
+replica stuck in an old view does not count (a quorum of 2f+1 is what lets
+tasks proceed). Conditions: ``Ready`` (all n ready) and ``QuorumAvailable``
+(at least 2f+1 ready).
+"""
+
+from __future__ import annotations
+
+import datetime
+from collections import Counter
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from pot.operator import builders_validators, checks, conditions, names
+
+Body = Mapping[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Replica:
+    """One replica pod and its answer to ``GET /v1/status`` (None: no answer)."""
+
+    ordinal: int
+    pod_ready: bool
+    reply: Mapping[str, Any] | None = None
+
+
+def quorum(n: int) -> int:
+    """2f+1."""
+    return 2 * builders_validators.faults(n) + 1
+
+
+def decide_status(
+    vset: Body,
+    replicas: list[Replica],
+    *,
+    problem: checks.Problem | None,
+    now: datetime.datetime,
+) -> dict[str, Any]:
+    """The new ``status`` of a ValidatorSet."""
+    meta, spec = vset["metadata"], vset.get("spec") or {}
+    gen = int(meta.get("generation") or 1)
+    old = dict(vset.get("status") or {})
+    old.pop("kopf", None)
+    status = dict(old)
+    n = int(spec.get("replicas", 0) or 0)
+
+    def cond(ctype: str, value: conditions.Status, reason: str, message: str) -> None:
+        status["conditions"] = conditions.put(
+            status.get("conditions"), ctype, value, reason, message, generation=gen, now=now
+        )
+
+    status["observedGeneration"] = gen
+    status["replicas"] = len(replicas)
+    if problem is not None:
+        status.update(phase="Failed" if problem.permanent else "Pending", message=problem.message)
+        cond(conditions.READY, "False", problem.reason, problem.message)
+        cond(conditions.QUORUM, "False", problem.reason, problem.message)
+        status["readyReplicas"] = 0
+        return status
+    answers = [r for r in replicas if r.reply is not None and r.reply.get("ready") and r.pod_ready]
+    views = Counter(int(r.reply.get("view", 0)) for r in answers if r.reply is not None)
+    ready = 0
+    if views:
+        view, _ = max(views.items(), key=lambda kv: (kv[1], kv[0]))
+        in_view = [
+            r for r in answers if r.reply is not None and int(r.reply.get("view", 0)) == view
+        ]
+        ready = len(in_view)
+        primaries = Counter(int(r.reply.get("primary", -1)) for r in in_view if r.reply is not None)
+        primary = primaries.most_common(1)[0][0]
+        status["view"] = view
+        if primary >= 0:
+            status["primary"] = names.replica_pod(meta["name"], primary)
+        status["lastCommittedSeq"] = max(
+            int(r.reply.get("lastCommittedSeq", 0)) for r in in_view if r.reply
+        )
+    status["readyReplicas"] = ready
+    need = quorum(n)
+    has_quorum = ready >= need
+    if ready == n and n > 0:
+        status.update(phase="Ready", message=f"all {n} replicas ready in view {status.get('view')}")
+        cond(conditions.READY, "True", "AllReplicasReady", status["message"])
+    else:
+        if has_quorum:
+            msg = f"{ready} of {n} replicas ready (quorum {need}); tolerating the rest"
+            status.update(phase="Degraded", message=msg)
+        elif old.get("phase") in ("Ready", "Degraded"):
+            msg = f"only {ready} of {n} replicas ready, below the quorum of {need}: no progress"
+            status.update(phase="Degraded", message=msg)
+        else:
+            msg = f"{ready} of {n} replicas ready (quorum {need})"
+            status.update(phase="Progressing", message=msg)
+        cond(conditions.READY, "False", "ReplicasNotReady", msg)
+    if has_quorum:
+        cond(
+            conditions.QUORUM,
+            "True",
+            "QuorumReady",
+            f"{ready} of {n} replicas ready (quorum {need})",
+        )
+    else:
+        cond(
+            conditions.QUORUM, "False", "NoQuorum", f"{ready} of {n} replicas ready (quorum {need})"
+        )
+    return status
+
+
+def view_of(vset: Body) -> checks.VsetView:
+    """What a TrainingTask needs to know of this ValidatorSet."""
+    status = vset.get("status") or {}
+    return checks.VsetView(
+        name=vset["metadata"]["name"],
+        phase=str(status.get("phase") or ""),
+        quorum=conditions.is_true(status.get("conditions"), conditions.QUORUM),
+    )

@@ -1,0 +1,341 @@
+"""The TrainingTask state machine, one scenario per rule of DESIGN §4 and issue 8."""
+
+from __future__ import annotations
+
+import datetime
+from typing import Any
+
+import pytest
+
+from pot.operator import checks, conditions, gang, phases
+
+T0 = datetime.datetime(2026, 1, 1, 0, 1, tzinfo=datetime.UTC)  # task created at 00:00
+READY = checks.VsetView("vset", "Ready", True)
+KEYS = frozenset({"miner-0.key", "miner-1.key"})
+
+
+@pytest.fixture
+def task(make_example: Any) -> dict[str, Any]:
+    return make_example("task.yaml")
+
+
+@pytest.fixture
+def nodes(make_node: Any) -> list[gang.NodeInfo]:
+    return [gang.node_info(make_node("rig-0")), gang.node_info(make_node("rig-1"))]
+
+
+def world(task: dict[str, Any], nodes: list[gang.NodeInfo], **kw: Any) -> phases.World:
+    base: dict[str, Any] = {
+        "task": task,
+        "now": T0,
+        "vset": READY,
+        "miner_keys": KEYS,
+        "nodes": nodes,
+        "grace": 30.0,
+    }
+    base.update(kw)
+    return phases.World(**base)
+
+
+def pods(n: int, attempt: int = 0, **kw: Any) -> list[phases.PodView]:
+    return [
+        phases.PodView(
+            name=f"mlp-demo-node-{r}", rank=r, attempt=attempt, uid=f"u{attempt}{r}", **kw
+        )
+        for r in range(n)
+    ]
+
+
+def step(task: dict[str, Any], plan: phases.Plan) -> dict[str, Any]:
+    """Apply a plan's status to the task, as the API server would."""
+    return {**task, "status": plan.status}
+
+
+def cond(plan: phases.Plan, ctype: str) -> dict[str, Any]:
+    found = conditions.find(plan.status.get("conditions"), ctype)
+    assert found is not None, ctype
+    return dict(found)
+
+
+def test_happy_path_releases_all_together_then_trains(
+    task: dict[str, Any], nodes: list[gang.NodeInfo]
+) -> None:
+    plan = phases.decide(world(task, nodes))
+    assert plan.register and not plan.create_ranks
+    w = world(task, nodes, registration=phases.Registration("ok"))
+    plan = phases.decide(w)
+    assert (
+        plan.status["phase"] == "Scheduling"
+        and plan.create_ranks == [0, 1]
+        and plan.ensure_children
+    )
+    assert cond(plan, "Registered")["status"] == "True"
+    assert [e.reason for e in plan.events] == ["Creating"]
+    task = step(task, plan)
+    plan = phases.decide(world(task, nodes, pods=pods(1)))  # one created so far (crash?)
+    assert plan.create_ranks == [1] and not plan.release
+    plan = phases.decide(world(task, nodes, pods=pods(2)))
+    assert plan.release == ["mlp-demo-node-0", "mlp-demo-node-1"]
+    assert plan.status["reason"] == "Released"
+    task = step(task, plan)
+    plan = phases.decide(world(task, nodes, pods=pods(2, gated=False)))
+    assert plan.status["phase"] == "Scheduling" and "0 of 2 pods bound" in plan.status["message"]
+    plan = phases.decide(
+        world(task, nodes, pods=pods(2, gated=False, node="rig-0", phase="Running"))
+    )
+    assert plan.status["phase"] == "Training" and plan.status["startTime"] == "2026-01-01T00:01:00Z"
+    assert (
+        cond(plan, "GangScheduled")["status"] == "True"
+        and cond(plan, "Training")["status"] == "True"
+    )
+    assert plan.status["progress"]["text"] == "0/200"
+    task = step(task, plan)
+    prog = {
+        "progress": {"step": 50, "totalSteps": 200, "segmentsCommitted": 2, "segmentsVerified": 1}
+    }
+    plan = phases.decide(
+        world(task, nodes, pods=pods(2, gated=False, node="rig-0", phase="Running"), progress=prog)
+    )
+    assert (
+        plan.status["progress"]["text"] == "50/200"
+        and plan.status["progress"]["segmentsVerified"] == 1
+    )
+    assert not plan.events  # no transition, no event
+    done = pods(2, gated=False, node="rig-0", phase="Succeeded")
+    plan = phases.decide(world(step(task, plan), nodes, pods=done))
+    assert plan.status["phase"] == "Verifying"
+    task = step(task, plan)
+    plan = phases.decide(world(task, nodes, pods=done, progress={"allocation": {"digest": "0x1"}}))
+    assert plan.status["phase"] == "Settling" and cond(plan, "Verified")["status"] == "True"
+    receipt = {
+        "txHash": "0xabc",
+        "block": 7,
+        "payouts": [{"address": "0x1", "amount": "5", "role": "miner"}],
+    }
+    plan = phases.decide(
+        world(
+            step(task, plan), nodes, pods=done, progress={"allocation": {}, "settlement": receipt}
+        )
+    )
+    assert plan.status["phase"] == "Succeeded" and plan.status["settlement"] == receipt
+    assert plan.status["completionTime"] and plan.status["observedGeneration"] == 1
+
+
+def test_missing_validator_set_waits_then_fails_naming_it(
+    task: dict[str, Any], nodes: list[gang.NodeInfo]
+) -> None:
+    early = datetime.datetime(2026, 1, 1, 0, 0, 10, tzinfo=datetime.UTC)
+    plan = phases.decide(world(task, nodes, vset=None, now=early))
+    assert plan.status["phase"] == "Pending" and plan.status["reason"] == "ValidatorSetNotFound"
+    assert plan.requeue is not None and not plan.create_ranks
+    plan = phases.decide(world(task, nodes, vset=None))
+    assert plan.status["phase"] == "Failed" and plan.status["reason"] == "ValidatorSetNotFound"
+    assert 'ValidatorSet "vset"' in plan.status["message"]
+    assert not plan.create_ranks and not plan.register
+    assert plan.events[0].type == "Warning"
+
+
+def test_validator_set_without_quorum_waits(
+    task: dict[str, Any], nodes: list[gang.NodeInfo]
+) -> None:
+    plan = phases.decide(world(task, nodes, vset=checks.VsetView("vset", "Progressing", False)))
+    assert plan.status["phase"] == "Pending" and plan.status["reason"] == "ValidatorSetNotReady"
+
+
+def test_never_fitting_gang_fails_unschedulable_with_numbers(
+    make_example: Any, nodes: list[gang.NodeInfo]
+) -> None:
+    task = make_example("task-gpu.yaml")
+    plan = phases.decide(world(task, nodes, miner_keys=KEYS))
+    assert plan.status["phase"] == "Failed" and plan.status["reason"] == "Unschedulable"
+    assert "8 nvidia.com/gpu" in plan.status["message"] and "room for 0" in plan.status["message"]
+    assert not plan.create_ranks
+
+
+def test_gang_waits_gated_for_capacity(task: dict[str, Any], make_node: Any) -> None:
+    small = [gang.node_info(make_node("rig-0", cpu="1"))]  # one pod of 1 cpu at a time
+    task["status"] = {
+        "phase": "Scheduling",
+        "restarts": 0,
+        "conditions": [{"type": "Registered", "status": "True"}],
+    }
+    plan = phases.decide(world(task, small, pods=pods(2)))
+    assert (not plan.release and plan.status["reason"] == "Unschedulable") or plan.status[
+        "phase"
+    ] == "Failed"
+    nodes = [gang.node_info(make_node("rig-0", cpu="2"))]
+    busy = {"rig-0": {"cpu": 1500, "pods": 1}}
+    plan = phases.decide(world(task, nodes, pods=pods(2), used=busy))
+    assert not plan.release
+    assert plan.status["phase"] == "Scheduling" and plan.status["reason"] == "InsufficientCapacity"
+    assert "500m of 2 cpu free" in plan.status["message"]
+    assert cond(plan, "GangScheduled")["reason"] == "InsufficientCapacity"
+    plan = phases.decide(world(step(task, plan), nodes, pods=pods(2), used={}))
+    assert plan.release == ["mlp-demo-node-0", "mlp-demo-node-1"]
+
+
+def test_partial_release_is_completed(task: dict[str, Any], nodes: list[gang.NodeInfo]) -> None:
+    task["status"] = {"phase": "Scheduling", "restarts": 0}
+    mixed = [pods(2)[0], phases.PodView(name="mlp-demo-node-1", rank=1, attempt=0, gated=False)]
+    plan = phases.decide(world(task, nodes, pods=mixed))
+    assert plan.release == ["mlp-demo-node-0"]
+
+
+def test_member_failure_restarts_whole_gang_then_backoff(
+    task: dict[str, Any], nodes: list[gang.NodeInfo]
+) -> None:
+    task["spec"]["runPolicy"]["backoffLimit"] = 1
+    task["status"] = {"phase": "Training", "restarts": 0, "startTime": "2026-01-01T00:00:30Z"}
+    running = pods(2, gated=False, node="rig-0", phase="Running")
+    failed = [
+        running[0],
+        phases.PodView(
+            name="mlp-demo-node-1",
+            rank=1,
+            attempt=0,
+            uid="u01",
+            phase="Failed",
+            gated=False,
+            message="container trainer exited with code 1",
+        ),
+    ]
+    plan = phases.decide(world(task, nodes, pods=failed))
+    assert plan.status["restarts"] == 1 and plan.attempt == 1
+    assert plan.status["phase"] == "Scheduling" and plan.status["reason"] == "GangRestarting"
+    assert (
+        "exited with code 1" in plan.status["message"]
+        and "last committed checkpoint" in plan.status["message"]
+    )
+    assert {p.name for p in plan.delete} == {
+        "mlp-demo-node-0",
+        "mlp-demo-node-1",
+    }  # #1579: all of them
+    task = step(task, plan)
+    # Old pods still terminating: wait, create nothing (names are reused).
+    plan = phases.decide(
+        world(
+            task,
+            nodes,
+            pods=[phases.PodView(name="mlp-demo-node-0", rank=0, attempt=0, deleting=True)],
+        )
+    )
+    assert not plan.create_ranks and not plan.delete
+    plan = phases.decide(world(task, nodes, pods=[]))
+    assert plan.create_ranks == [0, 1] and plan.attempt == 1
+    # The restarted gang runs, then a node dies: its pod is gone.
+    task = step(task, plan)
+    plan = phases.decide(
+        world(task, nodes, pods=pods(2, attempt=1, gated=False, node="rig-0", phase="Running"))
+    )
+    task = step(task, plan)
+    assert task["status"]["phase"] == "Training"
+    plan = phases.decide(
+        world(task, nodes, pods=pods(1, attempt=1, gated=False, node="rig-0", phase="Running"))
+    )
+    assert plan.status["phase"] == "Failed" and plan.status["reason"] == "BackoffLimitExceeded"
+    assert "backoffLimit=1" in plan.status["message"] and "gone" in plan.status["message"]
+    assert [p.name for p in plan.delete] == ["mlp-demo-node-0"]
+
+
+def test_stale_attempt_pods_are_deleted(task: dict[str, Any], nodes: list[gang.NodeInfo]) -> None:
+    task["status"] = {"phase": "Scheduling", "restarts": 2}
+    plan = phases.decide(world(task, nodes, pods=pods(2, attempt=1, gated=False)))
+    assert {p.name for p in plan.delete} == {
+        "mlp-demo-node-0",
+        "mlp-demo-node-1",
+    } and not plan.create_ranks
+
+
+def test_deadline_and_ttl(task: dict[str, Any], nodes: list[gang.NodeInfo]) -> None:
+    task["spec"]["runPolicy"].update(activeDeadlineSeconds=10, ttlSecondsAfterFinished=60)
+    task["status"] = {"phase": "Training", "startTime": "2026-01-01T00:00:00Z"}
+    running = pods(2, gated=False, node="rig-0", phase="Running")
+    plan = phases.decide(world(task, nodes, pods=running))
+    assert plan.status["phase"] == "Failed" and plan.status["reason"] == "DeadlineExceeded"
+    assert len(plan.delete) == 2
+    done = {**task, "status": {"phase": "Succeeded", "completionTime": "2026-01-01T00:00:30Z"}}
+    finished = pods(2, gated=False, node="rig-0", phase="Succeeded")
+    plan = phases.decide(world(done, nodes, pods=finished))
+    assert not plan.delete and plan.requeue == pytest.approx(30)
+    later = T0 + datetime.timedelta(minutes=1)
+    assert len(phases.decide(world(done, nodes, pods=finished, now=later)).delete) == 2
+
+
+def test_registration_outcomes(task: dict[str, Any], nodes: list[gang.NodeInfo]) -> None:
+    plan = phases.decide(
+        world(task, nodes, registration=phases.Registration("rejected", "spec.dataset: unknown"))
+    )
+    assert plan.status["phase"] == "Failed" and plan.status["reason"] == "ValidatorsRejected"
+    assert "spec.dataset" in plan.status["message"]
+    plan = phases.decide(
+        world(task, nodes, registration=phases.Registration("unavailable", "refused"))
+    )
+    assert (
+        plan.status["phase"] == "Pending"
+        and plan.status["reason"] == "ValidatorsUnavailable"
+        and plan.requeue
+    )
+
+
+def test_released_gang_stuck_unbound_is_regated(
+    task: dict[str, Any], nodes: list[gang.NodeInfo]
+) -> None:
+    task["status"] = {"phase": "Scheduling", "restarts": 0}
+    unbound = [
+        phases.PodView(
+            name=f"mlp-demo-node-{r}",
+            rank=r,
+            attempt=0,
+            gated=False,
+            node="rig-0" if r == 0 else None,
+            message="0/2 nodes are available",
+        )
+        for r in range(2)
+    ]
+    plan = phases.decide(world(task, nodes, pods=unbound, released_for=10, gang_timeout=60))
+    assert not plan.delete and plan.status["reason"] == "Released"
+    plan = phases.decide(world(task, nodes, pods=unbound, released_for=61, gang_timeout=60))
+    assert len(plan.delete) == 2 and plan.status["reason"] == "InsufficientCapacity"
+    assert plan.status.get("restarts", 0) == 0  # not a failure of the task
+
+
+def test_failed_task_never_leaves_pods_running(
+    task: dict[str, Any], nodes: list[gang.NodeInfo]
+) -> None:
+    task["status"] = {"phase": "Failed", "completionTime": "2026-01-01T00:00:30Z"}
+    plan = phases.decide(world(task, nodes, pods=pods(2, gated=False, phase="Running")))
+    assert (len(plan.delete) == 2 and not plan.status_changed) or plan.status["phase"] == "Failed"
+
+
+def test_invalid_spec_fails_once_with_one_event(
+    task: dict[str, Any], nodes: list[gang.NodeInfo]
+) -> None:
+    task["metadata"]["name"] = "Bad_Name"
+    plan = phases.decide(world(task, nodes))
+    assert plan.status["phase"] == "Failed" and plan.status["reason"] == "InvalidSpec"
+    plan2 = phases.decide(world(step(task, plan), nodes))
+    assert not plan2.events and not plan2.status_changed
+
+
+def test_pod_view_parses_failures() -> None:
+    pod = {
+        "metadata": {
+            "name": "t-node-0",
+            "uid": "u",
+            "labels": {"pot.dev/node-rank": "0", "pot.dev/attempt": "3"},
+        },
+        "spec": {"nodeName": "rig-0"},
+        "status": {
+            "phase": "Failed",
+            "containerStatuses": [
+                {
+                    "name": "trainer",
+                    "state": {"terminated": {"exitCode": 137, "reason": "OOMKilled"}},
+                }
+            ],
+        },
+    }
+    view = phases.pod_view(pod)
+    assert view is not None and view.attempt == 3 and not view.gated and view.node == "rig-0"
+    assert view.message == "container trainer exited with code 137 (OOMKilled)"
+    assert phases.pod_view({"metadata": {"name": "x"}}) is None
