@@ -53,6 +53,11 @@ def _parse(text: str, source: str) -> Key:
     return Key(account=account, source=source)
 
 
+def from_text(text: str, source: str) -> Key:
+    """Parse a hex private key read from ``source`` (named in errors, never the text)."""
+    return _parse(text, source)
+
+
 def from_file(path: str | os.PathLike[str]) -> Key:
     """Load a hex private key from a file (e.g. a Secret mounted at a path)."""
     p = Path(path)

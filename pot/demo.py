@@ -1,0 +1,262 @@
+"""``pot demo``: the whole mission on one machine, the way users meet it.
+
+Starts the embedded local cluster and a dev chain, deploys the settlement
+contract and escrows the task's pool, installs the operator with the real
+Helm chart, applies ``examples/validatorset.yaml`` and ``examples/task.yaml``
+with the real kubectl, shows live progress until the payout, then prints the
+payees and where the time went. On failure it exits non-zero with the reason
+and where to look. ``--keep`` leaves everything up for exploration.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from pot import errors, ids, keys, stack
+
+ETH = 10**18
+TASK_NAME = "mlp-demo"
+DEFAULT_DIR = Path("~/.pot/demo").expanduser()
+
+
+@dataclass
+class Clock:
+    """Wall time per stage (printed at the end)."""
+
+    start: float = field(default_factory=time.monotonic)
+    stages: list[tuple[str, float]] = field(default_factory=list)
+    _last: float = field(default_factory=time.monotonic)
+
+    def mark(self, stage: str) -> None:
+        now = time.monotonic()
+        self.stages.append((stage, now - self._last))
+        self._last = now
+
+    @property
+    def elapsed(self) -> float:
+        return time.monotonic() - self.start
+
+
+def _gateway(cluster_dir: Path) -> str:
+    """The host's address on the pod network (how pods reach the dev chain)."""
+    for record in cluster_dir.rglob("network.json"):
+        subnet = json.loads(record.read_text())["subnet"]
+        import ipaddress
+
+        return str(ipaddress.IPv4Network(subnet).network_address + 1)
+    return "127.0.0.1"  # pods share the host network (--no-pod-network)
+
+
+def _chain_setup(chain: Any, task_pool: int, miner_stake: int, namespace: str, say: Any) -> str:
+    """Deploy the contract, escrow the pool, stake the miners; return the contract address."""
+    from pot.settlement import chain as chaining
+    from pot.settlement import contracts
+
+    c = chaining.Chain(url=chain.url)
+    deployer, submitter = keys.generate(), keys.generate()
+    chain.fund(deployer.address, 100 * ETH)
+    chain.fund(submitter.address, task_pool + 10 * ETH)
+    validators = stack.dev_secret_keys("vset-keys")
+    ordered = [validators[f"validator-{i}.key"] for i in range(len(validators))]
+    for v in ordered:
+        chain.fund(v.address, 10 * ETH)  # gas for the settlement sidecars
+    address = contracts.deploy_settlement(c, deployer, [v.address for v in ordered])
+    settlement = contracts.at(c, address)
+    c.transact(
+        submitter,
+        settlement.functions.fundTask(ids.chain_task_id(ids.task_key(namespace, TASK_NAME))),
+        abi=settlement.abi,
+        value=task_pool,
+        what="fundTask",
+    )
+    for item, miner in sorted(stack.dev_secret_keys("miner-keys").items()):
+        chain.fund(miner.address, miner_stake + ETH)
+        c.transact(
+            miner,
+            settlement.functions.stake(),
+            abi=settlement.abi,
+            value=miner_stake,
+            what=f"stake {item}",
+        )
+    say(
+        f"  contract {address}: {len(ordered)} validators, threshold {contracts.quorum_threshold(len(ordered))}, "
+        f"pool {task_pool / ETH:g} ETH escrowed, miners staked {miner_stake / ETH:g} ETH each"
+    )
+    return address
+
+
+def _progress_line(task: dict[str, Any], vset: dict[str, Any], elapsed: float) -> str:
+    st = task.get("status", {})
+    p = st.get("progress", {})
+    vs = vset.get("status", {})
+    return (
+        f"[{elapsed:6.1f}s] {st.get('phase', 'Pending'):<10} step {p.get('step', 0)}/{p.get('totalSteps', '?')}"
+        f"  segments {p.get('segmentsCommitted', 0)} committed, {p.get('segmentsVerified', 0)} verified,"
+        f" {p.get('segmentsRejected', 0)} rejected  |  validators {vs.get('readyReplicas', 0)}/"
+        f"{vset.get('spec', {}).get('replicas', '?')} ready, view {vs.get('view', '-')}, primary {vs.get('primary', '-')}"
+    )
+
+
+def run(
+    *, cluster_dir: Path, keep: bool, timeout: float, chain_kind: str, say: Any = typer.echo
+) -> dict[str, Any]:
+    """Run the demo; returns a summary (payouts, tx, stage times). Raises PotError on failure."""
+    from pot.localcluster import launching
+    from pot.settlement import chain as chaining
+    from pot.settlement import devchain, reading
+
+    clock = Clock()
+    namespace = "default"
+    (task_doc,) = stack.load_examples("task.yaml")
+    pool = int(task_doc["spec"]["reward"]["pool"])
+    miner_stake = int(task_doc["spec"]["reward"].get("minerStake", ETH))
+    chain = None
+    try:
+        say(f"==> local cluster in {cluster_dir}")
+        kubeconfig, _ = launching.up(cluster_dir)
+        clock.mark("cluster")
+        gateway = _gateway(cluster_dir)
+        say(f"==> dev chain ({chain_kind}) on {gateway}")
+        chain = devchain.start(chain_kind, host=gateway)  # type: ignore[arg-type]
+        say(f"  {chain.kind} at {chain.url} (chain id {chain.chain_id})")
+        contract = _chain_setup(chain, pool, miner_stake, namespace, say)
+        clock.mark("chain")
+        st = stack.Stack(
+            kubeconfig=kubeconfig,
+            rpc_url=chain.url,
+            chain_id=chain.chain_id,
+            contract=contract,
+            namespace=namespace,
+            say=say,
+        )
+        say("==> helm install charts/pot-operator (namespace pot-system)")
+        st.install_operator()
+        say("==> kubectl apply examples/dev-keys.yaml examples/validatorset.yaml")
+        st.apply([*stack.load_examples("dev-keys.yaml"), st.validatorset_doc()])
+
+        def vset_ready() -> bool:
+            return st.get("vset", "vset").get("status", {}).get("phase") == "Ready"
+
+        st.wait_for(
+            "ValidatorSet vset to be Ready", vset_ready, timeout=min(timeout, 240), interval=2
+        )
+        vs = st.get("vset", "vset")["status"]
+        say(
+            f"  vset Ready: {vs.get('readyReplicas')} replicas, view {vs.get('view')}, primary {vs.get('primary')}"
+        )
+        clock.mark("validators")
+        say("==> kubectl apply examples/task.yaml")
+        st.apply([task_doc])
+        phases: dict[str, float] = {}
+        last = [""]
+
+        def tick() -> None:
+            task = st.get("tt", TASK_NAME)
+            vset = st.get("vset", "vset")
+            phase = task.get("status", {}).get("phase", "Pending")
+            phases.setdefault(phase, time.monotonic())
+            line = _progress_line(task, vset, clock.elapsed)
+            if line.split("] ", 1)[1] != last[0]:
+                say(line)
+                last[0] = line.split("] ", 1)[1]
+
+        def finished() -> bool:
+            return st.get("tt", TASK_NAME).get("status", {}).get("phase") in stack.TERMINAL
+
+        st.wait_for(f"TrainingTask {TASK_NAME} to finish", finished, timeout=timeout, on_tick=tick)
+        task = st.get("tt", TASK_NAME)
+        status = task["status"]
+        if status["phase"] != "Succeeded":
+            raise errors.PotError(
+                f"task {TASK_NAME} {status['phase']}: {status.get('reason', '')} {status.get('message', '')}".strip()
+            )
+        clock.mark("task")
+        balances = reading.task_balances(
+            chaining.Chain(url=chain.url), contract, ids.task_key(namespace, TASK_NAME)
+        )
+        _report(say, status, balances, phases, clock)
+        return {
+            "status": status,
+            "balances": balances,
+            "stages": clock.stages,
+            "elapsed": clock.elapsed,
+        }
+    finally:
+        if keep:
+            say(
+                f"--keep: cluster and chain left running; export KUBECONFIG={cluster_dir / 'kubeconfig'}"
+            )
+            if chain is not None:
+                say(f"  chain RPC {chain.url} (stops with this process)")
+        else:
+            with contextlib.suppress(errors.PotError):
+                launching.down(cluster_dir)
+            if chain is not None:
+                chain.close()
+
+
+def _report(
+    say: Any,
+    status: dict[str, Any],
+    balances: dict[str, Any],
+    phases: dict[str, float],
+    clock: Clock,
+) -> None:
+    say("")
+    say("payouts (on chain, credited by the settlement contract):")
+    rows = sorted(balances["accounts"].items(), key=lambda kv: -int(kv[1]["credited"]))
+    width = max((len(a) for a, _ in rows), default=10)
+    for account, acc in rows:
+        say(f"  {account:<{width}}  {int(acc['credited']) / ETH:>12.6f} ETH")
+    total = sum(int(acc["credited"]) for _, acc in rows)
+    say(
+        f"  {'total':<{width}}  {total / ETH:>12.6f} ETH  (escrow {int(balances['escrow']) / ETH:g} ETH left)"
+    )
+    for account, taken in balances.get("slashed", {}).items():
+        say(f"  slashed {account}: {int(taken) / ETH:g} ETH")
+    for rnd in balances["rounds"]:
+        say(f"  settle round {rnd['round']}: tx {rnd['tx']} in block {rnd['block']}")
+    say("")
+    say("where the time went:")
+    order = ["Scheduling", "Training", "Verifying", "Settling", "Succeeded"]
+    seen = [(p, phases[p]) for p in order if p in phases]
+    for (name, t0), (_, t1) in itertools.pairwise(seen):
+        say(f"  {name.lower():<12} {t1 - t0:6.1f}s")
+    for stage, seconds in clock.stages:
+        say(f"  [{stage}] {seconds:6.1f}s")
+    say(f"  total        {clock.elapsed:6.1f}s")
+
+
+def demo(
+    keep: bool = typer.Option(
+        False, "--keep", help="Leave the cluster and chain running afterwards."
+    ),
+    directory: Path = typer.Option(
+        DEFAULT_DIR, "--dir", help="Where the local cluster keeps its state."
+    ),
+    timeout: float = typer.Option(600, "--timeout", help="Give up after this many seconds."),
+    chain_kind: str = typer.Option(
+        "auto", "--chain", help="auto (anvil if installed), anvil or evm."
+    ),
+) -> None:
+    """Run the whole pipeline on the embedded local cluster and a dev chain."""
+    try:
+        summary = run(cluster_dir=directory, keep=keep, timeout=timeout, chain_kind=chain_kind)
+    except errors.PotError as exc:
+        typer.echo(f"demo failed: {exc}", err=True)
+        typer.echo(
+            f"where to look: kubectl --kubeconfig {directory / 'kubeconfig'} describe tt {TASK_NAME}; "
+            f"component logs in {directory / 'logs'}",
+            err=True,
+        )
+        raise typer.Exit(1) from None
+    with contextlib.suppress(Exception):
+        (directory / "demo-summary.json").write_text(json.dumps(summary, indent=2, default=str))
