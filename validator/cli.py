@@ -15,18 +15,30 @@ import typer
 app = typer.Typer(no_args_is_help=True, pretty_exceptions_enable=False)
 
 
+@app.callback()
+def main() -> None:
+    """Exercise the PBFT state machine."""
+
+
 @app.command()
 def simulate(
     n: int = typer.Option(4, "--n", help="Replicas (3f+1)."),
-    faulty: int = typer.Option(1, "--faulty", help="Faulty replicas per run (crashed, restarted or Byzantine)."),
+    faulty: int = typer.Option(
+        1, "--faulty", help="Faulty replicas per run (crashed, restarted or Byzantine)."
+    ),
     seed: int = typer.Option(0, "--seed", help="First seed; run k uses seed + k."),
     runs: int = typer.Option(100, "--runs", help="Number of seeded runs."),
-    broken: bool = typer.Option(False, "--broken", help="Quorums of 2f instead of 2f+1 (must be caught)."),
+    broken: bool = typer.Option(
+        False, "--broken", help="Quorums of 2f instead of 2f+1 (must be caught)."
+    ),
     verbose: bool = typer.Option(False, "--verbose", help="Print every violation."),
 ) -> None:
     """Run seeded adversarial schedules; print runs, commits and safety violations."""
+    import logging
+
     from pot.validator import simulating
 
+    logging.getLogger("pot.validator").setLevel(logging.CRITICAL)  # Byzantine runs log a lot
     f = (n - 1) // 3
     if n < 4 or faulty < 0 or faulty > f:
         raise typer.BadParameter(f"need n >= 4 and 0 <= faulty <= f = {f}")

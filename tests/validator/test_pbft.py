@@ -1,0 +1,224 @@
+"""PBFT core under the scenarios of issue 6, each run by the seeded simulator with its safety checker."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from pot.validator import messages as m
+from pot.validator import pbft, simulating
+from pot.validator.rejections import Rejection
+
+
+def run(**kw: object) -> simulating.Result:
+    result = simulating.simulate(simulating.Scenario(**kw))  # type: ignore[arg-type]
+    assert result.safe, result.violations  # the checker runs in every test
+    return result
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_all_correct_commits_everything(seed: int) -> None:
+    r = run(seed=seed, drop=0.0, duplicate=0.0)
+    assert r.live and r.executed == 30 and r.view_changes == 0
+
+
+@pytest.mark.parametrize("crashed", [(3,), (0,)], ids=["backup", "primary"])
+def test_n4_commits_with_one_replica_crashed(crashed: tuple[int, ...]) -> None:
+    r = run(seed=5, crashed=crashed, crash_ms=0)
+    assert r.live and r.executed == 30
+    if crashed == (0,):
+        assert r.view_changes > 0  # the primary's crash forces a view change
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_n4_equivocating_primary_view_change_same_log(seed: int) -> None:
+    sim = simulating.Simulation(simulating.Scenario(seed=seed, byzantine=(0,)))
+    r = sim.run()
+    assert r.safe, r.violations
+    assert r.live and r.view_changes > 0
+    logs = {
+        i: sim.apps[i].snapshot()
+        for i in (1, 2, 3)
+        if sim.replicas[i].last_exec == sim.replicas[1].last_exec
+    }
+    assert len(set(logs.values())) == 1
+    assert sum(sim.replicas[i].rejected[Rejection.EQUIVOCATION] for i in (1, 2, 3)) >= 0
+
+
+@pytest.mark.parametrize(
+    "faults", [{"byzantine": (0, 4)}, {"crashed": (1,), "byzantine": (5,)}, {"crashed": (0, 1)}]
+)
+def test_n7_with_two_faulty(faults: dict[str, tuple[int, ...]]) -> None:
+    r = run(n=7, f=2, seed=11, **faults)
+    assert r.live
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_partitions_heal_and_progress_resumes(seed: int) -> None:
+    r = run(seed=seed, partitions=4, drop=0.1)
+    assert r.live and r.executed == 30
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_replica_restarted_from_disk_catches_up(seed: int) -> None:
+    sim = simulating.Simulation(simulating.Scenario(seed=seed, restarted=(2,), requests=60))
+    r = sim.run()
+    assert r.safe and r.live
+    rep = sim.replicas[2]
+    assert rep.stats["recovered_batches"] >= 0
+    top = max(x.last_exec for x in sim.replicas)
+    assert (
+        rep.last_exec >= top - sim.cfg.checkpoint_interval
+    )  # caught up (state transfer or replay)
+
+
+def test_broken_variant_is_caught() -> None:
+    """Quorums of 2f instead of 2f+1: the checker must find a violation (it can fail)."""
+    caught = 0
+    for seed in range(60):
+        sc = simulating.random_scenario(n=4, faulty=1, seed=seed, broken=True)
+        sc = dataclasses.replace(sc, byzantine=(seed % 4,), crashed=(), restarted=())
+        caught += not simulating.simulate(sc).safe
+    assert caught > 0
+
+
+def test_simulate_cli_exit_codes() -> None:
+    from typer.testing import CliRunner
+
+    from pot.validator.cli import app
+
+    ok = CliRunner().invoke(app, ["simulate", "--n", "4", "--faulty", "1", "--runs", "20"])
+    assert ok.exit_code == 0, ok.output
+    assert "violations=0" in ok.output
+    bad = CliRunner().invoke(
+        app, ["simulate", "--n", "4", "--faulty", "1", "--runs", "80", "--broken"]
+    )
+    assert bad.exit_code == 1, bad.output
+
+
+@pytest.mark.slow
+def test_thousands_of_seeded_runs_have_no_violation() -> None:
+    bad = []
+    for n, faulty, runs in ((4, 1, 1200), (7, 2, 150)):
+        for seed in range(runs):
+            r = simulating.simulate(simulating.random_scenario(n=n, faulty=faulty, seed=seed))
+            if not r.safe or not r.live:
+                bad.append((n, seed, r.violations, r.live))
+    assert not bad
+
+
+# ------------------------------------------------------------------ unit level
+
+
+class _App:
+    def __init__(self) -> None:
+        self.done: list[bytes] = []
+
+    def execute(self, request: m.Request, ctx: pbft.ExecContext) -> bytes:
+        self.done.append(request.op)
+        return b""
+
+    def snapshot(self) -> bytes:
+        return b"|".join(self.done)
+
+    def restore(self, data: bytes) -> None:
+        self.done = data.split(b"|") if data else []
+
+
+def _replica(rid: int = 1) -> pbft.Replica:
+    import random
+
+    secrets = [bytes([i]) * 32 for i in range(4)]
+    crypto = simulating.SimCrypto(rid, secrets, random.Random(0))
+    return pbft.Replica(config=pbft.Config(n=4, f=1), replica_id=rid, app=_App(), crypto=crypto)
+
+
+def test_hostile_messages_are_counted_never_raised() -> None:
+    r = _replica(1)
+    req = m.Request(client="c", ts=1, op=b"x")
+    pp = m.PrePrepare(
+        view=0, seq=1, digest=m.batch_digest(b"n", (req,)), nonce=b"n", batch=(req,), replica=0
+    )
+    cases = [
+        (dataclasses.replace(pp, digest=b"\0" * 32), 0, Rejection.BAD_DIGEST),
+        (dataclasses.replace(pp, replica=2), 2, Rejection.NOT_PRIMARY),
+        (pp, 2, Rejection.SPOOFED_SENDER),
+        (dataclasses.replace(pp, view=3), 0, Rejection.WRONG_VIEW),
+        (dataclasses.replace(pp, seq=10_000), 0, Rejection.OUTSIDE_WINDOW),
+        (m.Prepare(view=0, seq=1, digest=pp.digest, replica=0), 0, Rejection.NOT_PRIMARY),
+        (m.Checkpoint(seq=0, digest=b"\0" * 32, replica=2), 2, Rejection.STALE),
+        (m.Status(view=0, normal=True, h=0, last_exec=0, replica=9), 9, Rejection.UNKNOWN_PEER),
+    ]
+    for msg, sender, reason in cases:
+        before = r.rejected[reason]
+        r.on_message(msg, sender)
+        assert r.rejected[reason] == before + 1, reason
+    r.on_message(pp, 0)
+    other = dataclasses.replace(pp, nonce=b"z", digest=m.batch_digest(b"z", (req,)))
+    r.on_message(other, 0)
+    assert r.rejected[Rejection.EQUIVOCATION] == 1
+    r.on_message(pp, 0)
+    assert r.rejected[Rejection.DUPLICATE] >= 1
+    # A forged (unsigned / mis-signed) VIEW-CHANGE is refused.
+    vc = m.ViewChange(
+        view=1,
+        h=0,
+        checkpoints=((0, b"\1" * 32),),
+        prepared=(),
+        preprepared=(),
+        batches=(),
+        replica=2,
+        signature=b"bad",
+    )
+    r.on_message(vc, 2)
+    assert r.rejected[Rejection.BAD_SIGNATURE] == 1
+
+
+def test_codec_roundtrip_and_garbage() -> None:
+    req = m.Request(client="c", ts=7, op=b"\x00\xff")
+    msgs: list[m.Message] = [
+        req,
+        m.PrePrepare(view=1, seq=2, digest=b"\1" * 32, nonce=b"ab", batch=(req,), replica=1),
+        m.Prepare(view=1, seq=2, digest=b"\2" * 32, replica=3),
+        m.Commit(view=1, seq=2, digest=b"\2" * 32, replica=3),
+        m.Checkpoint(seq=64, digest=b"\3" * 32, replica=0),
+        m.Status(view=1, normal=False, h=0, last_exec=3, replica=2),
+        m.StateRequest(seq=64, replica=1),
+        m.StateReply(seq=64, digest=b"\3" * 32, snapshot=b"snap", replica=2),
+    ]
+    vc = m.ViewChange(
+        view=2,
+        h=0,
+        checkpoints=((0, b"\4" * 32),),
+        prepared=(m.PEntry(seq=1, digest=b"\5" * 32, view=1),),
+        preprepared=(),
+        batches=(m.Batch(nonce=b"n", requests=(req,)),),
+        replica=1,
+        signature=b"s",
+    )
+    msgs += [
+        vc,
+        m.NewView(
+            view=2,
+            view_changes=(vc,),
+            checkpoint=(0, b"\4" * 32),
+            chosen=((1, b"\5" * 32),),
+            replica=2,
+            signature=b"t",
+        ),
+    ]
+    for msg in msgs:
+        assert m.decode(m.encode(msg)) == msg
+    for garbage in [
+        b"",
+        b"\xff\xfe",
+        b"[]",
+        b'["P",1,2]',
+        b'["P",-1,2,"00",1]',
+        b'{"a":1}',
+        b'["ZZ"]',
+        b"[" * 100000,
+    ]:
+        assert isinstance(m.decode(garbage), Rejection)
+    assert m.decode(b'["R","c",1,"' + b"00" * (m.MAX_OP_BYTES + 1) + b'"]') is Rejection.OVERSIZED
