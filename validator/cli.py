@@ -22,6 +22,7 @@ def main() -> None:
 
 @app.command()
 def simulate(
+    *,
     n: int = typer.Option(4, "--n", help="Replicas (3f+1)."),
     faulty: int = typer.Option(
         1, "--faulty", help="Faulty replicas per run (crashed, restarted or Byzantine)."

@@ -28,6 +28,7 @@ import heapq
 import random
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
+from typing import cast
 
 from pot.validator import messages as m
 from pot.validator import pbft
@@ -164,7 +165,7 @@ class Simulation:
 
     def __init__(self, s: Scenario) -> None:
         self.s = s
-        self.rng = random.Random(s.seed)
+        self.rng = random.Random(s.seed)  # noqa: S311 (seeded on purpose: runs must replay)
         self.cfg = pbft.Config(
             n=s.n,
             f=s.f,
@@ -190,7 +191,7 @@ class Simulation:
 
     def _make(self, i: int, durable: pbft.Durable | None) -> pbft.Replica:
         self.apps[i] = ChainApp()
-        crypto = SimCrypto(i, self.secrets, random.Random(self.rng.random()))
+        crypto = SimCrypto(i, self.secrets, random.Random(self.rng.random()))  # noqa: S311 (seeded)
         return pbft.Replica(
             config=self.cfg, replica_id=i, app=self.apps[i], crypto=crypto, durable=durable
         )
@@ -321,7 +322,8 @@ class Simulation:
     def _event(self, kind: str, payload: object) -> None:
         s = self.s
         if kind == "deliver":
-            dst, src, msg = payload  # type: ignore[misc]
+            assert isinstance(payload, tuple)
+            dst, src, msg = cast("tuple[int, int, m.Message]", payload)
             if dst not in self.down and self._reachable(src, dst):
                 self.perform(dst, self.replicas[dst].on_message(msg, src))
         elif kind == "tick":
@@ -331,7 +333,8 @@ class Simulation:
                 self.perform(i, self.replicas[i].on_tick(self.now))
             self.at(self.now + s.tick_ms, "tick", i)
         elif kind == "submit":
-            i, req = payload  # type: ignore[misc]
+            assert isinstance(payload, tuple)
+            i, req = cast("tuple[int, m.Request]", payload)
             self.keys.add(req.key)
             if req.key in self.done:
                 return
@@ -342,7 +345,8 @@ class Simulation:
             # A client that hears nothing retries elsewhere (its replica may have crashed).
             self.at(self.now + 1000, "submit", (self.rng.choice(alive), req))
         elif kind == "crash":
-            self.down.add(payload)  # type: ignore[arg-type]
+            assert isinstance(payload, int)
+            self.down.add(payload)
         elif kind == "restart":
             i = payload
             assert isinstance(i, int)
@@ -385,7 +389,7 @@ def simulate(s: Scenario) -> Result:
 
 def random_scenario(*, n: int, faulty: int, seed: int, broken: bool = False) -> Scenario:
     """A scenario with ``faulty`` replicas, each crashed, restarted or Byzantine, and a random net."""
-    rng = random.Random(seed * 7919 + n)
+    rng = random.Random(seed * 7919 + n)  # noqa: S311 (seeded on purpose)
     f = (n - 1) // 3
     kinds = [rng.choice(("crash", "byzantine", "byzantine", "restart")) for _ in range(faulty)]
     ids = rng.sample(range(n), faulty)
