@@ -69,6 +69,7 @@ class Publisher:
         segments_dir: Path | None = None,
         timeout: float = 10.0,
         max_backoff: float = 30.0,
+        initial_backoff: float = 0.25,
     ) -> None:
         if (validator_url is None) == (segments_dir is None):
             raise ValueError("publisher: exactly one of validator_url and segments_dir")
@@ -81,6 +82,7 @@ class Publisher:
         self.segments_dir = segments_dir
         self.timeout = timeout
         self.max_backoff = max_backoff
+        self.initial_backoff = initial_backoff
         self._wake = threading.Condition()
         self._stop = False
         self._thread = threading.Thread(target=self._run, name="pot-publisher", daemon=True)
@@ -152,7 +154,7 @@ class Publisher:
             return f"retry:{exc}"
 
     def _run(self) -> None:
-        backoff = 0.25
+        backoff = self.initial_backoff
         while True:
             with self._wake:
                 while not self._pending() and not self._stop:
@@ -174,7 +176,7 @@ class Publisher:
                 if outcome != "ok":
                     log.error("segment %s refused: %s", path.name, outcome.split(":", 1)[1])
                 QUEUE_DEPTH.set(len(self._pending()))
-                backoff = 0.25
+                backoff = self.initial_backoff
                 continue
             PUBLISHED.labels("retried").inc()
             log.warning(

@@ -36,6 +36,7 @@ class Server:
             self._loop.run_until_complete(self._start())
         except OSError as exc:
             self._error = exc
+            self._loop.close()
             self._ready.set()
             return
         self._ready.set()
@@ -78,3 +79,5 @@ class Server:
         asyncio.run_coroutine_threadsafe(shutdown(), self._loop).result(timeout=10)
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(timeout=10)
+        if not self._thread.is_alive():
+            self._loop.close()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import signal
@@ -39,7 +40,7 @@ def _verify_all(run: Run) -> list[verification.Verdict]:
 def _check_chain(run: Run, n: int) -> list[segments.Segment]:
     segs = _segments(run)
     assert [s.index for s in segs] == list(range(n))
-    for a, b in zip(segs, segs[1:], strict=False):
+    for a, b in itertools.pairwise(segs):
         assert a.end_cid == b.start_cid and a.end_step == b.start_step
     assert segs[-1].final and not any(s.final for s in segs[:-1])
     assert {s.miner for s in segs} == {run.key.address}
