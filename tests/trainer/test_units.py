@@ -9,6 +9,7 @@ import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+from typing import ClassVar
 
 import pytest
 import torch
@@ -99,8 +100,8 @@ def _signed(index: int) -> segments.Segment:
 
 
 class _Validator(http.server.BaseHTTPRequestHandler):
-    codes: list[int] = []
-    bodies: list[bytes] = []
+    codes: ClassVar[list[int]] = []
+    bodies: ClassVar[list[bytes]] = []
 
     def do_POST(self) -> None:
         body = self.rfile.read(int(self.headers["Content-Length"]))
