@@ -1,0 +1,464 @@
+"""The replicated application: tasks, segments, audits, verdicts and allocations.
+
+Deterministic by construction (PBFT §4 requires it of the service): it sees
+only committed requests, in order, with their ``ExecContext``; no clock, no
+randomness except what is derived from committed data, no floats in anything
+that is signed. Every replica holds the same state after the same sequence
+number, and its canonical JSON snapshot is what checkpoints hash.
+
+Task lifecycle (issue 6):
+
+1. ``register`` (from the operator, through any replica): the spec is parsed
+   (``pot.trainer.tasks.from_spec`` plus the reward fields); the first
+   registration wins, a different spec for the same id is ``TASK_EXISTS``.
+2. ``segment`` (from trainers): the miner's EIP-712 signature is checked by
+   the API *before* ordering and again here (a faulty primary could order an
+   unchecked one). ``(miner, index)`` is idempotent; a different body under a
+   taken index is ``CONFLICTING_SEGMENT``; node rank r is bound to the first
+   address that signs for it.
+3. Audit sampling: seed = sha256(committed batch digest ‖ segment digest). The
+   batch digest covers the primary's fresh nonce, so it is fixed only after
+   the miner committed to its segment: the miner cannot predict whether a
+   segment will be replayed (a faulty primary colluding with the miner could;
+   that is the one trust we place in f+1 correct replicas rotating the
+   primary). A segment is sampled with the task's audit rate (sampleRate, or
+   samplesPerEpoch / segments per node); a node's ``final`` segment is always
+   sampled, since its metrics gate the bounty.
+4. Every replica audits every sampled segment (bounded concurrency, see
+   ``auditing``). We chose all n over a 2f+1 subset: a subset of exactly 2f+1
+   stalls when one auditor is faulty and reassignment would need a clock in
+   the state machine; n/(2f+1) ≈ 1.33× replay cost buys liveness with f
+   crashed auditors. A replica skips audits already decided.
+5. ``verdict`` requests are signed by their replica (EIP-712, off-chain domain
+   ``pot-verdict``) and ordered; 2f+1 matching ``valid`` values decide.
+   Unsampled segments are accepted without replay.
+6. When every node's ``final`` segment is in and every sampled segment is
+   decided, round 0's allocation is computed (``rewards.allocate``): miners
+   with a rejected segment are slashed their ``minerStake`` and get nothing.
+   Each replica signs it (EIP-712 ``Allocation`` via
+   ``pot.settlement.allocations``) and orders an ``allocsig`` request, so every
+   replica serves the same ≥ 2f+1 signatures.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from collections import Counter
+from dataclasses import dataclass
+from typing import Any
+
+from pot import errors, ids, signing
+from pot.settlement import allocations
+from pot.trainer import segments, tasks
+from pot.validator import messages as m
+from pot.validator import pbft, rewards
+from pot.validator.rejections import Rejection
+
+log = logging.getLogger(__name__)
+
+VERDICT_DOMAIN = signing.offchain_domain("verdict")
+VERDICT_TYPES: signing.Types = {
+    "Verdict": [
+        {"name": "task", "type": "string"},
+        {"name": "miner", "type": "address"},
+        {"name": "index", "type": "uint256"},
+        {"name": "segment", "type": "bytes32"},
+        {"name": "valid", "type": "bool"},
+        {"name": "reason", "type": "string"},
+    ]
+}
+SCALE = 1 << 64
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Validators:
+    """Who the replicas are (from peers.json): addresses, stakes, the chain domain."""
+
+    addresses: tuple[str, ...]
+    stakes: tuple[int, ...]
+    chain_id: int
+    contract: str
+    f: int
+
+    @property
+    def quorum(self) -> int:
+        return 2 * self.f + 1
+
+
+def canonical(value: Any) -> bytes:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def op(kind: str, **body: Any) -> bytes:
+    """The bytes of an application request."""
+    return canonical({"op": kind, **body})
+
+
+def verdict_message(
+    *, task: str, miner: str, index: int, digest: str, valid: bool, reason: str
+) -> dict[str, Any]:
+    return {
+        "task": task,
+        "miner": miner,
+        "index": index,
+        "segment": bytes.fromhex(digest.removeprefix("0x")),
+        "valid": valid,
+        "reason": reason,
+    }
+
+
+def parse_reward(spec: dict[str, Any]) -> dict[str, Any]:
+    """The reward fields validators need; ConfigError naming the field."""
+    reward = spec.get("reward")
+    if not isinstance(reward, dict):
+        raise errors.ConfigError("spec.reward: required")
+    out: dict[str, Any] = {}
+    for key, default in (("pool", None), ("minerStake", "1000000000000000000")):
+        value = reward.get(key, default)
+        if not isinstance(value, str) or not value.isdigit() or len(value) > 78:
+            raise errors.ConfigError(f"spec.reward.{key}: must be a decimal wei string")
+        out[key] = int(value)
+    fee = reward.get("validatorFeeBps", 500)
+    if type(fee) is not int or not 0 <= fee <= 5000:
+        raise errors.ConfigError("spec.reward.validatorFeeBps: must be an integer in 0..5000")
+    out["feeBps"] = fee
+    target = reward.get("targetMetric")
+    if target is not None:
+        if not isinstance(target, dict) or not isinstance(target.get("name"), str):
+            raise errors.ConfigError("spec.reward.targetMetric.name: required")
+        thr = target.get("threshold")
+        if type(thr) not in (int, float):
+            raise errors.ConfigError("spec.reward.targetMetric.threshold: must be a number")
+        direction = target.get("direction", "minimize")
+        if direction not in ("minimize", "maximize"):
+            raise errors.ConfigError("spec.reward.targetMetric.direction: minimize or maximize")
+        out["target"] = {"name": target["name"], "threshold": thr, "direction": direction}
+    return out
+
+
+def check_spec(spec: Any) -> dict[str, Any]:
+    """Everything the replicas derive from a spec; ConfigError names the bad field."""
+    if not isinstance(spec, dict):
+        raise errors.ConfigError("spec: must be an object")
+    try:
+        ts = tasks.from_spec(spec)
+    except ValueError as exc:
+        raise errors.ConfigError(str(exc)) from None
+    info = parse_reward(spec)
+    info.update(
+        nodes=ts.nodes,
+        steps=ts.steps,
+        batchSize=ts.batch_size,
+        # Integer parts per 2^64: the sampling draw compares integers only.
+        rate=int(ts.audit_rate * SCALE),
+    )
+    return info
+
+
+class App:
+    """The validators' replicated state machine (implements ``pbft.Application``)."""
+
+    def __init__(self, validators: Validators) -> None:
+        self.v = validators
+        self.tasks: dict[str, dict[str, Any]] = {}
+
+    # ------------------------------------------------------------ execution
+
+    def execute(self, request: m.Request, ctx: pbft.ExecContext) -> bytes:
+        try:
+            doc = json.loads(request.op)
+            kind = doc["op"] if isinstance(doc, dict) else None
+            if kind == "register":
+                result = self._register(doc)
+            elif kind == "segment":
+                result = self._segment(doc, ctx)
+            elif kind == "verdict":
+                result = self._verdict(doc)
+            elif kind == "allocsig":
+                result = self._allocsig(doc)
+            else:
+                result = _no(Rejection.MALFORMED)
+        except (ValueError, KeyError, TypeError, AttributeError, errors.PotError) as exc:
+            log.debug("request rejected: %s", exc)
+            result = _no(Rejection.MALFORMED)
+        return canonical(result)
+
+    def _register(self, doc: dict[str, Any]) -> dict[str, Any]:
+        task, spec = doc["task"], doc["spec"]
+        ids.split_task_key(task)
+        if task in self.tasks:
+            same = self.tasks[task]["spec"] == spec
+            return {"ok": same, "id": task} if same else _no(Rejection.TASK_EXISTS)
+        try:
+            info = check_spec(spec)
+        except errors.ConfigError as exc:
+            return {**_no(Rejection.BAD_SPEC), "detail": str(exc)}
+        self.tasks[task] = {
+            "spec": spec,
+            "info": info,
+            "ranks": {},
+            "segments": {},
+            "rejections": [],
+            "allocation": None,
+            "signatures": {},
+        }
+        return {"ok": True, "id": task}
+
+    def _segment(self, doc: dict[str, Any], ctx: pbft.ExecContext) -> dict[str, Any]:
+        try:
+            seg = segments.parse(doc["segment"])
+            segments.check_signature(seg)
+        except segments.Rejected as exc:
+            return {"ok": False, "reason": exc.reason.name}
+        t = self.tasks.get(seg.task)
+        if t is None:
+            return _no(Rejection.UNKNOWN_TASK)
+        if t["allocation"] is not None:
+            return _no(Rejection.TASK_CLOSED)
+        miner = seg.miner.lower()
+        bound = t["ranks"].setdefault(str(seg.node_rank), miner)
+        if bound != miner or seg.node_rank >= t["info"]["nodes"]:
+            return _no(Rejection.UNKNOWN_MINER)
+        digest = segments.digest(seg)
+        key = f"{miner}/{seg.index}"
+        old = t["segments"].get(key)
+        if old is not None:
+            if old["digest"] == digest:
+                return {"ok": True, "digest": digest, "duplicate": True}
+            t["rejections"].append(
+                {
+                    "miner": seg.miner,
+                    "index": seg.index,
+                    "reason": Rejection.CONFLICTING_SEGMENT.name,
+                }
+            )
+            return _no(Rejection.CONFLICTING_SEGMENT)
+        draw = int.from_bytes(
+            hashlib.sha256(ctx.batch_digest + bytes.fromhex(digest[2:])).digest()[:8], "big"
+        )
+        sampled = seg.final or draw < t["info"]["rate"]
+        t["segments"][key] = {
+            "digest": digest,
+            "miner": seg.miner,
+            "index": seg.index,
+            "rank": seg.node_rank,
+            "endStep": seg.end_step,
+            "samples": seg.steps * t["info"]["batchSize"] * seg.world.nproc_per_node,
+            "final": seg.final,
+            "metrics": dict(seg.metrics),
+            "sampled": sampled,
+            "verdicts": {},
+            "decided": None if sampled else True,
+            "reason": None,
+            "json": doc["segment"] if sampled else None,
+        }
+        self._maybe_allocate(seg.task)
+        return {"ok": True, "digest": digest, "sampled": sampled}
+
+    def _verdict(self, doc: dict[str, Any]) -> dict[str, Any]:
+        t = self.tasks.get(doc["task"])
+        if t is None:
+            return _no(Rejection.UNKNOWN_TASK)
+        rec = t["segments"].get(f"{doc['miner'].lower()}/{doc['index']}")
+        if rec is None or not rec["sampled"] or rec["digest"] != doc["segment"]:
+            return _no(Rejection.NOT_ASSIGNED)
+        replica = doc["replica"]
+        if type(replica) is not int or not 0 <= replica < len(self.v.addresses):
+            return _no(Rejection.BAD_VERDICT)
+        msg = verdict_message(
+            task=doc["task"],
+            miner=rec["miner"],
+            index=rec["index"],
+            digest=rec["digest"],
+            valid=bool(doc["valid"]),
+            reason=str(doc["reason"]),
+        )
+        try:
+            signer = signing.recover(
+                doc["signature"], VERDICT_DOMAIN, VERDICT_TYPES, "Verdict", msg
+            )
+        except errors.ProtocolError:
+            return _no(Rejection.BAD_VERDICT)
+        if signer.lower() != self.v.addresses[replica].lower():
+            return _no(Rejection.BAD_VERDICT)
+        if str(replica) in rec["verdicts"] or rec["decided"] is not None:
+            return {"ok": True, "duplicate": True}
+        rec["verdicts"][str(replica)] = [bool(doc["valid"]), str(doc["reason"])]
+        votes = Counter(v[0] for v in rec["verdicts"].values())
+        if votes[True] >= self.v.quorum:
+            rec["decided"] = True
+        elif votes[False] >= self.v.quorum:
+            rec["decided"] = False
+            reasons = Counter(v[1] for v in rec["verdicts"].values() if not v[0])
+            rec["reason"] = sorted(reasons.items(), key=lambda kv: (-kv[1], kv[0]))[0][0]
+            t["rejections"].append(
+                {"miner": rec["miner"], "index": rec["index"], "reason": rec["reason"]}
+            )
+        if rec["decided"] is not None:
+            rec["json"] = None  # the decided segment's body is no longer needed in the state
+            self._maybe_allocate(doc["task"])
+        return {"ok": True, "decided": rec["decided"]}
+
+    def _allocsig(self, doc: dict[str, Any]) -> dict[str, Any]:
+        t = self.tasks.get(doc["task"])
+        if t is None or t["allocation"] is None or doc["round"] != 0:
+            return _no(Rejection.UNKNOWN_TASK)
+        replica = doc["replica"]
+        if type(replica) is not int or not 0 <= replica < len(self.v.addresses):
+            return _no(Rejection.BAD_VERDICT)
+        alloc = self.allocation(doc["task"])
+        assert alloc is not None
+        try:
+            signer = allocations.recover(doc["signature"], alloc, self.v.chain_id, self.v.contract)
+        except errors.ProtocolError:
+            return _no(Rejection.BAD_VERDICT)
+        if signer.lower() != self.v.addresses[replica].lower():
+            return _no(Rejection.BAD_VERDICT)
+        t["signatures"].setdefault(str(replica), {"signer": signer, "signature": doc["signature"]})
+        return {"ok": True}
+
+    def _maybe_allocate(self, task: str) -> None:
+        t = self.tasks[task]
+        info = t["info"]
+        segs = list(t["segments"].values())
+        finals = {s["rank"] for s in segs if s["final"]}
+        if len(finals) < info["nodes"] or any(s["decided"] is None for s in segs):
+            return
+        miners: dict[str, rewards.MinerWork] = {}
+        for s in segs:
+            w = miners.get(s["miner"], rewards.MinerWork(stake=info["minerStake"], samples=0))
+            rejected = w.rejected or s["decided"] is False
+            samples = w.samples + (s["samples"] if s["decided"] else 0)
+            miners[s["miner"]] = rewards.MinerWork(
+                stake=info["minerStake"], samples=samples, rejected=rejected
+            )
+        met = True
+        target = info.get("target")
+        if target is not None:
+            final = min((s for s in segs if s["final"]), key=lambda s: s["rank"])
+            value = final["metrics"].get(target["name"])
+            if not isinstance(value, int | float):
+                met = False
+            elif target["direction"] == "minimize":
+                met = value <= target["threshold"]
+            else:
+                met = value >= target["threshold"]
+        vals = dict(zip(self.v.addresses, self.v.stakes, strict=True))
+        a = rewards.allocate(
+            pool=info["pool"],
+            fee_bps=info["feeBps"],
+            miners=miners,
+            validators=vals,
+            target_met=met,
+        )
+        t["allocation"] = {
+            "payees": list(a.payees),
+            "amounts": [str(x) for x in a.amounts],
+            "slashed": list(a.slashed),
+            "slashAmounts": [str(x) for x in a.slash_amounts],
+            "targetMet": a.target_met,
+        }
+
+    # ------------------------------------------------------------ queries
+
+    def allocation(self, task: str) -> allocations.Allocation | None:
+        t = self.tasks.get(task)
+        if t is None or t["allocation"] is None:
+            return None
+        a = t["allocation"]
+        return allocations.Allocation(
+            task=task,
+            round=0,
+            payees=tuple(a["payees"]),
+            amounts=tuple(int(x) for x in a["amounts"]),
+            slashed=tuple(a["slashed"]),
+            slash_amounts=tuple(int(x) for x in a["slashAmounts"]),
+            target_met=a["targetMet"],
+        )
+
+    def pending_audits(self, replica: int) -> list[tuple[str, dict[str, Any]]]:
+        """Sampled, undecided segments this replica has not voted on: (task, segment JSON)."""
+        out = []
+        for task, t in self.tasks.items():
+            for rec in t["segments"].values():
+                if rec["decided"] is None and str(replica) not in rec["verdicts"] and rec["json"]:
+                    out.append((task, rec["json"]))
+        return out
+
+    def unsigned_allocations(self, replica: int) -> list[str]:
+        return [
+            k
+            for k, t in self.tasks.items()
+            if t["allocation"] is not None and str(replica) not in t["signatures"]
+        ]
+
+    def view(self, task: str) -> dict[str, Any] | None:
+        """GET /v1/tasks/{ns}/{name} (docs/protocol.md)."""
+        t = self.tasks.get(task)
+        if t is None:
+            return None
+        segs = list(t["segments"].values())
+        finals = {s["rank"] for s in segs if s["final"]}
+        miners: dict[str, dict[str, int]] = {}
+        for s in segs:
+            mm = miners.setdefault(
+                s["miner"], {"segments": 0, "verified": 0, "rejected": 0, "samples": 0}
+            )
+            mm["segments"] += 1
+            mm["verified"] += s["decided"] is True
+            mm["rejected"] += s["decided"] is False
+            mm["samples"] += s["samples"] if s["decided"] else 0
+        if t["allocation"] is not None:
+            phase = "Allocated"
+        elif len(finals) >= t["info"]["nodes"]:
+            phase = "Verifying"
+        elif segs:
+            phase = "Training"
+        else:
+            phase = "Registered"
+        return {
+            "id": task,
+            "registered": True,
+            "phase": phase,
+            "progress": {
+                "step": max((s["endStep"] for s in segs), default=0),
+                "totalSteps": t["info"]["steps"],
+                "segmentsCommitted": len(segs),
+                "segmentsVerified": sum(s["decided"] is True for s in segs),
+                "segmentsRejected": sum(s["decided"] is False for s in segs),
+            },
+            "miners": miners,
+            "rejections": list(t["rejections"]),
+            "allocation": self.allocation_json(task, with_signatures=False),
+        }
+
+    def allocation_json(self, task: str, *, with_signatures: bool = True) -> dict[str, Any] | None:
+        alloc = self.allocation(task)
+        if alloc is None:
+            return None
+        doc = allocations.to_json(
+            alloc, chain_id=self.v.chain_id, contract=self.v.contract, quorum=self.v.quorum
+        )
+        sigs = self.tasks[task]["signatures"].values()
+        if with_signatures:
+            doc["signatures"] = sorted(sigs, key=lambda s: int(s["signer"], 16))
+        else:
+            del doc["signatures"]
+        return doc
+
+    # ------------------------------------------------------------ snapshots
+
+    def snapshot(self) -> bytes:
+        return canonical(self.tasks)
+
+    def restore(self, data: bytes) -> None:
+        tasks_ = json.loads(data) if data else {}
+        if not isinstance(tasks_, dict):
+            raise ValueError("snapshot is not an object")
+        self.tasks = tasks_
+
+
+def _no(reason: Rejection) -> dict[str, Any]:
+    return {"ok": False, "reason": reason.name}
