@@ -39,6 +39,7 @@ from pot.localcluster import (
     discovery,
     handling,
     openapi,
+    podproxy,
     protobuf,
     selectors,
     statuses,
@@ -217,6 +218,10 @@ class ApiServer:
             raise _not_found()
         ns = namespace or ""
         m = request.method
+        if sub == "exec" and name is not None:  # issue 4: relayed to the pod's kubelet
+            pod = self.cluster.get(t, ns, name)
+            node = self.store.get(("", "nodes", "", (pod.get("spec") or {}).get("nodeName") or ""))
+            return await podproxy.exec_(request, pod, node, ns, name)
         if m in ("GET", "HEAD"):
             if name is None:
                 return await self._list(request, t, namespace)

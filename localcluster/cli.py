@@ -6,16 +6,25 @@ from pathlib import Path
 
 import typer
 
-from pot.localcluster import launching
+from pot.localcluster import launching, nodecli
 
 app = typer.Typer(no_args_is_help=True, pretty_exceptions_enable=False)
 
 _DIR = typer.Option(launching.DEFAULT_DIR, "--dir", help="State directory of the cluster.")
 
 
+app.add_typer(nodecli.app, name="node")  # issue 4: pot local node fail|recover
+
+_NODES = typer.Option(None, "--nodes", help="Node layout (YAML/JSON); default: two 4-GPU rigs.")
+
+
 @app.command()
-def up(directory: Path = _DIR) -> None:
+def up(directory: Path = _DIR, nodes: Path | None = _NODES) -> None:
     """Start the local cluster in the background and print its kubeconfig path."""
+    if nodes is not None:
+        from pot.localcluster import controlplane
+
+        controlplane.install_layout(directory.expanduser().resolve(), nodes)
     kubeconfig, already = launching.up(directory)
     if already:
         typer.echo(f"already up: {kubeconfig}")

@@ -52,10 +52,26 @@ class Component:
     module: str
     """Run as ``python -m MODULE --kubeconfig DIR/kubeconfig *extra(DIR)``."""
     extra: Callable[[Path], list[str]] = field(default=lambda _d: [])
+    cleanup: Callable[[Path], None] | None = None
+    """Called by ``down`` after the process is gone (removes what a killed one left)."""
 
 
-COMPONENTS: list[Component] = []
-"""Components after the API server, in start order (issue 4 adds its own here)."""
+def _controlplane_cleanup(directory: Path) -> None:
+    from pot.localcluster import controlplane
+
+    controlplane.cleanup(directory)
+
+
+COMPONENTS: list[Component] = [
+    # Issue 4: scheduler, controllers and the process kubelet, in one process.
+    Component(
+        "controlplane",
+        "pot.localcluster.controlplane",
+        extra=lambda d: ["--dir", str(d)],
+        cleanup=_controlplane_cleanup,
+    ),
+]
+"""Components after the API server, in start order."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,13 +148,19 @@ def status(directory: Path = DEFAULT_DIR) -> Status:
     return Status(directory, running, [n for n in pids if n not in running], url, bool(url and serving(url)))
 
 
+_CHILDREN: dict[int, subprocess.Popen[bytes]] = {}
+"""Processes started by this very process (tests): kept so ``down`` can reap them."""
+
+
 def _spawn(directory: Path, name: str, argv: list[str]) -> subprocess.Popen[bytes]:
     logs = directory / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     with open(logs / f"{name}.log", "ab") as out:
-        return subprocess.Popen(
+        proc = subprocess.Popen(
             argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True, cwd=directory
         )
+    _CHILDREN[proc.pid] = proc
+    return proc
 
 
 def up(directory: Path = DEFAULT_DIR, *, timeout: float = 60.0, components: list[Component] | None = None) -> tuple[Path, bool]:
@@ -195,6 +217,7 @@ def down(directory: Path = DEFAULT_DIR, *, timeout: float = 15.0) -> list[str]:
     stopped = []
     for name, pid in reversed(list(pids.items())):
         if not _alive(pid):
+            _reap(pid)
             continue
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGTERM)
@@ -207,6 +230,9 @@ def down(directory: Path = DEFAULT_DIR, *, timeout: float = 15.0) -> list[str]:
                 os.kill(pid, signal.SIGKILL)
             _reap(pid)
         stopped.append(name)
+    for comp in COMPONENTS:
+        if comp.cleanup is not None:
+            comp.cleanup(directory)
     with contextlib.suppress(FileNotFoundError):
         (directory / "pids.json").unlink()
     return stopped
@@ -214,5 +240,6 @@ def down(directory: Path = DEFAULT_DIR, *, timeout: float = 15.0) -> list[str]:
 
 def _reap(pid: int) -> None:
     """Collect a child's exit status when ``up`` ran in this very process (tests)."""
-    with contextlib.suppress(ChildProcessError, OSError):
-        os.waitpid(pid, os.WNOHANG)
+    proc = _CHILDREN.get(pid)
+    if proc is not None and proc.poll() is not None:
+        del _CHILDREN[pid]

@@ -83,7 +83,7 @@ _ALL = ("all",)
 BUILTINS: list[ResourceType] = [
     # core/v1
     _b("", "v1", "namespaces", "Namespace", False, ("ns",), ("status", "finalize")),
-    _b("", "v1", "pods", "Pod", True, ("po",), ("status", "log", "binding", "eviction"), _ALL),
+    _b("", "v1", "pods", "Pod", True, ("po",), ("status", "log", "binding", "eviction", "exec"), _ALL),
     _b("", "v1", "services", "Service", True, ("svc",), ("status",), _ALL),
     _b("", "v1", "endpoints", "Endpoints", True, ("ep",)),
     _b("", "v1", "configmaps", "ConfigMap", True, ("cm",)),

@@ -143,6 +143,9 @@ def _pod_status(o: dict[str, Any]) -> str:
     if (o.get("metadata") or {}).get("deletionTimestamp"):
         return "Terminating"
     st = o.get("status") or {}
+    for cond in st.get("conditions") or []:  # as kubectl's printPod (issue 4: scheduling gates)
+        if cond.get("type") == "PodScheduled" and cond.get("reason") == "SchedulingGated":
+            return "SchedulingGated"
     for cs in st.get("containerStatuses") or []:
         waiting = (cs.get("state") or {}).get("waiting")
         if waiting and waiting.get("reason"):
