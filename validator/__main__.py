@@ -1,0 +1,86 @@
+"""``python -m pot.validator``: one PBFT validator replica (docs/protocol.md command line)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import signal
+import sys
+
+from pot import errors, keys
+from pot.validator import auditing, auth, replica
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m pot.validator", description=__doc__)
+    p.add_argument("--config", required=True, help="peers.json")
+    p.add_argument("--replica-id", type=int, required=True)
+    p.add_argument("--key-file", required=True, help="this replica's secp256k1 key (hex)")
+    p.add_argument("--data-dir", required=True, help="PBFT log, checkpoints and the blob cache")
+    p.add_argument("--bind", default="0.0.0.0", help="address to listen on")  # noqa: S104
+    p.add_argument("--device", default="cpu", help="replay device (cpu or cuda)")
+    p.add_argument("--max-concurrent", type=int, default=1, help="replays at once")
+    p.add_argument(
+        "--auditor",
+        default="replay",
+        help="replay (default), or accept / reject:0xADDR,... for tests without torch",
+    )
+    p.add_argument("--log-level", default="INFO")
+    return p
+
+
+def _auditor(spec: str, data_dir: str, device: str) -> auditing.Auditor:
+    if spec == "replay":
+        return auditing.ReplayAuditor(f"{data_dir}/blobs", device)
+    if spec == "accept":
+        return auditing.Scripted()
+    if spec.startswith("reject:"):
+        return auditing.Scripted(frozenset(a for a in spec[7:].split(",") if a))
+    raise errors.ConfigError(f"--auditor: unknown {spec!r}")
+
+
+async def _run(args: argparse.Namespace) -> None:
+    peers = auth.load_peers(args.config)
+    if not 0 <= args.replica_id < peers.n:
+        raise errors.ConfigError(f"--replica-id {args.replica_id}: not in 0..{peers.n - 1}")
+    node = replica.Node(
+        peers=peers,
+        me=args.replica_id,
+        key=keys.from_file(args.key_file),
+        data_dir=args.data_dir,
+        auditor=_auditor(args.auditor, args.data_dir, args.device),
+        max_concurrent_audits=args.max_concurrent,
+    )
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(sig, stop.set)
+    await node.start(args.bind)
+    logging.getLogger("pot.validator").info(
+        "replica %d of %d up (pbft :%d, http :%d)",
+        args.replica_id,
+        peers.n,
+        peers.replicas[args.replica_id].pbft_port,
+        peers.replicas[args.replica_id].http_port,
+    )
+    await stop.wait()
+    await node.stop()
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(
+        level=args.log_level, format="%(asctime)s %(name)s %(levelname)s %(message)s"
+    )
+    try:
+        asyncio.run(_run(args))
+    except errors.PotError as exc:
+        print(f"error: {exc}", file=sys.stderr)  # noqa: T201
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

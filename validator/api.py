@@ -1,0 +1,158 @@
+"""The validator HTTP API (docs/protocol.md, "Validator HTTP API"), on aiohttp.
+
+Thin: parse and check what can be checked before ordering (a segment's
+signature, a spec's fields), hand the request to the replica, and answer from
+the replicated state. Requests are answered once committed, or ``202`` while
+still pending; no handler raises on bad input.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import TYPE_CHECKING, Any
+
+from aiohttp import web
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.registry import Collector, CollectorRegistry
+
+from pot import errors, ids, observability
+from pot.trainer import segments
+from pot.validator import app as vapp
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+    from pot.validator.replica import Node
+
+COMMIT_WAIT_S = 2.0
+
+
+def _json(status: int, body: Any) -> web.Response:
+    return web.json_response(body, status=status)
+
+
+def _field(message: str) -> str:
+    head = message.split(":", 1)[0]
+    return head if head.startswith("spec") else "spec"
+
+
+class _Metrics(Collector):
+    def __init__(self, node: Node) -> None:
+        self.node = node
+
+    def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
+        core = self.node.core
+        for name, value, doc in (
+            ("view", core.view, "Current PBFT view."),
+            ("last_executed_seq", core.last_exec, "Highest executed sequence number."),
+            ("stable_checkpoint_seq", core.h, "Low watermark: the last stable checkpoint."),
+            ("pending_requests", len(core.pending), "Requests known but not executed."),
+            ("ready", int(self.node.ready()[0]), "1 inside a view with a live primary."),
+            ("primary", int(core.is_primary), "1 if this replica is the primary."),
+        ):
+            g = GaugeMetricFamily(f"pot_validator_{name}", doc)
+            g.add_metric([], value)
+            yield g
+        c = CounterMetricFamily(
+            "pot_validator_rejected", "Messages refused, by reason.", labels=["reason"]
+        )
+        for reason, count in sorted(core.rejected.items(), key=lambda kv: kv[0].name):
+            c.add_metric([reason.name], count)
+        yield c
+        s = CounterMetricFamily("pot_validator_events", "Protocol events.", labels=["event"])
+        for ev, count in sorted(core.stats.items()):
+            s.add_metric([ev], count)
+        yield s
+
+
+def build(node: Node) -> web.Application:
+    application = web.Application(client_max_size=segments.MAX_BYTES + 4096)
+    registry = CollectorRegistry()
+    registry.register(_Metrics(node))
+    observability.add_routes(application, ready=node.ready, registry=registry)
+
+    async def body(request: web.Request) -> Any:
+        try:
+            return json.loads(await request.read())
+        except (ValueError, UnicodeDecodeError):
+            return None
+
+    async def post_task(request: web.Request) -> web.Response:
+        doc = await body(request)
+        if not isinstance(doc, dict):
+            return _json(400, {"error": "body must be a JSON object", "field": ""})
+        task = doc.get("id")
+        try:
+            ids.split_task_key(str(task))
+        except errors.ConfigError as exc:
+            return _json(400, {"error": str(exc), "field": "id"})
+        try:
+            vapp.check_spec(doc.get("spec"))
+        except errors.ConfigError as exc:
+            return _json(400, {"error": str(exc), "field": _field(str(exc))})
+        result = await node.submit(vapp.op("register", task=task, spec=doc["spec"]), COMMIT_WAIT_S)
+        if result is None:
+            return _json(202, {"id": task, "status": "pending"})
+        if not result.get("ok"):
+            return _json(
+                400, {"error": f"task {task} exists with a different spec", "field": "spec"}
+            )
+        return _json(202, {"id": task, "status": "registered"})
+
+    async def get_task(request: web.Request) -> web.Response:
+        task = ids.task_key(request.match_info["ns"], request.match_info["name"])
+        view = node.app.view(task)
+        return _json(404, {"error": f"unknown task {task}"}) if view is None else _json(200, view)
+
+    async def post_segment(request: web.Request) -> web.Response:
+        raw = await request.read()
+        try:
+            seg = segments.parse(raw)
+            segments.check_signature(seg)  # before ordering: forged segments never reach PBFT
+        except segments.Rejected as exc:
+            node.count_segment_rejection(exc.reason.name)
+            return _json(400, {"accepted": False, "reason": exc.reason.name})
+        if seg.task not in node.app.tasks:
+            return _json(400, {"accepted": False, "reason": segments.Rejection.WRONG_TASK.name})
+        digest = segments.digest(seg)
+        known = node.app.tasks[seg.task]["segments"].get(f"{seg.miner.lower()}/{seg.index}")
+        if known is not None and known["digest"] == digest:
+            return _json(202, {"accepted": True, "digest": digest})  # idempotent: ordered once
+        if digest in node.inflight_segments:
+            return _json(202, {"accepted": True, "digest": digest})
+        node.inflight_segments.add(digest)
+        try:
+            result = await node.submit(vapp.op("segment", segment=seg.record()), COMMIT_WAIT_S)
+        finally:
+            node.inflight_segments.discard(digest)
+        if result is not None and not result.get("ok"):
+            return _json(400, {"accepted": False, "reason": result.get("reason", "MALFORMED")})
+        return _json(202, {"accepted": True, "digest": digest})
+
+    async def get_allocation(request: web.Request) -> web.Response:
+        task = ids.task_key(request.match_info["ns"], request.match_info["name"])
+        if request.match_info["round"] != "0":
+            return _json(404, {"error": "only round 0 exists"})
+        doc = node.app.allocation_json(task)
+        return (
+            _json(404, {"error": f"no allocation for {task}"}) if doc is None else _json(200, doc)
+        )
+
+    async def status(_: web.Request) -> web.Response:
+        return _json(200, node.status())
+
+    application.router.add_post("/v1/tasks", post_task)
+    application.router.add_get("/v1/tasks/{ns}/{name}", get_task)
+    application.router.add_post("/v1/segments", post_segment)
+    application.router.add_get("/v1/allocations/{ns}/{name}/{round}", get_allocation)
+    application.router.add_get("/v1/status", status)
+    return application
+
+
+async def serve(node: Node, host: str, port: int) -> web.AppRunner:
+    runner = web.AppRunner(build(node), access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, host, port).start()
+    await asyncio.sleep(0)
+    return runner

@@ -1,0 +1,111 @@
+"""Audits: replay sampled segments with the trainer's ``verify_segment``, a few at a time.
+
+Replays are the validators' expensive work (a segment's k training steps), so
+they run in worker threads behind a semaphore of ``verification.maxConcurrent``
+(ValidatorSet spec) while the PBFT loop keeps turning. ``verify_segment``
+fetches checkpoints from the miner's ``storeUrl`` through a local
+content-addressed cache (``pot.store.LayeredStore``), so every blob is
+hash-checked before a replay trusts it.
+
+``Auditor`` is the seam: the daemon uses ``ReplayAuditor``; tests and the
+benchmark plug in ``Scripted`` auditors without torch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any, Protocol
+
+log = logging.getLogger(__name__)
+
+
+class Auditor(Protocol):
+    def audit(
+        self, task: str, spec: Mapping[str, Any], segment: Mapping[str, Any]
+    ) -> tuple[bool, str]:
+        """(valid, reason name or "") for one segment; never raises."""
+        ...
+
+
+class ReplayAuditor:
+    """Re-executes the segment (``pot.trainer.verification.verify_segment``)."""
+
+    def __init__(self, cache_dir: str | os.PathLike[str], device: str = "cpu") -> None:
+        self.cache_dir = cache_dir
+        self.device = device
+
+    def audit(
+        self, task: str, spec: Mapping[str, Any], segment: Mapping[str, Any]
+    ) -> tuple[bool, str]:
+        from pot import store
+        from pot.trainer import segments, tasks, verification
+
+        try:
+            seg = segments.parse(segment)
+            policy = verification.Policy(task=task, spec=tasks.from_spec(spec), device=self.device)
+            blobs = store.LayeredStore(
+                store.FilesystemStore(self.cache_dir), store.HttpStore(seg.store_url)
+            )
+            verdict = verification.verify_segment(seg, blobs, policy)
+        except segments.Rejected as exc:
+            return False, exc.reason.name
+        except Exception:  # a bug or an environment fault (not the miner's): abstain
+            log.exception("audit of %s segment %s failed", task, segment.get("index"))
+            return False, "AUDIT_ERROR"
+        return verdict.valid, "" if verdict.reason is None else verdict.reason.name
+
+
+class Scripted:
+    """An auditor that rejects the segments of listed miners (tests, benchmark)."""
+
+    def __init__(
+        self, reject_miners: frozenset[str] = frozenset(), reason: str = "LOSS_MISMATCH"
+    ) -> None:
+        self.reject = {a.lower() for a in reject_miners}
+        self.reason = reason
+
+    def audit(
+        self, task: str, spec: Mapping[str, Any], segment: Mapping[str, Any]
+    ) -> tuple[bool, str]:
+        if str(segment.get("miner", "")).lower() in self.reject:
+            return False, self.reason
+        return True, ""
+
+
+class Auditing:
+    """Bounded-concurrency runner; reports each verdict through ``done``."""
+
+    def __init__(
+        self,
+        auditor: Auditor,
+        *,
+        max_concurrent: int,
+        done: Callable[[str, Mapping[str, Any], bool, str], Awaitable[None]],
+    ) -> None:
+        self.auditor = auditor
+        self.sem = asyncio.Semaphore(max_concurrent)
+        self.done = done
+        self.running: set[tuple[str, str, int]] = set()
+        self.tasks: set[asyncio.Task[None]] = set()
+
+    def schedule(self, task: str, spec: Mapping[str, Any], segment: Mapping[str, Any]) -> None:
+        key = (task, str(segment.get("miner", "")).lower(), int(segment.get("index", -1)))
+        if key in self.running:
+            return
+        self.running.add(key)
+        t = asyncio.create_task(self._run(key, task, spec, segment))
+        self.tasks.add(t)
+        t.add_done_callback(self.tasks.discard)
+
+    async def _run(
+        self, key: tuple[str, str, int], task: str, spec: Mapping[str, Any], seg: Mapping[str, Any]
+    ) -> None:
+        try:
+            async with self.sem:
+                valid, reason = await asyncio.to_thread(self.auditor.audit, task, spec, seg)
+            await self.done(task, seg, valid, reason)
+        finally:
+            self.running.discard(key)

@@ -1,0 +1,257 @@
+"""One validator process: the PBFT core wired to transport, disk, HTTP API and audits.
+
+The core (``pbft.Replica``) is pure; this shell owns everything with side
+effects and serialises all calls into the core on one asyncio loop: frames
+from the transport, requests from the API, a clock tick every ``tick_ms``.
+Actions come back and are performed in order: sends (encoded once per
+broadcast), disk writes (flushed once per loop turn), and wake-ups of API
+handlers waiting for their request to execute.
+
+Audits and allocation signatures are driven from the replicated state, not
+from events, so a replica that caught up by state transfer still does its
+share: every ``housekeeping_s`` it asks the app which sampled segments it has
+not voted on and which allocations it has not signed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from pot import keys, signing
+from pot.settlement import allocations
+from pot.validator import api, auditing, auth, pbft, persistence, transport
+from pot.validator import app as vapp
+from pot.validator import messages as m
+from pot.validator.rejections import Rejection
+
+log = logging.getLogger(__name__)
+
+RESUBMIT_S = 10.0
+
+
+class Node:
+    def __init__(
+        self,
+        *,
+        peers: auth.Peers,
+        me: int,
+        key: keys.Key,
+        data_dir: str | Path,
+        auditor: auditing.Auditor,
+        max_concurrent_audits: int = 1,
+        tick_ms: int = 5,
+        housekeeping_s: float = 0.2,
+        config: pbft.Config | None = None,
+    ) -> None:
+        self.peers = peers
+        self.me = me
+        self.key = key
+        self.auth = auth.Auth(me, key, peers)
+        self.cfg = config or peers.config()
+        self.app = vapp.App(
+            vapp.Validators(
+                addresses=tuple(p.address for p in peers.replicas),
+                stakes=peers.stakes,
+                chain_id=peers.chain_id,
+                contract=peers.contract,
+                f=peers.f,
+            )
+        )
+        self.disk = persistence.Disk(data_dir)
+        self.core = pbft.Replica(
+            config=self.cfg, replica_id=me, app=self.app, crypto=self.auth, durable=self.disk.load()
+        )
+        self.tick_ms = tick_ms
+        self.housekeeping_s = housekeeping_s
+        self.waiters: dict[tuple[str, int], asyncio.Future[bytes]] = {}
+        self.inflight_segments: set[str] = set()
+        self.heard: dict[int, float] = {}
+        self.started = time.monotonic()
+        self.client = f"r{me}"
+        self.last_ts = 0
+        self.segment_rejections: dict[str, int] = {}
+        self.transport = transport.Transport(
+            me=me, authn=self.auth, on_message=self.on_frame, on_reject=self.core.reject
+        )
+        self.auditing = auditing.Auditing(
+            auditor, max_concurrent=max_concurrent_audits, done=self._verdict
+        )
+        self.signed: dict[str, float] = {}
+        self.voted: dict[tuple[str, str, int], float] = {}
+        self.tasks: list[asyncio.Task[None]] = []
+        self.runner: Any = None
+
+    # ------------------------------------------------------------ lifecycle
+
+    async def start(self, bind: str = "0.0.0.0") -> None:  # noqa: S104 (pods listen on all interfaces)
+        me = self.peers.replicas[self.me]
+        await self.transport.start(bind, me.pbft_port)
+        self.runner = await api.serve(self, bind, me.http_port)
+        self.tasks.append(asyncio.create_task(self._ticker(), name="pbft-tick"))
+        self.tasks.append(asyncio.create_task(self._housekeeping(), name="pbft-housekeeping"))
+
+    async def stop(self) -> None:
+        for t in self.tasks:
+            t.cancel()
+        for t in self.tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await t
+        await self.transport.stop()
+        if self.runner is not None:
+            await self.runner.cleanup()
+        self.disk.close()
+
+    # ------------------------------------------------------------ core I/O
+
+    def _now_ms(self) -> int:
+        return int((time.monotonic() - self.started) * 1000)
+
+    def perform(self, actions: list[pbft.Action]) -> None:
+        for a in actions:
+            if isinstance(a, pbft.Send):
+                data = m.encode(a.msg)
+                if a.to is None:
+                    for p in range(self.cfg.n):
+                        if p != self.me:
+                            self.transport.send(p, data)
+                elif a.to != self.me:
+                    self.transport.send(a.to, data)
+            elif isinstance(a, pbft.Executed):
+                fut = self.waiters.pop(a.request.key, None)
+                if fut is not None and not fut.done():
+                    fut.set_result(a.result)
+            else:
+                self.disk.apply(a)
+
+    def on_frame(self, peer: int, payload: bytes) -> None:
+        self.heard[peer] = time.monotonic()
+        msg = m.decode(payload)
+        if isinstance(msg, Rejection):
+            self.core.reject(msg)
+            return
+        self.perform(self.core.on_message(msg, peer))
+
+    async def _ticker(self) -> None:
+        while True:
+            self.perform(self.core.on_tick(self._now_ms()))
+            self.disk.flush()
+            await asyncio.sleep(self.tick_ms / 1000)
+
+    def _ts(self) -> int:
+        # Strictly increasing per client, and above anything from a previous run (µs clock).
+        self.last_ts = max(self.last_ts + 1, time.time_ns() // 1000)
+        return self.last_ts
+
+    async def submit(self, op: bytes, timeout: float) -> dict[str, Any] | None:
+        """Order ``op``; its execution result, or None if not executed within ``timeout``."""
+        req = m.Request(client=self.client, ts=self._ts(), op=op)
+        fut: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
+        self.waiters[req.key] = fut
+        self.perform(self.core.submit(req))
+        try:
+            raw = await asyncio.wait_for(asyncio.shield(fut), timeout)
+        except TimeoutError:
+            return None
+        result: dict[str, Any] = json.loads(raw)
+        return result
+
+    def submit_nowait(self, op: bytes) -> None:
+        req = m.Request(client=self.client, ts=self._ts(), op=op)
+        self.perform(self.core.submit(req))
+
+    # ------------------------------------------------------------ status
+
+    def ready(self) -> tuple[bool, str]:
+        core = self.core
+        if core.view_changing:
+            return False, f"changing to view {core.view}"
+        if not core.ready:
+            return False, "restarted: catching up until the next view"
+        if core.is_primary:
+            return True, f"primary of view {core.view}"
+        last = self.heard.get(core.primary)
+        limit = max(3 * self.cfg.retransmit_ms / 1000, 1.0)
+        if last is None or time.monotonic() - last > limit:
+            return False, f"no word from primary {core.primary}"
+        return True, f"view {core.view}, primary {core.primary}"
+
+    def status(self) -> dict[str, Any]:
+        core = self.core
+        return {
+            "replica": self.me,
+            "n": self.cfg.n,
+            "f": self.cfg.f,
+            "view": core.view,
+            "primary": core.primary,
+            "lastCommittedSeq": core.last_exec,
+            "stableCheckpoint": core.h,
+            "ready": self.ready()[0],
+        }
+
+    def count_segment_rejection(self, reason: str) -> None:
+        self.segment_rejections[reason] = self.segment_rejections.get(reason, 0) + 1
+
+    # ------------------------------------------------------------ audits and signatures
+
+    async def _housekeeping(self) -> None:
+        while True:
+            await asyncio.sleep(self.housekeeping_s)
+            try:
+                now = time.monotonic()
+                for task, seg in self.app.pending_audits(self.me):
+                    key = (task, str(seg["miner"]).lower(), int(seg["index"]))
+                    if now - self.voted.get(key, -1e9) > RESUBMIT_S:  # voted, not yet ordered
+                        self.auditing.schedule(task, self.app.tasks[task]["spec"], seg)
+                for task in self.app.unsigned_allocations(self.me):
+                    self._sign_allocation(task)
+            except Exception:  # never let housekeeping die with the process still serving
+                log.exception("housekeeping failed")
+
+    async def _verdict(self, task: str, seg: Mapping[str, Any], valid: bool, reason: str) -> None:
+        rec = (
+            self.app.tasks.get(task, {})
+            .get("segments", {})
+            .get(f"{str(seg['miner']).lower()}/{seg['index']}")
+        )
+        if rec is None or rec["decided"] is not None:
+            return
+        msg = vapp.verdict_message(
+            task=task,
+            miner=rec["miner"],
+            index=rec["index"],
+            digest=rec["digest"],
+            valid=valid,
+            reason=reason,
+        )
+        self.voted[(task, rec["miner"].lower(), rec["index"])] = time.monotonic()
+        sig = signing.sign(self.key, vapp.VERDICT_DOMAIN, vapp.VERDICT_TYPES, "Verdict", msg)
+        self.submit_nowait(
+            vapp.op(
+                "verdict",
+                task=task,
+                miner=rec["miner"],
+                index=rec["index"],
+                segment=rec["digest"],
+                valid=valid,
+                reason=reason,
+                replica=self.me,
+                signature=sig,
+            )
+        )
+
+    def _sign_allocation(self, task: str) -> None:
+        alloc = self.app.allocation(task)
+        if alloc is None:
+            return
+        if time.monotonic() - self.signed.get(task, -1e9) < RESUBMIT_S:
+            return
+        self.signed[task] = time.monotonic()
+        sig = allocations.sign(self.key, alloc, self.peers.chain_id, self.peers.contract)
+        self.submit_nowait(vapp.op("allocsig", task=task, round=0, replica=self.me, signature=sig))
