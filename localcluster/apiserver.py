@@ -52,13 +52,17 @@ from pot.localcluster.storage import Obj, Store
 
 log = logging.getLogger(__name__)
 
+_YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
 MAX_BODY = 3 * 1024 * 1024
 """Requests larger than this get 413, as etcd's 1.5 MiB value limit plus headroom would."""
 
 
 def _json(body: Any, status: int = 200, warnings: list[str] | None = None) -> web.Response:
     headers = {"Content-Type": "application/json", "Cache-Control": "no-cache, private"}
-    resp = web.Response(body=json.dumps(body, separators=(",", ":")).encode(), status=status, headers=headers)
+    resp = web.Response(
+        body=json.dumps(body, separators=(",", ":")).encode(), status=status, headers=headers
+    )
     for w in warnings or []:
         resp.headers.add("Warning", f'299 - "{w}"')
     return resp
@@ -101,7 +105,9 @@ class ApiServer:
 
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> int:
         """Serve on ``host:port`` (0 picks a free port); returns the port."""
-        self._runner = web.AppRunner(self.app, handle_signals=False, access_log=None, shutdown_timeout=1.0)
+        self._runner = web.AppRunner(
+            self.app, handle_signals=False, access_log=None, shutdown_timeout=1.0
+        )
         await self._runner.setup()
         site = web.TCPSite(self._runner, host, port, reuse_address=True)
         await site.start()
@@ -126,14 +132,18 @@ class ApiServer:
         except statuses.ApiError as exc:
             return _json(exc.status(), exc.code)
         except web.HTTPRequestEntityTooLarge:
-            err = statuses.ApiError(413, "RequestEntityTooLarge", f"the request body is larger than {MAX_BODY} bytes")
+            err = statuses.ApiError(
+                413, "RequestEntityTooLarge", f"the request body is larger than {MAX_BODY} bytes"
+            )
             return _json(err.status(), 413)
         except errors.ClusterError as exc:
             log.exception("request failed")
             return _json(statuses.ApiError(500, "InternalError", str(exc)).status(), 500)
         except Exception as exc:  # the server must answer every request, never crash
             log.exception("internal error on %s %s", request.method, request.path)
-            err = statuses.ApiError(500, "InternalError", f"Internal error occurred: {type(exc).__name__}: {exc}")
+            err = statuses.ApiError(
+                500, "InternalError", f"Internal error occurred: {type(exc).__name__}: {exc}"
+            )
             return _json(err.status(), 500)
 
     # -- routing -----------------------------------------------------------------
@@ -143,7 +153,9 @@ class ApiServer:
         if request.method not in ("GET", "HEAD") and (not parts or parts[0] not in ("api", "apis")):
             raise statuses.method_not_allowed()
         if not parts:
-            return _json({"paths": ["/api", "/api/v1", "/apis", "/openapi/v3", "/version", "/healthz"]})
+            return _json(
+                {"paths": ["/api", "/api/v1", "/apis", "/openapi/v3", "/version", "/healthz"]}
+            )
         head = parts[0]
         if head == "version":
             return _json(discovery.VERSION)
@@ -196,7 +208,9 @@ class ApiServer:
             raise _not_found()
         return _json(doc)
 
-    async def _resource(self, request: web.Request, group: str, version: str, rest: list[str]) -> web.StreamResponse:
+    async def _resource(
+        self, request: web.Request, group: str, version: str, rest: list[str]
+    ) -> web.StreamResponse:
         namespace: str | None = None
         if (
             rest[0] == "namespaces"
@@ -227,10 +241,11 @@ class ApiServer:
                 return await self._list(request, t, namespace)
             if sub in ("", "status"):
                 return self._answer(request, t, [self.cluster.get(t, ns, name)], single=True)
-            return await subresources.get(request, self.cluster, t, ns, name, sub)
+            return await subresources.get(request, self.cluster, t, ns, name, sub=sub)
         opts = handling.WriteOptions(
             dry_run=bool(request.query.get("dryRun")),
-            manager=request.query.get("fieldManager") or _manager_from_agent(request.headers.get("User-Agent", "")),
+            manager=request.query.get("fieldManager")
+            or _manager_from_agent(request.headers.get("User-Agent", "")),
             field_validation=request.query.get("fieldValidation", "Warn"),
             force=_bool(request.query.get("force")),
         )
@@ -240,26 +255,35 @@ class ApiServer:
                 out = self.cluster.create(t, ns, body, opts)
                 return _json(out.obj, 201, out.warnings)
             if sub in ("binding", "eviction"):
-                return _json(subresources.post(self.cluster, t, ns, name, sub, body), 201)
+                return _json(subresources.post(self.cluster, t, ns, name, sub=sub, body=body), 201)
             raise statuses.method_not_allowed()
         if m == "PUT" and name is not None:
             body = await self._body(request)
             if sub == "scale":
-                return _json(subresources.put_scale(self.cluster, t, ns, name, body, opts))
-            out = self.cluster.update(t, ns, name, body, opts, sub)
+                return _json(
+                    subresources.put_scale(self.cluster, t, ns, name, body=body, opts=opts)
+                )
+            out = self.cluster.update(t, ns, name, body, opts=opts, sub=sub)
             return _json(out.obj, 200, out.warnings)
         if m == "PATCH" and name is not None:
             ctype = request.headers.get("Content-Type", "").split(";")[0].strip()
             body = await self._body(request)
             if sub == "scale":
-                return _json(subresources.patch_scale(self.cluster, t, ns, name, ctype, body, opts))
-            out = self.cluster.patch(t, ns, name, ctype, body, opts, sub)
+                return _json(
+                    subresources.patch_scale(
+                        self.cluster, t, ns, name, ctype=ctype, body=body, opts=opts
+                    )
+                )
+            out = self.cluster.patch(t, ns, name, ctype, body, opts=opts, sub=sub)
             return _json(out.obj, 201 if out.created else 200, out.warnings)
         if m == "DELETE":
             body = await self._body(request, optional=True)
             options = body if isinstance(body, dict) else {}
             policy = request.query.get("propagationPolicy") or options.get("propagationPolicy")
-            if _bool(request.query.get("orphanDependents")) or options.get("orphanDependents") is True:
+            if (
+                _bool(request.query.get("orphanDependents"))
+                or options.get("orphanDependents") is True
+            ):
                 policy = "Orphan"
             grace_raw = request.query.get("gracePeriodSeconds", options.get("gracePeriodSeconds"))
             grace = int(grace_raw) if grace_raw is not None else None
@@ -267,7 +291,13 @@ class ApiServer:
             if name is not None:
                 return _json(
                     self.cluster.delete(
-                        t, ns, name, policy=policy, grace=grace, preconditions=options.get("preconditions"), dry_run=dry
+                        t,
+                        ns,
+                        name,
+                        policy=policy,
+                        grace=grace,
+                        preconditions=options.get("preconditions"),
+                        dry_run=dry,
                     )
                 )
             items = self._select(request, t, namespace)
@@ -276,14 +306,30 @@ class ApiServer:
                 meta = obj.get("metadata") or {}
                 with contextlib.suppress(statuses.ApiError):
                     deleted.append(
-                        self.cluster.delete(t, meta.get("namespace", ""), meta["name"], policy=policy, grace=grace, dry_run=dry)
+                        self.cluster.delete(
+                            t,
+                            meta.get("namespace", ""),
+                            meta["name"],
+                            policy=policy,
+                            grace=grace,
+                            dry_run=dry,
+                        )
                     )
-            return _json({"kind": t.list_kind, "apiVersion": t.api_version, "metadata": {"resourceVersion": str(self.store.rv)}, "items": deleted})
+            return _json(
+                {
+                    "kind": t.list_kind,
+                    "apiVersion": t.api_version,
+                    "metadata": {"resourceVersion": str(self.store.rv)},
+                    "items": deleted,
+                }
+            )
         raise statuses.method_not_allowed()
 
     async def _body(self, request: web.Request, *, optional: bool = False) -> Any:
         if request.content_length is not None and request.content_length > MAX_BODY:
-            raise web.HTTPRequestEntityTooLarge(max_size=MAX_BODY, actual_size=request.content_length)
+            raise web.HTTPRequestEntityTooLarge(
+                max_size=MAX_BODY, actual_size=request.content_length
+            )
         raw = await request.read()
         if not raw.strip():
             if optional:
@@ -294,18 +340,22 @@ class ApiServer:
             return protobuf.decode(raw)
         try:
             if "yaml" in ctype:
-                return yaml.load(raw, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+                return yaml.load(raw, Loader=_YAML_LOADER)  # noqa: S506 (a safe loader: C or pure Python)
             return json.loads(raw)
         except (ValueError, yaml.YAMLError) as exc:
             what = "yaml" if "yaml" in ctype else "json"
-            raise statuses.bad_request(f"the body of the request could not be decoded: {what} parse error: {exc}") from None
+            raise statuses.bad_request(
+                f"the body of the request could not be decoded: {what} parse error: {exc}"
+            ) from None
 
     def _select(self, request: web.Request, t: ResourceType, namespace: str | None) -> list[Obj]:
         label = selectors.parse_labels(request.query.get("labelSelector"))
         field = selectors.parse_fields(request.query.get("fieldSelector"))
-        return [o for o in self.cluster.list(t, namespace) if label(o) and field(o)]
+        return [o for o in self.cluster.objects(t, namespace) if label(o) and field(o)]
 
-    async def _list(self, request: web.Request, t: ResourceType, namespace: str | None) -> web.StreamResponse:
+    async def _list(
+        self, request: web.Request, t: ResourceType, namespace: str | None
+    ) -> web.StreamResponse:
         q = request.query
         if _bool(q.get("watch")):
             label = selectors.parse_labels(q.get("labelSelector"))
@@ -331,17 +381,43 @@ class ApiServer:
         if limit and len(items) > limit:
             rest = len(items) - limit
             items = items[:limit]
-            meta["continue"] = base64.urlsafe_b64encode(json.dumps({"after": list(_sort_key(items[-1]))}).encode()).decode()
+            meta["continue"] = base64.urlsafe_b64encode(
+                json.dumps({"after": list(_sort_key(items[-1]))}).encode()
+            ).decode()
             meta["remainingItemCount"] = rest
         return self._answer(request, t, items, meta=meta)
 
-    def _answer(self, request: web.Request, t: ResourceType, items: list[Obj], *, single: bool = False, meta: dict[str, Any] | None = None) -> web.Response:
+    def _answer(
+        self,
+        request: web.Request,
+        t: ResourceType,
+        items: list[Obj],
+        *,
+        single: bool = False,
+        meta: dict[str, Any] | None = None,
+    ) -> web.Response:
         if tables.wants_table(request.headers.get("Accept", "")):
-            tmeta = meta or {"resourceVersion": (items[0].get("metadata") or {}).get("resourceVersion", "")}
-            return _json(tables.table(t, items, include=request.query.get("includeObject", "Metadata"), list_meta=tmeta))
+            tmeta = meta or {
+                "resourceVersion": (items[0].get("metadata") or {}).get("resourceVersion", "")
+            }
+            return _json(
+                tables.table(
+                    t,
+                    items,
+                    include=request.query.get("includeObject", "Metadata"),
+                    list_meta=tmeta,
+                )
+            )
         if single:
             return _json(items[0])
-        return _json({"kind": t.list_kind, "apiVersion": t.api_version, "metadata": meta or {}, "items": items})
+        return _json(
+            {
+                "kind": t.list_kind,
+                "apiVersion": t.api_version,
+                "metadata": meta or {},
+                "items": items,
+            }
+        )
 
 
 def _sort_key(obj: Obj) -> tuple[str, str]:
@@ -351,7 +427,7 @@ def _sort_key(obj: Obj) -> tuple[str, str]:
 
 def _manager_from_agent(agent: str) -> str:
     """The default field manager: the User-Agent up to its first '/', as the real server derives it."""
-    return (agent.split("/")[0] or "unknown")[:128]
+    return (agent.split("/", maxsplit=1)[0] or "unknown")[:128]
 
 
 async def serve_forever(directory: Path, host: str, port: int, port_file: Path | None) -> None:
@@ -375,13 +451,19 @@ async def serve_forever(directory: Path, host: str, port: int, port_file: Path |
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m pot.localcluster.apiserver", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m pot.localcluster.apiserver", description=__doc__.split("\n")[0]
+    )
     parser.add_argument("--dir", type=Path, required=True, help="state directory")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0, help="0 picks a free port")
-    parser.add_argument("--port-file", type=Path, default=None, help="write the bound port here once serving")
+    parser.add_argument(
+        "--port-file", type=Path, default=None, help="write the bound port here once serving"
+    )
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s apiserver %(levelname)s %(message)s")
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s apiserver %(levelname)s %(message)s"
+    )
     asyncio.run(serve_forever(args.dir, args.host, args.port, args.port_file))
 
 

@@ -45,7 +45,9 @@ def _k(item: dict[str, Any], key: str) -> str:
     return "k:" + json.dumps({key: item.get(key)}, separators=(",", ":"), sort_keys=True)
 
 
-def paths_of(obj: Any, prefix: Path = (), *, top: bool = True, with_status: bool = True) -> Iterator[Path]:
+def paths_of(
+    obj: Any, prefix: Path = (), *, top: bool = True, with_status: bool = True
+) -> Iterator[Path]:
     """Every owned path of ``obj``: leaves, list items by key, set members."""
     if not isinstance(obj, dict):
         return
@@ -56,15 +58,21 @@ def paths_of(obj: Any, prefix: Path = (), *, top: bool = True, with_status: bool
             continue
         p = (*prefix, "f:" + k)
         if top and k == "metadata" and isinstance(v, dict):
-            v = {mk: mv for mk, mv in v.items() if mk not in _SKIP_META}
-            if not v:
-                continue
+            meta = {mk: mv for mk, mv in v.items() if mk not in _SKIP_META}
+            if meta:
+                yield from paths_of(meta, p, top=False)
+            continue
         if isinstance(v, dict) and v:
             yield from paths_of(v, p, top=False)
         elif isinstance(v, list) and k in patching.PRIMITIVE_MERGE:
             for x in v:
                 yield (*p, "v:" + json.dumps(x, separators=(",", ":")))
-        elif isinstance(v, list) and v and all(isinstance(i, dict) for i in v) and patching.merge_key(k, v):
+        elif (
+            isinstance(v, list)
+            and v
+            and all(isinstance(i, dict) for i in v)
+            and patching.merge_key(k, v)
+        ):
             key = patching.merge_key(k, v) or ""
             for item in v:
                 ip = (*p, _k(item, key))
@@ -203,7 +211,11 @@ def apply(
     mine: set[Path] = set()
     others: list[tuple[dict[str, Any], set[Path]]] = []
     for m, paths in managed:
-        if m.get("manager") == manager and m.get("operation") == "Apply" and m.get("subresource", "") == subresource:
+        if (
+            m.get("manager") == manager
+            and m.get("operation") == "Apply"
+            and m.get("subresource", "") == subresource
+        ):
             mine = paths
         else:
             others.append((m, paths))
@@ -215,7 +227,9 @@ def apply(
             if has_live and lv != cv and not isinstance(cv, dict):
                 field = "." + ".".join(part.partition(":")[2] for part in p)
                 conflicts.append(
-                    statuses.Cause(field, "FieldManagerConflict", f'conflict with "{m.get("manager")}"')
+                    statuses.Cause(
+                        field, "FieldManagerConflict", f'conflict with "{m.get("manager")}"'
+                    )
                 )
                 if force:
                     paths.discard(p)
@@ -260,12 +274,16 @@ def record_update(
     entries = []
     mine: set[Path] = set()
     for m, paths in managed:
-        if m.get("manager") == manager and m.get("operation") == "Update" and m.get("subresource", "") == subresource:
+        if (
+            m.get("manager") == manager
+            and m.get("operation") == "Update"
+            and m.get("subresource", "") == subresource
+        ):
             mine = paths
             continue
-        paths = {p for p in paths if p not in changed and (p in after or p not in before)}
-        if paths:
-            entries.append(m | {"fieldsV1": to_fields_v1(paths)})
+        kept = {p for p in paths if p not in changed and (p in after or p not in before)}
+        if kept:
+            entries.append(m | {"fieldsV1": to_fields_v1(kept)})
     mine = {p for p in mine if p in after} | changed
     if mine:
         entries.append(_entry(manager, "Update", api_version, mine, subresource))

@@ -43,7 +43,9 @@ def down(directory: Path = _DIR) -> None:
 def status(directory: Path = _DIR) -> None:
     """Say whether the local cluster is up, and which processes run."""
     st = launching.status(directory.expanduser())
-    typer.echo(f"{'up' if st.up else 'down'}: {st.url or 'no API server'} (state in {st.directory})")
+    typer.echo(
+        f"{'up' if st.up else 'down'}: {st.url or 'no API server'} (state in {st.directory})"
+    )
     for name, pid in st.running.items():
         typer.echo(f"  {name}: pid {pid}")
     for name in st.stopped:

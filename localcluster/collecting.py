@@ -112,7 +112,9 @@ class Collector:
         if t is None or old is None:
             return
         with contextlib.suppress(statuses.ApiError):
-            self.cluster._replace(t, key, old, new, handling.WriteOptions(manager="garbage-collector"), "")
+            self.cluster.replace(
+                t, key, old, new, opts=handling.WriteOptions(manager="garbage-collector")
+            )
 
     def _drop_owner(self, key: Key, uid: str) -> None:
         obj = self.cluster.store.get(key)
@@ -131,7 +133,9 @@ class Collector:
         if obj is None:
             return
         new = copy.deepcopy(obj)
-        new["metadata"]["finalizers"] = [f for f in new["metadata"].get("finalizers") or [] if f != name]
+        new["metadata"]["finalizers"] = [
+            f for f in new["metadata"].get("finalizers") or [] if f != name
+        ]
         self._update(key, new)
 
     def _namespace(self, key: Key, ns: Obj) -> None:
@@ -150,7 +154,14 @@ class Collector:
             return
         if (ns.get("spec") or {}).get("finalizers"):
             with contextlib.suppress(statuses.ApiError):
-                self.cluster._replace(t, key, ns, new, handling.WriteOptions(manager="namespace-controller"), "finalize")
+                self.cluster.replace(
+                    t,
+                    key,
+                    ns,
+                    new,
+                    opts=handling.WriteOptions(manager="namespace-controller"),
+                    sub="finalize",
+                )
         current = store.get(key)
         if current is not None and not (current.get("metadata") or {}).get("finalizers"):
             self.cluster._remove(key)

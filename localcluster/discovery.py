@@ -103,4 +103,9 @@ def resource_list(reg: Registry, group: str, version: str) -> dict[str, Any] | N
                 s["group"], s["version"] = g, v
             resources.append(s)
     gv = f"{group}/{version}" if group else version
-    return {"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": gv, "resources": resources}
+    return {
+        "kind": "APIResourceList",
+        "apiVersion": "v1",
+        "groupVersion": gv,
+        "resources": resources,
+    }

@@ -83,7 +83,7 @@ class Cluster:
         self.registry = registry
         self.on_change: list[Callable[[], None]] = []
         """Called after every commit (the garbage collector's wake-up)."""
-        for crd in store.list("apiextensions.k8s.io", "customresourcedefinitions"):
+        for crd in store.objects("apiextensions.k8s.io", "customresourcedefinitions"):
             registry.set_crd(crd)
         for ns in _SYSTEM_NAMESPACES:
             if store.get(("", "namespaces", "", ns)) is None:
@@ -128,19 +128,26 @@ class Cluster:
             raise statuses.not_found(target(t, name))
         return present(t, obj)
 
-    def list(self, t: ResourceType, namespace: str | None) -> list[Obj]:
-        return [present(t, o) for o in self.store.list(t.group, t.resource, namespace if t.namespaced else None)]
+    def objects(self, t: ResourceType, namespace: str | None) -> list[Obj]:
+        return [
+            present(t, o)
+            for o in self.store.objects(t.group, t.resource, namespace if t.namespaced else None)
+        ]
 
     def _check_body(self, t: ResourceType, body: Any, namespace: str, name: str | None) -> Obj:
         if not isinstance(body, dict):
-            raise statuses.bad_request(f"the body of the request was in an unknown format: expected a {t.kind} object")
+            raise statuses.bad_request(
+                f"the body of the request was in an unknown format: expected a {t.kind} object"
+            )
         api_version, kind = body.get("apiVersion"), body.get("kind")
         if api_version and api_version != t.api_version:
             raise statuses.bad_request(
                 f"the API version in the data ({api_version}) does not match the expected API version ({t.api_version})"
             )
         if kind and kind != t.kind:
-            raise statuses.bad_request(f"the kind in the data ({kind}) does not match the expected kind ({t.kind})")
+            raise statuses.bad_request(
+                f"the kind in the data ({kind}) does not match the expected kind ({t.kind})"
+            )
         obj = copy.deepcopy(body)
         obj["apiVersion"], obj["kind"] = t.api_version, t.kind
         meta = obj.get("metadata")
@@ -170,7 +177,11 @@ class Cluster:
         ns = self.store.get(("", "namespaces", "", namespace))
         if ns is None:
             raise statuses.ApiError(
-                404, "NotFound", f'namespaces "{namespace}" not found', name=namespace, kind="namespaces"
+                404,
+                "NotFound",
+                f'namespaces "{namespace}" not found',
+                name=namespace,
+                kind="namespaces",
             )
         if (ns.get("metadata") or {}).get("deletionTimestamp"):
             raise statuses.ApiError(
@@ -180,14 +191,22 @@ class Cluster:
                 f"{namespace} because it is being terminated",
             )
 
-    def _admit(self, t: ResourceType, obj: Obj, old: Obj | None, opts: WriteOptions) -> tuple[Obj, list[str]]:
+    def _admit(
+        self, t: ResourceType, obj: Obj, old: Obj | None, opts: WriteOptions
+    ) -> tuple[Obj, list[str]]:
         """Prune, default and validate a custom resource; checks names of every object."""
         name = obj["metadata"].get("name", "")
         causes: list[statuses.Cause] = []
         pattern = _LABEL if t.resource == "namespaces" else _SUBDOMAIN
         limit = 63 if t.resource == "namespaces" else 253
         if not name:
-            causes.append(statuses.Cause("metadata.name", "FieldValueRequired", "Required value: name or generateName is required"))
+            causes.append(
+                statuses.Cause(
+                    "metadata.name",
+                    "FieldValueRequired",
+                    "Required value: name or generateName is required",
+                )
+            )
         elif len(name) > limit or not pattern.match(name):
             causes.append(
                 statuses.Cause(
@@ -211,14 +230,17 @@ class Cluster:
             cleaned = {**head, **cleaned}
             if unknown and opts.field_validation == "Strict":
                 raise statuses.bad_request(
-                    f"{t.kind} in version \"{t.version}\" cannot be handled as a {t.kind}: strict decoding error: "
+                    f'{t.kind} in version "{t.version}" cannot be handled as a {t.kind}: strict decoding error: '
                     + ", ".join(f'unknown field "{u}"' for u in unknown)
                 )
             if unknown and opts.field_validation == "Warn":
                 warnings.extend(f'unknown field "{u}"' for u in unknown)
             if found:
                 raise statuses.invalid(
-                    t.kind, t.group, name, [statuses.Cause(c.field, c.reason, c.message) for c in found]
+                    t.kind,
+                    t.group,
+                    name,
+                    [statuses.Cause(c.field, c.reason, c.message) for c in found],
                 )
             obj = cleaned
         if t.resource == "customresourcedefinitions":
@@ -227,10 +249,14 @@ class Cluster:
 
     def _generation_changed(self, t: ResourceType, old: Obj, new: Obj) -> bool:
         skip = {"metadata", "status"} if t.has_status else {"metadata"}
-        return {k: v for k, v in old.items() if k not in skip} != {k: v for k, v in new.items() if k not in skip}
+        return {k: v for k, v in old.items() if k not in skip} != {
+            k: v for k, v in new.items() if k not in skip
+        }
 
     def _allocate_ip(self) -> str:
-        used = {str((s.get("spec") or {}).get("clusterIP")) for s in self.store.list("", "services")}
+        used = {
+            str((s.get("spec") or {}).get("clusterIP")) for s in self.store.objects("", "services")
+        }
         return defaulting.allocate_ip(used)
 
     # -- create ---------------------------------------------------------------
@@ -239,12 +265,19 @@ class Cluster:
         obj = self._check_body(t, body, namespace, None)
         meta = obj["metadata"]
         if not meta.get("name") and meta.get("generateName"):
-            meta["name"] = meta["generateName"] + "".join(secrets.choice("bcdfghjklmnpqrstvwxz2456789") for _ in range(5))
+            meta["name"] = meta["generateName"] + "".join(
+                secrets.choice("bcdfghjklmnpqrstvwxz2456789") for _ in range(5)
+            )
         self._check_namespace(t, namespace)
         key = self.key(t, namespace, meta.get("name", ""))
         if meta.get("name") and self.store.get(key) is not None:
             raise statuses.already_exists(target(t, meta["name"]))
-        for drop in ("resourceVersion", "deletionTimestamp", "deletionGracePeriodSeconds", "selfLink"):
+        for drop in (
+            "resourceVersion",
+            "deletionTimestamp",
+            "deletionGracePeriodSeconds",
+            "selfLink",
+        ):
             meta.pop(drop, None)
         meta["uid"] = str(uuid.uuid4())
         meta["creationTimestamp"] = now()
@@ -274,7 +307,14 @@ class Cluster:
     # -- update ---------------------------------------------------------------
 
     def update(
-        self, t: ResourceType, namespace: str, name: str, body: Any, opts: WriteOptions, sub: str = ""
+        self,
+        t: ResourceType,
+        namespace: str,
+        name: str,
+        body: Any,
+        *,
+        opts: WriteOptions,
+        sub: str = "",
     ) -> Outcome:
         obj = self._check_body(t, body, namespace, name)
         key = self.key(t, namespace, name)
@@ -286,15 +326,33 @@ class Cluster:
             raise statuses.conflict(target(t, name))
         if not rv and t.is_custom:
             raise statuses.invalid(
-                t.kind, t.group, name,
-                [statuses.Cause("metadata.resourceVersion", "FieldValueInvalid", "Invalid value: 0x0: must be specified for an update")],
+                t.kind,
+                t.group,
+                name,
+                [
+                    statuses.Cause(
+                        "metadata.resourceVersion",
+                        "FieldValueInvalid",
+                        "Invalid value: 0x0: must be specified for an update",
+                    )
+                ],
             )
-        return self._replace(t, key, old, obj, opts, sub)
+        return self.replace(t, key, old, obj, opts=opts, sub=sub)
 
-    def _replace(self, t: ResourceType, key: Key, old: Obj, new: Obj, opts: WriteOptions, sub: str) -> Outcome:
+    def replace(
+        self, t: ResourceType, key: Key, old: Obj, new: Obj, *, opts: WriteOptions, sub: str = ""
+    ) -> Outcome:
         """Commit ``new`` over ``old`` with the metadata rules of an update."""
         meta, old_meta = new.setdefault("metadata", {}), old["metadata"]
-        for keep in ("uid", "creationTimestamp", "deletionTimestamp", "deletionGracePeriodSeconds", "generation", "name", "namespace"):
+        for keep in (
+            "uid",
+            "creationTimestamp",
+            "deletionTimestamp",
+            "deletionGracePeriodSeconds",
+            "generation",
+            "name",
+            "namespace",
+        ):
             if keep in old_meta:
                 meta[keep] = old_meta[keep]
             else:
@@ -318,8 +376,16 @@ class Cluster:
             added = set(meta.get("finalizers") or []) - set(old_meta.get("finalizers") or [])
             if added:
                 raise statuses.invalid(
-                    t.kind, t.group, meta.get("name", ""),
-                    [statuses.Cause("metadata.finalizers", "FieldValueForbidden", "Forbidden: no new finalizers can be added if the object is being deleted")],
+                    t.kind,
+                    t.group,
+                    meta.get("name", ""),
+                    [
+                        statuses.Cause(
+                            "metadata.finalizers",
+                            "FieldValueForbidden",
+                            "Forbidden: no new finalizers can be added if the object is being deleted",
+                        )
+                    ],
                 )
         if not t.is_custom and sub != "status":
             defaulting.apply_defaults(t.group, t.resource, new, self._allocate_ip)
@@ -328,7 +394,9 @@ class Cluster:
             meta["generation"] = int(meta["generation"]) + 1
         if t.resource == "customresourcedefinitions":
             _crd_status(new)
-        applying.record_update(old, new, manager=opts.manager, api_version=t.api_version, subresource=sub)
+        applying.record_update(
+            old, new, manager=opts.manager, api_version=t.api_version, subresource=sub
+        )
         if _same(old, new):
             return Outcome(present(t, old), warnings)
         if opts.dry_run:
@@ -345,7 +413,15 @@ class Cluster:
     # -- patch ----------------------------------------------------------------
 
     def patch(
-        self, t: ResourceType, namespace: str, name: str, content_type: str, patch: Any, opts: WriteOptions, sub: str = ""
+        self,
+        t: ResourceType,
+        namespace: str,
+        name: str,
+        content_type: str,
+        patch: Any,
+        *,
+        opts: WriteOptions,
+        sub: str = "",
     ) -> Outcome:
         key = self.key(t, namespace, name)
         old = self.store.get(key)
@@ -354,18 +430,40 @@ class Cluster:
             if not isinstance(patch, dict):
                 raise statuses.bad_request("apply patch must be an object")
             if not opts.manager:
-                raise statuses.bad_request("PATCH request using server-side apply must have a fieldManager")
+                raise statuses.bad_request(
+                    "PATCH request using server-side apply must have a fieldManager"
+                )
             if base is None:
                 live = self._check_body(t, patch, namespace, name)
-                live = {"apiVersion": live["apiVersion"], "kind": live["kind"], "metadata": {"name": name}}
+                live = {
+                    "apiVersion": live["apiVersion"],
+                    "kind": live["kind"],
+                    "metadata": {"name": name},
+                }
             else:
                 live = base
             cfg = self._check_body(t, patch, namespace, name)
-            merged = applying.apply(live, cfg, manager=opts.manager, force=opts.force, api_version=t.api_version, subresource=sub)
+            merged = applying.apply(
+                live,
+                cfg,
+                manager=opts.manager,
+                force=opts.force,
+                api_version=t.api_version,
+                subresource=sub,
+            )
             if base is None:
                 # The manager is already recorded by applying.apply: create with none.
-                return self.create(t, namespace, merged, WriteOptions(opts.dry_run, "", opts.field_validation))
-            return self._replace(t, key, old or {}, merged, WriteOptions(opts.dry_run, "", opts.field_validation), sub)
+                return self.create(
+                    t, namespace, merged, WriteOptions(opts.dry_run, "", opts.field_validation)
+                )
+            return self.replace(
+                t,
+                key,
+                old or {},
+                merged,
+                opts=WriteOptions(opts.dry_run, "", opts.field_validation),
+                sub=sub,
+            )
         if base is None:
             raise statuses.not_found(target(t, name))
         if content_type == "application/json-patch+json":
@@ -377,7 +475,8 @@ class Cluster:
         elif content_type == "application/strategic-merge-patch+json":
             if t.is_custom:
                 raise statuses.ApiError(
-                    415, "UnsupportedMediaType",
+                    415,
+                    "UnsupportedMediaType",
                     "the body of the request was in an unknown format - accepted media types include: "
                     "application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml",
                 )
@@ -385,14 +484,16 @@ class Cluster:
                 raise statuses.bad_request("strategic merge patch must be an object")
             new = patching.strategic_merge(base, patch)
         else:
-            raise statuses.ApiError(415, "UnsupportedMediaType", f"unsupported patch type {content_type!r}")
+            raise statuses.ApiError(
+                415, "UnsupportedMediaType", f"unsupported patch type {content_type!r}"
+            )
         if not isinstance(new, dict):
             raise statuses.bad_request("the patch does not produce an object")
         new = self._check_body(t, new, namespace, name)
         rv = new["metadata"].get("resourceVersion")
         if rv and old is not None and rv != old["metadata"].get("resourceVersion"):
             raise statuses.conflict(target(t, name))
-        return self._replace(t, key, old or {}, new, opts, sub)
+        return self.replace(t, key, old or {}, new, opts=opts, sub=sub)
 
     # -- delete ---------------------------------------------------------------
 
@@ -415,7 +516,8 @@ class Cluster:
         pre = preconditions or {}
         if pre.get("uid") and pre["uid"] != meta.get("uid"):
             raise statuses.conflict(
-                target(t, name), f"Precondition failed: UID in precondition: {pre['uid']}, UID in object meta: {meta.get('uid')}"
+                target(t, name),
+                f"Precondition failed: UID in precondition: {pre['uid']}, UID in object meta: {meta.get('uid')}",
             )
         if pre.get("resourceVersion") and pre["resourceVersion"] != meta.get("resourceVersion"):
             raise statuses.conflict(
@@ -431,14 +533,22 @@ class Cluster:
         graceful = (t.group, t.resource) == ("", "namespaces")
         if (t.group, t.resource) == ("", "pods"):
             spec, phase = old.get("spec") or {}, (old.get("status") or {}).get("phase")
-            period = grace if grace is not None else int(spec.get("terminationGracePeriodSeconds", 30))
-            graceful = bool(spec.get("nodeName")) and phase not in ("Succeeded", "Failed") and period > 0
+            period = (
+                grace if grace is not None else int(spec.get("terminationGracePeriodSeconds", 30))
+            )
+            graceful = (
+                bool(spec.get("nodeName")) and phase not in ("Succeeded", "Failed") and period > 0
+            )
             if meta.get("deletionTimestamp") and grace == 0:
                 graceful = False
         if dry_run:
             return present(t, old)
         if finalizers or graceful:
-            if meta.get("deletionTimestamp") and finalizers == list(meta.get("finalizers") or []) and not (graceful and grace == 0):
+            if (
+                meta.get("deletionTimestamp")
+                and finalizers == list(meta.get("finalizers") or [])
+                and not (graceful and grace == 0)
+            ):
                 return present(t, old)
             new = copy.deepcopy(old)
             nm = new["metadata"]
@@ -447,7 +557,9 @@ class Cluster:
                 nm.pop("finalizers")
             if not nm.get("deletionTimestamp"):
                 nm["deletionTimestamp"] = now()
-                nm["deletionGracePeriodSeconds"] = grace if graceful and grace is not None else (30 if graceful else 0)
+                nm["deletionGracePeriodSeconds"] = (
+                    grace if graceful and grace is not None else (30 if graceful else 0)
+                )
                 if "generation" in nm:
                     nm["generation"] = int(nm["generation"]) + 1
             if (t.group, t.resource) == ("", "namespaces"):
@@ -460,7 +572,7 @@ class Cluster:
         """A CRD's deletion removes its objects (the real server waits on their finalizers)."""
         spec = crd.get("spec") or {}
         group, plural = spec.get("group", ""), (spec.get("names") or {}).get("plural", "")
-        for obj in list(self.store.list(group, plural)):
+        for obj in list(self.store.objects(group, plural)):
             meta = obj.get("metadata") or {}
             self.store.delete((group, plural, meta.get("namespace", ""), meta.get("name", "")))
         self.registry.drop_crd((crd.get("metadata") or {}).get("name", ""))
@@ -470,7 +582,11 @@ def _same(old: Obj, new: Obj) -> bool:
     """An update that changes nothing but bookkeeping is a no-op (no new resourceVersion)."""
 
     def strip(o: Obj) -> Obj:
-        m = {k: v for k, v in (o.get("metadata") or {}).items() if k not in ("resourceVersion", "managedFields")}
+        m = {
+            k: v
+            for k, v in (o.get("metadata") or {}).items()
+            if k not in ("resourceVersion", "managedFields")
+        }
         return {**o, "metadata": m}
 
     return strip(old) == strip(new)
@@ -505,13 +621,21 @@ def _check_crd(crd: Obj) -> None:
         causes.append(statuses.Cause("spec.names.kind", "FieldValueRequired", "Required value"))
     if spec.get("group") and names.get("plural") and name != f"{names['plural']}.{spec['group']}":
         causes.append(
-            statuses.Cause("metadata.name", "FieldValueInvalid", f'Invalid value: "{name}": must be spec.names.plural+"."+spec.group')
+            statuses.Cause(
+                "metadata.name",
+                "FieldValueInvalid",
+                f'Invalid value: "{name}": must be spec.names.plural+"."+spec.group',
+            )
         )
     versions = spec.get("versions") or []
-    if not versions:
-        causes.append(statuses.Cause("spec.versions", "FieldValueInvalid", "Invalid value: must have exactly one version marked as storage version"))
-    elif sum(1 for v in versions if v.get("storage")) != 1:
-        causes.append(statuses.Cause("spec.versions", "FieldValueInvalid", "Invalid value: must have exactly one version marked as storage version"))
+    if not versions or sum(1 for v in versions if v.get("storage")) != 1:
+        causes.append(
+            statuses.Cause(
+                "spec.versions",
+                "FieldValueInvalid",
+                "Invalid value: must have exactly one version marked as storage version",
+            )
+        )
     if causes:
         raise statuses.invalid("CustomResourceDefinition", "apiextensions.k8s.io", name, causes)
 
@@ -526,9 +650,23 @@ def _crd_status(crd: Obj) -> None:
     ts = ((crd.get("status") or {}).get("conditions") or [{}])[0].get("lastTransitionTime") or now()
     crd["status"] = {
         "acceptedNames": names,
-        "storedVersions": sorted(set((crd.get("status") or {}).get("storedVersions") or []) | set(stored)),
+        "storedVersions": sorted(
+            set((crd.get("status") or {}).get("storedVersions") or []) | set(stored)
+        ),
         "conditions": [
-            {"type": "NamesAccepted", "status": "True", "reason": "NoConflicts", "message": "no conflicts found", "lastTransitionTime": ts},
-            {"type": "Established", "status": "True", "reason": "InitialNamesAccepted", "message": "the initial names have been accepted", "lastTransitionTime": ts},
+            {
+                "type": "NamesAccepted",
+                "status": "True",
+                "reason": "NoConflicts",
+                "message": "no conflicts found",
+                "lastTransitionTime": ts,
+            },
+            {
+                "type": "Established",
+                "status": "True",
+                "reason": "InitialNamesAccepted",
+                "message": "the initial names have been accepted",
+                "lastTransitionTime": ts,
+            },
         ],
     }

@@ -96,7 +96,12 @@ def kubeconfig_text(url: str) -> str:
         "kind": "Config",
         "clusters": [{"name": "pot-local", "cluster": {"server": url}}],
         "users": [{"name": "pot-local", "user": {}}],
-        "contexts": [{"name": "pot-local", "context": {"cluster": "pot-local", "user": "pot-local", "namespace": "default"}}],
+        "contexts": [
+            {
+                "name": "pot-local",
+                "context": {"cluster": "pot-local", "user": "pot-local", "namespace": "default"},
+            }
+        ],
         "current-context": "pot-local",
         "preferences": {},
     }
@@ -145,7 +150,9 @@ def status(directory: Path = DEFAULT_DIR) -> Status:
     pids = _pids(directory)
     running = {n: p for n, p in pids.items() if _alive(p)}
     url = _url(directory)
-    return Status(directory, running, [n for n in pids if n not in running], url, bool(url and serving(url)))
+    return Status(
+        directory, running, [n for n in pids if n not in running], url, bool(url and serving(url))
+    )
 
 
 _CHILDREN: dict[int, subprocess.Popen[bytes]] = {}
@@ -157,13 +164,23 @@ def _spawn(directory: Path, name: str, argv: list[str]) -> subprocess.Popen[byte
     logs.mkdir(parents=True, exist_ok=True)
     with open(logs / f"{name}.log", "ab") as out:
         proc = subprocess.Popen(
-            argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True, cwd=directory
+            argv,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+            cwd=directory,
         )
     _CHILDREN[proc.pid] = proc
     return proc
 
 
-def up(directory: Path = DEFAULT_DIR, *, timeout: float = 60.0, components: list[Component] | None = None) -> tuple[Path, bool]:
+def up(
+    directory: Path = DEFAULT_DIR,
+    *,
+    timeout: float = 60.0,
+    components: list[Component] | None = None,
+) -> tuple[Path, bool]:
     """Start the cluster; returns (kubeconfig path, whether it was already up)."""
     directory = directory.expanduser().resolve()
     directory.mkdir(parents=True, exist_ok=True)
@@ -175,7 +192,15 @@ def up(directory: Path = DEFAULT_DIR, *, timeout: float = 60.0, components: list
         down(directory)
     port_file = directory / "apiserver.port"
     previous = _url(directory)
-    argv = [sys.executable, "-m", "pot.localcluster.apiserver", "--dir", str(directory / "state"), "--port-file", str(port_file)]
+    argv = [
+        sys.executable,
+        "-m",
+        "pot.localcluster.apiserver",
+        "--dir",
+        str(directory / "state"),
+        "--port-file",
+        str(port_file),
+    ]
     if previous:
         argv += ["--port", previous.rsplit(":", 1)[1]]
     with contextlib.suppress(FileNotFoundError):
@@ -197,14 +222,23 @@ def up(directory: Path = DEFAULT_DIR, *, timeout: float = 60.0, components: list
         time.sleep(0.05)
     else:
         down(directory)
-        raise errors.ClusterError(f"the API server did not serve within {timeout:.0f}s; see {directory / 'logs'}")
-    assert url is not None  # noqa: S101 (the loop above only breaks with a URL)
+        raise errors.ClusterError(
+            f"the API server did not serve within {timeout:.0f}s; see {directory / 'logs'}"
+        )
+    assert url is not None
     tmp = directory / "kubeconfig.tmp"
     tmp.write_text(kubeconfig_text(url))
     tmp.chmod(0o600)
     tmp.replace(kubeconfig)
     for comp in COMPONENTS if components is None else components:
-        cargv = [sys.executable, "-m", comp.module, "--kubeconfig", str(kubeconfig), *comp.extra(directory)]
+        cargv = [
+            sys.executable,
+            "-m",
+            comp.module,
+            "--kubeconfig",
+            str(kubeconfig),
+            *comp.extra(directory),  # noqa: S610 (a dataclass field, not Django)
+        ]
         pids[comp.name] = _spawn(directory, comp.name, cargv).pid
         _write_pids(directory, pids)
     return kubeconfig, False

@@ -34,10 +34,25 @@ _OBJECT_META = {
     "objects users must create.",
     "properties": {
         "name": {"type": "string", "description": "Name must be unique within a namespace."},
-        "namespace": {"type": "string", "description": "Namespace defines the space within which each name must be unique."},
-        "labels": {"type": "object", "additionalProperties": {"type": "string"}, "description": "Map of string keys and values that can be used to organize and categorize objects."},
-        "annotations": {"type": "object", "additionalProperties": {"type": "string"}, "description": "Annotations is an unstructured key value map stored with a resource."},
-        "finalizers": {"type": "array", "items": {"type": "string"}, "description": "Must be empty before the object is deleted from the registry."},
+        "namespace": {
+            "type": "string",
+            "description": "Namespace defines the space within which each name must be unique.",
+        },
+        "labels": {
+            "type": "object",
+            "additionalProperties": {"type": "string"},
+            "description": "Map of string keys and values that can be used to organize and categorize objects.",
+        },
+        "annotations": {
+            "type": "object",
+            "additionalProperties": {"type": "string"},
+            "description": "Annotations is an unstructured key value map stored with a resource.",
+        },
+        "finalizers": {
+            "type": "array",
+            "items": {"type": "string"},
+            "description": "Must be empty before the object is deleted from the registry.",
+        },
     },
     "x-kubernetes-preserve-unknown-fields": True,
 }
@@ -46,14 +61,27 @@ _META_REF = "io.k8s.apimachinery.pkg.apis.meta.v1.ObjectMeta"
 
 def _schema_id(t: ResourceType) -> str:
     group = ".".join(reversed(t.group.split("."))) if t.group else "core"
-    return f"{group}.{t.version}.{t.kind}" if t.is_custom else f"io.k8s.api.{t.group.split('.')[0] or 'core'}.{t.version}.{t.kind}"
+    return (
+        f"{group}.{t.version}.{t.kind}"
+        if t.is_custom
+        else f"io.k8s.api.{t.group.split('.')[0] or 'core'}.{t.version}.{t.kind}"
+    )
 
 
 def _base_props(t: ResourceType) -> dict[str, Any]:
     return {
-        "apiVersion": {"type": "string", "description": "APIVersion defines the versioned schema of this representation of an object."},
-        "kind": {"type": "string", "description": "Kind is a string value representing the REST resource this object represents."},
-        "metadata": {"allOf": [{"$ref": f"#/components/schemas/{_META_REF}"}], "description": "Standard object's metadata."},
+        "apiVersion": {
+            "type": "string",
+            "description": "APIVersion defines the versioned schema of this representation of an object.",
+        },
+        "kind": {
+            "type": "string",
+            "description": "Kind is a string value representing the REST resource this object represents.",
+        },
+        "metadata": {
+            "allOf": [{"$ref": f"#/components/schemas/{_META_REF}"}],
+            "description": "Standard object's metadata.",
+        },
     }
 
 
@@ -71,8 +99,16 @@ def kind_schema(t: ResourceType) -> dict[str, Any]:
             "description": f"{t.kind} (stored as given by the pot local cluster; fields are not validated).",
             "properties": {
                 **_base_props(t),
-                "spec": {"type": "object", "description": f"Spec of the {t.kind}.", "x-kubernetes-preserve-unknown-fields": True},
-                "status": {"type": "object", "description": f"Status of the {t.kind}.", "x-kubernetes-preserve-unknown-fields": True},
+                "spec": {
+                    "type": "object",
+                    "description": f"Spec of the {t.kind}.",
+                    "x-kubernetes-preserve-unknown-fields": True,
+                },
+                "status": {
+                    "type": "object",
+                    "description": f"Status of the {t.kind}.",
+                    "x-kubernetes-preserve-unknown-fields": True,
+                },
             },
             "x-kubernetes-preserve-unknown-fields": True,
         }
@@ -101,8 +137,20 @@ def _ops(t: ResourceType) -> dict[str, Any]:
     common = {"x-kubernetes-group-version-kind": gvk, "responses": ok}
     return {
         "get": {**common, "x-kubernetes-action": "get", "operationId": f"read{t.kind}"},
-        "put": {**common, "x-kubernetes-action": "put", "operationId": f"replace{t.kind}", "parameters": _PARAMS, "requestBody": body},
-        "patch": {**common, "x-kubernetes-action": "patch", "operationId": f"patch{t.kind}", "parameters": _PARAMS, "requestBody": patch_body},
+        "put": {
+            **common,
+            "x-kubernetes-action": "put",
+            "operationId": f"replace{t.kind}",
+            "parameters": _PARAMS,
+            "requestBody": body,
+        },
+        "patch": {
+            **common,
+            "x-kubernetes-action": "patch",
+            "operationId": f"patch{t.kind}",
+            "parameters": _PARAMS,
+            "requestBody": patch_body,
+        },
         "delete": {**common, "x-kubernetes-action": "delete", "operationId": f"delete{t.kind}"},
     }
 
@@ -120,7 +168,11 @@ def document(reg: Registry, group: str, version: str) -> dict[str, Any] | None:
     for t in types:
         schemas[_schema_id(t)] = kind_schema(t)
         base = "/" + _prefix(group, version)
-        item = f"{base}/namespaces/{{namespace}}/{t.resource}/{{name}}" if t.namespaced else f"{base}/{t.resource}/{{name}}"
+        item = (
+            f"{base}/namespaces/{{namespace}}/{t.resource}/{{name}}"
+            if t.namespaced
+            else f"{base}/{t.resource}/{{name}}"
+        )
         paths[item] = _ops(t)
     return {
         "openapi": "3.0.0",

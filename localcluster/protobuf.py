@@ -146,7 +146,11 @@ def _delete_options(buf: bytes) -> dict[str, Any]:
         if n == 1 and isinstance(v, int):
             o["gracePeriodSeconds"] = v
         elif n == 2 and isinstance(v, bytes):
-            pre = {("uid" if pn == 1 else "resourceVersion"): _s(pv) for pn, pv in fields(v) if pn in (1, 2)}
+            pre = {
+                ("uid" if pn == 1 else "resourceVersion"): _s(pv)
+                for pn, pv in fields(v)
+                if pn in (1, 2)
+            }
             o["preconditions"] = pre
         elif n == 3:
             o["orphanDependents"] = bool(v)

@@ -64,7 +64,7 @@ class ResourceType:
         return (self.group, self.resource)
 
 
-def _b(
+def _b(  # noqa: PLR0917 (a row builder for the table below: positional keeps rows short)
     group: str,
     version: str,
     resource: str,
@@ -83,7 +83,16 @@ _ALL = ("all",)
 BUILTINS: list[ResourceType] = [
     # core/v1
     _b("", "v1", "namespaces", "Namespace", False, ("ns",), ("status", "finalize")),
-    _b("", "v1", "pods", "Pod", True, ("po",), ("status", "log", "binding", "eviction", "exec"), _ALL),
+    _b(
+        "",
+        "v1",
+        "pods",
+        "Pod",
+        True,
+        ("po",),
+        ("status", "log", "binding", "eviction", "exec"),
+        _ALL,
+    ),
     _b("", "v1", "services", "Service", True, ("svc",), ("status",), _ALL),
     _b("", "v1", "endpoints", "Endpoints", True, ("ep",)),
     _b("", "v1", "configmaps", "ConfigMap", True, ("cm",)),

@@ -34,12 +34,39 @@ def _tokens(text: str) -> list[str]:
     return out
 
 
+Requirement = Callable[[dict[str, str]], bool]
+
+
+def _absent(k: str) -> Requirement:
+    return lambda labels: k not in labels
+
+
+def _exists(k: str) -> Requirement:
+    return lambda labels: k in labels
+
+
+def _equal(k: str, v: str) -> Requirement:
+    return lambda labels: labels.get(k) == v
+
+
+def _not_equal(k: str, v: str) -> Requirement:
+    return lambda labels: labels.get(k) != v
+
+
+def _in(k: str, vs: frozenset[str]) -> Requirement:
+    return lambda labels: labels.get(k) in vs
+
+
+def _not_in(k: str, vs: frozenset[str]) -> Requirement:
+    return lambda labels: labels.get(k) not in vs
+
+
 def parse_labels(text: str | None) -> Matcher:
     """A predicate on an object's ``metadata.labels`` (400 BadRequest on bad syntax)."""
     if not text or not text.strip():
         return lambda _obj: True
     toks = _tokens(text)
-    reqs: list[Callable[[dict[str, str]], bool]] = []
+    reqs: list[Requirement] = []
     i = 0
 
     def bad() -> statuses.ApiError:
@@ -50,7 +77,7 @@ def parse_labels(text: str | None) -> Matcher:
             if i + 1 >= len(toks):
                 raise bad()
             key = toks[i + 1]
-            reqs.append(lambda labels, k=key: k not in labels)
+            reqs.append(_absent(key))
             i += 2
         else:
             key = toks[i]
@@ -64,9 +91,9 @@ def parse_labels(text: str | None) -> Matcher:
                     val = toks[i + 1]
                     i += 2
                 if op == "!=":
-                    reqs.append(lambda labels, k=key, v=val: labels.get(k) != v)
+                    reqs.append(_not_equal(key, val))
                 else:
-                    reqs.append(lambda labels, k=key, v=val: labels.get(k) == v)
+                    reqs.append(_equal(key, val))
             elif op in ("in", "notin"):
                 if i + 1 >= len(toks) or toks[i + 1] != "(":
                     raise bad()
@@ -80,11 +107,11 @@ def parse_labels(text: str | None) -> Matcher:
                     raise bad()
                 i += 1
                 if op == "in":
-                    reqs.append(lambda labels, k=key, vs=frozenset(values): labels.get(k) in vs)
+                    reqs.append(_in(key, frozenset(values)))
                 else:
-                    reqs.append(lambda labels, k=key, vs=frozenset(values): labels.get(k) not in vs)
+                    reqs.append(_not_in(key, frozenset(values)))
             elif op == ",":
-                reqs.append(lambda labels, k=key: k in labels)
+                reqs.append(_exists(key))
             else:
                 raise bad()
         if i < len(toks):
@@ -118,8 +145,8 @@ def parse_fields(text: str | None) -> Matcher:
     if not text or not text.strip():
         return lambda _obj: True
     reqs: list[tuple[str, bool, str]] = []
-    for part in text.split(","):
-        part = part.strip()
+    for raw in text.split(","):
+        part = raw.strip()
         if not part:
             continue
         m = re.fullmatch(r"([A-Za-z0-9_.\-/]+)\s*(!=|==|=)\s*(.*)", part)

@@ -94,7 +94,12 @@ class Target:
 
 def not_found(t: Target) -> ApiError:
     return ApiError(
-        404, "NotFound", f'{t.qualified} "{t.name}" not found', name=t.name, group=t.group, kind=t.resource
+        404,
+        "NotFound",
+        f'{t.qualified} "{t.name}" not found',
+        name=t.name,
+        group=t.group,
+        kind=t.resource,
     )
 
 
@@ -110,7 +115,10 @@ def already_exists(t: Target) -> ApiError:
 
 
 def conflict(t: Target, why: str = "") -> ApiError:
-    why = why or "the object has been modified; please apply your changes to the latest version and try again"
+    why = (
+        why
+        or "the object has been modified; please apply your changes to the latest version and try again"
+    )
     return ApiError(
         409,
         "Conflict",
@@ -125,10 +133,7 @@ def invalid(kind: str, group: str, name: str, causes: list[Cause]) -> ApiError:
     """422 Invalid: ``Kind.group "name" is invalid: field: message, ...`` as the real server."""
     what = f"{kind}.{group}" if group else kind
     parts = [f"{c.field}: {c.message}" if c.field else c.message for c in causes]
-    if len(parts) == 1:
-        summary = parts[0]
-    else:
-        summary = "[" + ", ".join(parts) + "]"
+    summary = parts[0] if len(parts) == 1 else "[" + ", ".join(parts) + "]"
     return ApiError(
         422,
         "Invalid",
@@ -144,7 +149,9 @@ def bad_request(message: str) -> ApiError:
     return ApiError(400, "BadRequest", message)
 
 
-def method_not_allowed(message: str = "the server does not allow this method on the requested resource") -> ApiError:
+def method_not_allowed(
+    message: str = "the server does not allow this method on the requested resource",
+) -> ApiError:
     return ApiError(405, "MethodNotAllowed", message)
 
 
@@ -154,7 +161,12 @@ def gone(message: str) -> ApiError:
 
 def success(details: dict[str, Any] | None = None) -> dict[str, Any]:
     """A ``Status`` of success (deletecollection and some deletes answer with it)."""
-    body: dict[str, Any] = {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success"}
+    body: dict[str, Any] = {
+        "kind": "Status",
+        "apiVersion": "v1",
+        "metadata": {},
+        "status": "Success",
+    }
     if details:
         body["details"] = details
     return body

@@ -171,7 +171,7 @@ class Store:
     def get(self, key: Key) -> Obj | None:
         return self._objects.get((key[0], key[1]), {}).get((key[2], key[3]))
 
-    def list(self, group: str, resource: str, namespace: str | None = None) -> list[Obj]:
+    def objects(self, group: str, resource: str, namespace: str | None = None) -> list[Obj]:
         """Objects of one group/resource, sorted by namespace then name (as etcd keys are)."""
         bucket = self._objects.get((group, resource), {})
         keys = sorted(k for k in bucket if namespace is None or k[0] == namespace)
@@ -187,7 +187,7 @@ class Store:
 
     def namespaces_in_use(self, namespace: str) -> list[Key]:
         """Every namespaced object in ``namespace`` (namespace deletion)."""
-        out = []
+        out: list[Key] = []
         for (g, r), bucket in self._objects.items():
             out.extend((g, r, ns, name) for (ns, name) in bucket if ns == namespace)
         return out

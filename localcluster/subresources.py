@@ -30,38 +30,74 @@ def _success(code: int = 201) -> dict[str, Any]:
     return {**statuses.success(), "code": code}
 
 
-def post(cluster: handling.Cluster, t: ResourceType, ns: str, name: str, sub: str, body: Any) -> dict[str, Any]:
+def post(
+    cluster: handling.Cluster, t: ResourceType, ns: str, name: str, *, sub: str, body: Any
+) -> dict[str, Any]:
     if not isinstance(body, dict):
         raise statuses.bad_request(f"the body of a {sub} request must be an object")
     pod = cluster.get(t, ns, name)
     if sub == "binding":
         node = (body.get("target") or {}).get("name")
         if not node:
-            raise statuses.invalid("Binding", "", name, [statuses.Cause("target.name", "FieldValueRequired", "Required value")])
+            raise statuses.invalid(
+                "Binding",
+                "",
+                name,
+                [statuses.Cause("target.name", "FieldValueRequired", "Required value")],
+            )
         current = (pod.get("spec") or {}).get("nodeName")
         if current:
             raise statuses.conflict(
-                statuses.Target("pods/binding", "", name), f"pod {name} is already assigned to node \"{current}\""
+                statuses.Target("pods/binding", "", name),
+                f'pod {name} is already assigned to node "{current}"',
             )
         old = cluster.store.get(cluster.key(t, ns, name))
         new = copy.deepcopy(old or {})
         new.setdefault("spec", {})["nodeName"] = node
         cond = {"type": "PodScheduled", "status": "True", "lastTransitionTime": handling.now()}
         status = new.setdefault("status", {})
-        status["conditions"] = [c for c in status.get("conditions") or [] if c.get("type") != "PodScheduled"] + [cond]
-        cluster._replace(t, cluster.key(t, ns, name), old or {}, new, handling.WriteOptions(manager="scheduler"), "")
+        status["conditions"] = [
+            c for c in status.get("conditions") or [] if c.get("type") != "PodScheduled"
+        ] + [cond]
+        cluster.replace(
+            t,
+            cluster.key(t, ns, name),
+            old or {},
+            new,
+            opts=handling.WriteOptions(manager="scheduler"),
+        )
         # The status condition is written through the status path, as a scheduler would.
         fresh = copy.deepcopy(cluster.store.get(cluster.key(t, ns, name)) or {})
         fresh.setdefault("status", {})["conditions"] = status["conditions"]
-        cluster._replace(t, cluster.key(t, ns, name), cluster.store.get(cluster.key(t, ns, name)) or {}, fresh,
-                         handling.WriteOptions(manager="scheduler"), "status")
+        cluster.replace(
+            t,
+            cluster.key(t, ns, name),
+            cluster.store.get(cluster.key(t, ns, name)) or {},
+            fresh,
+            opts=handling.WriteOptions(manager="scheduler"),
+            sub="status",
+        )
         return _success()
     options = body.get("deleteOptions") or {}
-    cluster.delete(t, ns, name, grace=options.get("gracePeriodSeconds"), preconditions=options.get("preconditions"))
+    cluster.delete(
+        t,
+        ns,
+        name,
+        grace=options.get("gracePeriodSeconds"),
+        preconditions=options.get("preconditions"),
+    )
     return _success()
 
 
-async def get(request: web.Request, cluster: handling.Cluster, t: ResourceType, ns: str, name: str, sub: str) -> web.StreamResponse:
+async def get(
+    request: web.Request,
+    cluster: handling.Cluster,
+    t: ResourceType,
+    ns: str,
+    name: str,
+    *,
+    sub: str,
+) -> web.StreamResponse:
     if sub == "scale":
         return web.json_response(scale_of(cluster, t, ns, name))
     if sub != "log":
@@ -76,26 +112,42 @@ async def get(request: web.Request, cluster: handling.Cluster, t: ResourceType, 
         )
     node_name = spec.get("nodeName")
     if not node_name:
-        raise statuses.bad_request(f'pod {name} does not have a host assigned')
+        raise statuses.bad_request(f"pod {name} does not have a host assigned")
     node = cluster.store.get(("", "nodes", "", node_name)) or {}
     nstatus = node.get("status") or {}
     port = ((nstatus.get("daemonEndpoints") or {}).get("kubeletEndpoint") or {}).get("Port")
-    addr = next((a.get("address") for a in nstatus.get("addresses") or [] if a.get("type") == "InternalIP"), "127.0.0.1")
+    addr = next(
+        (a.get("address") for a in nstatus.get("addresses") or [] if a.get("type") == "InternalIP"),
+        "127.0.0.1",
+    )
     if not port:
-        raise statuses.ApiError(503, "ServiceUnavailable", f"node {node_name} has no kubelet endpoint")
+        raise statuses.ApiError(
+            503, "ServiceUnavailable", f"node {node_name} has no kubelet endpoint"
+        )
     query = {k: v for k, v in request.query.items() if k != "container"}
     url = f"http://{addr}:{port}/containerLogs/{ns}/{name}/{container}"
     resp = web.StreamResponse(headers={"Content-Type": "text/plain"})
     try:
-        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=None, sock_connect=5)) as session, session.get(url, params=query) as upstream:
+        async with (
+            aiohttp.ClientSession(
+                timeout=aiohttp.ClientTimeout(total=None, sock_connect=5)
+            ) as session,
+            session.get(url, params=query) as upstream,
+        ):
             if upstream.status != 200:
                 text = await upstream.text()
-                raise statuses.ApiError(upstream.status, "BadRequest" if upstream.status < 500 else "InternalError", text.strip())
+                raise statuses.ApiError(
+                    upstream.status,
+                    "BadRequest" if upstream.status < 500 else "InternalError",
+                    text.strip(),
+                )
             await resp.prepare(request)
             async for chunk in upstream.content.iter_any():
                 await resp.write(chunk)
     except aiohttp.ClientError as exc:
-        raise statuses.ApiError(503, "ServiceUnavailable", f"cannot reach the kubelet of node {node_name}: {exc}") from exc
+        raise statuses.ApiError(
+            503, "ServiceUnavailable", f"cannot reach the kubelet of node {node_name}: {exc}"
+        ) from exc
     await resp.write_eof()
     return resp
 
@@ -123,15 +175,34 @@ def scale_of(cluster: handling.Cluster, t: ResourceType, ns: str, name: str) -> 
     return {
         "kind": "Scale",
         "apiVersion": "autoscaling/v1",
-        "metadata": {k: meta[k] for k in ("name", "namespace", "uid", "resourceVersion", "creationTimestamp") if k in meta},
+        "metadata": {
+            k: meta[k]
+            for k in ("name", "namespace", "uid", "resourceVersion", "creationTimestamp")
+            if k in meta
+        },
         "spec": {"replicas": tables.jsonpath(obj, spec_path) or 0},
         "status": status,
     }
 
 
-def _set_replicas(cluster: handling.Cluster, t: ResourceType, ns: str, name: str, scale: Any, opts: handling.WriteOptions) -> dict[str, Any]:
-    if not isinstance(scale, dict) or not isinstance((scale.get("spec") or {}).get("replicas"), int):
-        raise statuses.invalid("Scale", "autoscaling", name, [statuses.Cause("spec.replicas", "FieldValueRequired", "Required value")])
+def _set_replicas(
+    cluster: handling.Cluster,
+    t: ResourceType,
+    ns: str,
+    name: str,
+    *,
+    scale: Any,
+    opts: handling.WriteOptions,
+) -> dict[str, Any]:
+    if not isinstance(scale, dict) or not isinstance(
+        (scale.get("spec") or {}).get("replicas"), int
+    ):
+        raise statuses.invalid(
+            "Scale",
+            "autoscaling",
+            name,
+            [statuses.Cause("spec.replicas", "FieldValueRequired", "Required value")],
+        )
     key = cluster.key(t, ns, name)
     old = cluster.store.get(key)
     if old is None:
@@ -145,15 +216,32 @@ def _set_replicas(cluster: handling.Cluster, t: ResourceType, ns: str, name: str
     for p in parts[:-1]:
         cur = cur.setdefault(p, {})
     cur[parts[-1]] = scale["spec"]["replicas"]
-    cluster._replace(t, key, old, new, opts, "")
+    cluster.replace(t, key, old, new, opts=opts)
     return scale_of(cluster, t, ns, name)
 
 
-def put_scale(cluster: handling.Cluster, t: ResourceType, ns: str, name: str, body: Any, opts: handling.WriteOptions) -> dict[str, Any]:
-    return _set_replicas(cluster, t, ns, name, body, opts)
+def put_scale(
+    cluster: handling.Cluster,
+    t: ResourceType,
+    ns: str,
+    name: str,
+    *,
+    body: Any,
+    opts: handling.WriteOptions,
+) -> dict[str, Any]:
+    return _set_replicas(cluster, t, ns, name, scale=body, opts=opts)
 
 
-def patch_scale(cluster: handling.Cluster, t: ResourceType, ns: str, name: str, ctype: str, body: Any, opts: handling.WriteOptions) -> dict[str, Any]:
+def patch_scale(
+    cluster: handling.Cluster,
+    t: ResourceType,
+    ns: str,
+    name: str,
+    *,
+    ctype: str,
+    body: Any,
+    opts: handling.WriteOptions,
+) -> dict[str, Any]:
     current = scale_of(cluster, t, ns, name)
     if ctype == "application/json-patch+json":
         new = patching.json_patch(current, body)
@@ -161,4 +249,4 @@ def patch_scale(cluster: handling.Cluster, t: ResourceType, ns: str, name: str, 
         new = patching.strategic_merge(current, body)
     else:
         new = patching.json_merge(current, body)
-    return _set_replicas(cluster, t, ns, name, new, opts)
+    return _set_replicas(cluster, t, ns, name, scale=new, opts=opts)

@@ -91,7 +91,9 @@ def jsonpath(obj: Any, path: str) -> Any:
 
 def _crd_columns(t: ResourceType) -> list[tuple[Column, Callable[[dict[str, Any]], Any]]]:
     cols: list[tuple[Column, Callable[[dict[str, Any]], Any]]] = [(_NAME, _name)]
-    printer = t.printer_columns or [{"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"}]
+    printer = t.printer_columns or [
+        {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"}
+    ]
     for pc in printer:
         ctype = pc.get("type", "string")
         col = {
@@ -130,7 +132,13 @@ def _age(obj: dict[str, Any]) -> Any:
 
 
 def _col(name: str, ctype: str = "string", priority: int = 0, desc: str = "") -> Column:
-    return {"name": name, "type": ctype, "format": "", "description": desc or name, "priority": priority}
+    return {
+        "name": name,
+        "type": ctype,
+        "format": "",
+        "description": desc or name,
+        "priority": priority,
+    }
 
 
 def _pod_ready(o: dict[str, Any]) -> str:
@@ -154,7 +162,10 @@ def _pod_status(o: dict[str, Any]) -> str:
 
 
 def _restarts(o: dict[str, Any]) -> int:
-    return sum(int(cs.get("restartCount", 0)) for cs in (o.get("status") or {}).get("containerStatuses") or [])
+    return sum(
+        int(cs.get("restartCount", 0))
+        for cs in (o.get("status") or {}).get("containerStatuses") or []
+    )
 
 
 def _get(path: str, default: Any = None) -> Callable[[dict[str, Any]], Any]:
@@ -168,6 +179,13 @@ def _node_status(o: dict[str, Any]) -> str:
     if (o.get("spec") or {}).get("unschedulable"):
         s += ",SchedulingDisabled"
     return s
+
+
+def _job_status(o: dict[str, Any]) -> str:
+    for c in (o.get("status") or {}).get("conditions") or []:
+        if c.get("status") == "True" and c.get("type") in ("Complete", "Failed"):
+            return str(c["type"])
+    return "Running"
 
 
 _Cols = list[tuple[Column, Callable[[dict[str, Any]], Any]]]
@@ -189,36 +207,59 @@ BUILTIN_COLUMNS: dict[tuple[str, str], _Cols] = {
         (_AGE, _age),
     ],
     ("apps", "deployments"): [
-        (_col("Ready"), lambda o: f"{jsonpath(o, '.status.readyReplicas') or 0}/{jsonpath(o, '.spec.replicas') or 0}"),
+        (
+            _col("Ready"),
+            lambda o: (
+                f"{jsonpath(o, '.status.readyReplicas') or 0}/{jsonpath(o, '.spec.replicas') or 0}"
+            ),
+        ),
         (_col("Up-to-date", "integer"), _get(".status.updatedReplicas", 0)),
         (_col("Available", "integer"), _get(".status.availableReplicas", 0)),
         (_AGE, _age),
     ],
     ("apps", "statefulsets"): [
-        (_col("Ready"), lambda o: f"{jsonpath(o, '.status.readyReplicas') or 0}/{jsonpath(o, '.spec.replicas') or 0}"),
+        (
+            _col("Ready"),
+            lambda o: (
+                f"{jsonpath(o, '.status.readyReplicas') or 0}/{jsonpath(o, '.spec.replicas') or 0}"
+            ),
+        ),
         (_AGE, _age),
     ],
     ("batch", "jobs"): [
-        (_col("Status"), lambda o: _job_status(o)),
-        (_col("Completions"), lambda o: f"{jsonpath(o, '.status.succeeded') or 0}/{jsonpath(o, '.spec.completions') or 1}"),
+        (_col("Status"), _job_status),
+        (
+            _col("Completions"),
+            lambda o: (
+                f"{jsonpath(o, '.status.succeeded') or 0}/{jsonpath(o, '.spec.completions') or 1}"
+            ),
+        ),
         (_AGE, _age),
     ],
-    ("", "configmaps"): [(_col("Data", "integer"), lambda o: len(o.get("data") or {}) + len(o.get("binaryData") or {})), (_AGE, _age)],
-    ("", "secrets"): [(_col("Type"), _get(".type", "Opaque")), (_col("Data", "integer"), lambda o: len(o.get("data") or {})), (_AGE, _age)],
+    ("", "configmaps"): [
+        (
+            _col("Data", "integer"),
+            lambda o: len(o.get("data") or {}) + len(o.get("binaryData") or {}),
+        ),
+        (_AGE, _age),
+    ],
+    ("", "secrets"): [
+        (_col("Type"), _get(".type", "Opaque")),
+        (_col("Data", "integer"), lambda o: len(o.get("data") or {})),
+        (_AGE, _age),
+    ],
     ("", "events"): [
         (_col("Type"), _get(".type", "")),
         (_col("Reason"), _get(".reason", "")),
-        (_col("Object"), lambda o: f"{str(jsonpath(o, '.involvedObject.kind') or '').lower()}/{jsonpath(o, '.involvedObject.name') or ''}"),
+        (
+            _col("Object"),
+            lambda o: (
+                f"{str(jsonpath(o, '.involvedObject.kind') or '').lower()}/{jsonpath(o, '.involvedObject.name') or ''}"
+            ),
+        ),
         (_col("Message"), _get(".message", "")),
     ],
 }
-
-
-def _job_status(o: dict[str, Any]) -> str:
-    for c in (o.get("status") or {}).get("conditions") or []:
-        if c.get("status") == "True" and c.get("type") in ("Complete", "Failed"):
-            return str(c["type"])
-    return "Running"
 
 
 def columns(t: ResourceType) -> _Cols:
@@ -228,7 +269,11 @@ def columns(t: ResourceType) -> _Cols:
 
 
 def partial(obj: dict[str, Any]) -> dict[str, Any]:
-    return {"kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1", "metadata": obj.get("metadata", {})}
+    return {
+        "kind": "PartialObjectMetadata",
+        "apiVersion": "meta.k8s.io/v1",
+        "metadata": obj.get("metadata", {}),
+    }
 
 
 def table(

@@ -27,7 +27,7 @@ from aiohttp import web
 
 from pot.localcluster import handling, statuses, tables
 from pot.localcluster.resources import ResourceType
-from pot.localcluster.storage import Obj, Store, TooOld
+from pot.localcluster.storage import Event, Obj, Store, TooOld
 
 Matcher = Callable[[Obj], bool]
 
@@ -50,17 +50,34 @@ async def serve(
     include = q.get("includeObject", "Metadata")
     ns = namespace if t.namespaced else None
 
-    resp = web.StreamResponse(headers={"Content-Type": "application/json", "Cache-Control": "no-cache, private"})
+    resp = web.StreamResponse(
+        headers={"Content-Type": "application/json", "Cache-Control": "no-cache, private"}
+    )
     resp.enable_chunked_encoding()
     await resp.prepare(request)
     first = True
 
-    async def send(kind: str, obj: Obj) -> None:
+    pending: list[bytes] = []
+
+    def queue_line(kind: str, obj: Obj) -> None:
         nonlocal first
         if as_table and kind in ("ADDED", "MODIFIED", "DELETED"):
             obj = tables.table(t, [obj], include=include, headers=first)
             first = False
-        await resp.write(json.dumps({"type": kind, "object": obj}, separators=(",", ":")).encode() + b"\n")
+        pending.append(
+            json.dumps({"type": kind, "object": obj}, separators=(",", ":")).encode() + b"\n"
+        )
+
+    async def flush() -> None:
+        # One write per burst of events: a write awaits the socket drain.
+        if pending:
+            data = b"".join(pending)
+            pending.clear()
+            await resp.write(data)
+
+    async def send(kind: str, obj: Obj) -> None:
+        queue_line(kind, obj)
+        await flush()
 
     def bookmark(extra: dict[str, Any] | None = None) -> Obj:
         meta: dict[str, Any] = {"resourceVersion": str(store.rv)}
@@ -79,13 +96,16 @@ async def serve(
     except TooOld as exc:
         await send("ERROR", statuses.gone(str(exc)).status())
         return resp
-    snapshot = [handling.present(t, o) for o in store.list(t.group, t.resource, ns)] if initial else []
+    snapshot = (
+        [handling.present(t, o) for o in store.objects(t.group, t.resource, ns)] if initial else []
+    )
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
     try:
         for obj in snapshot:
             if match(obj):
-                await send("ADDED", obj)
+                queue_line("ADDED", obj)
+        await flush()
         if q.get("sendInitialEvents") == "true" and bookmarks:
             await send("BOOKMARK", bookmark({"k8s.io/initial-events-end": "true"}))
         while True:
@@ -99,22 +119,18 @@ async def serve(
                 if bookmarks and loop.time() < deadline:
                     await send("BOOKMARK", bookmark())
                 continue
-            if ev is None:
+            batch = [ev]
+            while len(batch) < 1000 and not watcher.queue.empty():
+                batch.append(watcher.queue.get_nowait())
+            closing = False
+            for item in batch:
+                if item is None:
+                    closing = True
+                    break
+                _translate(item, t, match, queue_line)
+            await flush()
+            if closing:
                 break
-            new, old = handling.present(t, ev.obj), ev.prev
-            if ev.type == "DELETED":
-                if match(new):
-                    await send("DELETED", new)
-                continue
-            now_m = match(new)
-            was_m = old is not None and match(handling.present(t, old))
-            if ev.type == "ADDED" or not was_m:
-                if now_m:
-                    await send("ADDED", new)
-            elif now_m:
-                await send("MODIFIED", new)
-            else:
-                await send("DELETED", new)
     except ConnectionResetError:
         return resp
     finally:
@@ -122,3 +138,23 @@ async def serve(
     with contextlib.suppress(ConnectionResetError, RuntimeError):
         await resp.write_eof()
     return resp
+
+
+def _translate(
+    ev: Event, t: ResourceType, match: Matcher, emit: Callable[[str, Obj], None]
+) -> None:
+    """A store event as the watcher sees it through its selectors."""
+    new, old = handling.present(t, ev.obj), ev.prev
+    if ev.type == "DELETED":
+        if match(new):
+            emit("DELETED", new)
+        return
+    now_m = match(new)
+    was_m = old is not None and match(handling.present(t, old))
+    if ev.type == "ADDED" or not was_m:
+        if now_m:
+            emit("ADDED", new)
+    elif now_m:
+        emit("MODIFIED", new)
+    else:
+        emit("DELETED", new)

@@ -55,23 +55,51 @@ class Cluster:
         env.update(self.env)
         return env
 
-    def kubectl(self, *args: str, input: str | None = None, check: bool = True, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    def kubectl(
+        self, *args: str, input: str | None = None, check: bool = True, timeout: float = 60
+    ) -> subprocess.CompletedProcess[str]:
         """Run the real kubectl against this cluster; raises with its stderr on failure when ``check``."""
         proc = subprocess.run(
-            [str(KUBECTL), *args], input=input, capture_output=True, text=True, timeout=timeout, env=self._env()
+            [str(KUBECTL), *args],
+            check=False,
+            input=input,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            env=self._env(),
         )
         if check and proc.returncode != 0:
-            raise AssertionError(f"kubectl {' '.join(args)} failed ({proc.returncode}):\n{proc.stderr}{proc.stdout}")
+            raise AssertionError(
+                f"kubectl {' '.join(args)} failed ({proc.returncode}):\n{proc.stderr}{proc.stdout}"
+            )
         return proc
 
-    def helm(self, *args: str, check: bool = True, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-        proc = subprocess.run([str(HELM), *args], capture_output=True, text=True, timeout=timeout, env=self._env())
+    def helm(
+        self, *args: str, check: bool = True, timeout: float = 120
+    ) -> subprocess.CompletedProcess[str]:
+        proc = subprocess.run(
+            [str(HELM), *args],
+            check=False,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            env=self._env(),
+        )
         if check and proc.returncode != 0:
-            raise AssertionError(f"helm {' '.join(args)} failed ({proc.returncode}):\n{proc.stderr}{proc.stdout}")
+            raise AssertionError(
+                f"helm {' '.join(args)} failed ({proc.returncode}):\n{proc.stderr}{proc.stdout}"
+            )
         return proc
 
     def request(
-        self, method: str, path: str, body: Any = None, *, content_type: str = "application/json", raw: bytes | None = None, headers: dict[str, str] | None = None
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        *,
+        content_type: str = "application/json",
+        raw: bytes | None = None,
+        headers: dict[str, str] | None = None,
     ) -> tuple[int, Any]:
         """One raw HTTP request; returns (status code, decoded JSON body or text)."""
         data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
@@ -105,7 +133,9 @@ class ThreadedApiServer:
         self.thread.start()
 
         async def boot() -> int:
-            self.server = apiserver.ApiServer(self.directory, bookmark_interval=self.bookmark_interval)
+            self.server = apiserver.ApiServer(
+                self.directory, bookmark_interval=self.bookmark_interval
+            )
             return await self.server.start()
 
         port = asyncio.run_coroutine_threadsafe(boot(), self.loop).result(30)

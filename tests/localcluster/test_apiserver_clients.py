@@ -24,7 +24,12 @@ WIDGET_CRD = {
     "spec": {
         "group": "test.pot.dev",
         "scope": "Namespaced",
-        "names": {"plural": "widgets", "singular": "widget", "kind": "Widget", "shortNames": ["wd"]},
+        "names": {
+            "plural": "widgets",
+            "singular": "widget",
+            "kind": "Widget",
+            "shortNames": ["wd"],
+        },
         "versions": [
             {
                 "name": "v1",
@@ -37,9 +42,14 @@ WIDGET_CRD = {
                         "properties": {
                             "spec": {
                                 "type": "object",
-                                "properties": {"size": {"type": "integer", "minimum": 1, "default": 1}},
+                                "properties": {
+                                    "size": {"type": "integer", "minimum": 1, "default": 1}
+                                },
                             },
-                            "status": {"type": "object", "x-kubernetes-preserve-unknown-fields": True},
+                            "status": {
+                                "type": "object",
+                                "x-kubernetes-preserve-unknown-fields": True,
+                            },
                         },
                     }
                 },
@@ -53,7 +63,9 @@ WIDGET_CRD = {
 def api(apiserver_cluster: Cluster) -> kubernetes.client.ApiClient:
     apiserver_cluster.kubectl("apply", "-f", "-", input=json.dumps(WIDGET_CRD))
     config = kubernetes.client.Configuration()
-    kubernetes.config.load_kube_config(config_file=str(apiserver_cluster.kubeconfig), client_configuration=config)
+    kubernetes.config.load_kube_config(
+        config_file=str(apiserver_cluster.kubeconfig), client_configuration=config
+    )
     client = kubernetes.client.ApiClient(config)
     yield client
     client.close()
@@ -61,7 +73,9 @@ def api(apiserver_cluster: Cluster) -> kubernetes.client.ApiClient:
 
 def test_list_watch_patch_with_the_python_client(api: kubernetes.client.ApiClient) -> None:
     core = kubernetes.client.CoreV1Api(api)
-    core.create_namespaced_config_map("default", {"metadata": {"name": "py-a", "labels": {"t": "py"}}, "data": {"k": "1"}})
+    core.create_namespaced_config_map(
+        "default", {"metadata": {"name": "py-a", "labels": {"t": "py"}}, "data": {"k": "1"}}
+    )
     listed = core.list_namespaced_config_map("default", label_selector="t=py")
     assert [c.metadata.name for c in listed.items] == ["py-a"]
     rv = listed.metadata.resource_version
@@ -69,7 +83,13 @@ def test_list_watch_patch_with_the_python_client(api: kubernetes.client.ApiClien
 
     def watch() -> None:
         w = kubernetes.watch.Watch()
-        for ev in w.stream(core.list_namespaced_config_map, "default", label_selector="t=py", resource_version=rv, timeout_seconds=5):
+        for ev in w.stream(
+            core.list_namespaced_config_map,
+            "default",
+            label_selector="t=py",
+            resource_version=rv,
+            timeout_seconds=5,
+        ):
             events.append((ev["type"], ev["object"].metadata.name))
             if len(events) == 3:
                 w.stop()
@@ -77,8 +97,12 @@ def test_list_watch_patch_with_the_python_client(api: kubernetes.client.ApiClien
     t = threading.Thread(target=watch)
     t.start()
     time.sleep(0.5)
-    core.patch_namespaced_config_map("py-a", "default", {"data": {"k": "2"}})  # strategic merge patch
-    core.create_namespaced_config_map("default", {"metadata": {"name": "py-b", "labels": {"t": "py"}}})
+    core.patch_namespaced_config_map(
+        "py-a", "default", {"data": {"k": "2"}}
+    )  # strategic merge patch
+    core.create_namespaced_config_map(
+        "default", {"metadata": {"name": "py-b", "labels": {"t": "py"}}}
+    )
     core.delete_namespaced_config_map("py-b", "default")
     t.join(10)
     assert events == [("MODIFIED", "py-a"), ("ADDED", "py-b"), ("DELETED", "py-b")]
@@ -91,19 +115,32 @@ def test_list_watch_patch_with_the_python_client(api: kubernetes.client.ApiClien
 
 def test_custom_objects_defaulting_and_validation(api: kubernetes.client.ApiClient) -> None:
     co = kubernetes.client.CustomObjectsApi(api)
-    body = {"apiVersion": "test.pot.dev/v1", "kind": "Widget", "metadata": {"name": "w0"}, "spec": {}}
+    body = {
+        "apiVersion": "test.pot.dev/v1",
+        "kind": "Widget",
+        "metadata": {"name": "w0"},
+        "spec": {},
+    }
     made = co.create_namespaced_custom_object("test.pot.dev", "v1", "default", "widgets", body)
     assert made["spec"] == {"size": 1}  # schema default applied
     with pytest.raises(ApiException) as exc:
         co.create_namespaced_custom_object(
-            "test.pot.dev", "v1", "default", "widgets", {**body, "metadata": {"name": "w1"}, "spec": {"size": 0}}
+            "test.pot.dev",
+            "v1",
+            "default",
+            "widgets",
+            {**body, "metadata": {"name": "w1"}, "spec": {"size": 0}},
         )
     assert exc.value.status == 422
     causes = json.loads(exc.value.body)["details"]["causes"]
     assert causes[0]["field"] == "spec.size"
-    patched = co.patch_namespaced_custom_object_status("test.pot.dev", "v1", "default", "widgets", "w0", {"status": {"x": 1}})
+    patched = co.patch_namespaced_custom_object_status(
+        "test.pot.dev", "v1", "default", "widgets", "w0", {"status": {"x": 1}}
+    )
     assert patched["status"] == {"x": 1} and patched["metadata"]["generation"] == 1
-    patched = co.patch_namespaced_custom_object("test.pot.dev", "v1", "default", "widgets", "w0", {"spec": {"size": 3}})
+    patched = co.patch_namespaced_custom_object(
+        "test.pot.dev", "v1", "default", "widgets", "w0", {"spec": {"size": 3}}
+    )
     assert patched["metadata"]["generation"] == 2 and patched["status"] == {"x": 1}
 
 
@@ -153,7 +190,10 @@ def _wait(pred, timeout: float = 30.0):  # type: ignore[no-untyped-def]
 
 
 def test_kopf_operator_create_update_delete(
-    api: kubernetes.client.ApiClient, apiserver_cluster: Cluster, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    api: kubernetes.client.ApiClient,
+    apiserver_cluster: Cluster,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setenv("KUBECONFIG", str(apiserver_cluster.kubeconfig))
     path = tmp_path / "operator.py"
@@ -164,19 +204,33 @@ def test_kopf_operator_create_update_delete(
     def get() -> dict:  # type: ignore[type-arg]
         return co.get_namespaced_custom_object("test.pot.dev", "v1", "default", "widgets", "kw")
 
-    with kopf.testing.KopfRunner(["run", "-A", "--standalone", "--verbose", str(path)], timeout=60) as runner:
+    with kopf.testing.KopfRunner(
+        ["run", "-A", "--standalone", "--verbose", str(path)], timeout=60
+    ) as runner:
         co.create_namespaced_custom_object(
-            "test.pot.dev", "v1", "default", "widgets",
-            {"apiVersion": "test.pot.dev/v1", "kind": "Widget", "metadata": {"name": "kw"}, "spec": {"size": 2}},
+            "test.pot.dev",
+            "v1",
+            "default",
+            "widgets",
+            {
+                "apiVersion": "test.pot.dev/v1",
+                "kind": "Widget",
+                "metadata": {"name": "kw"},
+                "spec": {"size": 2},
+            },
         )
         _wait(lambda: get().get("status", {}).get("phase") == "Ready")
         assert "test.pot.dev/kopf" in get()["metadata"]["finalizers"]
-        co.patch_namespaced_custom_object("test.pot.dev", "v1", "default", "widgets", "kw", {"spec": {"size": 5}})
+        co.patch_namespaced_custom_object(
+            "test.pot.dev", "v1", "default", "widgets", "kw", {"spec": {"size": 5}}
+        )
         _wait(lambda: get().get("status", {}).get("size") == 5)
         _wait(
             lambda: any(
                 "widget created" in (e.message or "")
-                for e in core.list_namespaced_event("default", field_selector="involvedObject.name=kw").items
+                for e in core.list_namespaced_event(
+                    "default", field_selector="involvedObject.name=kw"
+                ).items
             )
         )
         co.delete_namespaced_custom_object("test.pot.dev", "v1", "default", "widgets", "kw")

@@ -22,7 +22,13 @@ pytestmark = pytest.mark.slow
 
 
 def _pot(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "pot", *args], capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "pot", *args],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 def _cluster(directory: Path) -> Cluster:
@@ -57,7 +63,11 @@ def test_kill_9_loses_no_acknowledged_write_and_down_up_keeps_state(tmp_path: Pa
         i = 0
         while not stop.is_set():
             try:
-                code, out = c.request("POST", "/api/v1/namespaces/default/configmaps", {"metadata": {"name": f"w-{i}"}, "data": {"i": str(i)}})
+                code, out = c.request(
+                    "POST",
+                    "/api/v1/namespaces/default/configmaps",
+                    {"metadata": {"name": f"w-{i}"}, "data": {"i": str(i)}},
+                )
             except (OSError, http.client.HTTPException):
                 return  # the server died under us: this write was never acknowledged
             if code != 201:
@@ -80,15 +90,22 @@ def test_kill_9_loses_no_acknowledged_write_and_down_up_keeps_state(tmp_path: Pa
 
     launching.up(d, components=[])
     c = _cluster(d)
-    items = {i["metadata"]["name"]: i["metadata"]["resourceVersion"] for i in c.request("GET", "/api/v1/namespaces/default/configmaps")[1]["items"]}
+    items = {
+        i["metadata"]["name"]: i["metadata"]["resourceVersion"]
+        for i in c.request("GET", "/api/v1/namespaces/default/configmaps")[1]["items"]
+    }
     missing = [name for name, _ in acked if name not in items]
     assert not missing, f"{len(missing)} acknowledged writes lost"
     assert all(items[name] == rv for name, rv in acked)
     # resourceVersions keep increasing across restarts.
-    code, made = c.request("POST", "/api/v1/namespaces/default/configmaps", {"metadata": {"name": "after"}})
+    code, made = c.request(
+        "POST", "/api/v1/namespaces/default/configmaps", {"metadata": {"name": "after"}}
+    )
     assert code == 201 and int(made["metadata"]["resourceVersion"]) > int(old_rv)
     # A watch from before the restart is too old: 410 Gone as an ERROR event, so clients relist.
-    with urllib.request.urlopen(f"{c.url}/api/v1/namespaces/default/configmaps?watch=true&resourceVersion=5", timeout=10) as resp:
+    with urllib.request.urlopen(
+        f"{c.url}/api/v1/namespaces/default/configmaps?watch=true&resourceVersion=5", timeout=10
+    ) as resp:
         event = json.loads(resp.readline())
     assert event["type"] == "ERROR" and event["object"]["code"] == 410
 
@@ -121,6 +138,9 @@ def test_torn_last_line_is_ignored(tmp_path: Path) -> None:
     with open(tmp_path / storage.LOG_NAME, "a") as f:
         f.write('{"op": "put", "rv": 99, "k": ["", "configmaps", "default", "b"], "o": {"meta')
     s = storage.Store(tmp_path)
-    assert s.get(("", "configmaps", "default", "a")) is not None and s.get(("", "configmaps", "default", "b")) is None
+    assert (
+        s.get(("", "configmaps", "default", "a")) is not None
+        and s.get(("", "configmaps", "default", "b")) is None
+    )
     assert s.rv == 1
     s.close()

@@ -11,7 +11,9 @@ from tests.localcluster.conftest import HELM, Cluster
 
 pytestmark = [
     pytest.mark.slow,
-    pytest.mark.skipif(not HELM.exists(), reason="helm is installed by `make install` into .tools/bin"),
+    pytest.mark.skipif(
+        not HELM.exists(), reason="helm is installed by `make install` into .tools/bin"
+    ),
 ]
 
 CRD = """
@@ -97,7 +99,9 @@ def test_install_upgrade_rollback_uninstall(apiserver_cluster: Cluster, chart: P
     assert _get(c, "configmap", "demo-config")["data"] == {"greeting": "hi"}
     dep = _get(c, "deploy", "demo-web")
     assert dep["spec"]["replicas"] == 3
-    assert dep["spec"]["template"]["spec"]["containers"][0]["env"] == [{"name": "GREETING", "value": "hi"}]
+    assert dep["spec"]["template"]["spec"]["containers"][0]["env"] == [
+        {"name": "GREETING", "value": "hi"}
+    ]
     assert _get(c, "gadget", "demo-gadget")["spec"] == {"color": "blue"}
     history = c.helm("history", "demo", "-o", "json").stdout
     assert [h["revision"] for h in json.loads(history)] == [1, 2]

@@ -44,9 +44,13 @@ def test_apply_crds_and_examples_then_printer_columns(cluster: Cluster) -> None:
     assert "trainingtask.pot.dev/mlp-demo created" in out
     table = cluster.kubectl("get", "tt").stdout.splitlines()
     assert table[0].split() == ["NAME", "PHASE", "PROGRESS", "NODES", "VALIDATORSET", "AGE"]
-    assert any(line.startswith("mlp-demo ") and " 2 " in line and "vset" in line for line in table[1:])
+    assert any(
+        line.startswith("mlp-demo ") and " 2 " in line and "vset" in line for line in table[1:]
+    )
     # Re-applying is a no-op (client-side apply computes an empty merge patch).
-    assert "unchanged" in cluster.kubectl("apply", "-f", str(REPO / "examples" / "task.yaml")).stdout
+    assert (
+        "unchanged" in cluster.kubectl("apply", "-f", str(REPO / "examples" / "task.yaml")).stdout
+    )
     both = cluster.kubectl("get", "pot").stdout
     assert "trainingtask.pot.dev/mlp-demo" in both and "validatorset.pot.dev/" in both
 
@@ -58,13 +62,23 @@ def test_explain_shows_crd_descriptions(cluster: Cluster) -> None:
 
 
 def test_invalid_task_is_refused_naming_the_field(cluster: Cluster) -> None:
-    bad = (REPO / "examples" / "task.yaml").read_text().replace("segmentSteps: 25", "segmentSteps: 2500")
+    bad = (
+        (REPO / "examples" / "task.yaml")
+        .read_text()
+        .replace("segmentSteps: 25", "segmentSteps: 2500")
+    )
     bad = bad.replace("name: mlp-demo", "name: bad-task")
     proc = cluster.kubectl("apply", "-f", "-", input=bad, check=False)
     assert proc.returncode != 0
     assert "spec.proof.segmentSteps" in proc.stderr and "is invalid" in proc.stderr
-    typo = (REPO / "examples" / "task.yaml").read_text().replace("segmentSteps: 25", "segmentStepz: 25")
-    proc = cluster.kubectl("apply", "-f", "-", input=typo.replace("name: mlp-demo", "name: typo"), check=False)
+    typo = (
+        (REPO / "examples" / "task.yaml")
+        .read_text()
+        .replace("segmentSteps: 25", "segmentStepz: 25")
+    )
+    proc = cluster.kubectl(
+        "apply", "-f", "-", input=typo.replace("name: mlp-demo", "name: typo"), check=False
+    )
     assert proc.returncode != 0 and 'unknown field "spec.proof.segmentStepz"' in proc.stderr
 
 
@@ -84,7 +98,9 @@ def test_get_watch_streams_changes(cluster: Cluster) -> None:
         seen: list[str] = []
         assert proc.stdout is not None
         deadline = time.monotonic() + 20
-        while time.monotonic() < deadline and not any("DELETED" in s and "watched" in s for s in seen):
+        while time.monotonic() < deadline and not any(
+            "DELETED" in s and "watched" in s for s in seen
+        ):
             seen.append(proc.stdout.readline())
         events = [s.split()[0] for s in seen if "watched" in s]
         assert events[:3] == ["ADDED", "MODIFIED", "DELETED"], seen
@@ -94,18 +110,27 @@ def test_get_watch_streams_changes(cluster: Cluster) -> None:
 
 
 def test_delete_with_finalizer_waits_until_it_is_removed(cluster: Cluster) -> None:
-    cm = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "held", "finalizers": ["pot.dev/hold"]}}
+    cm = {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {"name": "held", "finalizers": ["pot.dev/hold"]},
+    }
     cluster.kubectl("apply", "-f", "-", input=json.dumps(cm))
     deleting = subprocess.Popen(
         [str(KUBECTL), "delete", "configmap", "held", "--timeout=30s"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=cluster._env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=cluster._env(),
     )
     try:
         time.sleep(1.5)
         assert deleting.poll() is None, "kubectl delete returned while a finalizer was pending"
         got = json.loads(cluster.kubectl("get", "configmap", "held", "-o", "json").stdout)
         assert got["metadata"]["deletionTimestamp"]
-        cluster.kubectl("patch", "configmap", "held", "--type=merge", "-p", '{"metadata":{"finalizers":null}}')
+        cluster.kubectl(
+            "patch", "configmap", "held", "--type=merge", "-p", '{"metadata":{"finalizers":null}}'
+        )
         out, err = deleting.communicate(timeout=30)
         assert deleting.returncode == 0, err
         assert 'configmap "held" deleted' in out
@@ -125,27 +150,54 @@ def test_client_side_apply_strategic_merge_of_a_deployment(cluster: Cluster) -> 
     assert containers[0]["env"] == [{"name": "A", "value": "1"}, {"name": "B", "value": "20"}]
     assert dep["spec"]["replicas"] == 3 and dep["metadata"]["generation"] == 2
     cluster.kubectl("scale", "deploy", "web", "--replicas=5")
-    assert json.loads(cluster.kubectl("get", "deploy", "web", "-o", "json").stdout)["spec"]["replicas"] == 5
+    assert (
+        json.loads(cluster.kubectl("get", "deploy", "web", "-o", "json").stdout)["spec"]["replicas"]
+        == 5
+    )
     assert "deployment.apps/web" in cluster.kubectl("get", "all").stdout
 
 
 def test_server_side_apply(cluster: Cluster, tmp_path: Path) -> None:
     manifest = DEPLOY.replace("name: web", "name: ssa").replace("app: web", "app: ssa")
-    out = cluster.kubectl("apply", "--server-side", "-f", "-", input=manifest % {"replicas": 1, "b": "x"}).stdout
+    out = cluster.kubectl(
+        "apply", "--server-side", "-f", "-", input=manifest % {"replicas": 1, "b": "x"}
+    ).stdout
     assert "serverside-applied" in out
-    out = cluster.kubectl("apply", "--server-side", "-f", "-", input=manifest % {"replicas": 2, "b": "y"}).stdout
-    dep = json.loads(cluster.kubectl("get", "deploy", "ssa", "-o", "json", "--show-managed-fields").stdout)
+    out = cluster.kubectl(
+        "apply", "--server-side", "-f", "-", input=manifest % {"replicas": 2, "b": "y"}
+    ).stdout
+    dep = json.loads(
+        cluster.kubectl("get", "deploy", "ssa", "-o", "json", "--show-managed-fields").stdout
+    )
     assert dep["spec"]["replicas"] == 2
-    assert any(m["manager"] == "kubectl" and m["operation"] == "Apply" for m in dep["metadata"]["managedFields"])
+    assert any(
+        m["manager"] == "kubectl" and m["operation"] == "Apply"
+        for m in dep["metadata"]["managedFields"]
+    )
     # Another manager changing an owned field conflicts, unless forced.
     proc = cluster.kubectl(
-        "apply", "--server-side", "--field-manager=other", "-f", "-", input=manifest % {"replicas": 4, "b": "y"}, check=False
+        "apply",
+        "--server-side",
+        "--field-manager=other",
+        "-f",
+        "-",
+        input=manifest % {"replicas": 4, "b": "y"},
+        check=False,
     )
     assert proc.returncode != 0 and "conflict" in proc.stderr.lower()
     cluster.kubectl(
-        "apply", "--server-side", "--force-conflicts", "--field-manager=other", "-f", "-", input=manifest % {"replicas": 4, "b": "y"}
+        "apply",
+        "--server-side",
+        "--force-conflicts",
+        "--field-manager=other",
+        "-f",
+        "-",
+        input=manifest % {"replicas": 4, "b": "y"},
     )
-    assert json.loads(cluster.kubectl("get", "deploy", "ssa", "-o", "json").stdout)["spec"]["replicas"] == 4
+    assert (
+        json.loads(cluster.kubectl("get", "deploy", "ssa", "-o", "json").stdout)["spec"]["replicas"]
+        == 4
+    )
     # Custom resources too.
     task = (REPO / "examples" / "task.yaml").read_text().replace("name: mlp-demo", "name: ssa-task")
     cluster.kubectl("apply", "--server-side", "-f", "-", input=task)
@@ -156,8 +208,18 @@ def test_patch_label_describe_and_delete_by_selector(cluster: Cluster) -> None:
     for i in range(3):
         cluster.kubectl("create", "configmap", f"sel-{i}", f"--from-literal=i={i}")
     cluster.kubectl("label", "configmap", "sel-0", "sel-1", "group=a")
-    cluster.kubectl("patch", "configmap", "sel-2", "--type=json", "-p", '[{"op":"add","path":"/data/j","value":"x"}]')
-    assert json.loads(cluster.kubectl("get", "cm", "sel-2", "-o", "json").stdout)["data"] == {"i": "2", "j": "x"}
+    cluster.kubectl(
+        "patch",
+        "configmap",
+        "sel-2",
+        "--type=json",
+        "-p",
+        '[{"op":"add","path":"/data/j","value":"x"}]',
+    )
+    assert json.loads(cluster.kubectl("get", "cm", "sel-2", "-o", "json").stdout)["data"] == {
+        "i": "2",
+        "j": "x",
+    }
     names = cluster.kubectl("get", "cm", "-l", "group=a", "-o", "name").stdout.split()
     assert names == ["configmap/sel-0", "configmap/sel-1"]
     assert "Name:" in cluster.kubectl("describe", "tt", "mlp-demo").stdout
@@ -174,4 +236,9 @@ def test_namespace_deletion_cascades(cluster: Cluster) -> None:
     cluster.kubectl("-n", "doomed", "apply", "-f", "-", input=task)
     cluster.kubectl("delete", "namespace", "doomed", "--timeout=30s")
     assert cluster.kubectl("get", "ns", "doomed", check=False).returncode != 0
-    assert "No resources" in cluster.kubectl("get", "tt", "-A", "--field-selector", "metadata.namespace=doomed").stderr
+    assert (
+        "No resources"
+        in cluster.kubectl(
+            "get", "tt", "-A", "--field-selector", "metadata.namespace=doomed"
+        ).stderr
+    )
