@@ -55,6 +55,7 @@ class Transport:
         self.tasks: list[asyncio.Task[None]] = []
         self.server: asyncio.Server | None = None
         self.connected: set[int] = set()
+        self.inbound: set[asyncio.StreamWriter] = set()
 
     async def start(self, host: str, port: int) -> None:
         self.server = await asyncio.start_server(self._inbound, host, port, limit=1 << 20)
@@ -69,6 +70,8 @@ class Transport:
                 await t
         if self.server is not None:
             self.server.close()
+            for w in list(self.inbound):  # handlers then end on EOF instead of being cancelled
+                w.close()
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self.server.wait_closed(), 1)
 
@@ -127,6 +130,7 @@ class Transport:
     # ------------------------------------------------------------ inbound
 
     async def _inbound(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.inbound.add(writer)
         try:
             hello = await asyncio.wait_for(reader.readexactly(HELLO_LEN), 5)
             peer = int.from_bytes(hello[4:6], "big")
@@ -156,4 +160,5 @@ class Transport:
         except (OSError, asyncio.IncompleteReadError, TimeoutError):
             pass
         finally:
+            self.inbound.discard(writer)
             writer.close()
