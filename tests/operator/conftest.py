@@ -86,3 +86,158 @@ def _main_thread_loop() -> Any:
     yield
     asyncio.set_event_loop(None)
     loop.close()
+
+
+# -- the local cluster (issues 3-4) and the operator under KopfRunner ------------------
+
+STANDINS = ROOT / "tests" / "operator"
+
+
+def standin_env(**extra: str) -> dict[str, str]:
+    """Operator settings that swap the real processes for the stand-ins in this folder."""
+    import json
+
+    env = {
+        "POT_LEADER_ELECTION": "0",
+        "POT_METRICS_PORT": "0",
+        "POT_POLL_INTERVAL": "0.5",
+        "POT_REF_GRACE": "1",
+        "POT_GANG_TIMEOUT": "30",
+        "POT_HTTP_TIMEOUT": "2",
+        "POT_VALIDATOR_COMMAND": json.dumps(
+            ["python", str(STANDINS / "standin_validator.py"), "8080"]
+        ),
+        "POT_SETTLEMENT_COMMAND": json.dumps(
+            ["python", str(STANDINS / "standin_validator.py"), "8081"]
+        ),
+        "POT_TRAINER_COMMAND": json.dumps(["python", str(STANDINS / "standin_trainer.py")]),
+    }
+    env.update(extra)
+    return env
+
+
+class LocalCluster:
+    """A local cluster in a temporary directory, driven through the kubernetes client."""
+
+    def __init__(self, directory: Path) -> None:
+        import warnings
+
+        from kubernetes import client, config
+
+        from pot.localcluster import launching
+
+        self.directory = directory
+        with warnings.catch_warnings():
+            # launching.up drops the Popen handles of the processes it leaves running.
+            warnings.simplefilter("ignore", ResourceWarning)
+            self.kubeconfig, _ = launching.up(directory)
+        api_client = config.new_client_from_config(str(self.kubeconfig))
+        self.core = client.CoreV1Api(api_client)
+        self.custom = client.CustomObjectsApi(api_client)
+        self.api_client = api_client
+
+    def kubectl(self, *args: str, input: str | None = None) -> str:
+        import os
+        import subprocess
+
+        env = {**os.environ, "KUBECONFIG": str(self.kubeconfig)}
+        proc = subprocess.run(
+            [str(ROOT / ".venv" / "bin" / "kubectl"), *args],
+            input=input,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env=env,
+            check=False,
+        )
+        if proc.returncode:
+            raise AssertionError(f"kubectl {' '.join(args)}: {proc.stderr}")
+        return proc.stdout
+
+    def namespace(self, name: str) -> str:
+        self.kubectl("create", "namespace", name)
+        self.kubectl("apply", "-n", name, "-f", str(ROOT / "examples" / "dev-keys.yaml"))
+        return name
+
+    def pods(self, ns: str, selector: str = "") -> list[Any]:
+        return list(self.core.list_namespaced_pod(ns, label_selector=selector).items)
+
+    def task(self, ns: str, name: str) -> dict[str, Any]:
+        return dict(
+            self.custom.get_namespaced_custom_object(
+                "pot.dev", "v1alpha1", ns, "trainingtasks", name
+            )
+        )
+
+    def vset(self, ns: str, name: str = "vset") -> dict[str, Any]:
+        return dict(
+            self.custom.get_namespaced_custom_object(
+                "pot.dev", "v1alpha1", ns, "validatorsets", name
+            )
+        )
+
+    def apply_task(self, ns: str, name: str, *, file: str = "task.yaml", **changes: Any) -> None:
+        doc = yaml.safe_load((ROOT / "examples" / file).read_text())
+        doc["metadata"]["name"] = name
+        for path, value in changes.items():
+            node: Any = doc["spec"]
+            keys = path.split("__")
+            for key in keys[:-1]:
+                node = node.setdefault(key, {})
+            node[keys[-1]] = value
+        self.custom.create_namespaced_custom_object("pot.dev", "v1alpha1", ns, "trainingtasks", doc)
+
+    def down(self) -> None:
+        from pot.localcluster import launching
+
+        self.api_client.close()
+        launching.down(self.directory)
+
+
+def wait_for(what: str, check: Any, timeout: float = 60.0, interval: float = 0.3) -> Any:
+    """Poll ``check()`` until it returns something truthy; AssertionError naming ``what``."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        try:
+            last = check()
+        except Exception as exc:
+            last = exc
+        else:
+            if last:
+                return last
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what} (last: {last!r})")
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """A fresh local cluster (two 4-GPU rigs) with the CRDs installed."""
+    lc = LocalCluster(tmp_path_factory.mktemp("opcluster"))
+    try:
+        lc.kubectl("apply", "-f", str(ROOT / "crds"))
+        wait_for("two ready nodes", lambda: len(lc.core.list_node().items) == 2)
+        yield lc
+    finally:
+        lc.down()
+
+
+@pytest.fixture(scope="module")
+def operator(cluster: Any) -> Any:
+    """The operator (python -m pot.operator's handlers) under kopf's KopfRunner."""
+    import os
+
+    from kopf.testing import KopfRunner
+
+    saved = dict(os.environ)
+    os.environ.update(standin_env(KUBECONFIG=str(cluster.kubeconfig)))
+    try:
+        with KopfRunner(
+            ["run", "--standalone", "-A", "-m", "pot.operator.handlers"], timeout=60
+        ) as runner:
+            yield runner
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
