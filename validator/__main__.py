@@ -28,6 +28,9 @@ def _parser() -> argparse.ArgumentParser:
         help="replay (default), or accept / reject:0xADDR,... for tests without torch",
     )
     p.add_argument("--log-level", default="INFO")
+    p.add_argument("--bench-seconds", type=float, default=0, help=argparse.SUPPRESS)
+    p.add_argument("--bench-outstanding", type=int, default=1, help=argparse.SUPPRESS)
+    p.add_argument("--bench-out", default="", help=argparse.SUPPRESS)
     return p
 
 
@@ -66,6 +69,12 @@ async def _run(args: argparse.Namespace) -> None:
         peers.replicas[args.replica_id].pbft_port,
         peers.replicas[args.replica_id].http_port,
     )
+    if args.bench_seconds > 0 and args.replica_id == 0:
+        from pathlib import Path
+
+        await node.bench_load(
+            seconds=args.bench_seconds, outstanding=args.bench_outstanding, out=Path(args.bench_out)
+        )
     await stop.wait()
     await node.stop()
 

@@ -84,7 +84,7 @@ class LocalNet:
     def url(self, i: int) -> str:
         return f"http://127.0.0.1:{self.doc['replicas'][i]['httpPort']}"
 
-    def start(self, i: int | None = None) -> None:
+    def start(self, i: int | None = None, extra: tuple[str, ...] = ()) -> None:
         for r in range(self.n) if i is None else [i]:
             log = (self.root / f"replica-{r}.log").open("ab")
             self.logs.append(log)
@@ -107,6 +107,7 @@ class LocalNet:
                     self.auditor,
                     "--log-level",
                     "WARNING",
+                    *extra,
                 ],
                 stdout=log,
                 stderr=subprocess.STDOUT,

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import logging
 import time
@@ -165,6 +166,56 @@ class Node:
     def submit_nowait(self, op: bytes) -> None:
         req = m.Request(client=self.client, ts=self._ts(), op=op)
         self.perform(self.core.submit(req))
+
+    async def bench_load(self, *, seconds: float, outstanding: int, out: Path) -> None:
+        """Closed-loop load for ``bench/pbft.py``: keep ``outstanding`` no-op requests in flight,
+        measure submit → local execution (committed at 2f+1), write JSON to ``out``."""
+        latencies: list[float] = []
+        sent: dict[tuple[str, int], float] = {}
+        loop = asyncio.get_running_loop()
+        done = asyncio.Event()
+        ts = 0
+
+        def one() -> None:
+            nonlocal ts
+            ts += 1
+            req = m.Request(client="bench", ts=ts, op=b"noop")
+            fut: asyncio.Future[bytes] = loop.create_future()
+            self.waiters[req.key] = fut
+            sent[req.key] = time.perf_counter()
+            fut.add_done_callback(functools.partial(finished, req.key))
+            self.perform(self.core.submit(req))
+
+        def finished(key: tuple[str, int], _fut: asyncio.Future[bytes]) -> None:
+            latencies.append(time.perf_counter() - sent.pop(key))
+            if not done.is_set():
+                one()
+
+        await asyncio.sleep(1.0)  # let every connection come up
+        start = time.perf_counter()
+        warm = 0
+        for _ in range(outstanding):
+            one()
+        await asyncio.sleep(min(1.0, seconds / 4))
+        warm, t_warm = len(latencies), time.perf_counter()
+        await asyncio.sleep(seconds)
+        done.set()
+        measured = latencies[warm:]
+        elapsed = time.perf_counter() - t_warm
+        measured.sort()
+        out.write_text(
+            json.dumps(
+                {
+                    "requests": len(measured),
+                    "seconds": elapsed,
+                    "rps": len(measured) / elapsed if elapsed else 0.0,
+                    "p50_ms": 1000 * measured[len(measured) // 2] if measured else None,
+                    "p99_ms": 1000 * measured[int(len(measured) * 0.99)] if measured else None,
+                    "batches": self.core.stats["batches"],
+                    "total_s": time.perf_counter() - start,
+                }
+            )
+        )
 
     # ------------------------------------------------------------ status
 

@@ -1,0 +1,153 @@
+"""PBFT throughput and commit latency (issue 6 "Performance").
+
+Processes (n = 4, 7, 16): real ``python -m pot.validator`` replicas on
+127.0.0.1 with the MAC'd TCP transport; replica 0 (the primary) runs a
+closed-loop load of no-op requests and measures submit → execution (which
+implies a 2f+1 commit). In-process (n = 31, 100): the pure cores exchange
+encoded messages through an in-memory queue on one thread, so the number is
+protocol + codec cost without sockets. Batch sizes 1 and 100 (the primary's
+most requests per PRE-PREPARE). Goals: n=4 batched >= 10,000 req/s, unbatched
+p50 <= 5 ms, n=16 >= 30% of n=4's throughput.
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import random
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import common
+
+from pot.validator import localnet, pbft, simulating
+from pot.validator import messages as m
+
+
+def processes(n: int, batch: int, seconds: float) -> dict[str, Any]:
+    outstanding = 1 if batch == 1 else 2000
+    with tempfile.TemporaryDirectory() as d:
+        root = Path(d)
+        net = localnet.LocalNet(
+            root,
+            n,
+            tuning={"checkpointInterval": 64, "batchSize": batch, "viewChangeTimeoutMs": 30000},
+        )
+        out = root / "bench.json"
+        net.start(
+            extra=(
+                "--bench-seconds",
+                str(seconds),
+                "--bench-outstanding",
+                str(outstanding),
+                "--bench-out",
+                str(out),
+            )
+        )
+        try:
+            net.wait(out.exists, timeout=seconds + 60, every=0.2)
+            time.sleep(0.1)
+            return dict(json.loads(out.read_text()))
+        finally:
+            net.close()
+
+
+def in_process(n: int, batch: int, requests: int) -> dict[str, Any]:
+    f = (n - 1) // 3
+    cfg = pbft.Config(
+        n=n, f=f, checkpoint_interval=64, batch_size=batch, view_change_timeout_ms=10**9
+    )
+    secrets = [bytes([i % 256]) * 32 for i in range(n)]
+    reps = [
+        pbft.Replica(
+            config=cfg,
+            replica_id=i,
+            app=simulating.ChainApp(),
+            crypto=simulating.SimCrypto(i, secrets, random.Random(i)),
+        )
+        for i in range(n)
+    ]
+    queue: collections.deque[tuple[int, int, bytes]] = collections.deque()
+    sent: dict[tuple[str, int], float] = {}
+    lat: list[float] = []
+    outstanding = 1 if batch == 1 else 4 * batch
+    ts = 0
+
+    def perform(i: int, actions: list[pbft.Action]) -> None:
+        nonlocal ts
+        for a in actions:
+            if isinstance(a, pbft.Send):
+                data = m.encode(a.msg)
+                for dst in range(n) if a.to is None else (a.to,):
+                    if dst != i:
+                        queue.append((dst, i, data))
+            elif isinstance(a, pbft.Executed) and i == 0 and a.request.key in sent:
+                lat.append(time.perf_counter() - sent.pop(a.request.key))
+                if ts < requests:
+                    submit()
+
+    def submit() -> None:
+        nonlocal ts
+        ts += 1
+        req = m.Request(client="bench", ts=ts, op=b"noop")
+        sent[req.key] = time.perf_counter()
+        perform(0, reps[0].submit(req))
+
+    start = time.perf_counter()
+    for _ in range(min(outstanding, requests)):
+        submit()
+    while queue:
+        dst, src, data = queue.popleft()
+        msg = m.decode(data)
+        assert not isinstance(msg, m.Rejection)
+        perform(dst, reps[dst].on_message(msg, src))
+        if not queue and len(lat) < requests:
+            perform(0, reps[0].on_tick(int((time.perf_counter() - start) * 1000)))
+    elapsed = time.perf_counter() - start
+    lat.sort()
+    return {
+        "requests": len(lat),
+        "seconds": elapsed,
+        "rps": len(lat) / elapsed,
+        "p50_ms": 1000 * lat[len(lat) // 2],
+        "p99_ms": 1000 * lat[int(len(lat) * 0.99)],
+    }
+
+
+def main(quick: bool = False) -> dict[str, Any]:
+    seconds = 2.0 if quick else 5.0
+    rows: list[list[Any]] = []
+    results: dict[str, Any] = {}
+    for n in (4, 7, 16):
+        for batch in (1, 100):
+            r = processes(n, batch, seconds)
+            results[f"proc-n{n}-b{batch}"] = r
+            rows.append([f"{n} (processes)", batch, round(r["rps"]), r["p50_ms"], r["p99_ms"]])
+    for n, reqs in ((31, 400 if quick else 2000), (100, 100 if quick else 400)):
+        for batch in (1, 100):
+            r = in_process(n, batch, reqs if batch == 100 else reqs // 10)
+            results[f"inproc-n{n}-b{batch}"] = r
+            rows.append([f"{n} (in-process)", batch, round(r["rps"]), r["p50_ms"], r["p99_ms"]])
+    n4 = results["proc-n4-b100"]["rps"]
+    n16 = results["proc-n16-b100"]["rps"]
+    goals = {
+        "n4_batched_rps": n4,
+        "n4_batched_goal_10k": n4 >= 10_000,
+        "n4_unbatched_p50_ms": results["proc-n4-b1"]["p50_ms"],
+        "n4_unbatched_p50_goal_5ms": (results["proc-n4-b1"]["p50_ms"] or 1e9) <= 5,
+        "n16_over_n4": n16 / n4 if n4 else 0.0,
+        "n16_goal_30pct": n4 > 0 and n16 / n4 >= 0.3,
+    }
+    return common.report(
+        "pbft",
+        ["n", "batch", "committed req/s", "p50 ms", "p99 ms"],
+        rows,
+        results=results,
+        goals=goals,
+    )
+
+
+if __name__ == "__main__":
+    main(quick=True)
