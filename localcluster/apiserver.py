@@ -97,6 +97,7 @@ class ApiServer:
         self.collector = collecting.Collector(self.cluster)
         self.collector.start()
         self.collector.sweep()
+        await self.store.sync()
 
     async def _on_shutdown(self, _: web.Application) -> None:
         if self.collector is not None:
@@ -126,6 +127,16 @@ class ApiServer:
 
     @web.middleware
     async def _errors(self, request: web.Request, handler: Any) -> web.StreamResponse:
+        resp = await self._answer_or_status(request, handler)
+        if request.method not in ("GET", "HEAD"):
+            # Acknowledge a write only once it is on disk (group commit, see storage).
+            try:
+                await self.store.sync()
+            except errors.ClusterError as exc:
+                return _json(statuses.ApiError(500, "InternalError", str(exc)).status(), 500)
+        return resp
+
+    async def _answer_or_status(self, request: web.Request, handler: Any) -> web.StreamResponse:
         try:
             resp: web.StreamResponse = await handler(request)
             return resp

@@ -56,6 +56,7 @@ class Collector:
                 self.sweep()
             except statuses.ApiError as exc:
                 log.warning("garbage collection: %s", exc.message)
+            await self.cluster.store.sync()
 
     # -- one sweep -----------------------------------------------------------
 

@@ -15,7 +15,7 @@ following the API conventions (sig-architecture/api-conventions.md):
   Orphan/Foreground add the ``orphan``/``foregroundDeletion`` finalizers the
   garbage collector (:mod:`collecting`) acts on;
 * custom resources are pruned, defaulted and validated against their CRD's
-  structural schema by :mod:`pot.schemas` (CEL rules included): 422 Invalid
+  structural schema by :mod:`pot.schemas` via :mod:`admission` (CEL rules included): 422 Invalid
   with one cause per field, as the real server answers.
 """
 
@@ -23,20 +23,15 @@ from __future__ import annotations
 
 import copy
 import datetime
-import re
 import secrets
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from pot import schemas
-from pot.localcluster import applying, defaulting, patching, statuses
+from pot.localcluster import admission, applying, defaulting, patching, statuses
 from pot.localcluster.resources import Registry, ResourceType
 from pot.localcluster.storage import Key, Obj, Store
-
-_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
-_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 
 _SYSTEM_NAMESPACES = ("default", "kube-system", "kube-public", "kube-node-lease")
 
@@ -88,6 +83,7 @@ class Cluster:
         for ns in _SYSTEM_NAMESPACES:
             if store.get(("", "namespaces", "", ns)) is None:
                 self._commit(("", "namespaces", "", ns), self._new_namespace(ns))
+        store.flush()
 
     # -- helpers --------------------------------------------------------------
 
@@ -194,57 +190,13 @@ class Cluster:
     def _admit(
         self, t: ResourceType, obj: Obj, old: Obj | None, opts: WriteOptions
     ) -> tuple[Obj, list[str]]:
-        """Prune, default and validate a custom resource; checks names of every object."""
-        name = obj["metadata"].get("name", "")
-        causes: list[statuses.Cause] = []
-        pattern = _LABEL if t.resource == "namespaces" else _SUBDOMAIN
-        limit = 63 if t.resource == "namespaces" else 253
-        if not name:
-            causes.append(
-                statuses.Cause(
-                    "metadata.name",
-                    "FieldValueRequired",
-                    "Required value: name or generateName is required",
-                )
-            )
-        elif len(name) > limit or not pattern.match(name):
-            causes.append(
-                statuses.Cause(
-                    "metadata.name",
-                    "FieldValueInvalid",
-                    f'Invalid value: "{name}": a lowercase RFC 1123 '
-                    f"{'label' if limit == 63 else 'subdomain'} must consist of lower case alphanumeric "
-                    "characters, '-' or '.', and must start and end with an alphanumeric character",
-                )
-            )
+        """Names of every object; schema of custom resources; CRDs' own rules."""
+        admission.check_name(t, obj)
         warnings: list[str] = []
-        if causes:
-            raise statuses.invalid(t.kind, t.group, name, causes)
         if t.schema is not None:
-            # ObjectMeta is the server's, never the CRD schema's to prune (structural schema rules).
-            head = {k: obj[k] for k in ("apiVersion", "kind", "metadata") if k in obj}
-            body = {k: v for k, v in obj.items() if k not in head}
-            old_body = {k: v for k, v in old.items() if k not in head} if old is not None else None
-            cleaned, found = schemas.admit(t.schema, body, old=old_body)
-            unknown = sorted(_dropped(body, cleaned))
-            cleaned = {**head, **cleaned}
-            if unknown and opts.field_validation == "Strict":
-                raise statuses.bad_request(
-                    f'{t.kind} in version "{t.version}" cannot be handled as a {t.kind}: strict decoding error: '
-                    + ", ".join(f'unknown field "{u}"' for u in unknown)
-                )
-            if unknown and opts.field_validation == "Warn":
-                warnings.extend(f'unknown field "{u}"' for u in unknown)
-            if found:
-                raise statuses.invalid(
-                    t.kind,
-                    t.group,
-                    name,
-                    [statuses.Cause(c.field, c.reason, c.message) for c in found],
-                )
-            obj = cleaned
+            obj, warnings = admission.admit_custom(t, obj, old, opts.field_validation)
         if t.resource == "customresourcedefinitions":
-            _check_crd(obj)
+            admission.check_crd(obj)
         return obj, warnings
 
     def _generation_changed(self, t: ResourceType, old: Obj, new: Obj) -> bool:
@@ -295,7 +247,7 @@ class Cluster:
             defaulting.apply_defaults(t.group, t.resource, obj, self._allocate_ip)
         obj, warnings = self._admit(t, obj, None, opts)
         if t.resource == "customresourcedefinitions":
-            _crd_status(obj)
+            admission.crd_status(obj)
         applying.record_update(None, obj, manager=opts.manager, api_version=t.api_version)
         if opts.dry_run:
             return Outcome(obj, warnings, created=True)
@@ -393,7 +345,7 @@ class Cluster:
         if self._generation_changed(t, old, new) and "generation" in meta:
             meta["generation"] = int(meta["generation"]) + 1
         if t.resource == "customresourcedefinitions":
-            _crd_status(new)
+            admission.crd_status(new)
         applying.record_update(
             old, new, manager=opts.manager, api_version=t.api_version, subresource=sub
         )
@@ -590,83 +542,3 @@ def _same(old: Obj, new: Obj) -> bool:
         return {**o, "metadata": m}
 
     return strip(old) == strip(new)
-
-
-def _dropped(before: Any, after: Any, prefix: str = "") -> list[str]:
-    """Fields present in ``before`` but pruned from ``after`` (for strict field validation)."""
-    out: list[str] = []
-    if isinstance(before, dict) and isinstance(after, dict):
-        for k, v in before.items():
-            path = f"{prefix}.{k}" if prefix else k
-            if k not in after:
-                out.append(path)
-            else:
-                out.extend(_dropped(v, after[k], path))
-    elif isinstance(before, list) and isinstance(after, list):
-        for i, (b, a) in enumerate(zip(before, after, strict=False)):
-            out.extend(_dropped(b, a, f"{prefix}[{i}]"))
-    return out
-
-
-def _check_crd(crd: Obj) -> None:
-    spec = crd.get("spec") or {}
-    names = spec.get("names") or {}
-    name = crd["metadata"].get("name", "")
-    causes = []
-    if not spec.get("group"):
-        causes.append(statuses.Cause("spec.group", "FieldValueRequired", "Required value"))
-    if not names.get("plural"):
-        causes.append(statuses.Cause("spec.names.plural", "FieldValueRequired", "Required value"))
-    if not names.get("kind"):
-        causes.append(statuses.Cause("spec.names.kind", "FieldValueRequired", "Required value"))
-    if spec.get("group") and names.get("plural") and name != f"{names['plural']}.{spec['group']}":
-        causes.append(
-            statuses.Cause(
-                "metadata.name",
-                "FieldValueInvalid",
-                f'Invalid value: "{name}": must be spec.names.plural+"."+spec.group',
-            )
-        )
-    versions = spec.get("versions") or []
-    if not versions or sum(1 for v in versions if v.get("storage")) != 1:
-        causes.append(
-            statuses.Cause(
-                "spec.versions",
-                "FieldValueInvalid",
-                "Invalid value: must have exactly one version marked as storage version",
-            )
-        )
-    if causes:
-        raise statuses.invalid("CustomResourceDefinition", "apiextensions.k8s.io", name, causes)
-
-
-def _crd_status(crd: Obj) -> None:
-    """CRDs are Established at once: names accepted, storage version recorded."""
-    spec = crd.get("spec") or {}
-    names = dict(spec.get("names") or {})
-    names.setdefault("singular", str(names.get("kind", "")).lower())
-    names.setdefault("listKind", f"{names.get('kind', '')}List")
-    stored = [v["name"] for v in spec.get("versions") or [] if v.get("storage")]
-    ts = ((crd.get("status") or {}).get("conditions") or [{}])[0].get("lastTransitionTime") or now()
-    crd["status"] = {
-        "acceptedNames": names,
-        "storedVersions": sorted(
-            set((crd.get("status") or {}).get("storedVersions") or []) | set(stored)
-        ),
-        "conditions": [
-            {
-                "type": "NamesAccepted",
-                "status": "True",
-                "reason": "NoConflicts",
-                "message": "no conflicts found",
-                "lastTransitionTime": ts,
-            },
-            {
-                "type": "Established",
-                "status": "True",
-                "reason": "InitialNamesAccepted",
-                "message": "the initial names have been accepted",
-                "lastTransitionTime": ts,
-            },
-        ],
-    }
