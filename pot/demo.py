@@ -20,7 +20,7 @@ from typing import Any
 
 import typer
 
-from pot import errors, ids, keys, stack
+from pot import errors, stack
 
 ETH = 10**18
 TASK_NAME = "mlp-demo"
@@ -55,44 +55,6 @@ def _gateway(cluster_dir: Path) -> str:
     return "127.0.0.1"  # pods share the host network (--no-pod-network)
 
 
-def _chain_setup(chain: Any, task_pool: int, miner_stake: int, namespace: str, say: Any) -> str:
-    """Deploy the contract, escrow the pool, stake the miners; return the contract address."""
-    from pot.settlement import chain as chaining
-    from pot.settlement import contracts
-
-    c = chaining.Chain(url=chain.url)
-    deployer, submitter = keys.generate(), keys.generate()
-    chain.fund(deployer.address, 100 * ETH)
-    chain.fund(submitter.address, task_pool + 10 * ETH)
-    validators = stack.dev_secret_keys("vset-keys")
-    ordered = [validators[f"validator-{i}.key"] for i in range(len(validators))]
-    for v in ordered:
-        chain.fund(v.address, 10 * ETH)  # gas for the settlement sidecars
-    address = contracts.deploy_settlement(c, deployer, [v.address for v in ordered])
-    settlement = contracts.at(c, address)
-    c.transact(
-        submitter,
-        settlement.functions.fundTask(ids.chain_task_id(ids.task_key(namespace, TASK_NAME))),
-        abi=settlement.abi,
-        value=task_pool,
-        what="fundTask",
-    )
-    for item, miner in sorted(stack.dev_secret_keys("miner-keys").items()):
-        chain.fund(miner.address, miner_stake + ETH)
-        c.transact(
-            miner,
-            settlement.functions.stake(),
-            abi=settlement.abi,
-            value=miner_stake,
-            what=f"stake {item}",
-        )
-    say(
-        f"  contract {address}: {len(ordered)} validators, threshold {contracts.quorum_threshold(len(ordered))}, "
-        f"pool {task_pool / ETH:g} ETH escrowed, miners staked {miner_stake / ETH:g} ETH each"
-    )
-    return address
-
-
 def _progress_line(task: dict[str, Any], vset: dict[str, Any], elapsed: float) -> str:
     st = task.get("status", {})
     p = st.get("progress", {})
@@ -110,14 +72,12 @@ def run(
 ) -> dict[str, Any]:
     """Run the demo; returns a summary (payouts, tx, stage times). Raises PotError on failure."""
     from pot.localcluster import launching
-    from pot.settlement import chain as chaining
-    from pot.settlement import devchain, reading
+    from pot.settlement import devchain
 
     clock = Clock()
     namespace = "default"
     (task_doc,) = stack.load_examples("task.yaml")
-    pool = int(task_doc["spec"]["reward"]["pool"])
-    miner_stake = int(task_doc["spec"]["reward"].get("minerStake", ETH))
+    reward = task_doc["spec"]["reward"]
     chain = None
     try:
         say(f"==> local cluster in {cluster_dir}")
@@ -127,61 +87,37 @@ def run(
         say(f"==> dev chain ({chain_kind}) on {gateway}")
         chain = devchain.start(chain_kind, host=gateway)  # type: ignore[arg-type]
         say(f"  {chain.kind} at {chain.url} (chain id {chain.chain_id})")
-        contract = _chain_setup(chain, pool, miner_stake, namespace, say)
-        clock.mark("chain")
         st = stack.Stack(
             kubeconfig=kubeconfig,
-            rpc_url=chain.url,
-            chain_id=chain.chain_id,
-            contract=contract,
+            chain=chain,
+            contract=stack.deploy_contract(chain, say),
             namespace=namespace,
             say=say,
         )
-        say("==> helm install charts/pot-operator (namespace pot-system)")
-        st.install_operator()
-        say("==> kubectl apply examples/dev-keys.yaml examples/validatorset.yaml")
-        st.apply([*stack.load_examples("dev-keys.yaml"), st.validatorset_doc()])
-
-        def vset_ready() -> bool:
-            return st.get("vset", "vset").get("status", {}).get("phase") == "Ready"
-
-        st.wait_for(
-            "ValidatorSet vset to be Ready", vset_ready, timeout=min(timeout, 240), interval=2
-        )
-        vs = st.get("vset", "vset")["status"]
-        say(
-            f"  vset Ready: {vs.get('readyReplicas')} replicas, view {vs.get('view')}, primary {vs.get('primary')}"
-        )
+        st.fund_task(TASK_NAME, int(reward["pool"]))
+        st.stake_miners(int(reward.get("minerStake", ETH)))
+        clock.mark("chain")
+        st.bring_up_validators(timeout=min(timeout, 300))
         clock.mark("validators")
         say("==> kubectl apply examples/task.yaml")
-        st.apply([task_doc])
         phases: dict[str, float] = {}
         last = [""]
 
-        def tick() -> None:
-            task = st.get("tt", TASK_NAME)
-            vset = st.get("vset", "vset")
-            phase = task.get("status", {}).get("phase", "Pending")
-            phases.setdefault(phase, time.monotonic())
-            line = _progress_line(task, vset, clock.elapsed)
+        def tick(task: dict[str, Any]) -> None:
+            phases.setdefault(task.get("status", {}).get("phase", "Pending"), time.monotonic())
+            line = _progress_line(task, st.get("vset", "vset"), clock.elapsed)
             if line.split("] ", 1)[1] != last[0]:
                 say(line)
                 last[0] = line.split("] ", 1)[1]
 
-        def finished() -> bool:
-            return st.get("tt", TASK_NAME).get("status", {}).get("phase") in stack.TERMINAL
-
-        st.wait_for(f"TrainingTask {TASK_NAME} to finish", finished, timeout=timeout, on_tick=tick)
-        task = st.get("tt", TASK_NAME)
+        task = st.run_task(task_doc, timeout=timeout, on_tick=tick)
         status = task["status"]
         if status["phase"] != "Succeeded":
             raise errors.PotError(
                 f"task {TASK_NAME} {status['phase']}: {status.get('reason', '')} {status.get('message', '')}".strip()
             )
         clock.mark("task")
-        balances = reading.task_balances(
-            chaining.Chain(url=chain.url), contract, ids.task_key(namespace, TASK_NAME)
-        )
+        balances = st.balances(TASK_NAME)
         _report(say, status, balances, phases, clock)
         return {
             "status": status,

@@ -73,18 +73,138 @@ def dev_secret_keys(secret_name: str) -> dict[str, keys.Key]:
     raise errors.ConfigError(f"examples/dev-keys.yaml has no Secret {secret_name}")
 
 
+ETH = 10**18
+
+
+def deploy_contract(chain: Any, say: Callable[[str], None] = print) -> str:
+    """Deploy PotSettlement on a dev chain for the example ValidatorSet; return its address.
+
+    The validators' keys come from examples/dev-keys.yaml (the same file the
+    cluster gets as Secrets); each validator gets gas money for its sidecar.
+    """
+    from pot.settlement import chain as chaining
+    from pot.settlement import contracts
+
+    deployer = keys.generate()
+    chain.fund(deployer.address, 100 * ETH)
+    validators = dev_secret_keys("vset-keys")
+    ordered = [validators[f"validator-{i}.key"] for i in range(len(validators))]
+    for v in ordered:
+        chain.fund(v.address, 10 * ETH)
+    address = contracts.deploy_settlement(
+        chaining.Chain(url=chain.url), deployer, [v.address for v in ordered]
+    )
+    say(
+        f"  contract {address}: {len(ordered)} validators, threshold {contracts.quorum_threshold(len(ordered))}"
+    )
+    return address
+
+
 @dataclass(kw_only=True)
 class Stack:
     """Handles on one running deployment."""
 
     kubeconfig: Path
-    rpc_url: str
-    """The chain's JSON-RPC URL as pods see it."""
-    chain_id: int
+    chain: Any
+    """The dev chain (``pot.settlement.devchain.DevChain``)."""
     contract: str
     namespace: str = "default"
     say: Callable[[str], None] = print
     marks: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def rpc_url(self) -> str:
+        """The chain's JSON-RPC URL (reachable from pods)."""
+        return str(self.chain.url)
+
+    @property
+    def chain_id(self) -> int:
+        return int(self.chain.chain_id)
+
+    def _settlement(self) -> tuple[Any, Any]:
+        from pot.settlement import chain as chaining
+        from pot.settlement import contracts
+
+        c = chaining.Chain(url=self.rpc_url)
+        return c, contracts.at(c, self.contract)
+
+    def fund_task(self, name: str, pool: int) -> None:
+        """Escrow ``pool`` wei for task ``name`` from a fresh submitter account."""
+        c, settlement = self._settlement()
+        submitter = keys.generate()
+        self.chain.fund(submitter.address, pool + ETH)
+        task_id = ids.chain_task_id(ids.task_key(self.namespace, name))
+        c.transact(
+            submitter,
+            settlement.functions.fundTask(task_id),
+            abi=settlement.abi,
+            value=pool,
+            what="fundTask",
+        )
+        self.say(f"  escrowed {pool / ETH:g} ETH for {self.namespace}/{name}")
+
+    def stake_miners(self, amount: int) -> None:
+        """Each example miner stakes ``amount`` wei (slashable on a rejected segment)."""
+        c, settlement = self._settlement()
+        for item, miner in sorted(dev_secret_keys("miner-keys").items()):
+            if int(c.call("stakes", settlement.functions.stakes(miner.address).call)[0]) >= amount:
+                continue
+            self.chain.fund(miner.address, amount + ETH)
+            c.transact(
+                miner,
+                settlement.functions.stake(),
+                abi=settlement.abi,
+                value=amount,
+                what=f"stake {item}",
+            )
+        self.say(f"  miners staked {amount / ETH:g} ETH each")
+
+    def balances(self, name: str) -> dict[str, Any]:
+        """What the contract credited, slashed and settled for task ``name``."""
+        from pot.settlement import reading
+
+        c, _ = self._settlement()
+        return reading.task_balances(c, self.contract, ids.task_key(self.namespace, name))
+
+    def bring_up_validators(self, *, timeout: float = 240) -> dict[str, Any]:
+        """helm install the operator, apply the keys and the ValidatorSet, wait until Ready."""
+        self.say("==> helm install charts/pot-operator (namespace pot-system)")
+        self.install_operator()
+        self.say("==> kubectl apply examples/dev-keys.yaml examples/validatorset.yaml")
+        self.apply([*load_examples("dev-keys.yaml"), self.validatorset_doc()])
+
+        def ready() -> bool:
+            return self.get("vset", "vset").get("status", {}).get("phase") == "Ready"
+
+        self.wait_for("ValidatorSet vset to be Ready", ready, timeout=timeout, interval=2)
+        status: dict[str, Any] = self.get("vset", "vset")["status"]
+        self.say(
+            f"  vset Ready: {status.get('readyReplicas')} replicas, view {status.get('view')}, "
+            f"primary {status.get('primary')}"
+        )
+        return status
+
+    def run_task(
+        self,
+        doc: dict[str, Any],
+        *,
+        timeout: float,
+        on_tick: Callable[[dict[str, Any]], None] | None = None,
+    ) -> dict[str, Any]:
+        """Apply a TrainingTask and wait until it ends; returns the final object."""
+        name = doc["metadata"]["name"]
+        self.apply([doc])
+        final: dict[str, Any] = {}
+
+        def done() -> bool:
+            task = self.get("tt", name)
+            if on_tick is not None:
+                on_tick(task)
+            final.update(task)
+            return task.get("status", {}).get("phase") in TERMINAL
+
+        self.wait_for(f"TrainingTask {name} to finish", done, timeout=timeout)
+        return final
 
     def kubectl(self, *args: str, stdin: str | None = None, timeout: float = 120) -> str:
         """Real kubectl against this cluster."""
