@@ -1,12 +1,14 @@
 """The few protobuf request bodies kubectl sends, decoded to JSON objects.
 
 kubectl 1.37's typed commands (``kubectl create configmap|secret|namespace|
-serviceaccount``) and helm's deletes (DeleteOptions) send
-``application/vnd.kubernetes.protobuf`` bodies, and
+serviceaccount|deployment|job``, ``kubectl run``) and helm's deletes
+(DeleteOptions) send ``application/vnd.kubernetes.protobuf`` bodies, and
 client-go has no fallback to JSON on 415 for protobuf (only for CBOR). So the
 server decodes the Kubernetes protobuf envelope (``k8s\\x00`` + a
-``runtime.Unknown``) and the generated messages of those kinds, field numbers
-taken from ``k8s.io/api/core/v1/generated.proto``. Every other kind gets a
+``runtime.Unknown``) and the generated messages of those kinds (for pods,
+deployments and jobs only the metadata, containers and the fields those
+commands set; others are dropped), field numbers taken from the
+``generated.proto`` files of k8s.io/api. Every other kind gets a
 clear 415 (use ``kubectl apply -f``, which sends JSON). Responses are always
 JSON, which every client also accepts.
 """
@@ -161,11 +163,147 @@ def _delete_options(buf: bytes) -> dict[str, Any]:
     return o
 
 
+def _quantities(entries: list[int | bytes]) -> dict[str, str]:
+    out = {}
+    for e in entries:
+        k, val = _entry(e)
+        out[k] = next((_s(q) for n, q in fields(val) if n == 1), "")
+    return out
+
+
+def _container(buf: bytes) -> dict[str, Any]:
+    c: dict[str, Any] = {}
+    scalars = {
+        1: "name",
+        2: "image",
+        5: "workingDir",
+        13: "terminationMessagePath",
+        14: "imagePullPolicy",
+        20: "terminationMessagePolicy",
+    }
+    for n, v in fields(buf):
+        if n in scalars and v:
+            c[scalars[n]] = _s(v)
+        elif n in (3, 4):
+            c.setdefault("command" if n == 3 else "args", []).append(_s(v))
+        elif n == 6 and isinstance(v, bytes):
+            port: dict[str, Any] = {}
+            for pn, pv in fields(v):
+                if pn in (2, 3) and isinstance(pv, int):
+                    port["hostPort" if pn == 2 else "containerPort"] = pv
+                elif pn in (1, 4, 5) and pv:
+                    port[{1: "name", 4: "protocol", 5: "hostIP"}[pn]] = _s(pv)
+            c.setdefault("ports", []).append(port)
+        elif n == 7 and isinstance(v, bytes):
+            env = {("name" if en == 1 else "value"): _s(ev) for en, ev in fields(v) if en in (1, 2)}
+            c.setdefault("env", []).append(env)
+        elif n == 8 and isinstance(v, bytes):
+            res: dict[str, list[int | bytes]] = {}
+            for rn, rv in fields(v):
+                if rn in (1, 2):
+                    res.setdefault("limits" if rn == 1 else "requests", []).append(rv)
+            c["resources"] = {k: _quantities(es) for k, es in res.items()}
+        elif n in (16, 17, 18):
+            c[{16: "stdin", 17: "stdinOnce", 18: "tty"}[n]] = bool(v)
+    return c
+
+
+def _pod_spec(buf: bytes) -> dict[str, Any]:
+    spec: dict[str, Any] = {}
+    scalars = {
+        3: "restartPolicy",
+        6: "dnsPolicy",
+        8: "serviceAccountName",
+        10: "nodeName",
+        19: "schedulerName",
+    }
+    for n, v in fields(buf):
+        if n in (2, 20) and isinstance(v, bytes):
+            spec.setdefault("containers" if n == 2 else "initContainers", []).append(_container(v))
+        elif n in scalars and v:
+            spec[scalars[n]] = _s(v)
+        elif n in (4, 5) and isinstance(v, int):
+            spec["terminationGracePeriodSeconds" if n == 4 else "activeDeadlineSeconds"] = v
+        elif n == 7:
+            k, val = _entry(v)
+            spec.setdefault("nodeSelector", {})[k] = val.decode()
+    return spec
+
+
+def _pod(buf: bytes) -> dict[str, Any]:
+    o: dict[str, Any] = {}
+    for n, v in fields(buf):
+        if n == 1 and isinstance(v, bytes):
+            o["metadata"] = _meta(v)
+        elif n == 2 and isinstance(v, bytes):
+            o["spec"] = _pod_spec(v)
+    return o
+
+
+def _template(buf: bytes) -> dict[str, Any]:
+    return _pod(buf)  # PodTemplateSpec has Pod's metadata (1) and spec (2) numbers
+
+
+def _selector(buf: bytes) -> dict[str, Any]:
+    labels = {}
+    for n, v in fields(buf):
+        if n == 1:
+            k, val = _entry(v)
+            labels[k] = val.decode()
+    return {"matchLabels": labels}
+
+
+def _deployment(buf: bytes) -> dict[str, Any]:
+    """apps/v1 Deployment (``kubectl create deployment``): replicas, selector, template."""
+    o: dict[str, Any] = {}
+    for n, v in fields(buf):
+        if n == 1 and isinstance(v, bytes):
+            o["metadata"] = _meta(v)
+        elif n == 2 and isinstance(v, bytes):
+            spec: dict[str, Any] = {}
+            for sn, sv in fields(v):
+                if sn == 1 and isinstance(sv, int):
+                    spec["replicas"] = sv
+                elif sn == 2 and isinstance(sv, bytes):
+                    spec["selector"] = _selector(sv)
+                elif sn == 3 and isinstance(sv, bytes):
+                    spec["template"] = _template(sv)
+            o["spec"] = spec
+    return o
+
+
+def _job(buf: bytes) -> dict[str, Any]:
+    """batch/v1 Job (``kubectl create job``): template and counts."""
+    o: dict[str, Any] = {}
+    ints = {
+        1: "parallelism",
+        2: "completions",
+        3: "activeDeadlineSeconds",
+        7: "backoffLimit",
+        8: "ttlSecondsAfterFinished",
+    }
+    for n, v in fields(buf):
+        if n == 1 and isinstance(v, bytes):
+            o["metadata"] = _meta(v)
+        elif n == 2 and isinstance(v, bytes):
+            spec: dict[str, Any] = {}
+            for sn, sv in fields(v):
+                if sn in ints and isinstance(sv, int):
+                    spec[ints[sn]] = sv
+                elif sn == 6 and isinstance(sv, bytes):
+                    spec["template"] = _template(sv)
+            o["spec"] = spec
+    return o
+
+
 _KINDS: dict[tuple[str, str], Callable[[bytes], dict[str, Any]]] = {
     ("v1", "ConfigMap"): _configmap,
     ("v1", "Secret"): _secret,
     ("v1", "Namespace"): _namespace,
     ("v1", "ServiceAccount"): _serviceaccount,
+    ("v1", "Pod"): _pod,
+    ("apps/v1", "Deployment"): _deployment,
+    ("batch/v1", "Job"): _job,
 }
 
 

@@ -242,3 +242,40 @@ def test_namespace_deletion_cascades(cluster: Cluster) -> None:
             "get", "tt", "-A", "--field-selector", "metadata.namespace=doomed"
         ).stderr
     )
+
+
+def test_typed_create_commands_send_protobuf(cluster: Cluster) -> None:
+    """kubectl create/run send protobuf bodies; the server decodes the kinds they use."""
+    cluster.kubectl("create", "namespace", "typed")
+    cluster.kubectl("-n", "typed", "create", "secret", "generic", "s", "--from-literal=k=v")
+    cluster.kubectl("-n", "typed", "create", "serviceaccount", "robot")
+    cluster.kubectl(
+        "-n", "typed", "create", "deployment", "d", "--image=pot/web:1", "--replicas=2", "--port=80"
+    )
+    cluster.kubectl("-n", "typed", "create", "job", "j", "--image=pot/job:1", "--", "python", "-V")
+    cluster.kubectl(
+        "-n",
+        "typed",
+        "run",
+        "p",
+        "--image=pot/p:1",
+        "--restart=Never",
+        "--env=A=1",
+        "--",
+        "sleep",
+        "1",
+    )
+    secret = json.loads(cluster.kubectl("-n", "typed", "get", "secret", "s", "-o", "json").stdout)
+    assert secret["data"] == {"k": "dg=="}
+    dep = json.loads(cluster.kubectl("-n", "typed", "get", "deploy", "d", "-o", "json").stdout)
+    assert dep["spec"]["replicas"] == 2 and dep["spec"]["selector"] == {"matchLabels": {"app": "d"}}
+    container = dep["spec"]["template"]["spec"]["containers"][0]
+    assert container["image"] == "pot/web:1" and container["ports"][0]["containerPort"] == 80
+    job = json.loads(cluster.kubectl("-n", "typed", "get", "job", "j", "-o", "json").stdout)
+    assert job["spec"]["template"]["spec"]["containers"][0]["command"] == ["python", "-V"]
+    pod = json.loads(cluster.kubectl("-n", "typed", "get", "pod", "p", "-o", "json").stdout)
+    assert pod["spec"]["restartPolicy"] == "Never" and pod["spec"]["containers"][0]["args"] == [
+        "sleep",
+        "1",
+    ]
+    assert pod["spec"]["containers"][0]["env"] == [{"name": "A", "value": "1"}]
