@@ -147,6 +147,7 @@ def serving(url: str, timeout: float = 1.0) -> bool:
 
 
 def status(directory: Path = DEFAULT_DIR) -> Status:
+    _reap()
     pids = _pids(directory)
     running = {n: p for n, p in pids.items() if _alive(p)}
     url = _url(directory)
@@ -262,18 +263,27 @@ def down(directory: Path = DEFAULT_DIR, *, timeout: float = 15.0) -> list[str]:
         if _alive(pid):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
-            _reap(pid)
+        child = _CHILDREN.pop(pid, None)
+        if child is not None:
+            # Our own child (tests): wait for its exit status, not just an empty cmdline.
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                child.wait(timeout)
         stopped.append(name)
     for comp in COMPONENTS:
         if comp.cleanup is not None:
             comp.cleanup(directory)
     with contextlib.suppress(FileNotFoundError):
         (directory / "pids.json").unlink()
+    _reap()
     return stopped
 
 
-def _reap(pid: int) -> None:
-    """Collect a child's exit status when ``up`` ran in this very process (tests)."""
-    proc = _CHILDREN.get(pid)
-    if proc is not None and proc.poll() is not None:
-        del _CHILDREN[pid]
+def _reap(pid: int | None = None) -> None:
+    """Collect exit statuses of children ``up`` started in this very process (tests).
+
+    ``/proc/PID/cmdline`` of an unreaped (zombie) child is empty, so ``_alive``
+    already says it is gone; polling here clears it for good.
+    """
+    for child_pid, proc in list(_CHILDREN.items()):
+        if (pid is None or child_pid == pid) and proc.poll() is not None:
+            del _CHILDREN[child_pid]
