@@ -236,6 +236,9 @@ class Trainer:
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="pot-commit")
         self._pending: list[Future[None]] = []
         self.losses: list[float] = []
+        self._chain_cid = ""
+        self.proof_seconds = 0.0  # main-thread time spent on the proof (bench)
+        self.commit_cpu_seconds = 0.0  # CPU time of the commit thread (bench)
 
     # --- resume ---------------------------------------------------------------------------
 
@@ -304,35 +307,36 @@ class Trainer:
         ckpt: checkpoints.Checkpoint,
         *,
         start_step: int,
-        start_cid: str,
         losses: list[float],
         metrics: dict[str, float] | None,
-    ) -> str:
-        raw = checkpoints.encode(ckpt)
-        end_cid = cids.cid_of(raw)
-        seg = segments.Segment(
-            task=self.opts.task,
-            index=start_step // self.spec.segment_steps,
-            node_rank=self.layout.node_rank,
-            miner="0x" + "00" * 20,
-            start_step=start_step,
-            steps=ckpt.step - start_step,
-            start_cid=start_cid,
-            end_cid=end_cid,
-            data_spec=self.dspec.record(),
-            hyperparams_hash=self.spec.hyperparams_hash(),
-            losses=tuple(losses),
-            world=self.layout.world,
-            final=ckpt.step == self.spec.steps,
-            metrics=metrics or {},
-            store_url=self.opts.advertise_url,
-        )
+    ) -> None:
+        """Queue the commit of ``ckpt``; the single worker keeps segments in order and
+        chains each start CID to the previous end CID."""
 
         def work() -> None:
-            self.blobs.put(raw)
+            cpu = time.thread_time()
+            raw = checkpoints.encode(ckpt)
+            end_cid = self.blobs.put(raw)
+            seg = segments.Segment(
+                task=self.opts.task,
+                index=start_step // self.spec.segment_steps,
+                node_rank=self.layout.node_rank,
+                miner="0x" + "00" * 20,
+                start_step=start_step,
+                steps=ckpt.step - start_step,
+                start_cid=self._chain_cid,
+                end_cid=end_cid,
+                data_spec=self.dspec.record(),
+                hyperparams_hash=self.spec.hyperparams_hash(),
+                losses=tuple(losses),
+                world=self.layout.world,
+                final=ckpt.step == self.spec.steps,
+                metrics=metrics or {},
+                store_url=self.opts.advertise_url,
+            )
             signed = segments.sign(seg, self._key())
-            rec = signed.record()
-            self.state.commit(ckpt.step, end_cid, rec)
+            self.state.commit(ckpt.step, end_cid, signed.record())
+            self._chain_cid = end_cid
             if self.publisher is not None:
                 self.publisher.enqueue(signed)
             SEGMENT.set(seg.index)
@@ -348,9 +352,9 @@ class Trainer:
                     }
                 )
             )
+            self.commit_cpu_seconds += time.thread_time() - cpu
 
         self._pending.append(self._pool.submit(work))
-        return end_cid
 
     def _drain(self) -> None:
         for fut in self._pending:
@@ -370,7 +374,7 @@ class Trainer:
                 if not self.publisher.known(rec["index"]):
                     self.publisher.enqueue(segments.parse(rec))
             self.publisher.start()
-        step, cid = self._agree_on_start() if opts.proof else (0, "")
+        step, self._chain_cid = self._agree_on_start() if opts.proof else (0, "")
         ddp = DistributedDataParallel(self.model)
         if spec.deterministic:
             ddp.register_comm_hook(None, stepping.ordered_mean_hook)
@@ -413,8 +417,9 @@ class Trainer:
                 LOSS.set(self.losses[-1])
                 if not opts.proof:
                     continue
-                cheating.perturb(opts.cheat, self.model, step)
                 metrics = self._final_metrics() if step == spec.steps else None
+                proof_began = time.perf_counter()
+                cheating.perturb(opts.cheat, self.model, step)
                 if layout.publishes:
                     ckpt = checkpoints.capture(
                         self.model,
@@ -423,13 +428,8 @@ class Trainer:
                         optimizer_steps=self.optimizer_steps,
                         seed=spec.seed,
                     )
-                    cid = self._commit(
-                        ckpt,
-                        start_step=seg_start,
-                        start_cid=cid,
-                        losses=self.losses,
-                        metrics=metrics,
-                    )
+                    self._commit(ckpt, start_step=seg_start, losses=self.losses, metrics=metrics)
+                self.proof_seconds += time.perf_counter() - proof_began
         self._drain()
         metrics = self._final_metrics() if not opts.proof else self._last_metrics()
         left = self.publisher.close(opts.flush_timeout) if self.publisher is not None else 0
@@ -440,6 +440,8 @@ class Trainer:
             "metrics": metrics,
             "seconds": time.perf_counter() - began,
             "unacknowledged": left,
+            "proofSeconds": self.proof_seconds,
+            "commitCpuSeconds": self.commit_cpu_seconds,
         }
 
     def _last_metrics(self) -> dict[str, float]:
