@@ -19,6 +19,7 @@ from prometheus_client.registry import Collector, CollectorRegistry
 from pot import errors, ids, observability
 from pot.trainer import segments
 from pot.validator import app as vapp
+from pot.validator import messages
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -73,8 +74,11 @@ def build(node: Node) -> web.Application:
     observability.add_routes(application, ready=node.ready, registry=registry)
 
     async def body(request: web.Request) -> Any:
+        raw = await request.read()
+        if messages.too_deep(raw, 64):  # would overflow the C JSON decoder's stack
+            return None
         try:
-            return json.loads(await request.read())
+            return json.loads(raw)
         except (ValueError, UnicodeDecodeError):
             return None
 
@@ -108,6 +112,8 @@ def build(node: Node) -> web.Application:
     async def post_segment(request: web.Request) -> web.Response:
         raw = await request.read()
         try:
+            if messages.too_deep(raw, 64):
+                raise segments.Rejected(segments.Rejection.MALFORMED, "nested too deeply")
             seg = segments.parse(raw)
             segments.check_signature(seg)  # before ordering: forged segments never reach PBFT
         except segments.Rejected as exc:

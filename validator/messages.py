@@ -424,8 +424,30 @@ def _decode(o: Any) -> Message:
     raise _Bad(Rejection.UNKNOWN_TYPE)
 
 
+_NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
+MAX_DEPTH = 16
+"""Our deepest message (NEW-VIEW → VIEW-CHANGE → batch → request) nests 7 levels."""
+
+
+def too_deep(data: bytes, limit: int = MAX_DEPTH) -> bool:
+    """Deeply nested JSON can overflow the C decoder's stack (a segfault, not an exception):
+    refuse it before ``json.loads`` ever sees it. Brackets inside strings count too: only a
+    message whose own strings are full of brackets can be refused by mistake, and ours are
+    hex digits and short client names."""
+    if data.count(b"[") + data.count(b"{") <= limit:
+        return False
+    depth = 0
+    for ch in data.translate(None, _NOT_BRACKETS):
+        depth += 1 if ch in (0x5B, 0x7B) else -1
+        if depth > limit:
+            return True
+    return False
+
+
 def decode(data: bytes) -> Message | Rejection:
     """A message from wire bytes, or the reason it is not one. Never raises."""
+    if too_deep(data):
+        return Rejection.MALFORMED
     try:
         return _decode(json.loads(data))
     except _Bad as bad:
