@@ -353,29 +353,31 @@ def verify_segment(
                 [policy.metric, policy.threshold, policy.loss_rtol, policy.device],
             ]
         )
+        # Blobs are fetched and checked for every segment (each node must serve
+        # what it claims); only the replay's outcome is shared by content.
+        start = _load(blobs, seg.start_cid, "start")
+        if isinstance(start, Verdict):
+            return start
+        end = _load(blobs, seg.end_cid, "end")
+        if isinstance(end, Verdict):
+            return end
+        if start.step != seg.start_step or end.step != seg.end_step:
+            return _reject(
+                Rejection.STEP_GAP,
+                f"checkpoints are at steps {start.step}..{end.step}, the segment claims "
+                f"{seg.start_step}..{seg.end_step}",
+            )
+        taken = end.optimizer_steps - start.optimizer_steps
+        if taken != seg.steps:
+            return _reject(
+                Rejection.STEP_GAP,
+                f"{taken} optimizer steps between the checkpoints, the segment claims "
+                f"{seg.steps} (a skipped step)",
+            )
+        if not bool(torch.isfinite(end.weights()).all()):
+            return _reject(Rejection.NON_FINITE, "end checkpoint has NaN/Inf weights")
         cached = _outcomes.get(key)
         if cached is None:
-            start = _load(blobs, seg.start_cid, "start")
-            if isinstance(start, Verdict):
-                return start
-            end = _load(blobs, seg.end_cid, "end")
-            if isinstance(end, Verdict):
-                return end
-            if start.step != seg.start_step or end.step != seg.end_step:
-                return _reject(
-                    Rejection.STEP_GAP,
-                    f"checkpoints are at steps {start.step}..{end.step}, the segment claims "
-                    f"{seg.start_step}..{seg.end_step}",
-                )
-            taken = end.optimizer_steps - start.optimizer_steps
-            if taken != seg.steps:
-                return _reject(
-                    Rejection.STEP_GAP,
-                    f"{taken} optimizer steps between the checkpoints, the segment claims "
-                    f"{seg.steps} (a skipped step)",
-                )
-            if not bool(torch.isfinite(end.weights()).all()):
-                return _reject(Rejection.NON_FINITE, "end checkpoint has NaN/Inf weights")
             cached = _replay_outcome(
                 seg, policy=policy, spec=spec, dspec=dspec, built=built, start=start, end=end
             )
