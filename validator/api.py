@@ -145,12 +145,22 @@ def build(node: Node) -> web.Application:
             _json(404, {"error": f"no allocation for {task}"}) if doc is None else _json(200, doc)
         )
 
+    async def list_allocations(_: web.Request) -> web.Response:
+        # The settlement sidecars poll this to learn what to settle (docs/protocol.md).
+        committed = [
+            {"task": task, "round": 0}
+            for task in sorted(node.app.tasks)
+            if node.app.allocation_json(task) is not None
+        ]
+        return _json(200, {"allocations": committed})
+
     async def status(_: web.Request) -> web.Response:
         return _json(200, node.status())
 
     application.router.add_post("/v1/tasks", post_task)
     application.router.add_get("/v1/tasks/{ns}/{name}", get_task)
     application.router.add_post("/v1/segments", post_segment)
+    application.router.add_get("/v1/allocations", list_allocations)
     application.router.add_get("/v1/allocations/{ns}/{name}/{round}", get_allocation)
     application.router.add_get("/v1/status", status)
     return application
