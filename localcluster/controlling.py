@@ -20,7 +20,6 @@ on healthy nodes.
 from __future__ import annotations
 
 import asyncio
-import calendar
 import copy
 import logging
 import time
@@ -54,12 +53,6 @@ def _now() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
 
 
-def _parse(stamp: str | None) -> float:
-    if not stamp:
-        return 0.0
-    return float(calendar.timegm(time.strptime(stamp[:19], "%Y-%m-%dT%H:%M:%S")))
-
-
 @dataclass(kw_only=True, slots=True)
 class LifecycleConfig:
     """Node lifecycle timings (Kubernetes: 40 s grace, 300 s eviction)."""
@@ -81,6 +74,7 @@ class ControllerManager:
         self.wake = asyncio.Event()
         self.recorder = events.Recorder(api, "controller-manager")
         self.not_ready_since: dict[str, float] = {}
+        self.heartbeats: dict[str, tuple[str, float]] = {}
 
     # -- change routing ----------------------------------------------------
     def _mark(self, kind: str, key: str) -> None:
@@ -286,7 +280,14 @@ class ControllerManager:
             return
         taints = list((node.get("spec") or {}).get("taints") or [])
         unreachable = [t for t in taints if t.get("key") == scheduler.UNREACHABLE_TAINT]
-        stale = time.time() - _parse(ready.get("lastHeartbeatTime")) > self.lifecycle.node_grace
+        # Like the node lifecycle controller's probeTimestamp: staleness is
+        # measured on this process's clock from when a new heartbeat was seen,
+        # so clock skew and one-second timestamps cannot fail a healthy node.
+        beat = str(ready.get("lastHeartbeatTime"))
+        seen = self.heartbeats.get(name)
+        if seen is None or seen[0] != beat:
+            seen = self.heartbeats[name] = (beat, time.monotonic())
+        stale = time.monotonic() - seen[1] > self.lifecycle.node_grace
         path = apiclient.path_for("v1", "nodes", name=name)
         if ready.get("status") == "True" and not stale:
             self.not_ready_since.pop(name, None)
@@ -322,8 +323,8 @@ class ControllerManager:
                 {"key": scheduler.UNREACHABLE_TAINT, "effect": "NoExecute", "timeAdded": stamp},
             ]
             self.caches["nodes"].remember(await self.api.patch(path, {"spec": {"taints": taints}}))
-        since = self.not_ready_since.setdefault(name, time.time())
-        if time.time() - since >= self.lifecycle.eviction_timeout:
+        since = self.not_ready_since.setdefault(name, time.monotonic())
+        if time.monotonic() - since >= self.lifecycle.eviction_timeout:
             await self._evict(name)
 
     def _pods_on(self, node: str) -> list[Obj]:

@@ -491,11 +491,11 @@ class PodWorker:
                 containers.kill_now(c.running)
 
     async def _release_sandbox(self) -> None:
-        if self.slot is not None and self.host.net is not None:
-            await podnet.remove_pod(self.host.net, self.slot)
-            self.host.release_slot(self.slot)
-            self.slot = None
+        slot, self.slot = self.slot, None  # taken before awaiting: release runs once
+        if slot is not None and self.host.net is not None:
             self.netns = None
+            await podnet.remove_pod(self.host.net, slot)
+            self.host.release_slot(slot)
         self.sandbox_ready = False
 
     def remove_files(self) -> None:

@@ -14,7 +14,7 @@ from pathlib import Path
 import typer
 
 from pot import errors
-from pot.localcluster import apiclient, launching, nodes
+from pot.localcluster import launching, nodes
 
 app = typer.Typer(
     no_args_is_help=True, pretty_exceptions_enable=False, help="Simulate node failures."
@@ -23,6 +23,8 @@ _DIR = typer.Option(launching.DEFAULT_DIR, "--dir", help="State directory of the
 
 
 async def _annotate(kubeconfig: Path, name: str, value: str | None) -> None:
+    from pot.localcluster import apiclient  # aiohttp: only when a command runs
+
     api = apiclient.Api(apiclient.load_kubeconfig(kubeconfig), user_agent="pot-local-node")
     try:
         await api.patch(
