@@ -64,7 +64,7 @@ def load_kubeconfig(path: Path) -> Endpoint:
         raise errors.ConfigError(f"{path}: cannot read kubeconfig ({exc})") from exc
     current = doc.get("current-context")
     contexts = {c["name"]: c["context"] for c in doc.get("contexts") or []}
-    ctx = contexts.get(current) or next(iter(contexts.values()), {})
+    ctx: dict[str, Any] = contexts.get(current) or next(iter(contexts.values()), {})
     clusters = {c["name"]: c["cluster"] for c in doc.get("clusters") or []}
     users = {u["name"]: u.get("user") or {} for u in doc.get("users") or []}
     cluster = clusters.get(ctx.get("cluster")) or next(iter(clusters.values()))

@@ -136,8 +136,8 @@ def statefulset(sts: Obj, pods: Sequence[Obj], pvcs: Mapping[str, Obj]) -> Plan:
 
     blocked = False
     for ordinal in range(want):
-        pod = by_ordinal.get(ordinal)
-        if pod is None:
+        member = by_ordinal.get(ordinal)
+        if member is None:
             if blocked:
                 break
             plan.actions.extend(_claims(sts, ordinal, pvcs))
@@ -153,12 +153,12 @@ def statefulset(sts: Obj, pods: Sequence[Obj], pvcs: Mapping[str, Obj]) -> Plan:
             if not parallel:
                 blocked = True
             continue
-        if is_terminal(pod) and not is_deleting(pod):
+        if is_terminal(member) and not is_deleting(member):
             # A failed (or completed) member is replaced under the same name.
-            plan.actions.append(delete(pod))
+            plan.actions.append(delete(member))
             blocked = blocked or not parallel
             continue
-        if not parallel and not _is_running_ready(pod):
+        if not parallel and not _is_running_ready(member):
             blocked = True
     # Scale down: highest ordinal first; OrderedReady one at a time once the rest are ready.
     surplus = sorted((o for o in by_ordinal if o >= want), reverse=True)

@@ -249,7 +249,7 @@ class ControllerManager:
                 except apiclient.ApiFailure as exc:
                     if exc.code != 409:
                         raise
-            fields = {
+            fields: Obj = {
                 k: body[k] for k in ("subsets", "endpoints", "ports", "addressType") if k in body
             }
             path = apiclient.path_for(api_version, resource, ns, body["metadata"]["name"])

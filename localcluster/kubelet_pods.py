@@ -89,7 +89,9 @@ class PodWorker:
         # A pod that already ran (a kubelet restart killed its processes):
         # carry its restart counts on, so logs and counts stay monotonic.
         status = pod.get("status") or {}
-        for prev in (status.get("containerStatuses") or []) + (status.get("initContainerStatuses") or []):
+        for prev in (status.get("containerStatuses") or []) + (
+            status.get("initContainerStatuses") or []
+        ):
             c = self.containers.get(prev.get("name", ""))
             if c is not None and prev.get("containerID"):
                 c.status.restart_count = int(prev.get("restartCount", 0)) + 1

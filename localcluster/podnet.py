@@ -122,7 +122,7 @@ def ensure_network(state_dir: Path, cluster_dir: Path) -> Network:
         if subnet is None or not exists:
             used = [] if subnet else _used_networks()
             if subnet is None:
-                subnet = next(
+                subnet = next(  # type: ignore[assignment]  # subnets() of an IPv4 pool
                     (
                         s
                         for s in POOL.subnets(new_prefix=22)

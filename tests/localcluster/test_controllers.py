@@ -17,15 +17,28 @@ def _sts(replicas: int = 3, image: str = "a", **spec: Any) -> dict[str, Any]:
             "replicas": replicas,
             "serviceName": "vset-peers",
             "selector": {"matchLabels": {"app": "v"}},
-            "template": {"metadata": {"labels": {"app": "v"}}, "spec": {"containers": [{"name": "c", "image": image}]}},
+            "template": {
+                "metadata": {"labels": {"app": "v"}},
+                "spec": {"containers": [{"name": "c", "image": image}]},
+            },
             **spec,
         },
     }
 
 
 def _as_pod(body: dict[str, Any], *, ready: bool = True, phase: str = "Running") -> dict[str, Any]:
-    pod = {**body, "metadata": {**body["metadata"], "namespace": "ns", "uid": body["metadata"]["name"] + "-uid"}}
-    pod["status"] = {"phase": phase, "conditions": [{"type": "Ready", "status": "True" if ready else "False"}]}
+    pod = {
+        **body,
+        "metadata": {
+            **body["metadata"],
+            "namespace": "ns",
+            "uid": body["metadata"]["name"] + "-uid",
+        },
+    }
+    pod["status"] = {
+        "phase": phase,
+        "conditions": [{"type": "Ready", "status": "True" if ready else "False"}],
+    }
     return pod
 
 
@@ -38,7 +51,9 @@ def test_statefulset_starts_in_order_with_stable_names_and_dns_fields() -> None:
     plan = controllers_sts.statefulset(sts, [], {})
     first = _created(plan)
     assert [p["metadata"]["name"] for p in first] == ["vset-0"]
-    assert first[0]["spec"]["hostname"] == "vset-0" and first[0]["spec"]["subdomain"] == "vset-peers"
+    assert (
+        first[0]["spec"]["hostname"] == "vset-0" and first[0]["spec"]["subdomain"] == "vset-peers"
+    )
     # vset-0 exists but is not ready: nothing more.
     assert _created(controllers_sts.statefulset(sts, [_as_pod(first[0], ready=False)], {})) == []
     pods = [_as_pod(first[0])]
@@ -48,8 +63,13 @@ def test_statefulset_starts_in_order_with_stable_names_and_dns_fields() -> None:
 
 def test_statefulset_recreates_a_deleted_member_under_the_same_name() -> None:
     sts = _sts()
-    pods = [_as_pod(controllers_sts.pod_for(sts, i, controllers.template_hash(sts["spec"]["template"]))) for i in (0, 1, 3)]
-    names = [p["metadata"]["name"] for p in _created(controllers_sts.statefulset(_sts(4), pods, {}))]
+    pods = [
+        _as_pod(controllers_sts.pod_for(sts, i, controllers.template_hash(sts["spec"]["template"])))
+        for i in (0, 1, 3)
+    ]
+    names = [
+        p["metadata"]["name"] for p in _created(controllers_sts.statefulset(_sts(4), pods, {}))
+    ]
     assert names == ["vset-2"]
 
 
@@ -70,9 +90,18 @@ def test_statefulset_rolling_update_replaces_highest_outdated_first() -> None:
 
 
 def test_statefulset_claims_per_ordinal() -> None:
-    sts = _sts(1, volumeClaimTemplates=[{"metadata": {"name": "data"}, "spec": {"resources": {"requests": {"storage": "1Gi"}}}}])
+    sts = _sts(
+        1,
+        volumeClaimTemplates=[
+            {"metadata": {"name": "data"}, "spec": {"resources": {"requests": {"storage": "1Gi"}}}}
+        ],
+    )
     plan = controllers_sts.statefulset(sts, [], {})
-    pvcs = [a.body["metadata"]["name"] for a in plan.actions if isinstance(a, Create) and a.resource == "persistentvolumeclaims"]
+    pvcs = [
+        a.body["metadata"]["name"]
+        for a in plan.actions
+        if isinstance(a, Create) and a.resource == "persistentvolumeclaims"
+    ]
     assert pvcs == ["data-vset-0"]
     vols = _created(plan)[0]["spec"]["volumes"]
     assert vols == [{"name": "data", "persistentVolumeClaim": {"claimName": "data-vset-0"}}]
@@ -83,7 +112,10 @@ def _rs(replicas: int) -> dict[str, Any]:
         "apiVersion": "apps/v1",
         "kind": "ReplicaSet",
         "metadata": {"name": "web-abc", "namespace": "ns", "uid": "rs-uid"},
-        "spec": {"replicas": replicas, "template": {"metadata": {"labels": {"app": "w"}}, "spec": {"containers": []}}},
+        "spec": {
+            "replicas": replicas,
+            "template": {"metadata": {"labels": {"app": "w"}}, "spec": {"containers": []}},
+        },
     }
 
 
@@ -102,7 +134,14 @@ def test_deployment_creates_a_replicaset_then_rolls() -> None:
         "apiVersion": "apps/v1",
         "kind": "Deployment",
         "metadata": {"name": "web", "namespace": "ns", "uid": "dep-uid"},
-        "spec": {"replicas": 2, "selector": {"matchLabels": {"app": "w"}}, "template": {"metadata": {"labels": {"app": "w"}}, "spec": {"containers": [{"name": "c", "image": "v1"}]}}},
+        "spec": {
+            "replicas": 2,
+            "selector": {"matchLabels": {"app": "w"}},
+            "template": {
+                "metadata": {"labels": {"app": "w"}},
+                "spec": {"containers": [{"name": "c", "image": "v1"}]},
+            },
+        },
     }
     plan = controllers.deployment(dep, [], [])
     rs = next(a.body for a in plan.actions if isinstance(a, Create))
@@ -119,20 +158,40 @@ def test_job_completes_and_fails_after_backoff_limit() -> None:
         "apiVersion": "batch/v1",
         "kind": "Job",
         "metadata": {"name": "j", "namespace": "ns", "uid": "job-uid"},
-        "spec": {"completions": 1, "parallelism": 1, "backoffLimit": 1, "template": {"spec": {"restartPolicy": "Never", "containers": []}}},
+        "spec": {
+            "completions": 1,
+            "parallelism": 1,
+            "backoffLimit": 1,
+            "template": {"spec": {"restartPolicy": "Never", "containers": []}},
+        },
     }
     body = _created(controllers.job(job, [], now="t"))[0]
     assert body["metadata"]["labels"]["job-name"] == "j"
     done = controllers.job(job, [_as_pod(body, phase="Succeeded")], now="t")
-    assert done.status is not None and {c["type"] for c in done.status["conditions"]} >= {"Complete"}
-    failed = [_as_pod({**body, "metadata": {**body["metadata"], "name": f"j-{i}"}}, phase="Failed") for i in range(2)]
+    assert done.status is not None and {c["type"] for c in done.status["conditions"]} >= {
+        "Complete"
+    }
+    failed = [
+        _as_pod({**body, "metadata": {**body["metadata"], "name": f"j-{i}"}}, phase="Failed")
+        for i in range(2)
+    ]
     plan = controllers.job(job, failed, now="t")
     assert plan.status is not None
-    assert any(c["type"] == "Failed" and c["reason"] == "BackoffLimitExceeded" for c in plan.status["conditions"])
+    assert any(
+        c["type"] == "Failed" and c["reason"] == "BackoffLimitExceeded"
+        for c in plan.status["conditions"]
+    )
 
 
 def test_endpoints_split_ready_and_carry_hostnames() -> None:
-    svc = {"metadata": {"name": "vset-peers", "namespace": "ns"}, "spec": {"clusterIP": "None", "selector": {"app": "v"}, "ports": [{"name": "http", "port": 8080}]}}
+    svc = {
+        "metadata": {"name": "vset-peers", "namespace": "ns"},
+        "spec": {
+            "clusterIP": "None",
+            "selector": {"app": "v"},
+            "ports": [{"name": "http", "port": 8080}],
+        },
+    }
     rev = "r"
     pods = []
     for i, ready in enumerate([True, False]):

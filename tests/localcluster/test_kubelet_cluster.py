@@ -62,8 +62,16 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     (directory / "nodes.yaml").write_text(LAYOUT)
     controlplane.install_layout(directory.resolve(), directory / "nodes.yaml")
     fast = [
-        "--heartbeat", "1", "--node-grace", "5", "--eviction-timeout", "2",
-        "--backoff-base", "1", "--backoff-max", "4",
+        "--heartbeat",
+        "1",
+        "--node-grace",
+        "5",
+        "--eviction-timeout",
+        "2",
+        "--backoff-base",
+        "1",
+        "--backoff-max",
+        "4",
     ]
     comp = launching.Component(
         "controlplane",
@@ -88,7 +96,10 @@ def _ready_nodes(c: Cluster) -> list[str]:
     return [
         n["metadata"]["name"]
         for n in doc["items"]
-        if any(x["type"] == "Ready" and x["status"] == "True" for x in n.get("status", {}).get("conditions", []))
+        if any(
+            x["type"] == "Ready" and x["status"] == "True"
+            for x in n.get("status", {}).get("conditions", [])
+        )
     ]
 
 
@@ -98,7 +109,9 @@ def pod(c: Cluster, name: str) -> dict[str, Any]:
 
 def running_ready(c: Cluster, name: str) -> bool:
     p = pod(c, name)
-    ready = any(x["type"] == "Ready" and x["status"] == "True" for x in p["status"].get("conditions", []))
+    ready = any(
+        x["type"] == "Ready" and x["status"] == "True" for x in p["status"].get("conditions", [])
+    )
     return p["status"].get("phase") == "Running" and ready
 
 
@@ -107,7 +120,9 @@ def wait_running(c: Cluster, name: str, timeout: float = 30) -> None:
         wait_for(lambda: running_ready(c, name), timeout, f"{name} running and ready")
     except AssertionError as exc:
         log = (c.directory / "logs" / "controlplane.log").read_text()[-3000:]
-        raise AssertionError(f"{exc}\npod: {json.dumps(pod(c, name).get('status'))}\nlog: {log}") from None
+        raise AssertionError(
+            f"{exc}\npod: {json.dumps(pod(c, name).get('status'))}\nlog: {log}"
+        ) from None
 
 
 def apply(c: Cluster, manifest: str) -> None:
@@ -119,9 +134,9 @@ def test_nodes_look_like_gpu_rigs(cluster: Cluster) -> None:
     labels = node["metadata"]["labels"]
     assert labels["nvidia.com/gpu.present"] == "true" and labels["nvidia.com/gpu.count"] == "4"
     assert node["status"]["allocatable"]["nvidia.com/gpu"] == "4"
-    assert cluster.kubectl("get", "nodes", "-l", "nvidia.com/gpu.present=true", "-o", "name").stdout.split() == [
-        "node/gpu-rig-0", "node/gpu-rig-1", "node/kwok-0"
-    ]
+    assert cluster.kubectl(
+        "get", "nodes", "-l", "nvidia.com/gpu.present=true", "-o", "name"
+    ).stdout.split() == ["node/gpu-rig-0", "node/gpu-rig-1", "node/kwok-0"]
 
 
 STS = """
@@ -163,7 +178,10 @@ print("reached", 4)
 
 def reach_all(c: Cluster, name: str) -> None:
     wait_for(
-        lambda: "reached 4" in c.kubectl("exec", name, "--", "python", "-c", REACH_ALL, check=False).stdout,
+        lambda: (
+            "reached 4"
+            in c.kubectl("exec", name, "--", "python", "-c", REACH_ALL, check=False).stdout
+        ),
         20,
         f"{name} reaching every member by DNS name",
     )
@@ -171,7 +189,9 @@ def reach_all(c: Cluster, name: str) -> None:
 
 def test_statefulset_members_reach_each_other_by_dns_and_come_back(cluster: Cluster) -> None:
     apply(cluster, STS)
-    wait_for(lambda: all(running_ready(cluster, f"web-{i}") for i in range(4)), 60, "4 ready members")
+    wait_for(
+        lambda: all(running_ready(cluster, f"web-{i}") for i in range(4)), 60, "4 ready members"
+    )
     ips = {pod(cluster, f"web-{i}")["status"]["podIP"] for i in range(4)}
     assert len(ips) == 4, "each pod has its own IP"
     for i in range(4):
@@ -181,7 +201,9 @@ def test_statefulset_members_reach_each_other_by_dns_and_come_back(cluster: Clus
     old_uid = pod(cluster, "web-2")["metadata"]["uid"]
     cluster.kubectl("delete", "pod", "web-2", "--wait=false")
     wait_for(
-        lambda: pod(cluster, "web-2")["metadata"]["uid"] != old_uid and running_ready(cluster, "web-2"),
+        lambda: (
+            pod(cluster, "web-2")["metadata"]["uid"] != old_uid and running_ready(cluster, "web-2")
+        ),
         60,
         "web-2 recreated",
     )
@@ -230,17 +252,34 @@ spec:
     assert "2 Insufficient nvidia.com/gpu" in message
     greedy = pod(cluster, "greedy")
     cond = next(c for c in greedy["status"]["conditions"] if c["type"] == "PodScheduled")
-    assert greedy["status"]["phase"] == "Pending" and cond["status"] == "False" and cond["reason"] == "Unschedulable"
+    assert (
+        greedy["status"]["phase"] == "Pending"
+        and cond["status"] == "False"
+        and cond["reason"] == "Unschedulable"
+    )
     assert "FailedScheduling" in cluster.kubectl("describe", "pod", "greedy").stdout
 
-    wait_for(lambda: pod(cluster, "pinned")["spec"].get("nodeName") == "gpu-rig-1", 20, "pinned bound")
+    wait_for(
+        lambda: pod(cluster, "pinned")["spec"].get("nodeName") == "gpu-rig-1", 20, "pinned bound"
+    )
     wait_running(cluster, "pinned")
 
-    table = wait_for(lambda: "SchedulingGated" in (t := cluster.kubectl("get", "pod", "gated").stdout) and t, 20, "gated")
+    table = wait_for(
+        lambda: "SchedulingGated" in (t := cluster.kubectl("get", "pod", "gated").stdout) and t,
+        20,
+        "gated",
+    )
     assert "SchedulingGated" in table
     time.sleep(1.5)
     assert not pod(cluster, "gated")["spec"].get("nodeName")
-    cluster.kubectl("patch", "pod", "gated", "--type=json", "-p", '[{"op": "remove", "path": "/spec/schedulingGates"}]')
+    cluster.kubectl(
+        "patch",
+        "pod",
+        "gated",
+        "--type=json",
+        "-p",
+        '[{"op": "remove", "path": "/spec/schedulingGates"}]',
+    )
     wait_running(cluster, "gated")
     cluster.kubectl("delete", "pod", "greedy", "gated", "pinned", "--wait=false")
 
@@ -284,8 +323,14 @@ def test_volumes_are_private_to_each_pod(cluster: Cluster) -> None:
     apply(cluster, VOLUMES + "---" + _writer("writer-a") + "---" + _writer("writer-b"))
     for name in ("writer-a", "writer-b"):
         wait_running(cluster, name)
-    assert cluster.kubectl("exec", "writer-a", "--", "cat", "/etc/pot/validators/peers.json").stdout == '{"n": 4}'
-    assert cluster.kubectl("exec", "writer-a", "--", "cat", "/var/run/pot/keys/validator-0.key").stdout == "0xfeed"
+    assert (
+        cluster.kubectl("exec", "writer-a", "--", "cat", "/etc/pot/validators/peers.json").stdout
+        == '{"n": 4}'
+    )
+    assert (
+        cluster.kubectl("exec", "writer-a", "--", "cat", "/var/run/pot/keys/validator-0.key").stdout
+        == "0xfeed"
+    )
     for name, other in (("writer-a", "writer-b"), ("writer-b", "writer-a")):
         listing = cluster.kubectl("exec", name, "--", "ls", "/srv/pot-test-scratch").stdout.split()
         assert listing == [f"{name}.txt"], f"{name} sees {listing} (not {other}'s files)"
@@ -339,10 +384,20 @@ def test_logs_exec_liveness_and_crash_loop_through_kubectl(cluster: Cluster) -> 
     before = cluster.kubectl("logs", "crasher", "-c", "main", "--previous").stdout
     assert now.startswith("run at ") and before.startswith("run at ") and now != before
 
-    wait_for(lambda: pod(cluster, "unhealthy")["status"]["containerStatuses"][0]["state"].get("running"), 30, "unhealthy running")
+    wait_for(
+        lambda: pod(cluster, "unhealthy")["status"]["containerStatuses"][0]["state"].get("running"),
+        30,
+        "unhealthy running",
+    )
     follow = subprocess.Popen(
         ["kubectl", "--kubeconfig", str(cluster.kubeconfig), "logs", "-f", "unhealthy"],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env={**os.environ, "PATH": f"{Path(__file__).parents[2] / '.venv/bin'}:{os.environ['PATH']}"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={
+            **os.environ,
+            "PATH": f"{Path(__file__).parents[2] / '.venv/bin'}:{os.environ['PATH']}",
+        },
     )
 
     def restarted() -> bool:
@@ -352,12 +407,26 @@ def test_logs_exec_liveness_and_crash_loop_through_kubectl(cluster: Cluster) -> 
     wait_for(restarted, 40, "restart by the liveness probe")
     out, _ = follow.communicate(timeout=20)  # -f ends when the container instance ends
     assert "GET /missing" in out
-    events = cluster.kubectl("get", "events", "--field-selector", "involvedObject.name=unhealthy").stdout
+    events = cluster.kubectl(
+        "get", "events", "--field-selector", "involvedObject.name=unhealthy"
+    ).stdout
     assert "Liveness probe failed" in events or "Unhealthy" in events
 
-    proc = cluster.kubectl("exec", "crasher", "-c", "side", "--", "sh", "-c", "echo out; echo err >&2; exit 7", check=False)
+    proc = cluster.kubectl(
+        "exec",
+        "crasher",
+        "-c",
+        "side",
+        "--",
+        "sh",
+        "-c",
+        "echo out; echo err >&2; exit 7",
+        check=False,
+    )
     assert proc.returncode == 7 and proc.stdout == "out\n" and "err" in proc.stderr
-    echoed = cluster.kubectl("exec", "-i", "crasher", "-c", "side", "--", "cat", input="piped\n").stdout
+    echoed = cluster.kubectl(
+        "exec", "-i", "crasher", "-c", "side", "--", "cat", input="piped\n"
+    ).stdout
     assert echoed == "piped\n"
     hosts = cluster.kubectl("exec", "crasher", "-c", "side", "--", "cat", "/etc/hosts").stdout
     assert "crasher" in hosts
@@ -384,18 +453,27 @@ spec:
     )
 
     def all_running() -> bool:
-        items = json.loads(cluster.kubectl("get", "pods", "-l", "app=fleet", "-o", "json").stdout)["items"]
+        items = json.loads(cluster.kubectl("get", "pods", "-l", "app=fleet", "-o", "json").stdout)[
+            "items"
+        ]
         return len(items) == 30 and all(p["status"].get("phase") == "Running" for p in items)
 
     wait_for(all_running, 60, "30 virtual pods Running")
     wait_for(
-        lambda: json.loads(cluster.kubectl("get", "deploy", "fleet", "-o", "json").stdout)["status"].get("readyReplicas") == 30,
+        lambda: (
+            json.loads(cluster.kubectl("get", "deploy", "fleet", "-o", "json").stdout)[
+                "status"
+            ].get("readyReplicas")
+            == 30
+        ),
         30,
         "deployment ready",
     )
     cluster.kubectl("scale", "deploy", "fleet", "--replicas=2")
     wait_for(
-        lambda: len(cluster.kubectl("get", "pods", "-l", "app=fleet", "-o", "name").stdout.split()) == 2,
+        lambda: (
+            len(cluster.kubectl("get", "pods", "-l", "app=fleet", "-o", "name").stdout.split()) == 2
+        ),
         30,
         "scaled down",
     )
@@ -424,7 +502,9 @@ spec:
 def pot_local(*args: str) -> str:
     """Run `pot local ARGS` as a user would."""
     pot = Path(__file__).resolve().parents[2] / ".venv" / "bin" / "pot"
-    proc = subprocess.run([str(pot), "local", *args], capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(
+        [str(pot), "local", *args], check=False, capture_output=True, text=True, timeout=60
+    )
     assert proc.returncode == 0, proc.stderr
     return proc.stdout
 
@@ -442,17 +522,27 @@ spec:
 """,
     )
     wait_running(cluster, "victim")
-    pid = int(pod(cluster, "victim")["status"]["containerStatuses"][0]["containerID"].rsplit("/", 1)[1])
+    pid = int(
+        pod(cluster, "victim")["status"]["containerStatuses"][0]["containerID"].rsplit("/", 1)[1]
+    )
     pot_local("node", "fail", "gpu-rig-1", "--dir", str(cluster.directory))
-    wait_for(lambda: not os.path.exists(f"/proc/{pid}"), 10, "victim's process killed with its node")
-    wait_for(lambda: "NotReady" in cluster.kubectl("get", "node", "gpu-rig-1").stdout, 20, "NotReady")
     wait_for(
-        lambda: "victim" not in cluster.kubectl("get", "pods", "-o", "name").stdout, 30, "victim evicted"
+        lambda: not os.path.exists(f"/proc/{pid}"), 10, "victim's process killed with its node"
+    )
+    wait_for(
+        lambda: "NotReady" in cluster.kubectl("get", "node", "gpu-rig-1").stdout, 20, "NotReady"
+    )
+    wait_for(
+        lambda: "victim" not in cluster.kubectl("get", "pods", "-o", "name").stdout,
+        30,
+        "victim evicted",
     )
     events = cluster.kubectl("get", "events", "-o", "json").stdout
     assert "TaintManagerEviction" in events
     # The StatefulSet's members that were on the failed rig come back on the healthy one.
-    wait_for(lambda: all(running_ready(cluster, f"web-{i}") for i in range(4)), 60, "web members back")
+    wait_for(
+        lambda: all(running_ready(cluster, f"web-{i}") for i in range(4)), 60, "web members back"
+    )
     assert {pod(cluster, f"web-{i}")["spec"]["nodeName"] for i in range(4)} == {"gpu-rig-0"}
     pot_local("node", "recover", "gpu-rig-1", "--dir", str(cluster.directory))
     wait_for(lambda: "gpu-rig-1" in _ready_nodes(cluster), 20, "node recovered")
@@ -467,7 +557,9 @@ def test_down_leaves_no_process_namespace_or_bridge(cluster: Cluster) -> None:
     assert all(os.path.exists(f"/proc/{p}") for p in pids)
     launching.down(cluster.directory)
     tag = podnet.tag(cluster.directory)
-    ps = subprocess.run(["ps", "-eo", "pid,args"], capture_output=True, text=True, check=True).stdout
+    ps = subprocess.run(
+        ["ps", "-eo", "pid,args"], capture_output=True, text=True, check=True
+    ).stdout
     leftovers = [line for line in ps.splitlines() if str(cluster.directory) in line]
     assert leftovers == [], leftovers
     assert not any(os.path.exists(f"/proc/{p}") for p in pids)

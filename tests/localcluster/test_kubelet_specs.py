@@ -10,7 +10,13 @@ import pytest
 from pot.localcluster import kubelet_status, podhosts, podspecs
 
 POD: dict[str, Any] = {
-    "metadata": {"name": "vset-1", "namespace": "ns", "uid": "u1", "labels": {"app": "v"}, "annotations": {"a": "b"}},
+    "metadata": {
+        "name": "vset-1",
+        "namespace": "ns",
+        "uid": "u1",
+        "labels": {"app": "v"},
+        "annotations": {"a": "b"},
+    },
     "spec": {"nodeName": "gpu-rig-0", "hostname": "vset-1", "subdomain": "vset-peers"},
     "status": {"podIP": "10.200.0.7"},
 }
@@ -18,7 +24,9 @@ SECRETS = {"keys": {"data": {"validator-1.key": base64.b64encode(b"0xabc").decod
 CMS = {"cfg": {"data": {"peers.json": "{}", "mode": "fast"}}}
 
 
-def _spec(container: dict[str, Any], volume_dirs: dict[str, str] | None = None) -> podspecs.ProcessSpec:
+def _spec(
+    container: dict[str, Any], volume_dirs: dict[str, str] | None = None
+) -> podspecs.ProcessSpec:
     return podspecs.process_spec(
         POD,
         container,
@@ -40,7 +48,12 @@ def _spec(container: dict[str, Any], volume_dirs: dict[str, str] | None = None) 
     ],
 )
 def test_project_images_map_to_their_modules(image: str, module: str) -> None:
-    assert podspecs.entrypoint({"name": "c", "image": image, "args": ["--x"]}) == ["python", "-m", module, "--x"]
+    assert podspecs.entrypoint({"name": "c", "image": image, "args": ["--x"]}) == [
+        "python",
+        "-m",
+        module,
+        "--x",
+    ]
 
 
 def test_foreign_image_without_command_is_refused_clearly() -> None:
@@ -52,7 +65,15 @@ def test_env_value_from_and_expansion() -> None:
     container = {
         "name": "c",
         "image": "pot-validator",
-        "args": ["--replica-id", "$(ORDINAL)", "--ip", "$(POD_IP)", "--literal", "$$(ORDINAL)", "$(UNDEFINED)"],
+        "args": [
+            "--replica-id",
+            "$(ORDINAL)",
+            "--ip",
+            "$(POD_IP)",
+            "--literal",
+            "$$(ORDINAL)",
+            "$(UNDEFINED)",
+        ],
         "resources": {"limits": {"memory": "2Gi"}},
         "env": [
             {"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}},
@@ -60,9 +81,15 @@ def test_env_value_from_and_expansion() -> None:
             {"name": "NS", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}},
             {"name": "APP", "valueFrom": {"fieldRef": {"fieldPath": "metadata.labels['app']"}}},
             {"name": "ORDINAL", "value": "1"},
-            {"name": "MEM_MI", "valueFrom": {"resourceFieldRef": {"resource": "limits.memory", "divisor": "1Mi"}}},
+            {
+                "name": "MEM_MI",
+                "valueFrom": {"resourceFieldRef": {"resource": "limits.memory", "divisor": "1Mi"}},
+            },
             {"name": "CPUS", "valueFrom": {"resourceFieldRef": {"resource": "limits.cpu"}}},
-            {"name": "KEY", "valueFrom": {"secretKeyRef": {"name": "keys", "key": "validator-1.key"}}},
+            {
+                "name": "KEY",
+                "valueFrom": {"secretKeyRef": {"name": "keys", "key": "validator-1.key"}},
+            },
             {"name": "MODE", "valueFrom": {"configMapKeyRef": {"name": "cfg", "key": "mode"}}},
             {"name": "URL", "value": "http://$(NAME).vset-peers.$(NS):8080"},
         ],
@@ -72,11 +99,23 @@ def test_env_value_from_and_expansion() -> None:
     assert env["POD_IP"] == "10.200.0.7" and env["APP"] == "v" and env["KEY"] == "0xabc"
     assert env["MEM_MI"] == "2048" and env["CPUS"] == "32" and env["MODE"] == "fast"
     assert env["URL"] == "http://vset-1.vset-peers.ns:8080"
-    assert spec.argv[-7:] == ["--replica-id", "1", "--ip", "10.200.0.7", "--literal", "$(ORDINAL)", "$(UNDEFINED)"]
+    assert spec.argv[-7:] == [
+        "--replica-id",
+        "1",
+        "--ip",
+        "10.200.0.7",
+        "--literal",
+        "$(ORDINAL)",
+        "$(UNDEFINED)",
+    ]
 
 
 def test_missing_secret_key_is_a_config_error() -> None:
-    container = {"name": "c", "command": ["x"], "env": [{"name": "K", "valueFrom": {"secretKeyRef": {"name": "keys", "key": "nope"}}}]}
+    container = {
+        "name": "c",
+        "command": ["x"],
+        "env": [{"name": "K", "valueFrom": {"secretKeyRef": {"name": "keys", "key": "nope"}}}],
+    }
     with pytest.raises(podspecs.ContainerConfigError, match="couldn't find key nope"):
         _spec(container)
 
@@ -86,38 +125,73 @@ def test_python_and_torchrun_resolve_to_the_venv(tmp_path: Any) -> None:
         exe = tmp_path / name
         exe.write_text("#!/bin/sh\n")
         exe.chmod(0o755)
-    assert podspecs.resolve_program(["torchrun", "-m", "x"], str(tmp_path)) == [str(tmp_path / "torchrun"), "-m", "x"]
+    assert podspecs.resolve_program(["torchrun", "-m", "x"], str(tmp_path)) == [
+        str(tmp_path / "torchrun"),
+        "-m",
+        "x",
+    ]
     assert podspecs.resolve_program(["python", "-V"], str(tmp_path))[0] == str(tmp_path / "python")
 
 
 def test_configmap_and_secret_volume_files() -> None:
-    files = podspecs.volume_files({"name": "v", "secret": {"secretName": "keys", "defaultMode": 0o400}}, POD, configmaps=CMS, secrets=SECRETS)
+    files = podspecs.volume_files(
+        {"name": "v", "secret": {"secretName": "keys", "defaultMode": 0o400}},
+        POD,
+        configmaps=CMS,
+        secrets=SECRETS,
+    )
     assert files == {"validator-1.key": (b"0xabc", 0o400)}
     files = podspecs.volume_files(
-        {"name": "v", "configMap": {"name": "cfg", "items": [{"key": "peers.json", "path": "sub/peers.json"}]}}, POD, configmaps=CMS, secrets=SECRETS
+        {
+            "name": "v",
+            "configMap": {
+                "name": "cfg",
+                "items": [{"key": "peers.json", "path": "sub/peers.json"}],
+            },
+        },
+        POD,
+        configmaps=CMS,
+        secrets=SECRETS,
     )
     assert files == {"sub/peers.json": (b"{}", 0o644)}
-    assert podspecs.volume_files({"name": "v", "emptyDir": {}}, POD, configmaps=CMS, secrets=SECRETS) is None
+    assert (
+        podspecs.volume_files({"name": "v", "emptyDir": {}}, POD, configmaps=CMS, secrets=SECRETS)
+        is None
+    )
     with pytest.raises(podspecs.ContainerConfigError, match='configmap "nope" not found'):
-        podspecs.volume_files({"name": "v", "configMap": {"name": "nope"}}, POD, configmaps=CMS, secrets=SECRETS)
+        podspecs.volume_files(
+            {"name": "v", "configMap": {"name": "nope"}}, POD, configmaps=CMS, secrets=SECRETS
+        )
 
 
 def test_hosts_file_has_cluster_dns_names() -> None:
     endpoints = [
         {
             "metadata": {"name": "vset-peers", "namespace": "ns"},
-            "subsets": [{"addresses": [{"ip": "10.200.0.6", "hostname": "vset-0"}, {"ip": "10.200.0.7", "hostname": "vset-1"}]}],
+            "subsets": [
+                {
+                    "addresses": [
+                        {"ip": "10.200.0.6", "hostname": "vset-0"},
+                        {"ip": "10.200.0.7", "hostname": "vset-1"},
+                    ]
+                }
+            ],
         }
     ]
     text = podhosts.render(POD, "10.200.0.7", podhosts.service_records(endpoints))
     assert "10.200.0.7\tvset-1.vset-peers.ns.svc.cluster.local vset-1\n" in text
     line = next(x for x in text.splitlines() if x.startswith("10.200.0.6"))
-    assert "vset-0.vset-peers.ns.svc.cluster.local" in line.split() and "vset-peers.ns.svc.cluster.local" in line.split()
+    assert (
+        "vset-0.vset-peers.ns.svc.cluster.local" in line.split()
+        and "vset-peers.ns.svc.cluster.local" in line.split()
+    )
     assert "vset-peers" in line.split()
 
 
 def _c(kind: str, state: dict[str, Any], restarts: int = 0) -> kubelet_status.ContainerState:
-    return kubelet_status.ContainerState(name=kind, image="i", kind=kind, state=state, restart_count=restarts)
+    return kubelet_status.ContainerState(
+        name=kind, image="i", kind=kind, state=state, restart_count=restarts
+    )
 
 
 @pytest.mark.parametrize(

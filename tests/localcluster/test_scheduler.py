@@ -19,7 +19,10 @@ def _pod(gpus: int = 0, **spec: Any) -> dict[str, Any]:
     container: dict[str, Any] = {"name": "c", "image": "x"}
     if gpus:
         container["resources"] = {"limits": {"nvidia.com/gpu": str(gpus)}}
-    return {"metadata": {"name": "p", "namespace": "default"}, "spec": {"containers": [container], **spec}}
+    return {
+        "metadata": {"name": "p", "namespace": "default"},
+        "spec": {"containers": [container], **spec},
+    }
 
 
 RIGS = [_node(c) for c in nodes.default_layout()]
@@ -41,12 +44,21 @@ def test_gpus_add_up_across_pods() -> None:
 
 
 def test_node_selector_and_required_affinity() -> None:
-    assert scheduler.schedule(_pod(nodeSelector={"kubernetes.io/hostname": "gpu-rig-1"}), RIGS, {}).node == "gpu-rig-1"
+    assert (
+        scheduler.schedule(
+            _pod(nodeSelector={"kubernetes.io/hostname": "gpu-rig-1"}), RIGS, {}
+        ).node
+        == "gpu-rig-1"
+    )
     affinity = {
         "nodeAffinity": {
             "requiredDuringSchedulingIgnoredDuringExecution": {
                 "nodeSelectorTerms": [
-                    {"matchExpressions": [{"key": "nvidia.com/gpu.count", "operator": "Gt", "values": ["8"]}]}
+                    {
+                        "matchExpressions": [
+                            {"key": "nvidia.com/gpu.count", "operator": "Gt", "values": ["8"]}
+                        ]
+                    }
                 ]
             }
         }
@@ -58,17 +70,26 @@ def test_node_selector_and_required_affinity() -> None:
 
 def test_taints_need_tolerations() -> None:
     tainted = [
-        _node(nodes.NodeConfig(name="a", taints=[{"key": "gpu", "value": "h100", "effect": "NoSchedule"}]))
+        _node(
+            nodes.NodeConfig(
+                name="a", taints=[{"key": "gpu", "value": "h100", "effect": "NoSchedule"}]
+            )
+        )
     ]
     decision = scheduler.schedule(_pod(), tainted, {})
-    assert decision.message.startswith("0/1 nodes are available: 1 node(s) had untolerated taint {gpu: h100}.")
+    assert decision.message.startswith(
+        "0/1 nodes are available: 1 node(s) had untolerated taint {gpu: h100}."
+    )
     tolerated = _pod(tolerations=[{"key": "gpu", "operator": "Exists", "effect": "NoSchedule"}])
     assert scheduler.schedule(tolerated, tainted, {}).node == "a"
 
 
 def test_not_ready_nodes_are_skipped() -> None:
     down = [_node(nodes.NodeConfig(name="a"), ready=False)]
-    assert "untolerated taint {node.kubernetes.io/not-ready: }" in scheduler.schedule(_pod(), down, {}).message
+    assert (
+        "untolerated taint {node.kubernetes.io/not-ready: }"
+        in scheduler.schedule(_pod(), down, {}).message
+    )
 
 
 def test_requests_count_sidecars_and_the_largest_init() -> None:
@@ -76,7 +97,11 @@ def test_requests_count_sidecars_and_the_largest_init() -> None:
         "spec": {
             "initContainers": [
                 {"name": "init", "resources": {"requests": {"cpu": "4"}}},
-                {"name": "side", "restartPolicy": "Always", "resources": {"requests": {"cpu": "500m"}}},
+                {
+                    "name": "side",
+                    "restartPolicy": "Always",
+                    "resources": {"requests": {"cpu": "500m"}},
+                },
             ],
             "containers": [{"name": "c", "resources": {"requests": {"cpu": "1", "memory": "1Gi"}}}],
         }
