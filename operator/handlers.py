@@ -117,9 +117,43 @@ async def _gauges(rt: runtime.Runtime) -> None:
         await asyncio.sleep(5)
 
 
+async def _prime(rt: runtime.Runtime, kube: kubeapi.Client) -> None:
+    """List what reconciles read before any worker runs (controller-runtime's
+    WaitForCacheSync): without it, a task reconciled right after a restart could
+    find its ValidatorSet or Secret "missing" only because the watch had not
+    delivered it yet, and fail for nothing."""
+    namespaces: list[str | None] = list(rt.config.namespaces) or [None]
+    await _list_into(kube, "v1", "nodes", None, kind="Node", observe=rt.observe_node)
+    for ns in namespaces:
+        await _list_into(kube, "v1", "secrets", ns, kind="Secret", observe=rt.observe_secret)
+        await _list_into(kube, "v1", "pods", ns, kind="Pod", observe=rt.observe_pod)
+        await _list_into(
+            kube, names.API_VERSION, names.VSETS, ns, kind="ValidatorSet", observe=rt.observe_vset
+        )
+        await _list_into(
+            kube, names.API_VERSION, names.TASKS, ns, kind="TrainingTask", observe=rt.observe_task
+        )
+
+
+async def _list_into(
+    kube: kubeapi.Client, api_version: str, plural: str, ns: str | None, *, kind: str, observe: Any
+) -> None:
+    doc = await kube.request("GET", kubeapi.path(api_version, plural, ns), kind=plural)
+    for item in doc.get("items") or []:
+        item.setdefault("apiVersion", api_version)
+        item.setdefault("kind", kind)
+        observe(item, False)
+
+
 async def _serve(rt: runtime.Runtime, port: int) -> web.AppRunner:
     app = web.Application()
-    observability.add_routes(app, ready=lambda: (rt.active, "leading" if rt.active else "standby"))
+
+    def ready() -> tuple[bool, str]:
+        if not rt.active:
+            return False, "standby (waiting for the leader Lease)"
+        return (True, "leading") if rt.primed else (False, "listing the cluster")
+
+    observability.add_routes(app, ready=ready)
     runner = web.AppRunner(app)
     await runner.setup()
     await web.TCPSite(runner, "0.0.0.0", port).start()  # noqa: S104 - probed by the kubelet
@@ -144,7 +178,7 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **kwargs: An
     vclient = validators_client.Client(timeout=cfg.http_timeout)
     memo.rt, memo.kube, memo.vclient = rt, kube, vclient
     memo.tasks = []
-    if cfg.metrics_port:
+    if cfg.metrics_port:  # before the election: a standby must answer its liveness probe
         memo.server = await _serve(rt, cfg.metrics_port)
     if cfg.leader_election:
         elector = leadership.Elector(
@@ -166,6 +200,8 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **kwargs: An
 
         memo.tasks.append(asyncio.create_task(elector.keep(lost)))
     metrics.LEADER.set(1)
+    await _prime(rt, kube)
+    rt.primed = True
     memo.tasks += [asyncio.create_task(_worker(rt, kube, vclient)) for _ in range(cfg.workers)]
     memo.tasks.append(asyncio.create_task(_gauges(rt)))
 

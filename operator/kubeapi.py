@@ -206,10 +206,19 @@ class Client:
         return await self.request("PUT", url, body=body, kind=plural)
 
     async def delete(
-        self, api_version: str, plural: str, namespace: str | None, name: str, *, uid: str = ""
+        self,
+        api_version: str,
+        plural: str,
+        namespace: str | None,
+        name: str,
+        *,
+        uid: str = "",
+        grace: int | None = None,
     ) -> bool:
-        """DELETE (uid-preconditioned when given); False when already gone."""
+        """DELETE (uid-preconditioned when given; ``grace`` 0 forces); False when already gone."""
         body: Obj = {"kind": "DeleteOptions", "apiVersion": "v1", "propagationPolicy": "Background"}
+        if grace is not None:
+            body["gracePeriodSeconds"] = grace
         if uid:
             body["preconditions"] = {"uid": uid}
         try:

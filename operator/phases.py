@@ -49,6 +49,7 @@ class PodView:
     node: str | None = None
     deleting: bool = False
     message: str = ""
+    node_lost: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,6 +103,7 @@ class Plan:
     attempt: int = 0
     release: list[str] = field(default_factory=list)
     delete: list[PodView] = field(default_factory=list)
+    force_delete: list[PodView] = field(default_factory=list)
     events: list[Event] = field(default_factory=list)
     requeue: float | None = None
 
@@ -293,6 +295,10 @@ class _Machine:
             # An old attempt (or a pod being taken down) still holds the names:
             # wait until it is gone before creating the next attempt.
             self.plan.delete = [p for p in stale if not p.deleting]
+            # A pod on a lost node never confirms its termination (its kubelet is
+            # gone) and would block the gang's names forever: force it, as the pod
+            # GC would. The node is unreachable, so the old process cannot rejoin.
+            self.plan.force_delete = [p for p in self.w.pods if p.deleting and p.node_lost]
             if self.status.get("phase") in ("", PENDING):
                 self.phase(SCHEDULING, "Creating", f"creating a gang of {self.nodes} pods")
             return self.finish(requeue=1.0)

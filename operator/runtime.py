@@ -42,6 +42,7 @@ class Expectations:
 
     created: dict[str, tuple[Body, float]] = field(default_factory=dict)
     deleted: dict[str, float] = field(default_factory=dict)
+    """Keyed by pod uid: the next pod of the same name is a different pod."""
 
 
 class Runtime:
@@ -63,6 +64,7 @@ class Runtime:
         self.expect: dict[tuple[str, str], Expectations] = {}
         self.released_at: dict[tuple[str, str], float] = {}
         self.active = True
+        self.primed = False
 
     # -- watch feeds ---------------------------------------------------------------
     def _store(self, cache: dict[tuple[str, str], Body], body: Body, deleted: bool) -> bool:
@@ -141,7 +143,7 @@ class Runtime:
             if deleted:
                 pods.pop(name, None)
                 if exp:
-                    exp.deleted.pop(name, None)
+                    exp.deleted.pop(meta.get("uid", ""), None)
             else:
                 self.put_pod(pods, body)
                 if exp:
@@ -229,13 +231,15 @@ class Runtime:
                 del exp.created[name]
             elif name not in pods:
                 pods[name] = body
-        for name, at in list(exp.deleted.items()):
+        for uid, at in list(exp.deleted.items()):
             if now - at > EXPECTATION_TTL:
-                del exp.deleted[name]
-            elif name in pods:
-                meta = dict(pods[name]["metadata"])
-                meta.setdefault("deletionTimestamp", "pending")
-                pods[name] = {**pods[name], "metadata": meta}
+                del exp.deleted[uid]
+                continue
+            for name, pod in pods.items():
+                if pod["metadata"].get("uid") == uid:
+                    meta = dict(pod["metadata"])
+                    meta.setdefault("deletionTimestamp", "pending")
+                    pods[name] = {**pod, "metadata": meta}
         return pods
 
     def expect_created(self, key: tuple[str, str], body: Body) -> None:
@@ -245,6 +249,7 @@ class Runtime:
             time.monotonic(),
         )
 
-    def expect_deleted(self, key: tuple[str, str], name: str) -> None:
-        """Remember a pod we deleted."""
-        self.expect.setdefault(key, Expectations()).deleted[name] = time.monotonic()
+    def expect_deleted(self, key: tuple[str, str], uid: str) -> None:
+        """Remember a pod we deleted (by uid)."""
+        if uid:
+            self.expect.setdefault(key, Expectations()).deleted[uid] = time.monotonic()

@@ -146,7 +146,9 @@ async def apply(
             metrics.GANG_RESTARTS.inc()
     for pod in plan.delete:
         await kube.delete("v1", "pods", ns, pod.name, uid=pod.uid)
-        rt.expect_deleted(key, pod.name)
+        rt.expect_deleted(key, pod.uid)
+    for pod in plan.force_delete:
+        await kube.delete("v1", "pods", ns, pod.name, uid=pod.uid, grace=0)
     if plan.delete:
         rt.released_at.pop(key, None)  # a new gang (restart or regate) gets a fresh timer
     if plan.ensure_children:

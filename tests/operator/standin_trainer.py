@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import sys
 import time
 from pathlib import Path
@@ -21,6 +22,8 @@ from pathlib import Path
 STATE = Path("/var/lib/pot")
 
 if __name__ == "__main__":
+    # PID 1 of a container ignores SIGTERM unless it handles it (as in real pods).
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     spec = json.loads(Path("/etc/pot/task/spec.json").read_text())
     config = spec["model"].get("config") or {}
     steps, per_step = (

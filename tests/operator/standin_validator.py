@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import sys
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -71,5 +72,7 @@ class Handler(BaseHTTPRequestHandler):
 
 
 if __name__ == "__main__":
+    # PID 1 of a container ignores SIGTERM unless it handles it (as in real pods).
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     port = int(sys.argv[1]) if len(sys.argv) > 1 else 8080
     ThreadingHTTPServer(("0.0.0.0", port), Handler).serve_forever()

@@ -196,7 +196,7 @@ def test_node_failure_restarts_gang_from_last_checkpoint(cluster: Any, operator:
     ns = cluster.namespace("nodefail")
     _vset_ready(cluster, ns)
     cluster.apply_task(
-        ns, "resume", hyperparameters__steps=400, model__config={"standinSeconds": 0.05}
+        ns, "resume", hyperparameters__steps=200, model__config={"standinSeconds": 0.05}
     )
     wait_for(
         "Training", lambda: _status(cluster, ns, "resume").get("phase") == "Training", timeout=60
@@ -220,6 +220,15 @@ def test_node_failure_restarts_gang_from_last_checkpoint(cluster: Any, operator:
         )
     finally:
         cluster.kubectl("annotate", "node", rig, "localcluster.pot.dev/failed-")
+    _dump(cluster, ns)
     starts = (store / "starts").read_text().split()
     assert starts[0] == "0:0" and starts[1].startswith("1:") and int(starts[1][2:]) >= 20, starts
-    assert int((store / "checkpoint").read_text()) == 400
+    assert int((store / "checkpoint").read_text()) == 200
+
+
+def _dump(cluster: Any, ns: str) -> None:
+    with open("/tmp/nodefail.txt", "w") as fh:
+        for e in sorted(
+            cluster.core.list_namespaced_event(ns).items, key=lambda e: str(e.last_timestamp)
+        ):
+            fh.write(f"{e.last_timestamp} {e.involved_object.name} {e.reason} {e.message}\n")

@@ -70,6 +70,9 @@ def test_operator_killed_at_random_points_stays_consistent(cluster: Any, tmp_pat
         proc.kill()
         proc.wait()
     tasks: set[str] = set()
+    seen: Counter[tuple[str, int, int]] = (
+        Counter()
+    )  # (phase, pods, gated) of the newest task at each kill
     for i in range(KILLS):
         proc = _start(cluster, log)
         name = f"t{i}"
@@ -83,6 +86,12 @@ def test_operator_killed_at_random_points_stays_consistent(cluster: Any, tmp_pat
         proc.send_signal(signal.SIGKILL)
         proc.wait()
         _invariants(cluster, ns, tasks)
+        pods = cluster.pods(ns, f"pot.dev/task={name}")
+        phase = (cluster.task(ns, name).get("status") or {}).get("phase", "-")
+        seen[(phase, len(pods), sum(1 for p in pods if p.spec.scheduling_gates))] += 1
+    (tmp_path / "kill-points.txt").write_text(repr(sorted(seen.items())))
+    # The kills landed at different points of the newest task's reconciles.
+    assert len(seen) >= 3, seen
     proc = _start(cluster, log)
     try:
         for name in sorted(tasks):

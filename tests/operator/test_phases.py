@@ -339,3 +339,15 @@ def test_pod_view_parses_failures() -> None:
     assert view is not None and view.attempt == 3 and not view.gated and view.node == "rig-0"
     assert view.message == "container trainer exited with code 137 (OOMKilled)"
     assert phases.pod_view({"metadata": {"name": "x"}}) is None
+
+
+def test_pods_stuck_on_a_lost_node_are_forced(
+    task: dict[str, Any], nodes: list[gang.NodeInfo]
+) -> None:
+    task["status"] = {"phase": "Scheduling", "restarts": 1}
+    stuck = phases.PodView(
+        name="mlp-demo-node-1", rank=1, attempt=0, deleting=True, node="rig-1", node_lost=True
+    )
+    leaving = phases.PodView(name="mlp-demo-node-0", rank=0, attempt=0, deleting=True, node="rig-0")
+    plan = phases.decide(world(task, nodes, pods=[stuck, leaving]))
+    assert plan.force_delete == [stuck] and not plan.create_ranks
