@@ -488,6 +488,7 @@ class Cluster:
             period = (
                 grace if grace is not None else int(spec.get("terminationGracePeriodSeconds", 30))
             )
+            grace = period  # issue 4: deletionGracePeriodSeconds is the pod's own grace period
             graceful = (
                 bool(spec.get("nodeName")) and phase not in ("Succeeded", "Failed") and period > 0
             )

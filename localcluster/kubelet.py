@@ -34,6 +34,7 @@ from typing import Any
 from pot import errors
 from pot.localcluster import (
     apiclient,
+    apiforward,
     containers,
     events,
     kubelet_status,
@@ -110,6 +111,8 @@ class Kubelet:
         self.nodes = caches["nodes"]
         self.tasks: list[asyncio.Task[Any]] = []
         self.background: set[asyncio.Task[Any]] = set()
+        self.relay: asyncio.Server | None = None
+        self.pod_api_url: str | None = None
 
     def _spawn(self, coro: Any) -> None:
         """Run ``coro`` in the background, keeping a reference until it ends."""
@@ -195,6 +198,14 @@ class Kubelet:
         self.cleanup_leftovers()
         if self.config.pod_network:
             self.net = podnet.ensure_network(self.state_dir, self.config.cluster_dir)
+            try:
+                relay, port = await apiforward.start(self.net.gateway, self.api.endpoint.server)
+                self.relay = relay
+                self.pod_api_url = f"http://{self.net.gateway}:{port}"
+            except OSError as exc:
+                log.warning("pods cannot reach the API server: %s", exc)
+        else:
+            self.pod_api_url = self.api.endpoint.server
         server = kubeletserver.Server(self)
         self.port = await server.start()
         try:
@@ -216,6 +227,8 @@ class Kubelet:
                 task.cancel()
             await self.shutdown()
             await server.stop()
+            if self.relay is not None:
+                self.relay.close()
 
     async def shutdown(self) -> None:
         """Kill every container and remove pod namespaces (kubelet stop, `down`)."""

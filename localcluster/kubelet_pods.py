@@ -20,7 +20,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Protocol
 
-from pot.localcluster import containers, kubelet_status, podnet, podspecs, probing
+from pot.localcluster import apiforward, containers, kubelet_status, podnet, podspecs, probing
 from pot.localcluster.kubelet_status import ContainerState
 
 log = logging.getLogger(__name__)
@@ -35,6 +35,7 @@ class Host(Protocol):
     backoff_base: float
     backoff_max: float
     net: podnet.Network | None
+    pod_api_url: str | None
 
     def now(self) -> str: ...
     def lookup(self, kind: str, namespace: str) -> Mapping[str, Obj]: ...
@@ -101,6 +102,7 @@ class PodWorker:
         self.netns: str | None = None
         self.hosts_file: Path | None = None
         self.volume_dirs: dict[str, str] = {}
+        self.service_account_dir: str | None = None
         self.start_time = _now_iso()
         self.initialized = False
         self.init_failed = False
@@ -176,6 +178,7 @@ class PodWorker:
             self.ip = self.host.host_ip()
         self.hosts_file = self.dir / "hosts"
         self.write_hosts()
+        self._service_account()
         while True:
             try:
                 self._prepare_volumes()
@@ -188,6 +191,17 @@ class PodWorker:
                     return
         self.sandbox_ready = True
         self.changed()
+
+    def _service_account(self) -> None:
+        """Credentials and a kubeconfig for the API server, unless opted out."""
+        spec = self.pod.get("spec") or {}
+        if spec.get("automountServiceAccountToken") is False or self.host.pod_api_url is None:
+            return
+        target = self.dir / "serviceaccount"
+        apiforward.write_credentials(
+            target, namespace=self.pod["metadata"]["namespace"], server=self.host.pod_api_url
+        )
+        self.service_account_dir = str(target)
 
     def write_hosts(self) -> None:
         """(Re)write the pod's /etc/hosts in place, so the bind mount sees it."""
@@ -402,6 +416,9 @@ class PodWorker:
             venv_bin=self.host.venv_bin,
         )
         spec.env[containers.MARKER] = self.host.net.tag if self.host.net else "local"
+        if self.service_account_dir and not any(m.target == apiforward.MOUNT for m in spec.mounts):
+            spec.mounts.append(podspecs.Mount(self.service_account_dir, apiforward.MOUNT, True))
+            spec.env.setdefault("KUBECONFIG", f"{apiforward.MOUNT}/kubeconfig")
         return spec
 
     def exec_argv(self, c: Container, argv: list[str]) -> list[str] | None:

@@ -433,6 +433,54 @@ def test_logs_exec_liveness_and_crash_loop_through_kubectl(cluster: Cluster) -> 
     cluster.kubectl("delete", "pod", "crasher", "unhealthy", "--wait=false")
 
 
+def _lifecycle_pod(host_dir: Path) -> str:
+    return f"""
+apiVersion: v1
+kind: Pod
+metadata: {{name: lifecycle}}
+spec:
+  terminationGracePeriodSeconds: 2
+  volumes:
+  - {{name: work, emptyDir: {{}}}}
+  - {{name: out, hostPath: {{path: {host_dir}, type: DirectoryOrCreate}}}}
+  initContainers:
+  - name: init
+    image: pot-trainer
+    command: [sh, -c, "echo initialised > /scratch/init.txt"]
+    volumeMounts: [{{name: work, mountPath: /scratch}}]
+  - name: sidecar
+    image: pot-validator
+    restartPolicy: Always
+    command: [sh, -c, "while true; do sleep 0.2; done"]
+  containers:
+  - name: main
+    image: pot-trainer
+    command: [sh, -c, "trap 'echo got-term >> /out/term.log' TERM; cat /scratch/init.txt; while true; do sleep 0.2; done"]
+    volumeMounts: [{{name: work, mountPath: /scratch}}, {{name: out, mountPath: /out}}]
+"""
+
+
+def test_init_sidecar_api_access_and_graceful_termination(cluster: Cluster) -> None:
+    host_dir = cluster.directory / "lifecycle-out"
+    apply(cluster, _lifecycle_pod(host_dir))
+    wait_running(cluster, "lifecycle")
+    status = pod(cluster, "lifecycle")["status"]
+    inits = {c["name"]: c for c in status["initContainerStatuses"]}
+    assert inits["init"]["state"]["terminated"]["exitCode"] == 0
+    assert "running" in inits["sidecar"]["state"]
+    assert cluster.kubectl("logs", "lifecycle", "-c", "main").stdout == "initialised\n"
+    # Pods reach the API server (kubectl from the venv, KUBECONFIG set by the kubelet).
+    inside = cluster.kubectl(
+        "exec", "lifecycle", "-c", "main", "--", "kubectl", "get", "pod", "lifecycle", "-o", "name"
+    )
+    assert inside.stdout.strip() == "pod/lifecycle"
+    started = time.monotonic()
+    cluster.kubectl("delete", "pod", "lifecycle", "--wait=true", timeout=60)
+    took = time.monotonic() - started
+    assert "got-term" in (host_dir / "term.log").read_text(), "SIGTERM first"
+    assert 1.5 <= took < 15, f"grace period 2s then SIGKILL; deletion took {took:.1f}s"
+
+
 def test_virtual_node_runs_pods_without_processes(cluster: Cluster) -> None:
     apply(
         cluster,

@@ -1,0 +1,75 @@
+"""Let pods reach the API server: a TCP relay on the pod network's gateway.
+
+The API server listens on 127.0.0.1 of the host, which a pod's network
+namespace cannot see. The kubelet relays ``GATEWAY:PORT`` (the bridge
+address, reachable from every pod) to it, and gives each pod a kubeconfig
+for that address under ``/var/run/secrets/kubernetes.io/serviceaccount/``
+with ``KUBECONFIG`` pointing at it, next to the usual ``token``,
+``namespace`` and ``ca.crt`` files. ``KUBERNETES_SERVICE_HOST`` is left unset
+on purpose: in-cluster clients (kubernetes, kopf) would then insist on HTTPS,
+which the local API server does not serve, and fall back to ``KUBECONFIG``
+when it is absent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from pathlib import Path
+from urllib.parse import urlsplit
+
+MOUNT = "/var/run/secrets/kubernetes.io/serviceaccount"
+
+
+async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    try:
+        while chunk := await reader.read(65536):
+            writer.write(chunk)
+            await writer.drain()
+    except (ConnectionError, OSError):
+        pass
+    finally:
+        with contextlib.suppress(ConnectionError, OSError):
+            writer.close()
+
+
+async def start(listen_host: str, server_url: str) -> tuple[asyncio.Server, int]:
+    """Relay ``listen_host:<API port>`` to the API server; returns (server, port)."""
+    parts = urlsplit(server_url)
+    target_host = parts.hostname or "127.0.0.1"
+    target_port = parts.port or (443 if parts.scheme == "https" else 80)
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            up_reader, up_writer = await asyncio.open_connection(target_host, target_port)
+        except OSError:
+            writer.close()
+            return
+        await asyncio.gather(_pipe(reader, up_writer), _pipe(up_reader, writer))
+
+    server = await asyncio.start_server(handle, listen_host, target_port)
+    return server, target_port
+
+
+def write_credentials(directory: Path, *, namespace: str, server: str) -> None:
+    """The files mounted at ``MOUNT`` in every pod."""
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "namespace").write_text(namespace)
+    # No authentication is enforced by the local API server (docs/localcluster.md).
+    (directory / "token").write_text("pot-local")
+    (directory / "ca.crt").write_text("")
+    doc = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [{"name": "pot-local", "cluster": {"server": server}}],
+        "users": [{"name": "pod", "user": {}}],
+        "contexts": [
+            {
+                "name": "pot-local",
+                "context": {"cluster": "pot-local", "user": "pod", "namespace": namespace},
+            }
+        ],
+        "current-context": "pot-local",
+    }
+    (directory / "kubeconfig").write_text(json.dumps(doc))
