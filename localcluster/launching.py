@@ -188,6 +188,12 @@ def up(
     kubeconfig = directory / "kubeconfig"
     current = status(directory)
     if current.up:
+        # Issue 4: a component that died (a crashed kubelet) is started again;
+        # on start it adopts or cleans up what its predecessor left.
+        wanted = COMPONENTS if components is None else components
+        missing = [c for c in wanted if c.name not in current.running]
+        if missing:
+            _start_components(directory, kubeconfig, _pids(directory), missing)
         return kubeconfig, True
     if current.running:
         down(directory)
@@ -231,7 +237,14 @@ def up(
     tmp.write_text(kubeconfig_text(url))
     tmp.chmod(0o600)
     tmp.replace(kubeconfig)
-    for comp in COMPONENTS if components is None else components:
+    _start_components(directory, kubeconfig, pids, COMPONENTS if components is None else components)
+    return kubeconfig, False
+
+
+def _start_components(
+    directory: Path, kubeconfig: Path, pids: dict[str, int], components: list[Component]
+) -> None:
+    for comp in components:
         cargv = [
             sys.executable,
             "-m",
@@ -242,7 +255,6 @@ def up(
         ]
         pids[comp.name] = _spawn(directory, comp.name, cargv).pid
         _write_pids(directory, pids)
-    return kubeconfig, False
 
 
 def down(directory: Path = DEFAULT_DIR, *, timeout: float = 15.0) -> list[str]:

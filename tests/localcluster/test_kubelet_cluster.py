@@ -56,6 +56,9 @@ def wait_for(check: Callable[[], Any], timeout: float = 30, what: str = "conditi
     raise AssertionError(f"timed out waiting for {what}; last: {last!r}")
 
 
+COMPONENT: list[launching.Component] = []
+
+
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     directory = tmp_path_factory.mktemp("kubelet")
@@ -79,6 +82,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
         extra=lambda d: ["--dir", str(d), *fast],
         cleanup=controlplane.cleanup,
     )
+    COMPONENT[:] = [comp]
     kubeconfig, _ = launching.up(directory, components=[comp])
     gc.collect()  # the Popen objects `up` let go of, while the warning filter applies
     st = launching.status(directory)
@@ -594,6 +598,50 @@ spec:
     assert {pod(cluster, f"web-{i}")["spec"]["nodeName"] for i in range(4)} == {"gpu-rig-0"}
     pot_local("node", "recover", "gpu-rig-1", "--dir", str(cluster.directory))
     wait_for(lambda: "gpu-rig-1" in _ready_nodes(cluster), 20, "node recovered")
+
+
+def _container_pids(c: Cluster) -> set[int]:
+    return {
+        int(st["containerID"].rsplit("/", 1)[1])
+        for i in range(4)
+        for st in pod(c, f"web-{i}")["status"]["containerStatuses"]
+        if "running" in st["state"]
+    }
+
+
+def test_crashed_control_plane_is_restarted_by_up_and_cleans_up(cluster: Cluster) -> None:
+    before = _container_pids(cluster)
+    assert len(before) == 4
+    restarts = {
+        i: pod(cluster, f"web-{i}")["status"]["containerStatuses"][0]["restartCount"]
+        for i in range(4)
+    }
+    pid = launching.status(cluster.directory).running["controlplane"]
+    os.kill(pid, 9)
+    wait_for(
+        lambda: "controlplane" not in launching.status(cluster.directory).running,
+        10,
+        "control plane dead",
+    )
+    assert all(os.path.exists(f"/proc/{p}") for p in before), "containers outlive a crashed kubelet"
+    _, already = launching.up(cluster.directory, components=COMPONENT)
+    assert already and "controlplane" in launching.status(cluster.directory).running
+    wait_for(lambda: not any(os.path.exists(f"/proc/{p}") for p in before), 20, "leftovers killed")
+
+    def rerun() -> bool:
+        return all(
+            running_ready(cluster, f"web-{i}")
+            and pod(cluster, f"web-{i}")["status"]["containerStatuses"][0]["restartCount"]
+            == restarts[i] + 1
+            for i in range(4)
+        )
+
+    wait_for(rerun, 40, "pods run again, counted as restarts")
+    tag = podnet.tag(cluster.directory)
+    from pot.localcluster import containers
+
+    assert len(containers.marked_pids(tag)) == 4, "exactly one process per container, no duplicates"
+    reach_all(cluster, "web-1")
 
 
 def test_down_leaves_no_process_namespace_or_bridge(cluster: Cluster) -> None:
