@@ -60,6 +60,31 @@ def _workload(obj: Obj, _: Callable[[], str]) -> None:
         _template(obj)
 
 
+def _statefulset(obj: Obj, next_ip: Callable[[], str]) -> None:
+    # Issue 4: `kubectl rollout status` needs the defaulted update strategy.
+    _workload(obj, next_ip)
+    spec = obj.get("spec")
+    if isinstance(spec, dict):
+        spec.setdefault("podManagementPolicy", "OrderedReady")
+        strategy = spec.setdefault("updateStrategy", {})
+        if isinstance(strategy, dict):
+            strategy.setdefault("type", "RollingUpdate")
+            if strategy["type"] == "RollingUpdate":
+                strategy.setdefault("rollingUpdate", {"partition": 0})
+
+
+def _deployment(obj: Obj, next_ip: Callable[[], str]) -> None:
+    _workload(obj, next_ip)
+    spec = obj.get("spec")
+    if isinstance(spec, dict):
+        spec.setdefault("progressDeadlineSeconds", 600)
+        strategy = spec.setdefault("strategy", {})
+        if isinstance(strategy, dict):
+            strategy.setdefault("type", "RollingUpdate")
+            if strategy["type"] == "RollingUpdate":
+                strategy.setdefault("rollingUpdate", {"maxSurge": "25%", "maxUnavailable": "25%"})
+
+
 def _job(obj: Obj, _: Callable[[], str]) -> None:
     spec = obj.setdefault("spec", {})
     if isinstance(spec, dict):
@@ -103,9 +128,9 @@ _DEFAULTERS: dict[tuple[str, str], Callable[[Obj, Callable[[], str]], None]] = {
     ("", "pods"): _pod,
     ("", "services"): _service,
     ("", "secrets"): _secret,
-    ("apps", "deployments"): _workload,
+    ("apps", "deployments"): _deployment,
     ("apps", "replicasets"): _workload,
-    ("apps", "statefulsets"): _workload,
+    ("apps", "statefulsets"): _statefulset,
     ("apps", "daemonsets"): lambda o, n: _template(o),
     ("batch", "jobs"): _job,
 }

@@ -214,6 +214,49 @@ def test_statefulset_members_reach_each_other_by_dns_and_come_back(cluster: Clus
     reach_all(cluster, "web-0")
 
 
+DEPLOYMENT = """
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: api}
+spec:
+  replicas: 2
+  selector: {matchLabels: {app: api}}
+  template:
+    metadata: {labels: {app: api}}
+    spec:
+      terminationGracePeriodSeconds: 1
+      containers:
+      - {name: c, image: pot-operator, command: [sleep, "300"]}
+"""
+
+
+def test_rolling_updates_through_kubectl_rollout(cluster: Cluster) -> None:
+    apply(cluster, DEPLOYMENT)
+    cluster.kubectl("rollout", "status", "deploy/api", "--timeout=60s", timeout=90)
+    cluster.kubectl("set", "env", "deploy/api", "GENERATION=2")
+    cluster.kubectl("rollout", "status", "deploy/api", "--timeout=60s", timeout=90)
+    pods = json.loads(cluster.kubectl("get", "pods", "-l", "app=api", "-o", "json").stdout)["items"]
+    live = [p for p in pods if not p["metadata"].get("deletionTimestamp")]
+    assert len(live) == 2
+    assert all(
+        c.get("env") == [{"name": "GENERATION", "value": "2"}]
+        for p in live
+        for c in p["spec"]["containers"]
+    )
+    cluster.kubectl("delete", "deploy", "api")
+
+    before = {pod(cluster, f"web-{i}")["metadata"]["uid"] for i in range(4)}
+    cluster.kubectl("set", "env", "sts/web", "GENERATION=2")
+    cluster.kubectl("rollout", "status", "sts/web", "--timeout=90s", timeout=120)
+    after = {i: pod(cluster, f"web-{i}") for i in range(4)}
+    assert not before & {p["metadata"]["uid"] for p in after.values()}, "every member replaced"
+    assert all(
+        p["spec"]["containers"][0]["env"] == [{"name": "GENERATION", "value": "2"}]
+        for p in after.values()
+    )
+    reach_all(cluster, "web-3")
+
+
 def test_scheduling_gpus_gates_and_node_selector(cluster: Cluster) -> None:
     apply(
         cluster,
