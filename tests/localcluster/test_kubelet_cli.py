@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from pot.localcluster import containers, podnet
+from pot.localcluster import podnet
 
 pytestmark = pytest.mark.slow
 
