@@ -63,6 +63,15 @@ def body(
     }
 
 
+#: A repeat of the same event (object, reason, message) within this many
+#: seconds bumps the first one's ``count`` instead of creating another, as
+#: the kubelet's event correlator does ("x17 over 2m"): a probe failing every
+#: second must not grow the API server's log without bound.
+AGGREGATE_WINDOW = 600.0
+#: At most one count update per aggregated event per this many seconds.
+UPDATE_EVERY = 10.0
+
+
 class Recorder:
     """Sends events in the background, bounded so a flood cannot grow memory."""
 
@@ -70,6 +79,8 @@ class Recorder:
         self.api = api
         self.component = component
         self.pending: set[asyncio.Task[None]] = set()
+        # key -> [event body, first seen, last written, count, count written]
+        self.seen: dict[tuple[str, str, str], list[Any]] = {}
 
     def emit(
         self,
@@ -79,11 +90,28 @@ class Recorder:
         kind: str = "Normal",
         host: str = "",
     ) -> None:
-        """Queue one event."""
+        """Queue one event (or count a repeat of a recent one)."""
         if len(self.pending) > 500:
             return
+        meta = involved.get("metadata") or {}
+        key = (str(meta.get("uid") or meta.get("name")), reason, message)
+        now = time.monotonic()
+        entry = self.seen.get(key)
+        if entry is not None and now - entry[1] < AGGREGATE_WINDOW:
+            entry[3] += 1
+            if now - entry[2] < UPDATE_EVERY:
+                return
+            entry[2] = now
+            self._spawn(self._bump(entry))
+            return
+        if len(self.seen) > 10_000:
+            self.seen = {k: v for k, v in self.seen.items() if now - v[1] < AGGREGATE_WINDOW}
         ev = body(involved, reason, message, kind, component=self.component, host=host)
-        task = asyncio.get_running_loop().create_task(self._send(ev))
+        self.seen[key] = [ev, now, now, 1, 1]
+        self._spawn(self._send(ev))
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
         self.pending.add(task)
         task.add_done_callback(self.pending.discard)
 
@@ -93,3 +121,17 @@ class Recorder:
             await self.api.create(apiclient.path_for("v1", "events", ns), ev)
         except errors.ClusterError as exc:
             log.debug("event %s not written: %s", ev["reason"], exc)
+
+    async def _bump(self, entry: list[Any]) -> None:
+        ev, count = entry[0], entry[3]
+        if count == entry[4]:
+            return
+        entry[4] = count
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        path = apiclient.path_for(
+            "v1", "events", ev["metadata"]["namespace"], ev["metadata"]["name"]
+        )
+        try:
+            await self.api.patch(path, {"count": count, "lastTimestamp": stamp})
+        except errors.ClusterError as exc:
+            log.debug("event %s not updated: %s", ev["reason"], exc)

@@ -206,3 +206,44 @@ def _c(kind: str, state: dict[str, Any], restarts: int = 0) -> kubelet_status.Co
 )
 def test_phase(policy: str, states: list[dict[str, Any]], phase: str) -> None:
     assert kubelet_status.phase(policy, [_c("regular", s) for s in states], False) == phase
+
+
+class _FakeApi:
+    def __init__(self) -> None:
+        self.created: list[dict[str, Any]] = []
+        self.patched: list[dict[str, Any]] = []
+
+    async def create(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        self.created.append(body)
+        return body
+
+    async def patch(self, path: str, patch: dict[str, Any]) -> dict[str, Any]:
+        self.patched.append(patch)
+        return patch
+
+
+def test_repeated_events_are_counted_not_duplicated(monkeypatch: pytest.MonkeyPatch) -> None:
+    import asyncio
+
+    from pot.localcluster import events
+
+    api = _FakeApi()
+
+    async def scenario() -> None:
+        recorder = events.Recorder(api, "kubelet")  # type: ignore[arg-type]
+        for _ in range(5):
+            recorder.emit(POD, "Unhealthy", "Readiness probe failed", "Warning")
+        monkeypatch.setattr(events, "UPDATE_EVERY", 0.0)
+        recorder.emit(POD, "Unhealthy", "Readiness probe failed", "Warning")
+        recorder.emit(POD, "Killing", "Stopping container c")
+        await asyncio.gather(*recorder.pending)
+
+    # A private loop: asyncio.run would reset the policy's loop under pytest-asyncio.
+    loop = asyncio.new_event_loop()
+    try:
+        loop.run_until_complete(scenario())
+    finally:
+        loop.close()
+    assert [e["reason"] for e in api.created] == ["Unhealthy", "Killing"]
+    assert api.patched
+    assert api.patched[-1]["count"] == 6
