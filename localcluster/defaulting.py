@@ -96,6 +96,25 @@ def _job(obj: Obj, _: Callable[[], str]) -> None:
         tspec = (spec.get("template") or {}).get("spec")
         if isinstance(tspec, dict) and tspec.get("restartPolicy") == "Always":
             tspec["restartPolicy"] = "Never"
+        # Issue 4: the generated selector (`kubectl logs job/NAME` follows it).
+        meta = obj.get("metadata") or {}
+        uid, name = meta.get("uid"), meta.get("name")
+        tmpl = spec.get("template")
+        if (
+            uid
+            and not spec.get("manualSelector")
+            and not spec.get("selector")
+            and isinstance(tmpl, dict)
+        ):
+            spec["selector"] = {"matchLabels": {"batch.kubernetes.io/controller-uid": uid}}
+            labels = tmpl.setdefault("metadata", {}).setdefault("labels", {})
+            for key, value in (
+                ("batch.kubernetes.io/controller-uid", uid),
+                ("controller-uid", uid),
+                ("batch.kubernetes.io/job-name", name),
+                ("job-name", name),
+            ):
+                labels.setdefault(key, value)
 
 
 def _service(obj: Obj, next_ip: Callable[[], str]) -> None:

@@ -590,8 +590,7 @@ spec:
 """,
     )
     cluster.kubectl("wait", "--for=condition=Complete", "job/once", "--timeout=40s", timeout=60)
-    # (job/once would need the server-defaulted spec.selector; select by the label instead)
-    assert cluster.kubectl("logs", "-l", "job-name=once").stdout == "done\n"
+    assert cluster.kubectl("logs", "job/once").stdout == "done\n"
 
 
 def pot_local(*args: str) -> str:
