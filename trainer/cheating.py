@@ -19,7 +19,6 @@ from __future__ import annotations
 import enum
 
 import torch
-from torch import nn
 
 
 class Cheat(enum.Enum):
@@ -40,12 +39,22 @@ def skips(cheat: Cheat | None, step: int, seg_start: int, seg_steps: int) -> boo
     return cheat is Cheat.SKIP_STEPS and seg_steps > 1 and step == seg_start + seg_steps // 2
 
 
-def perturb(cheat: Cheat | None, model: nn.Module, step: int, scale: float = 1e-2) -> None:
-    """Add seeded noise (same on every rank) to the weights about to be committed."""
+def perturb(
+    cheat: Cheat | None, state: dict[str, torch.Tensor], step: int, scale: float = 1e-2
+) -> None:
+    """Add seeded noise to the floating-point tensors of a captured model state, in place.
+
+    Only the commitment is forged; the live model trains on. Perturbing the live model
+    of one node of a DDP gang also changed the gradients the honest nodes averaged, so
+    their later segments failed replay too and an honest miner was slashed with the
+    cheater (tests/integration/test_train_to_allocation.py).
+    """
     if cheat is not Cheat.PERTURB_WEIGHTS:
         return
     gen = torch.Generator().manual_seed(step)
     with torch.no_grad():
-        for p in model.parameters():
-            noise = torch.randn(p.shape, generator=gen).to(p.device, p.dtype)
-            p.add_(noise * scale * (float(p.detach().float().std()) if p.numel() > 1 else 1.0))
+        for t in state.values():
+            if not t.is_floating_point():
+                continue
+            noise = torch.randn(t.shape, generator=gen).to(t.dtype)
+            t.add_(noise * scale * (float(t.detach().float().std()) if t.numel() > 1 else 1.0))

@@ -100,10 +100,16 @@ def train(  # noqa: PLR0917 (typer maps parameters to options)
         None, "--cheat", help="Cheat on purpose: perturb-weights, skip-steps, swap-data."
     ),
     flush_timeout: float = typer.Option(30.0, "--flush-timeout", help="Seconds to drain at exit."),
+    linger: float = typer.Option(
+        600.0,
+        "--linger",
+        help="Seconds to keep serving checkpoints after training, until the validators "
+        "decided this node's segments (0: exit at once).",
+    ),
 ) -> None:
     """Train one rank of the gang (run under torchrun) and publish proof segments."""
     from pot import ids, keys, store
-    from pot.trainer import cheating, serving, tasks, training
+    from pot.trainer import cheating, publishing, serving, tasks, training
 
     ids.split_task_key(task)
     raw = _read_spec(spec_file)
@@ -142,11 +148,22 @@ def train(  # noqa: PLR0917 (typer maps parameters to options)
         server = serving.Server(store.FilesystemStore(store_dir), port=port).start()
     try:
         result = training.main(opts)
+        if layout.rank == 0:
+            print(json.dumps({"event": "done", **result}), flush=True)  # noqa: T201
+        # Audits run after acknowledgement and fetch blobs from this node's store.
+        miner = key.address if key is not None and server is not None else None
+        if (
+            miner is not None
+            and validator_url
+            and linger > 0
+            and not publishing.wait_decided(
+                validator_url, task, miner, expected=spec.segments, timeout=linger
+            )
+        ):
+            typer.echo(f"warning: segments still undecided after {linger:.0f}s", err=True)
     finally:
         if server is not None:
             server.stop()
-    if layout.rank == 0:
-        print(json.dumps({"event": "done", **result}), flush=True)  # noqa: T201
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -140,8 +140,7 @@ class Publisher:
         )
         try:
             with urllib.request.urlopen(req, timeout=self.timeout) as resp:  # noqa: S310
-                resp.read()
-                return "ok"
+                answer = resp.read()
         except urllib.error.HTTPError as exc:
             if exc.code == 400:
                 try:
@@ -152,6 +151,13 @@ class Publisher:
             return f"retry:HTTP {exc.code}"
         except (urllib.error.URLError, OSError) as exc:
             return f"retry:{exc}"
+        # A 202 that is not yet committed is sent again (validators order it once): the
+        # replica that took it may never get it ordered (docs/protocol.md, POST /v1/segments).
+        try:
+            committed = json.loads(answer).get("committed", True) is not False
+        except (ValueError, AttributeError):
+            committed = True
+        return "ok" if committed else "retry:not yet committed"
 
     def _run(self) -> None:
         backoff = self.initial_backoff
@@ -197,3 +203,52 @@ class Publisher:
         if self._thread.is_alive():
             self._thread.join(timeout=timeout + 1)
         return self.depth()
+
+
+def decided(view: object, miner: str, expected: int) -> bool:
+    """Whether a task view (``GET /v1/tasks/{ns}/{name}``) has decided ``miner``'s segments:
+    the allocation is in, or ``expected`` of its segments are verified or rejected."""
+    if not isinstance(view, dict):
+        return False
+    if view.get("phase") == "Allocated":
+        return True
+    miners = view.get("miners")
+    if not isinstance(miners, dict):
+        return False
+    for address, work in miners.items():
+        if str(address).lower() == miner.lower() and isinstance(work, dict):
+            done = work.get("verified", 0) + work.get("rejected", 0)
+            return isinstance(done, int) and done >= expected
+    return False
+
+
+def wait_decided(
+    validator_url: str,
+    task: str,
+    miner: str,
+    *,
+    expected: int,
+    timeout: float,
+    poll: float = 0.5,
+) -> bool:
+    """Poll the validators until ``miner``'s segments are decided (True) or ``timeout``.
+
+    Validators replay segments after acknowledging them, fetching the checkpoints
+    from this node's ``storeUrl``; a trainer that stopped serving as soon as its
+    last segment was acknowledged made every audit fail with MISSING_BLOB (found by
+    tests/integration/test_train_to_allocation.py). So the node keeps its store up
+    until its own segments are decided.
+    """
+    url = f"{validator_url.rstrip('/')}/v1/tasks/{task}"
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with urllib.request.urlopen(url, timeout=5) as resp:  # noqa: S310 (operator-given URL)
+                view = json.loads(resp.read())
+            if decided(view, miner, expected):
+                return True
+        except (urllib.error.URLError, OSError, ValueError) as exc:
+            log.debug("waiting for verdicts: %s", exc)
+        if time.monotonic() + poll > deadline:
+            return False
+        time.sleep(poll)

@@ -419,7 +419,6 @@ class Trainer:
                     continue
                 metrics = self._final_metrics() if step == spec.steps else None
                 proof_began = time.perf_counter()
-                cheating.perturb(opts.cheat, self.model, step)
                 if layout.publishes:
                     ckpt = checkpoints.capture(
                         self.model,
@@ -428,6 +427,7 @@ class Trainer:
                         optimizer_steps=self.optimizer_steps,
                         seed=spec.seed,
                     )
+                    cheating.perturb(opts.cheat, ckpt.model, step)
                     self._commit(ckpt, start_step=seg_start, losses=self.losses, metrics=metrics)
                 self.proof_seconds += time.perf_counter() - proof_began
         self._drain()

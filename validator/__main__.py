@@ -36,6 +36,11 @@ def _parser() -> argparse.ArgumentParser:
 
 def _auditor(spec: str, data_dir: str, device: str) -> auditing.Auditor:
     if spec == "replay":
+        # Import torch now, before the PBFT loop runs: imported lazily on the first audit's
+        # worker thread it held the GIL for seconds, the loop missed its timers and the
+        # replica started a view change alone (tests/integration/test_train_to_allocation.py).
+        from pot.trainer import verification  # noqa: F401
+
         return auditing.ReplayAuditor(f"{data_dir}/blobs", device)
     if spec == "accept":
         return auditing.Scripted()

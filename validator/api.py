@@ -120,13 +120,16 @@ def build(node: Node) -> web.Application:
             node.count_segment_rejection(exc.reason.name)
             return _json(400, {"accepted": False, "reason": exc.reason.name})
         if seg.task not in node.app.tasks:
-            return _json(400, {"accepted": False, "reason": segments.Rejection.WRONG_TASK.name})
+            # 503, not 400: registration is ordered, and this replica may execute it after a
+            # trainer (started once another replica committed it) sends its first segment; a
+            # 400 would make the trainer set the segment aside for good.
+            return _json(503, {"accepted": False, "reason": segments.Rejection.WRONG_TASK.name})
         digest = segments.digest(seg)
         known = node.app.tasks[seg.task]["segments"].get(f"{seg.miner.lower()}/{seg.index}")
-        if known is not None and known["digest"] == digest:
-            return _json(202, {"accepted": True, "digest": digest})  # idempotent: ordered once
+        if known is not None and known["digest"] == digest:  # idempotent: ordered once
+            return _json(202, {"accepted": True, "digest": digest, "committed": True})
         if digest in node.inflight_segments:
-            return _json(202, {"accepted": True, "digest": digest})
+            return _json(202, {"accepted": True, "digest": digest, "committed": False})
         node.inflight_segments.add(digest)
         try:
             result = await node.submit(vapp.op("segment", segment=seg.record()), COMMIT_WAIT_S)
@@ -134,7 +137,10 @@ def build(node: Node) -> web.Application:
             node.inflight_segments.discard(digest)
         if result is not None and not result.get("ok"):
             return _json(400, {"accepted": False, "reason": result.get("reason", "MALFORMED")})
-        return _json(202, {"accepted": True, "digest": digest})
+        # "committed": false tells the trainer to send it again later (idempotent): a request
+        # this replica could not get ordered (cut off, changing views) would otherwise be
+        # lost, since the trainer drops acknowledged segments from its outbox.
+        return _json(202, {"accepted": True, "digest": digest, "committed": result is not None})
 
     async def get_allocation(request: web.Request) -> web.Response:
         task = ids.task_key(request.match_info["ns"], request.match_info["name"])

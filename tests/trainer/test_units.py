@@ -102,13 +102,17 @@ def _signed(index: int) -> segments.Segment:
 class _Validator(http.server.BaseHTTPRequestHandler):
     codes: ClassVar[list[int]] = []
     bodies: ClassVar[list[bytes]] = []
+    pending: ClassVar[list[bool]] = []
 
     def do_POST(self) -> None:
         body = self.rfile.read(int(self.headers["Content-Length"]))
         code = self.codes.pop(0) if self.codes else 202
+        answer: dict[str, object] = {"accepted": code == 202, "reason": "BAD_SIGNATURE"}
         if code == 202:
             self.bodies.append(body)
-        payload = json.dumps({"accepted": code == 202, "reason": "BAD_SIGNATURE"}).encode()
+            if self.pending:
+                answer["committed"] = not self.pending.pop(0)
+        payload = json.dumps(answer).encode()
         self.send_response(code)
         self.send_header("Content-Length", str(len(payload)))
         self.end_headers()
@@ -120,7 +124,7 @@ class _Validator(http.server.BaseHTTPRequestHandler):
 
 @pytest.fixture
 def validator() -> Iterator[tuple[str, type[_Validator]]]:
-    handler = type("H", (_Validator,), {"codes": [], "bodies": []})
+    handler = type("H", (_Validator,), {"codes": [], "bodies": [], "pending": []})
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
@@ -160,6 +164,28 @@ def test_publisher_sets_refused_segments_aside(
     pub.enqueue(_signed(0))
     assert pub.close(timeout=10) == 0
     assert (tmp_path / "rejected" / "00000000.json").exists()
+
+
+def test_publisher_resends_until_committed(
+    tmp_path: Path, validator: tuple[str, type[_Validator]]
+) -> None:
+    url, handler = validator
+    handler.pending.extend([True, True])  # 202 but not yet ordered: send it again
+    pub = publishing.Publisher(tmp_path, validator_url=url, initial_backoff=0.01)
+    pub.start()
+    pub.enqueue(_signed(0))
+    assert pub.close(timeout=10) == 0
+    assert len(handler.bodies) == 3
+    assert (tmp_path / "sent" / "00000000.json").exists()
+
+
+def test_decided_reads_the_validators_task_view() -> None:
+    view = {"phase": "Verifying", "miners": {"0xAbC": {"verified": 1, "rejected": 1}}}
+    assert publishing.decided(view, "0xabc", 2)
+    assert not publishing.decided(view, "0xabc", 3)
+    assert not publishing.decided(view, "0xdef", 1)
+    assert publishing.decided({"phase": "Allocated", "miners": {}}, "0xdef", 1)
+    assert not publishing.decided(None, "0xabc", 0)
 
 
 def test_segments_dir_never_overwrites_a_different_body(tmp_path: Path) -> None:
