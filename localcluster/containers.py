@@ -31,18 +31,36 @@ from pathlib import Path
 
 from pot.localcluster import podspecs
 
+STAGE = "/run/pot-stage"
+"""Where volume sources are bound first, inside the pod's own mount namespace."""
+
 
 def _mount_lines(spec: podspecs.ProcessSpec, hosts_file: str | None) -> list[str]:
+    # Two phases: every source is bound to a private staging tmpfs before any
+    # mountPath is mounted, so a volume at a path that contains other volumes'
+    # sources (an emptyDir at /tmp while the kubelet keeps pod data under
+    # /tmp/...) cannot hide them.
     lines = ["set -e"]
     if hosts_file:
         lines.append(f"mount --bind {shlex.quote(hosts_file)} /etc/hosts")
-    for m in spec.mounts:
-        src, dst = shlex.quote(m.source), shlex.quote(m.target)
+    if spec.mounts:
+        lines.append(f"mkdir -p {STAGE}; mount -t tmpfs -o size=1m pot-stage {STAGE}")
+    staged: list[tuple[str, podspecs.Mount]] = []
+    for i, m in enumerate(spec.mounts):
+        src, stage = shlex.quote(m.source), f"{STAGE}/{i}"
+        if os.path.isdir(m.source) or not os.path.exists(m.source):
+            lines.append(f"mkdir -p {stage}")
+        else:
+            lines.append(f": > {stage}")
+        lines.append(f"mount --bind {src} {stage}")
+        staged.append((stage, m))
+    for stage, m in staged:
+        dst = shlex.quote(m.target)
         if os.path.isdir(m.source) or not os.path.exists(m.source):
             lines.append(f"[ -d {dst} ] || mkdir -p {dst}")
         else:
             lines.append(f"[ -e {dst} ] || {{ mkdir -p $(dirname {dst}); : > {dst}; }}")
-        lines.append(f"mount --bind {src} {dst}")
+        lines.append(f"mount --bind {stage} {dst}")
         if m.read_only:
             lines.append(f"mount -o remount,bind,ro {dst}")
     if spec.working_dir:

@@ -386,6 +386,36 @@ def test_volumes_are_private_to_each_pod(cluster: Cluster) -> None:
     cluster.kubectl("delete", "pod", "writer-a", "writer-b", "--wait=false")
 
 
+SHADOW = """
+apiVersion: v1
+kind: Pod
+metadata: {name: shadow}
+spec:
+  terminationGracePeriodSeconds: 1
+  volumes:
+  - {name: cfg, configMap: {name: cfg}}
+  - {name: tmp, emptyDir: {}}
+  containers:
+  - name: c
+    image: pot-operator
+    command: [sh, -c, "exec sleep 300"]
+    volumeMounts:
+    - {name: tmp, mountPath: /tmp}
+    - {name: cfg, mountPath: /etc/pot/validators}
+"""
+
+
+def test_volume_over_a_path_holding_other_sources(cluster: Cluster) -> None:
+    """An emptyDir at /tmp (as the chart's read-only-root operator has) must not hide the
+    kubelet's own sources under /tmp (the test cluster lives there): sources are staged first."""
+    apply(cluster, VOLUMES + "---" + SHADOW)
+    wait_running(cluster, "shadow")
+    out = cluster.kubectl("exec", "shadow", "--", "cat", "/etc/pot/validators/peers.json")
+    assert out.stdout == '{"n": 4}'
+    assert cluster.kubectl("exec", "shadow", "--", "ls", "-A", "/tmp").stdout.split() == []
+    cluster.kubectl("delete", "pod", "shadow", "--wait=false")
+
+
 CRASHER = """
 apiVersion: v1
 kind: Pod
