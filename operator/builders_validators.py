@@ -101,8 +101,6 @@ def build_peers(vset: Body, identities: Sequence[Identity], config: Config) -> d
         doc["stakes"] = list(spec["stakes"])
     if spec.get("pbft"):
         doc["pbft"] = dict(spec["pbft"])
-    if spec.get("verification"):
-        doc["verification"] = dict(spec["verification"])
     return doc
 
 
@@ -196,16 +194,24 @@ def build_pdb_spec(vset: Body) -> dict[str, Any]:
     }
 
 
-def validator_command(config: Config) -> list[str]:
-    """The validator container's command line (docs/protocol.md)."""
+def validator_command(config: Config, verification: Mapping[str, Any] | None = None) -> list[str]:
+    """The validator container's command line (docs/protocol.md), with
+    ``spec.verification`` as ``--device``/``--max-concurrent``."""
     if config.validator_command is not None:
         return list(config.validator_command)
+    extra: list[str] = []
+    if verification:
+        if verification.get("device"):
+            extra += ["--device", str(verification["device"])]
+        if verification.get("maxConcurrent"):
+            extra += ["--max-concurrent", str(verification["maxConcurrent"])]
     return [
         "python", "-m", "pot.validator",
         "--config", f"{CONFIG_DIR}/peers.json",
         "--replica-id", "$(ORDINAL)",
         "--key-file", f"{KEYS_DIR}/validator-$(ORDINAL).key",
         "--data-dir", f"{DATA_DIR}/validator",
+        *extra,
     ]  # fmt: skip
 
 
@@ -272,7 +278,7 @@ def build_statefulset_spec(vset: Body, config: Config, peers_text: str) -> dict[
     validator: dict[str, Any] = {
         "name": "validator",
         "image": image,
-        "command": validator_command(config),
+        "command": validator_command(config, spec.get("verification")),
         "env": _ordinal_env(),
         "ports": [
             {"name": "http", "containerPort": HTTP_PORT, "protocol": "TCP"},

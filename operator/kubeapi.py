@@ -21,6 +21,7 @@ from typing import Any
 import aiohttp
 
 from pot import errors
+from pot.operator import metrics
 
 Obj = dict[str, Any]
 MERGE = "application/merge-patch+json"
@@ -133,7 +134,9 @@ class Client:
         """One request; ApiError subclasses for refusals, ClusterError when unreachable."""
         if not self.server:
             raise errors.ClusterError("the Kubernetes API client is not configured (no login yet)")
-        self.requests[f"{method} {kind or url_path.rsplit('/', 2)[-2]}"] += 1
+        resource = kind or url_path.rsplit("/", 2)[-2]
+        self.requests[f"{method} {resource}"] += 1
+        metrics.API_REQUESTS.labels(method, resource).inc()
         data = None if body is None else json.dumps(body)
         headers = {"Content-Type": content_type} if data is not None else {}
         try:

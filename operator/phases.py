@@ -102,6 +102,8 @@ class Plan:
     create_ranks: list[int] = field(default_factory=list)
     attempt: int = 0
     release: list[str] = field(default_factory=list)
+    release_created: bool = False
+    """Release every pod of ``create_ranks`` once all of them exist (a fresh gang that fits)."""
     delete: list[PodView] = field(default_factory=list)
     force_delete: list[PodView] = field(default_factory=list)
     events: list[Event] = field(default_factory=list)
@@ -311,17 +313,33 @@ class _Machine:
         if missing:
             self.plan.ensure_children = True
             self.plan.create_ranks = missing
+            if len(missing) == self.nodes and not self.w.queued:
+                # A fresh gang: count it now, so a fitting one is released in the
+                # same pass, right after every pod exists (still all-or-nothing:
+                # a crash between the creates leaves only gated pods).
+                fit = self.fit()
+                if not fit.fits_ever:
+                    return self.fail(checks.UNSCHEDULABLE, fit.message)
+                if fit.fits_now:
+                    self.plan.release_created = True
+                    msg = f"all {self.nodes} pods released together"
+                    self.phase(SCHEDULING, "Released", msg)
+                    self.cond(
+                        conditions.GANG_SCHEDULED,
+                        "False",
+                        "Released",
+                        msg + "; waiting for the scheduler",
+                    )
+                    return self.finish(requeue=1.0)
+                self.phase(SCHEDULING, checks.INSUFFICIENT, fit.message)
+                self.cond(conditions.GANG_SCHEDULED, "False", checks.INSUFFICIENT, fit.message)
+                return self.finish(requeue=self.w.poll)
             if self.status.get("phase") != SCHEDULING or self.status.get("reason") not in (
                 "Creating",
                 "GangRestarting",
             ):
                 self.phase(SCHEDULING, "Creating", f"creating a gang of {self.nodes} pods")
-            self.cond(
-                conditions.GANG_SCHEDULED,
-                "False",
-                "Creating",
-                f"{len(live)} of {self.nodes} pods created",
-            )
+            self.cond(conditions.GANG_SCHEDULED, "False", "Creating", "creating the gang's pods")
             return self.finish(requeue=self.w.poll)
         gated = [p for p in live if p.gated]
         if gated and len(gated) == len(live):
@@ -350,14 +368,14 @@ class _Machine:
                 self.cond(conditions.GANG_SCHEDULED, "False", checks.INSUFFICIENT, msg)
                 self.plan.delete = live
                 return self.finish(requeue=1.0)
-            msg = (
-                f"{self.nodes - len(unbound)} of {self.nodes} pods bound; waiting for the scheduler"
-            )
+            msg = f"all {self.nodes} pods released; waiting for the scheduler to bind them"
             self.phase(SCHEDULING, "Released", msg)
             return self.finish(requeue=min(self.w.poll, 2.0))
         running = [p for p in live if p.phase in ("Running", "Succeeded")]
         if len(running) < len(live):
-            self.phase(SCHEDULING, "Starting", f"{len(running)} of {self.nodes} pods running")
+            self.phase(
+                SCHEDULING, "Starting", f"all {self.nodes} pods bound; waiting for their containers"
+            )
             self.cond(
                 conditions.GANG_SCHEDULED,
                 "True",

@@ -160,11 +160,16 @@ async def apply(
                     builders_trainers.build_store_claim_spec(task, rank, rt.config),
                     "persistentvolumeclaims",
                 )
+    created_all = True
     for rank in plan.create_ranks:
         body = builders_trainers.build_pod_spec(task, rank, plan.attempt, rt.config)
         created = await kube.create(body, "pods")
         if created is not None:
             rt.expect_created(key, created)
+        else:
+            created_all = False  # it already existed: let the next pass look at it
+    if plan.release_created and created_all:
+        plan.release = [names.trainer_pod(name, r) for r in plan.create_ranks]
     if plan.release:
         for pod_name in plan.release:
             try:

@@ -104,7 +104,7 @@ def test_statefulset_runs_validator_and_settlement(vset: dict[str, Any]) -> None
     assert validator["command"] == [
         "python", "-m", "pot.validator", "--config", "/etc/pot/validators/peers.json",
         "--replica-id", "$(ORDINAL)", "--key-file", "/var/run/pot/keys/validator-$(ORDINAL).key",
-        "--data-dir", "/var/lib/pot/validator",
+        "--data-dir", "/var/lib/pot/validator", "--device", "cpu", "--max-concurrent", "1",
     ]  # fmt: skip
     assert settlement["command"] == [
         "python", "-m", "pot.settlement", "--validator-url", "http://127.0.0.1:8080",

@@ -70,16 +70,20 @@ def test_happy_path_releases_all_together_then_trains(
         and plan.ensure_children
     )
     assert cond(plan, "Registered")["status"] == "True"
-    assert [e.reason for e in plan.events] == ["Creating"]
+    assert plan.release_created  # a fresh gang that fits: released once every pod exists
+    assert [e.reason for e in plan.events] == ["Released"]
     task = step(task, plan)
-    plan = phases.decide(world(task, nodes, pods=pods(1)))  # one created so far (crash?)
-    assert plan.create_ranks == [1] and not plan.release
+    plan = phases.decide(world(task, nodes, pods=pods(1)))  # a crash after one create
+    assert plan.create_ranks == [1] and not plan.release and not plan.release_created
     plan = phases.decide(world(task, nodes, pods=pods(2)))
     assert plan.release == ["mlp-demo-node-0", "mlp-demo-node-1"]
     assert plan.status["reason"] == "Released"
     task = step(task, plan)
     plan = phases.decide(world(task, nodes, pods=pods(2, gated=False)))
-    assert plan.status["phase"] == "Scheduling" and "0 of 2 pods bound" in plan.status["message"]
+    assert (
+        plan.status["phase"] == "Scheduling"
+        and "waiting for the scheduler" in plan.status["message"]
+    )
     plan = phases.decide(
         world(task, nodes, pods=pods(2, gated=False, node="rig-0", phase="Running"))
     )
