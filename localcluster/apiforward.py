@@ -4,11 +4,11 @@ The API server listens on 127.0.0.1 of the host, which a pod's network
 namespace cannot see. The kubelet relays ``GATEWAY:PORT`` (the bridge
 address, reachable from every pod) to it, and gives each pod a kubeconfig
 for that address under ``/var/run/secrets/kubernetes.io/serviceaccount/``
-with ``KUBECONFIG`` pointing at it, next to the usual ``token``,
-``namespace`` and ``ca.crt`` files. ``KUBERNETES_SERVICE_HOST`` is left unset
-on purpose: in-cluster clients (kubernetes, kopf) would then insist on HTTPS,
-which the local API server does not serve, and fall back to ``KUBECONFIG``
-when it is absent.
+with ``KUBECONFIG`` pointing at it, next to the usual ``namespace`` file.
+There is no ``token`` and no ``ca.crt``, and ``KUBERNETES_SERVICE_HOST`` is
+left unset, on purpose: in-cluster clients (kubernetes, kopf) would then
+insist on HTTPS, which the local API server does not serve; without them they
+fall back to ``KUBECONFIG``.
 """
 
 from __future__ import annotations
@@ -56,9 +56,10 @@ def write_credentials(directory: Path, *, namespace: str, server: str) -> None:
     """The files mounted at ``MOUNT`` in every pod."""
     directory.mkdir(parents=True, exist_ok=True)
     (directory / "namespace").write_text(namespace)
-    # No authentication is enforced by the local API server (docs/localcluster.md).
-    (directory / "token").write_text("pot-local")
-    (directory / "ca.crt").write_text("")
+    # No token and no ca.crt: the local API server speaks plain HTTP without
+    # authentication (docs/localcluster.md). Clients that find a token assume
+    # in-cluster HTTPS (kopf's service-account login does, with the empty CA
+    # an earlier version wrote here, and failed); without one they use KUBECONFIG.
     doc = {
         "apiVersion": "v1",
         "kind": "Config",
