@@ -87,6 +87,25 @@ def launch_argv(spec: podspecs.ProcessSpec, netns: str | None, hosts_file: str |
                 *spec.argv,
             ]
         return list(spec.argv)
+    # A pod has its own hostname, as on a real node (UTS namespace); its
+    # /etc/hosts maps that name to the pod IP. Peers that resolve their own
+    # hostname to find the address to advertise (gloo, c10d) depend on it.
+    hostname = spec.env.get("HOSTNAME")
+    if hostname:
+        script = f"hostname {shlex.quote(hostname)}\n{script}"
+        return [
+            "ip",
+            "netns",
+            "exec",
+            netns,
+            "unshare",
+            "-u",
+            "/bin/sh",
+            "-c",
+            script,
+            "pot-container",
+            *spec.argv,
+        ]
     return ["ip", "netns", "exec", netns, "/bin/sh", "-c", script, "pot-container", *spec.argv]
 
 

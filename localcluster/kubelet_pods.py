@@ -426,7 +426,7 @@ class PodWorker:
         if c.running is None:
             return None
         argv = podspecs.resolve_program(list(argv), self.host.venv_bin)
-        return ["nsenter", "-t", str(c.running.pid), "-m", "-n", "--", *argv]
+        return ["nsenter", "-t", str(c.running.pid), "-m", "-n", "-u", "--", *argv]
 
     async def _probe(self, c: Container, kind: str) -> None:
         probe = c.spec[f"{kind}Probe"]

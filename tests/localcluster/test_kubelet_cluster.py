@@ -413,6 +413,11 @@ def test_volume_over_a_path_holding_other_sources(cluster: Cluster) -> None:
     out = cluster.kubectl("exec", "shadow", "--", "cat", "/etc/pot/validators/peers.json")
     assert out.stdout == '{"n": 4}'
     assert cluster.kubectl("exec", "shadow", "--", "ls", "-A", "/tmp").stdout.split() == []
+    # Its own hostname, resolving to its own IP (gloo and c10d advertise what it resolves to).
+    assert cluster.kubectl("exec", "shadow", "--", "hostname").stdout.strip() == "shadow"
+    ip = cluster.kubectl("get", "pod", "shadow", "-o", "jsonpath={.status.podIP}").stdout.strip()
+    resolved = cluster.kubectl("exec", "shadow", "--", "getent", "hosts", "shadow").stdout.split()
+    assert resolved[0] == ip
     cluster.kubectl("delete", "pod", "shadow", "--wait=false")
 
 
