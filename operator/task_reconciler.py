@@ -10,9 +10,11 @@ second pod), deletes are uid-preconditioned, releases are plain removals.
 
 from __future__ import annotations
 
+import asyncio
 import datetime
 import logging
 import time
+from collections.abc import Mapping
 from typing import Any
 
 from pot import errors
@@ -23,9 +25,11 @@ from pot.operator import (
     names,
     phases,
     posting,
+    runtime,
     validators_client,
     vsets,
 )
+from pot.operator.config import Config
 from pot.operator.runtime import TASK, Runtime
 
 log = logging.getLogger("pot.operator")
@@ -50,6 +54,36 @@ def validator_bases(rt: Runtime, namespace: str, vset: str) -> list[str]:
         if ip and not pod["metadata"].get("deletionTimestamp"):
             out.append(f"http://{ip}:8080")
     return out
+
+
+async def chain_receipt(
+    cfg: Config, vset_body: Mapping[str, Any] | None, task_id: str, progress: Mapping[str, Any]
+) -> dict[str, Any] | None:
+    """The task's settlement as the contract's own events record it (None until settled).
+
+    The operator does not take a validator's word for a payout (DESIGN §4.6):
+    it reads ``Settled``/``Credited`` from the chain named by the ValidatorSet.
+    Payees that submitted segments are miners; the others are validators.
+    """
+    from pot.settlement import receipts
+
+    chain = ((vset_body or {}).get("spec") or {}).get("chain") or {}
+    rpc_url = chain.get("rpcUrl") or cfg.chain_rpc_url
+    contract = chain.get("contract")
+    if not rpc_url or not contract:
+        return None
+    miners = {str(a).lower() for a in (progress.get("miners") or {})}
+    try:
+        receipt = await asyncio.to_thread(
+            receipts.find, rpc_url, contract, task_id, timeout=cfg.http_timeout
+        )
+    except errors.ChainError as exc:
+        log.warning("task %s: settlement receipt not readable: %s", task_id, exc)
+        return None
+    if receipt is not None:
+        for payout in receipt["payouts"]:
+            payout["role"] = "miner" if payout["address"].lower() in miners else "validator"
+    return receipt
 
 
 async def reconcile(
@@ -88,6 +122,10 @@ async def reconcile(
             progress = await vclient.task(bases, task_id)
         except errors.ProtocolError as exc:
             log.info("task %s: progress not available: %s", task_id, exc)
+    if progress and progress.get("allocation") and not progress.get("settlement"):
+        receipt = await chain_receipt(cfg, vset_body, task_id, progress)
+        if receipt is not None:
+            progress = {**progress, "settlement": receipt}
     started = rt.released_at.get(key)
     world = phases.World(
         task=task,
@@ -178,7 +216,7 @@ async def apply(
                 )
             except kubeapi.NotFound:
                 continue
-            Runtime.put_pod(rt.task_pods.setdefault(key, {}), fresh_pod)
+            Runtime.put_pod(rt.task_pods.setdefault(key, {}), runtime.slim_pod(fresh_pod))
         rt.released_at.setdefault(key, time.monotonic())
         metrics.GANG_RELEASES.inc()
     if plan.requeue is not None:
