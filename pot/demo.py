@@ -45,14 +45,24 @@ class Clock:
         return time.monotonic() - self.start
 
 
-def _gateway(cluster_dir: Path) -> str:
-    """The host's address on the pod network (how pods reach the dev chain)."""
-    for record in cluster_dir.rglob("network.json"):
-        subnet = json.loads(record.read_text())["subnet"]
-        import ipaddress
+def _gateway(cluster_dir: Path, timeout: float = 60.0) -> str:
+    """The host's address on the pod network (how pods reach the dev chain).
 
-        return str(ipaddress.IPv4Network(subnet).network_address + 1)
-    return "127.0.0.1"  # pods share the host network (--no-pod-network)
+    The kubelet creates the pod network just after the API server serves, so
+    this waits for its record.
+    """
+    import ipaddress
+
+    record = cluster_dir / "kubelet" / "network.json"
+    deadline = time.monotonic() + timeout
+    while not record.exists():
+        if time.monotonic() > deadline:
+            raise errors.ClusterError(
+                f"the local cluster's pod network did not come up ({record} missing)"
+            )
+        time.sleep(0.2)
+    subnet = json.loads(record.read_text())["subnet"]
+    return str(ipaddress.IPv4Network(subnet).network_address + 1)
 
 
 def _progress_line(task: dict[str, Any], vset: dict[str, Any], elapsed: float) -> str:
@@ -146,29 +156,41 @@ def _report(
     phases: dict[str, float],
     clock: Clock,
 ) -> None:
+    roles = {
+        p["address"]: p.get("role", "") for p in (status.get("settlement") or {}).get("payouts", [])
+    }
     say("")
-    say("payouts (on chain, credited by the settlement contract):")
-    rows = sorted(balances["accounts"].items(), key=lambda kv: -int(kv[1]["credited"]))
-    width = max((len(a) for a, _ in rows), default=10)
+    say("payouts (credited on chain by the settlement contract; payees withdraw() them):")
+    rows = sorted(balances["accounts"].items(), key=lambda kv: (-int(kv[1]["credited"]), kv[0]))
     for account, acc in rows:
-        say(f"  {account:<{width}}  {int(acc['credited']) / ETH:>12.6f} ETH")
+        say(f"  {account}  {roles.get(account, ''):<9}  {int(acc['credited']) / ETH:>10.6f} ETH")
     total = sum(int(acc["credited"]) for _, acc in rows)
     say(
-        f"  {'total':<{width}}  {total / ETH:>12.6f} ETH  (escrow {int(balances['escrow']) / ETH:g} ETH left)"
+        f"  {'total':<42}  {'':<9}  {total / ETH:>10.6f} ETH  (escrow left: {int(balances['escrow']) / ETH:g} ETH)"
     )
     for account, taken in balances.get("slashed", {}).items():
-        say(f"  slashed {account}: {int(taken) / ETH:g} ETH")
+        say(f"  slashed {account}: {int(taken) / ETH:g} ETH of stake")
     for rnd in balances["rounds"]:
-        say(f"  settle round {rnd['round']}: tx {rnd['tx']} in block {rnd['block']}")
+        say(f"  settlement tx {rnd['tx']} (round {rnd['round']}, block {rnd['block']})")
     say("")
     say("where the time went:")
-    order = ["Scheduling", "Training", "Verifying", "Settling", "Succeeded"]
-    seen = [(p, phases[p]) for p in order if p in phases]
-    for (name, t0), (_, t1) in itertools.pairwise(seen):
-        say(f"  {name.lower():<12} {t1 - t0:6.1f}s")
-    for stage, seconds in clock.stages:
-        say(f"  [{stage}] {seconds:6.1f}s")
-    say(f"  total        {clock.elapsed:6.1f}s")
+    stages = dict(clock.stages)
+    say(f"  {'local cluster up':<30} {stages.get('cluster', 0):6.1f}s")
+    say(f"  {'chain, contract, escrow':<30} {stages.get('chain', 0):6.1f}s")
+    say(f"  {'operator (helm) + validators':<30} {stages.get('validators', 0):6.1f}s")
+    applied = phases.get("Pending", phases.get("Scheduling", 0.0))
+    training = phases.get("Training")
+    after = min(
+        (phases[p] for p in ("Verifying", "Settling", "Succeeded") if p in phases), default=None
+    )
+    done = phases.get("Succeeded")
+    if training is not None:
+        say(f"  {'scheduling (gang release)':<30} {training - applied:6.1f}s")
+    if training is not None and after is not None:
+        say(f"  {'training + rolling audits':<30} {after - training:6.1f}s")
+    if after is not None and done is not None:
+        say(f"  {'final audits + settlement':<30} {done - after:6.1f}s")
+    say(f"  {'total':<30} {clock.elapsed:6.1f}s")
 
 
 def demo(
