@@ -11,7 +11,6 @@ and where to look. ``--keep`` leaves everything up for exploration.
 from __future__ import annotations
 
 import contextlib
-import itertools
 import json
 import time
 from dataclasses import dataclass, field
