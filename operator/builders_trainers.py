@@ -153,8 +153,26 @@ def trainer_command(task: Body, config: Config) -> list[str]:
         "--store", STORE_DIR,
         "--validator-url", url,
         "--miner-key-file", f"{MINER_DIR}/miner-$(PET_NODE_RANK).key",
-        "--advertise-url", f"http://$(POD_IP):{STORE_PORT}",
+        # The pod's stable DNS name, not its IP: segments keep pointing at the
+        # checkpoints after a restarted pod comes back with another address.
+        "--advertise-url", f"http://$(POD_NAME).{names.service_host(names.trainer_service(name), ns, config.cluster_domain)}:{STORE_PORT}",
     ]  # fmt: skip
+
+
+def cheat_args(task: Body, rank: int, config: Config) -> list[str]:
+    """``--cheat MODE`` for the node named by the ``pot.dev/cheat: "RANK=MODE"`` annotation.
+
+    A demonstration and test facility (``pot demo``, tests/e2e): it lets the
+    rest of the system be shown catching a dishonest miner. A farm's own
+    trainer image decides what actually runs; validators never trust it.
+    """
+    if config.trainer_command is not None:
+        return []
+    value = str(((task["metadata"].get("annotations") or {}).get(names.ANNOTATION_CHEAT)) or "")
+    target, sep, mode = value.partition("=")
+    if sep and target.strip() == str(rank) and mode.strip():
+        return ["--cheat", mode.strip()]
+    return []
 
 
 def master_addr(task: Body, config: Config) -> str:
@@ -195,7 +213,7 @@ def build_pod_spec(task: Body, rank: int, attempt: int, config: Config) -> dict[
     container: dict[str, Any] = {
         "name": "trainer",
         "image": res.get("image") or (spec.get("model") or {}).get("image") or config.trainer_image,
-        "command": trainer_command(task, config),
+        "command": trainer_command(task, config) + cheat_args(task, rank, config),
         "env": env,
         "ports": [
             {"name": "c10d", "containerPort": MASTER_PORT, "protocol": "TCP"},

@@ -32,6 +32,8 @@ LABEL_VSET = f"{GROUP}/validator-set"
 #: Set by the StatefulSet controller (Kubernetes >= 1.28) on every replica.
 LABEL_POD_INDEX = "apps.kubernetes.io/pod-index"
 ANNOTATION_CONFIG_HASH = f"{GROUP}/config-hash"
+#: ``"RANK=MODE"``: that node's trainer cheats on purpose (demos and tests).
+ANNOTATION_CHEAT = f"{GROUP}/cheat"
 
 #: Queue markers that hand gang admission to Kueue or Volcano instead of us.
 KUEUE_QUEUE = "kueue.x-k8s.io/queue-name"

@@ -146,6 +146,16 @@ def test_command_overrides(vset: dict[str, Any], task: dict[str, Any]) -> None:
     assert bt.build_pod_spec(task, 0, 0, cfg)["spec"]["containers"][0]["command"] == ["true"]
 
 
+def test_cheat_annotation_targets_one_rank(task: dict[str, Any]) -> None:
+    task["metadata"]["annotations"] = {names.ANNOTATION_CHEAT: "1=perturb-weights"}
+    honest = bt.build_pod_spec(task, 0, 0, Config())["spec"]["containers"][0]["command"]
+    cheater = bt.build_pod_spec(task, 1, 0, Config())["spec"]["containers"][0]["command"]
+    assert "--cheat" not in honest
+    assert cheater[-2:] == ["--cheat", "perturb-weights"]
+    stand_in = Config(trainer_command=["true"])
+    assert bt.build_pod_spec(task, 1, 0, stand_in)["spec"]["containers"][0]["command"] == ["true"]
+
+
 def test_trainer_pod_command_env_and_mounts(task: dict[str, Any]) -> None:
     pod = bt.build_pod_spec(task, 1, 2, Config())
     _owned(pod, task)
@@ -162,7 +172,7 @@ def test_trainer_pod_command_env_and_mounts(task: dict[str, Any]) -> None:
         "-m", "pot.trainer", "--task", "farm/mlp-demo", "--spec", "/etc/pot/task/spec.json",
         "--store", "/var/lib/pot/store", "--validator-url", "http://vset.farm.svc.cluster.local:8080",
         "--miner-key-file", "/var/run/pot/miner/miner-$(PET_NODE_RANK).key",
-        "--advertise-url", "http://$(POD_IP):8090",
+        "--advertise-url", "http://$(POD_NAME).mlp-demo.farm.svc.cluster.local:8090",
     ]  # fmt: skip
     env = {e["name"]: e.get("value") for e in container["env"]}
     assert (
