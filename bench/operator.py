@@ -155,6 +155,7 @@ def main(quick: bool) -> dict[str, Any]:
             "POT_METRICS_PORT": str(mport),
             "POT_LEADER_ELECTION": "0",
             "POT_POLL_INTERVAL": "10",
+            "POT_PROGRESS_INTERVAL": "30",
             "POT_LOG_LEVEL": "warning",
         }
         with open(workdir / "operator.log", "wb") as log:

@@ -67,6 +67,8 @@ class Config:
     """Reconciles running at once (different objects; one object never twice at once)."""
     poll_interval: float = 5.0
     """Seconds between polls of validators' status and task progress."""
+    progress_interval: float = 15.0
+    """Seconds between two reads of one task's progress from the validators."""
     gang_timeout: float = 120.0
     """Seconds a released gang may stay partly unscheduled before it is taken down
     and regated (another scheduler took the capacity we counted on)."""
@@ -92,7 +94,13 @@ class Config:
             raise ValueError("workers must be at least 1")
         if self.ref_grace < 0:
             raise ValueError("ref_grace must not be negative")
-        for name in ("poll_interval", "gang_timeout", "http_timeout", "lease_duration"):
+        for name in (
+            "poll_interval",
+            "progress_interval",
+            "gang_timeout",
+            "http_timeout",
+            "lease_duration",
+        ):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive")
 
@@ -153,6 +161,7 @@ def from_env(env: Mapping[str, str] | None = None) -> Config:
             ref_grace=float(get("POT_REF_GRACE") or 30.0),
             workers=int(get("POT_WORKERS") or 8),
             poll_interval=float(get("POT_POLL_INTERVAL") or 5.0),
+            progress_interval=float(get("POT_PROGRESS_INTERVAL") or 15.0),
             gang_timeout=float(get("POT_GANG_TIMEOUT") or 120.0),
             http_timeout=float(get("POT_HTTP_TIMEOUT") or 5.0),
             leader_election=_bool(get("POT_LEADER_ELECTION", "1"), "POT_LEADER_ELECTION"),

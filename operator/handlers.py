@@ -38,6 +38,7 @@ from pot.operator import (
     leadership,
     metrics,
     names,
+    queueing,
     runtime,
     task_reconciler,
     validators_client,
@@ -58,11 +59,14 @@ def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
 
 
 async def _worker(
-    rt: runtime.Runtime, kube: kubeapi.Client, vclient: validators_client.Client
+    rt: runtime.Runtime,
+    queue: queueing.WorkQueue,
+    kube: kubeapi.Client,
+    vclient: validators_client.Client,
 ) -> None:
     failures: dict[Any, int] = {}
     while True:
-        key = await rt.queue.get()
+        key = await queue.get()
         kind, ns, name = typing.cast(runtime.Key, key)
         started = time.perf_counter()
         try:
@@ -85,11 +89,11 @@ async def _worker(
                 log.warning("%s %s/%s: %s (retry in %.1fs)", kind, ns, name, exc, delay)
             else:
                 log.exception("%s %s/%s: unexpected error (retry in %.1fs)", kind, ns, name, delay)
-            rt.queue.add(key, delay)
+            queue.add(key, delay)
         finally:
-            rt.queue.done(key)
+            queue.done(key)
             metrics.RECONCILE_SECONDS.labels(kind).observe(time.perf_counter() - started)
-            metrics.QUEUE_DEPTH.set(len(rt.queue))
+            metrics.QUEUE_DEPTH.set(len(rt.queue) + len(rt.vset_queue))
 
 
 async def _gauges(rt: runtime.Runtime) -> None:
@@ -202,7 +206,10 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **kwargs: An
     metrics.LEADER.set(1)
     await _prime(rt, kube)
     rt.primed = True
-    memo.tasks += [asyncio.create_task(_worker(rt, kube, vclient)) for _ in range(cfg.workers)]
+    memo.tasks += [
+        asyncio.create_task(_worker(rt, rt.queue, kube, vclient)) for _ in range(cfg.workers)
+    ]
+    memo.tasks += [asyncio.create_task(_worker(rt, rt.vset_queue, kube, vclient)) for _ in range(2)]
     memo.tasks.append(asyncio.create_task(_gauges(rt)))
 
 

@@ -36,6 +36,38 @@ def _rv(body: Mapping[str, Any]) -> int:
     return int(text) if text.isdigit() else -1
 
 
+def slim_pod(pod: Mapping[str, Any]) -> Body:
+    """The parts of a pod the operator reads (a cache of thousands of full pod
+    bodies would dominate the operator's memory)."""
+    meta, spec, status = pod.get("metadata") or {}, pod.get("spec") or {}, pod.get("status") or {}
+
+    def resources(containers: Any) -> list[dict[str, Any]]:
+        return [
+            {"name": c.get("name"), "resources": c.get("resources") or {}} for c in containers or []
+        ]
+
+    keep = ("name", "namespace", "uid", "resourceVersion", "labels", "deletionTimestamp")
+    slim_meta = {k: meta[k] for k in keep if k in meta}
+    slim_spec: dict[str, Any] = {"containers": resources(spec.get("containers"))}
+    if spec.get("initContainers"):
+        slim_spec["initContainers"] = resources(spec["initContainers"])
+    for key in ("nodeName", "schedulingGates"):
+        if spec.get(key):
+            slim_spec[key] = spec[key]
+    slim_status = {
+        k: status[k] for k in ("phase", "podIP", "message", "reason", "conditions") if k in status
+    }
+    if status.get("containerStatuses"):
+        slim_status["containerStatuses"] = [
+            {
+                "name": c.get("name"),
+                "state": {k: v for k, v in (c.get("state") or {}).items() if k == "terminated"},
+            }
+            for c in status["containerStatuses"]
+        ]
+    return {"metadata": slim_meta, "spec": slim_spec, "status": slim_status}
+
+
 @dataclass(slots=True)
 class Expectations:
     """Pods created/deleted by us and not yet seen so by the watch."""
@@ -51,6 +83,10 @@ class Runtime:
     def __init__(self, config: Config) -> None:
         self.config = config
         self.queue = queueing.WorkQueue()
+        # ValidatorSets get their own queue and workers: a thousand tasks polling
+        # progress must never starve the status of the set they all depend on.
+        self.vset_queue = queueing.WorkQueue()
+        self.progress: dict[tuple[str, str], tuple[float, dict[str, Any] | None]] = {}
         self.tasks: dict[tuple[str, str], Body] = {}
         self.vsets: dict[tuple[str, str], Body] = {}
         self.task_pods: dict[tuple[str, str], dict[str, Body]] = {}
@@ -92,6 +128,7 @@ class Runtime:
             self.queue.forget(key)
             self.expect.pop(key[1:], None)
             self.released_at.pop(key[1:], None)
+            self.progress.pop(key[1:], None)
         else:
             self.queue.add(key)
 
@@ -102,9 +139,9 @@ class Runtime:
         old = self.vsets.get((ns, name))
         self._store(self.vsets, body, deleted)
         if deleted:
-            self.queue.forget((VSET, ns, name))
+            self.vset_queue.forget((VSET, ns, name))
         else:
-            self.queue.add((VSET, ns, name))
+            self.vset_queue.add((VSET, ns, name))
         old_phase = ((old or {}).get("status") or {}).get("phase")
         if deleted or old_phase != (body.get("status") or {}).get("phase"):
             for (tns, tname), task in self.tasks.items():
@@ -116,6 +153,7 @@ class Runtime:
 
     def observe_pod(self, body: Body, deleted: bool) -> None:
         """Any pod changed: account its node usage; wake its task or ValidatorSet."""
+        body = slim_pod(body)
         meta, spec = body["metadata"], body.get("spec") or {}
         ns, name = meta["namespace"], meta["name"]
         pkey = (ns, name)
@@ -158,7 +196,7 @@ class Runtime:
                 vpods.pop(name, None)
             else:
                 self.put_pod(vpods, body)
-            self.queue.add((VSET, *vkey))
+            self.vset_queue.add((VSET, *vkey))
 
     def _wake_waiting(self, namespace: str | None = None) -> None:
         """Reconcile tasks waiting for capacity (their gang may fit now)."""
@@ -203,7 +241,7 @@ class Runtime:
                 and ((vset.get("spec") or {}).get("keysSecretRef") or {}).get("name")
                 == meta["name"]
             ):
-                self.queue.add((VSET, vns, vname))
+                self.vset_queue.add((VSET, vns, vname))
 
     @staticmethod
     def put_pod(pods: dict[str, Body], body: Body) -> None:
@@ -245,7 +283,7 @@ class Runtime:
     def expect_created(self, key: tuple[str, str], body: Body) -> None:
         """Remember a pod we created."""
         self.expect.setdefault(key, Expectations()).created[body["metadata"]["name"]] = (
-            body,
+            slim_pod(body),
             time.monotonic(),
         )
 

@@ -116,12 +116,17 @@ async def reconcile(
         pass  # a malformed spec: decide() names the field and fails the task
     task_id = f"{namespace}/{name}"
     bases = validator_bases(rt, namespace, vset_name)
-    progress = None
+    progress: Mapping[str, Any] | None = None
     if status.get("phase") in PROGRESS_PHASES:
-        try:
-            progress = await vclient.task(bases, task_id)
-        except errors.ProtocolError as exc:
-            log.info("task %s: progress not available: %s", task_id, exc)
+        # Read at most once per progress_interval per task (a reconcile woken by
+        # a pod event reuses the last answer): validators serve many tasks.
+        at, progress = rt.progress.get(key, (0.0, None))
+        if time.monotonic() - at >= cfg.progress_interval:
+            try:
+                progress = await vclient.task(bases, task_id)
+            except errors.ProtocolError as exc:
+                log.info("task %s: progress not available: %s", task_id, exc)
+            rt.progress[key] = (time.monotonic(), dict(progress) if progress else None)
     if progress and progress.get("allocation") and not progress.get("settlement"):
         receipt = await chain_receipt(cfg, vset_body, task_id, progress)
         if receipt is not None:
@@ -154,6 +159,8 @@ async def reconcile(
         except validators_client.Unavailable as exc:
             world.registration = phases.Registration("unavailable", str(exc))
         plan = phases.decide(world)
+    if plan.requeue is not None and plan.status.get("phase") in PROGRESS_PHASES:
+        plan.requeue = max(plan.requeue, min(cfg.progress_interval, cfg.poll_interval * 3))
     await apply(rt, kube, task, plan, now)
 
 

@@ -165,7 +165,7 @@ async def reconcile(
     if status != old:
         fresh = await posting.write_status(kube, names.VSETS, vset, status)
         if fresh is None:
-            rt.queue.add((VSET, namespace, name), 0.2)
+            rt.vset_queue.add((VSET, namespace, name), 0.2)
             return
         rt.vsets[key] = fresh
         if old.get("phase") != status.get("phase"):
@@ -187,4 +187,4 @@ async def reconcile(
                 ):
                     rt.queue.add(("task", tns, tname))
     if problem is None or not problem.permanent:
-        rt.queue.add((VSET, namespace, name), rt.config.poll_interval)
+        rt.vset_queue.add((VSET, namespace, name), rt.config.poll_interval)

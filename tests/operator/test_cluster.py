@@ -89,7 +89,7 @@ def test_fitting_task_releases_whole_gang_and_runs(cluster: Any, operator: Any) 
             ns, field_selector="involvedObject.name=fit"
         ).items
     ]
-    assert {"Creating", "Released", "TrainingComplete"} <= set(reasons)
+    assert {"Released", "TrainingComplete"} <= set(reasons)
     msg = next(
         e.message for e in cluster.core.list_namespaced_event(ns).items if e.reason == "Released"
     )
