@@ -22,6 +22,7 @@ from pot import errors
 from pot.operator import (
     builders_validators,
     checks,
+    conditions,
     kubeapi,
     names,
     posting,
@@ -140,6 +141,40 @@ async def replicas(
     return list(await asyncio.gather(*(ask(p) for p in pods)))
 
 
+def _chain_status(status: dict[str, Any]) -> tuple[str, str, str] | None:
+    for c in status.get("conditions") or []:
+        if c.get("type") == vsets.CHAIN_REACHABLE:
+            return str(c.get("status")), str(c.get("reason")), str(c.get("message"))
+    return None
+
+
+async def chain_condition(rt: Runtime, spec: dict[str, Any]) -> tuple[conditions.Status, str, str]:
+    """Whether the ValidatorSet's chain answers, with the right chain id."""
+    from pot.settlement import receipts
+
+    chain = spec.get("chain") or {}
+    url = chain.get("rpcUrl") or rt.config.chain_rpc_url
+    if not url:
+        # rpcSecretRef: the URL is secret and stays with the replicas.
+        return (
+            "Unknown",
+            "RpcUrlInSecret",
+            "the chain RPC URL is in a Secret; only the replicas use it",
+        )
+    try:
+        got = await asyncio.to_thread(receipts.chain_id, url, timeout=rt.config.http_timeout)
+    except errors.ChainError as exc:
+        return "False", "ChainUnreachable", f"{exc}; settlement waits and retries with backoff"
+    want = int(chain.get("chainId") or 0)
+    if want and got != want:
+        return (
+            "False",
+            "ChainIdMismatch",
+            f"chain RPC {url} serves chain id {got}, spec.chain.chainId is {want}",
+        )
+    return "True", "ChainAnswers", f"chain RPC {url} answers (chain id {got})"
+
+
 async def reconcile(
     rt: Runtime, kube: kubeapi.Client, vclient: validators_client.Client, namespace: str, name: str
 ) -> None:
@@ -159,7 +194,8 @@ async def reconcile(
         if problem is None:
             rt.vset_applied[key] = stamp
     reps = await replicas(rt, vclient, namespace, name) if problem is None else []
-    status = vsets.decide_status(vset, reps, problem=problem, now=now)
+    chain = await chain_condition(rt, spec) if problem is None else None
+    status = vsets.decide_status(vset, reps, problem=problem, now=now, chain=chain)
     old = dict(vset.get("status") or {})
     old.pop("kopf", None)
     if status != old:
@@ -168,6 +204,17 @@ async def reconcile(
             rt.vset_queue.add((VSET, namespace, name), 0.2)
             return
         rt.vsets[key] = fresh
+        was, now_chain = _chain_status(old), _chain_status(status)
+        if now_chain is not None and now_chain[0] == "False" and was != now_chain:
+            await posting.post_event(
+                kube,
+                vset,
+                "Warning",
+                now_chain[1],
+                now_chain[2],
+                now=now,
+                instance=rt.config.identity,
+            )
         if old.get("phase") != status.get("phase"):
             warn = status.get("phase") in ("Failed", "Degraded")
             await posting.post_event(

@@ -31,6 +31,9 @@ class Replica:
     reply: Mapping[str, Any] | None = None
 
 
+CHAIN_REACHABLE = "ChainReachable"
+
+
 def quorum(n: int) -> int:
     """2f+1."""
     return 2 * builders_validators.faults(n) + 1
@@ -42,8 +45,15 @@ def decide_status(
     *,
     problem: checks.Problem | None,
     now: datetime.datetime,
+    chain: tuple[conditions.Status, str, str] | None = None,
 ) -> dict[str, Any]:
-    """The new ``status`` of a ValidatorSet."""
+    """The new ``status`` of a ValidatorSet.
+
+    ``chain`` is the (status, reason, message) of the ``ChainReachable``
+    condition: the replicas can agree without the chain, but nobody gets paid
+    until it answers, so users must see it (DESIGN §7: an unreachable chain
+    gets one clear message naming the endpoint).
+    """
     meta, spec = vset["metadata"], vset.get("spec") or {}
     gen = int(meta.get("generation") or 1)
     old = dict(vset.get("status") or {})
@@ -58,6 +68,8 @@ def decide_status(
 
     status["observedGeneration"] = gen
     status["replicas"] = len(replicas)
+    if chain is not None:
+        cond(CHAIN_REACHABLE, *chain)
     if problem is not None:
         status.update(phase="Failed" if problem.permanent else "Pending", message=problem.message)
         cond(conditions.READY, "False", problem.reason, problem.message)

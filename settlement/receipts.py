@@ -36,6 +36,11 @@ def _rpc(url: str, method: str, params: list[Any], timeout: float) -> Any:
     return doc.get("result")
 
 
+def chain_id(rpc_url: str, *, timeout: float = 5.0) -> int:
+    """``eth_chainId`` of the RPC endpoint; ChainUnreachable when it does not answer."""
+    return int(_rpc(rpc_url, "eth_chainId", [], timeout), 16)
+
+
 def _word(data: str, i: int) -> int:
     raw = data.removeprefix("0x")
     return int(raw[64 * i : 64 * (i + 1)], 16)
