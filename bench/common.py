@@ -35,7 +35,9 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     return "\n".join(lines)
 
 
-def report(name: str, headers: Sequence[str], rows: Sequence[Sequence[Any]], **extra: Any) -> dict[str, Any]:
+def report(
+    name: str, headers: Sequence[str], rows: Sequence[Sequence[Any]], **extra: Any
+) -> dict[str, Any]:
     """Print the table, write bench/results/NAME.json, return the JSON object."""
     print(table(headers, rows))
     doc = {
