@@ -138,13 +138,22 @@ def test_unreachable_chain_is_reported(deployment: stack.Stack) -> None:
     try:
 
         def reported() -> bool:
-            vs = deployment.get("vset", "vset-nochain").get("status", {})
-            text = " ".join(c.get("message", "") for c in vs.get("conditions", [])) + vs.get(
-                "message", ""
+            conds = deployment.get("vset", "vset-nochain").get("status", {}).get("conditions", [])
+            chain = [c for c in conds if c["type"] == "ChainReachable"]
+            return (
+                bool(chain)
+                and chain[0]["status"] == "False"
+                and chain[0]["reason"] == "ChainUnreachable"
             )
-            return "unreachable" in text.lower() or "chain" in text.lower()
 
         deployment.wait_for("vset-nochain to report its chain", reported, timeout=180, interval=3)
+        conds = deployment.get("vset", "vset-nochain")["status"]["conditions"]
+        (chain,) = [c for c in conds if c["type"] == "ChainReachable"]
+        assert "http://127.0.0.1:9" in chain["message"] and "unreachable" in chain["message"]
+        events = deployment.kubectl(
+            "get", "events", "--field-selector", "involvedObject.name=vset-nochain"
+        )
+        assert "ChainUnreachable" in events
     finally:
         subprocess.run(
             [
