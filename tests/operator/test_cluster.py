@@ -45,7 +45,8 @@ def test_validator_set_ready_with_primary_and_recovers(cluster: Any, operator: A
     st = cluster.vset(ns)["status"]
     assert st["readyReplicas"] == 4 and st["primary"] == "vset-0" and st["view"] == 0
     conds = {c["type"]: c["status"] for c in st["conditions"]}
-    assert conds == {"Ready": "True", "QuorumAvailable": "True"}
+    assert conds["Ready"] == "True" and conds["QuorumAvailable"] == "True"
+    assert conds["ChainReachable"] == "False"  # the example's RPC URL does not exist here
     peers = cluster.core.read_namespaced_config_map("vset-config", ns).data["peers.json"]
     assert "0x70997970C51812dc3A010C7d01b50e0d17dc79C8" in peers  # address of validator-0's dev key
     old = cluster.core.read_namespaced_pod("vset-2", ns).metadata.uid
