@@ -132,7 +132,11 @@ def build(
             now,
             "PodCompleted" if ph in {"Succeeded", "Failed"} else "ContainersNotReady",
         ),
-        previous.get("PodScheduled") or _condition("PodScheduled", True, now),
+        # A pod on this kubelet is bound: keep an earlier True, never an earlier
+        # False (SchedulingGated/Unschedulable from before binding).
+        previous["PodScheduled"]
+        if (previous.get("PodScheduled") or {}).get("status") == "True"
+        else _condition("PodScheduled", True, now),
     ]
     for cond in conditions:
         if (

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -16,6 +18,20 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         default=False,
         help="run end-to-end tests against a kind cluster (needs docker and kind)",
     )
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _main_thread_loop() -> Iterator[None]:
+    """A main-thread loop set up front and closed at the end, for the whole suite:
+    pytest-asyncio 1.5 otherwise makes one implicitly (asyncio.get_event_loop)
+    when an async test follows a sync one and never closes it; its self-pipe
+    sockets then surface as an unraisable ResourceWarning in whatever test runs
+    when they are collected, which warnings-as-errors turns into a failure."""
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
+    yield
+    asyncio.set_event_loop(None)
+    loop.close()
 
 
 @pytest.fixture(scope="session")

@@ -328,6 +328,11 @@ spec:
         '[{"op": "remove", "path": "/spec/schedulingGates"}]',
     )
     wait_running(cluster, "gated")
+    conds = {c["type"]: c for c in pod(cluster, "gated")["status"]["conditions"]}
+    assert conds["PodScheduled"]["status"] == "True"  # no stale SchedulingGated once bound
+    wait_for(
+        lambda: "Running" in cluster.kubectl("get", "pod", "gated").stdout, what="STATUS Running"
+    )
     cluster.kubectl("delete", "pod", "greedy", "gated", "pinned", "--wait=false")
 
 

@@ -74,20 +74,6 @@ def make_node() -> Any:
     return node
 
 
-@pytest.fixture(scope="session", autouse=True)
-def _main_thread_loop() -> Any:
-    """A main-thread loop set up front and closed at the end: pytest-asyncio 1.5
-    otherwise makes one implicitly (asyncio.get_event_loop) when an async test
-    follows a sync one, never closes it, and the ResourceWarning fails the run."""
-    import asyncio
-
-    loop = asyncio.new_event_loop()
-    asyncio.set_event_loop(loop)
-    yield
-    asyncio.set_event_loop(None)
-    loop.close()
-
-
 # -- the local cluster (issues 3-4) and the operator under KopfRunner ------------------
 
 STANDINS = ROOT / "tests" / "operator"
