@@ -28,8 +28,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from pot import errors
-from pot.localcluster import quantities
+from pot import errors, quantities
 
 Obj = Mapping[str, Any]
 

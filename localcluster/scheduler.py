@@ -18,7 +18,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from pot.localcluster import quantities
+from pot import quantities
 
 Obj = Mapping[str, Any]
 

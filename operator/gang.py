@@ -23,8 +23,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from pot import errors
-from pot.operator import names, quantities
+from pot import errors, quantities
+from pot.operator import names
 
 Body = Mapping[str, Any]
 RESOURCES = ("cpu", "memory", names.GPU)

@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
-from pot import errors
-from pot.operator import checks, conditions, gang, quantities, rbac, vsets
+from pot import errors, quantities
+from pot.operator import checks, conditions, gang, rbac, vsets
 from pot.operator import config as configuration
 
 T0 = datetime.datetime(2026, 1, 1, tzinfo=datetime.UTC)

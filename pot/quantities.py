@@ -1,9 +1,11 @@
 """Kubernetes resource quantities as plain integers.
 
-The scheduler adds up requests and compares them with allocatable amounts, and
-the kubelet hands them to `resourceFieldRef` env vars; both need "500m",
-"1Gi" and "4" read exactly as the API server means them. CPU is kept in
-millicores and everything else in base units, so sums stay exact integers.
+The local cluster's scheduler and the operator's gang-fit check both add up
+requests and compare them with allocatable amounts, and the kubelet hands them
+to `resourceFieldRef` env vars: all need "500m", "1Gi" and "4" read exactly as
+the API server means them (floats would let "0.1 + 0.2" CPUs miss a fit by a
+hair). CPU is kept in millicores and everything else in base units, so sums
+stay exact integers. Pure, stdlib only.
 """
 
 from __future__ import annotations
@@ -60,7 +62,12 @@ def amount(resource: str, value: str | int | float) -> int:
 
 
 def render(resource: str, units: int) -> str:
-    """The canonical string for an integer amount (inverse of ``amount``)."""
+    """Human text for an integer amount ("500m", "4", "2Gi"): the inverse of ``amount``."""
     if resource == "cpu":
-        return str(units // 1000) if units % 1000 == 0 else f"{units}m"
+        return f"{units // 1000}" if units % 1000 == 0 else f"{units}m"
+    if resource == "memory":
+        for suffix in ("Ti", "Gi", "Mi", "Ki"):
+            unit = _BINARY[suffix]
+            if units >= unit and units % unit == 0:
+                return f"{units // unit}{suffix}"
     return str(units)
