@@ -25,6 +25,7 @@ import contextlib
 import os
 import shlex
 import signal
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +34,15 @@ from pot.localcluster import podspecs
 
 STAGE = "/run/pot-stage"
 """Where volume sources are bound first, inside the pod's own mount namespace."""
+
+IMAGE_ROOTS = sorted({str(Path(sys.prefix).resolve()), str(Path(__file__).resolve().parents[1])})
+"""What stands in for the image: the venv and the repository. A real image's
+files never lie under a pod's mountPaths; here they might (a clone under /tmp
+and the chart's emptyDir at /tmp), so they are bound back over any volume."""
+
+
+def _shadowed(root: str, targets: list[str]) -> bool:
+    return any(root == t or root.startswith(t.rstrip("/") + "/") for t in targets)
 
 
 def _mount_lines(spec: podspecs.ProcessSpec, hosts_file: str | None) -> list[str]:
@@ -45,6 +55,11 @@ def _mount_lines(spec: podspecs.ProcessSpec, hosts_file: str | None) -> list[str
         lines.append(f"mount --bind {shlex.quote(hosts_file)} /etc/hosts")
     if spec.mounts:
         lines.append(f"mkdir -p {STAGE}; mount -t tmpfs -o size=1m pot-stage {STAGE}")
+    shadowed = [r for r in IMAGE_ROOTS if _shadowed(r, [m.target for m in spec.mounts])]
+    for i, root in enumerate(shadowed):
+        lines.append(
+            f"mkdir -p {STAGE}/image{i}; mount --bind {shlex.quote(root)} {STAGE}/image{i}"
+        )
     staged: list[tuple[str, podspecs.Mount]] = []
     for i, m in enumerate(spec.mounts):
         src, stage = shlex.quote(m.source), f"{STAGE}/{i}"
@@ -63,6 +78,10 @@ def _mount_lines(spec: podspecs.ProcessSpec, hosts_file: str | None) -> list[str
         lines.append(f"mount --bind {stage} {dst}")
         if m.read_only:
             lines.append(f"mount -o remount,bind,ro {dst}")
+    for i, root in enumerate(shadowed):
+        lines.append(
+            f"mkdir -p {shlex.quote(root)}; mount --bind {STAGE}/image{i} {shlex.quote(root)}"
+        )
     if spec.working_dir:
         wd = shlex.quote(spec.working_dir)
         lines.append(f"mkdir -p {wd}; cd {wd}")

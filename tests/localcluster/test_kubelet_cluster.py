@@ -426,6 +426,36 @@ def test_volume_over_a_path_holding_other_sources(cluster: Cluster) -> None:
     cluster.kubectl("delete", "pod", "shadow", "--wait=false")
 
 
+def test_image_stays_visible_under_a_volume_at_its_ancestor(cluster: Cluster) -> None:
+    """The venv and the repository stand in for the image; a volume mounted over a
+    directory that contains them (a clone under /tmp, the chart's emptyDir at /tmp)
+    must not hide them from the pod's own processes."""
+    ancestor = Path(__file__).resolve().parents[2].parent
+    apply(
+        cluster,
+        f"""
+apiVersion: v1
+kind: Pod
+metadata: {{name: overlay}}
+spec:
+  terminationGracePeriodSeconds: 1
+  restartPolicy: Never
+  volumes: [{{name: scratch, emptyDir: {{}}}}]
+  containers:
+  - name: c
+    image: pot-trainer
+    command: [python, -c, "import pot.trainer.segments, pathlib; print('ok', len(list(pathlib.Path('{ancestor}').iterdir())))"]
+    volumeMounts: [{{name: scratch, mountPath: {ancestor}}}]
+""",
+    )
+    wait_for(
+        lambda: pod(cluster, "overlay")["status"].get("phase") == "Succeeded",
+        what="overlay pod done",
+    )
+    assert cluster.kubectl("logs", "overlay").stdout.startswith("ok ")
+    cluster.kubectl("delete", "pod", "overlay", "--wait=false")
+
+
 CRASHER = """
 apiVersion: v1
 kind: Pod
