@@ -19,13 +19,12 @@ Two backends share one interface:
 from __future__ import annotations
 
 import os
-import tempfile
 import urllib.error
 import urllib.request
 from pathlib import Path
 from typing import Protocol
 
-from pot import cids, errors
+from pot import cids, errors, files
 
 
 class ContentStore(Protocol):
@@ -64,17 +63,7 @@ class FilesystemStore:
         dest = self.path(cid)
         if dest.exists() and cids.matches(cid, dest.read_bytes()):
             return cid
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=".tmp-")
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(data)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, dest)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        files.write_atomic(dest, data)
         return cid
 
     def put_file(self, source: str | os.PathLike[str]) -> str:

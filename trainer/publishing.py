@@ -20,7 +20,6 @@ import json
 import logging
 import os
 import random
-import tempfile
 import threading
 import time
 import urllib.error
@@ -29,7 +28,7 @@ from pathlib import Path
 
 from prometheus_client import Counter, Gauge, Histogram
 
-from pot import errors
+from pot import errors, files
 from pot.trainer import segments
 
 log = logging.getLogger("pot.trainer.publishing")
@@ -41,21 +40,6 @@ PUBLISH_SECONDS = Histogram(
     buckets=(0.01, 0.05, 0.1, 0.5, 1, 5, 30, 120, 600),
 )
 PUBLISHED = Counter("pot_trainer_segments_total", "Segments by outcome.", ["outcome"])
-
-
-def write_atomic(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` via a temporary file, fsync and rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 class Publisher:
@@ -108,7 +92,7 @@ class Publisher:
         name = self._name(seg)
         if (self.sent / name).exists() or (self.rejected / name).exists():
             return
-        write_atomic(self.outbox / name, segments.to_json(seg))
+        files.write_atomic(self.outbox / name, segments.to_json(seg))
         with self._wake:
             self._enqueued_at[name] = time.monotonic()
             QUEUE_DEPTH.set(len(self._pending()))
@@ -130,7 +114,7 @@ class Publisher:
             if dest.exists() and dest.read_bytes() != body:
                 self.duplicates += 1
                 return "rejected:DUPLICATE_INDEX"
-            write_atomic(dest, body)
+            files.write_atomic(dest, body)
             return "ok"
         req = urllib.request.Request(  # noqa: S310 (operator-given http(s) URL)
             f"{self.validator_url}/v1/segments",

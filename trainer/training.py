@@ -38,7 +38,7 @@ import torch.distributed as dist
 from prometheus_client import Counter, Gauge
 from torch.nn.parallel import DistributedDataParallel
 
-from pot import cids, errors, keys, store
+from pot import cids, errors, files, keys, store
 from pot.trainer import cheating, checkpoints, data, models, publishing, segments, stepping, tasks
 
 log = logging.getLogger("pot.trainer")
@@ -199,7 +199,7 @@ class NodeState:
             self.records = [*self.records, record][-HISTORY:]
         self.step, self.cid = step, cid
         doc = {"hyperparamsHash": self.hash, "step": step, "cid": cid, "records": self.records}
-        publishing.write_atomic(self.path, json.dumps(doc, sort_keys=True).encode())
+        files.write_atomic(self.path, json.dumps(doc, sort_keys=True).encode())
 
     @property
     def last_index(self) -> int:
@@ -483,7 +483,7 @@ def _progress(enabled: bool, total: int, start: int) -> Any:
 def save_spec(store_dir: Path, spec: tasks.TaskSpec, raw: dict[str, Any]) -> Path:
     """Keep the task spec at ``STORE/specs/<hyperparamsHash>.json`` for offline audits."""
     path = store_dir / "specs" / f"{spec.hyperparams_hash()}.json"
-    publishing.write_atomic(path, json.dumps(raw, sort_keys=True, indent=1).encode())
+    files.write_atomic(path, json.dumps(raw, sort_keys=True, indent=1).encode())
     return path
 
 

@@ -18,27 +18,14 @@ from __future__ import annotations
 import json
 import logging
 import os
-import tempfile
 from pathlib import Path
 from typing import IO
 
+from pot import files
 from pot.validator import messages as m
 from pot.validator import pbft
 
 log = logging.getLogger(__name__)
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 class Disk:
@@ -96,15 +83,15 @@ class Disk:
             self._log.write(m.encode(pp) + b"\n")
         elif isinstance(action, pbft.Stable):
             self._log.flush()
-            _atomic_write(self.dir / "stable.snap", action.snapshot)
-            _atomic_write(
+            files.write_atomic(self.dir / "stable.snap", action.snapshot)
+            files.write_atomic(
                 self.dir / "stable.json",
                 json.dumps({"seq": action.seq, "digest": action.digest.hex()}).encode(),
             )
             self._truncate(action.seq)
         elif isinstance(action, pbft.ViewEntered) and action.view > self.view:
             self.view = action.view
-            _atomic_write(self.dir / "view", str(action.view).encode())
+            files.write_atomic(self.dir / "view", str(action.view).encode())
 
     def _truncate(self, seq: int) -> None:
         self._log.close()
@@ -114,7 +101,7 @@ class Disk:
                 msg = m.decode(line.strip())
                 if isinstance(msg, m.PrePrepare) and msg.seq > seq:
                     keep.append(line)
-        _atomic_write(self.dir / "log", b"".join(keep))
+        files.write_atomic(self.dir / "log", b"".join(keep))
         self._log = (self.dir / "log").open("ab")
 
     def flush(self) -> None:
