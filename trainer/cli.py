@@ -10,16 +10,12 @@ from __future__ import annotations
 
 import json
 import sys
-import warnings
 from pathlib import Path
 from typing import Any
 
 import typer
 
 from pot import errors
-
-# The CPU torch wheel warns on import that numpy is absent; pot never needs numpy.
-warnings.filterwarnings("ignore", message="Failed to initialize NumPy")
 
 app = typer.Typer(no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False)
 

@@ -150,7 +150,7 @@ def _to_bytes(t: torch.Tensor) -> bytes:
 
 
 def all_gather_json(value: Any, device: torch.device) -> list[Any]:
-    """Every rank's JSON-able ``value`` (object collectives need numpy; this does not)."""
+    """Every rank's JSON-able ``value`` (without pickle: peers' bytes are only ever JSON)."""
     raw = json.dumps(value).encode()
     world = dist.get_world_size()
     size = torch.tensor([len(raw)], dtype=torch.int64, device=device)
