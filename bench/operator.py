@@ -10,10 +10,12 @@ and the operator's peak RSS. The validators are one stand-in HTTP server
 (POT_VALIDATOR_URL), since virtual pods run no process.
 
 Minimum per task, as issue 8 counts it: one Service, N pod creates and the
-status writes of the two transitions (Scheduling, Training). The operator's
-own design adds, per task, the spec ConfigMap, N state PVCs, N gate releases
-(all-or-nothing admission) and one Event per transition: the table shows the
-breakdown so each extra is visible.
+status writes of the two transitions (Scheduling, Training). The same issue
+also asks for a Kubernetes Event at every transition, which no design can
+skip: "with events" adds those two. The spec travels on the pods (downward
+API), trainer state is node-local (hostPath) and a gang that fits is created
+ungated (its fit counted first), so no ConfigMap, PVC or release patch is spent
+per task in the default configuration; the table's breakdown shows every extra.
 """
 
 from __future__ import annotations
@@ -237,9 +239,7 @@ def main(quick: bool) -> dict[str, Any]:
     per_task = {k: v / n_tasks for k, v in sorted(delta.items())}
     total = sum(delta.values()) / n_tasks
     minimum = 1 + NODES_PER_TASK + 2  # Service + pods + two status writes (issue 8)
-    design = (
-        minimum + 1 + NODES_PER_TASK + NODES_PER_TASK + 2
-    )  # + ConfigMap, PVCs, gate releases, 2 Events
+    with_events = minimum + 2  # + the Event the issue asks for at each transition
     rows = [
         ["tasks x pods", f"{n_tasks} x {NODES_PER_TASK}"],
         ["create all tasks (s)", round(created, 1)],
@@ -247,10 +247,7 @@ def main(quick: bool) -> dict[str, Any]:
         ["all tasks Training (s)", round(t_training, 1)],
         ["API requests / task", round(total, 2)],
         ["  vs issue minimum (svc+pods+2 status)", f"{total / minimum:.2f}x of {minimum}"],
-        [
-            "  vs design minimum (+cm, pvcs, releases, 2 events)",
-            f"{total / design:.2f}x of {design}",
-        ],
+        ["  vs minimum with events (+2)", f"{total / with_events:.2f}x of {with_events}"],
         ["operator RSS now / peak (MB)", f"{rss:.0f} / {peak:.0f}"],
     ]
     rows += [[f"  {k}", round(v, 2)] for k, v in per_task.items()]
@@ -264,7 +261,7 @@ def main(quick: bool) -> dict[str, Any]:
         requests_per_task=total,
         requests_breakdown=per_task,
         ratio_issue_minimum=total / minimum,
-        ratio_design_minimum=total / design,
+        ratio_minimum_with_events=total / with_events,
         rss_mb=rss,
         peak_rss_mb=peak,
     )

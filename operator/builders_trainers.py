@@ -1,5 +1,5 @@
-"""Pure builders of a TrainingTask's children: spec ConfigMap, headless Service,
-state PVCs and the gang of trainer pods (DESIGN §4.1, docs/protocol.md).
+"""Pure builders of a TrainingTask's children: headless Service, the gang of
+trainer pods and (optionally) state PVCs (DESIGN §4.1, docs/protocol.md).
 
 Gang shape (Kubeflow Trainer's PyTorchJob is the model users know; its
 tracker's complaints shaped these choices):
@@ -7,10 +7,16 @@ tracker's complaints shaped these choices):
 - one pod per node rank, named ``<task>-node-<rank>`` (also its hostname, in
   the subdomain of the headless Service ``<task>``), so rank 0 is reachable as
   ``MASTER_ADDR`` before anything is ready;
-- every pod is created with the scheduling gate ``pot.dev/gang``; the gates are
-  removed from all pods together only once the whole gang fits (Kubeflow #948:
-  partial gangs that start and hang) — unless the task carries a Kueue or
-  Volcano queue, in which case admission is theirs and no gate of ours is set;
+- no pod is schedulable before the whole gang fits (Kubeflow #948: partial
+  gangs that start and hang): a gang that fits when it is created is created
+  ungated (the fit was counted first), one that does not is created with the
+  scheduling gate ``pot.dev/gang`` and the gates are removed from all pods
+  together once it fits — unless the task carries a Kueue or Volcano queue, in
+  which case admission is theirs (Volcano: through a PodGroup with
+  ``minMember`` = nodes) and no gate of ours is set;
+- the task's ``.spec`` travels in the pod's own annotation ``pot.dev/spec``,
+  projected to ``spec.json`` by the downward API: no ConfigMap per task, and a
+  pod always sees the spec it was created for;
 - ``restartPolicy: Never``: a failing member fails its pod and the operator
   restarts the *whole* gang from the last committed checkpoint (Kubeflow #1579:
   one failed worker leaving the others running; #2000: restarts that never
@@ -24,6 +30,7 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
+from pot import quantities
 from pot.operator import builders_validators, names
 from pot.operator.config import Config
 
@@ -69,16 +76,9 @@ def queue_of(task: Body) -> tuple[str, str] | None:
     return None
 
 
-def build_spec_configmap_spec(task: Body) -> dict[str, Any]:
-    """ConfigMap ``<task>-spec`` with ``spec.json``: the TrainingTask ``.spec`` as JSON."""
-    name = task["metadata"]["name"]
-    text = json.dumps(task["spec"], sort_keys=True, separators=(",", ":"))
-    return {
-        "apiVersion": "v1",
-        "kind": "ConfigMap",
-        "metadata": _meta(task, names.spec_configmap(name)),
-        "data": {"spec.json": text},
-    }
+def spec_json(task: Body) -> str:
+    """The TrainingTask ``.spec`` as canonical JSON (the trainer's ``--spec`` file)."""
+    return json.dumps(task["spec"], sort_keys=True, separators=(",", ":"))
 
 
 def build_service_spec(task: Body) -> dict[str, Any]:
@@ -185,8 +185,14 @@ def master_addr(task: Body, config: Config) -> str:
     return f"{names.trainer_pod(name, 0)}.{service}"
 
 
-def build_pod_spec(task: Body, rank: int, attempt: int, config: Config) -> dict[str, Any]:
-    """Trainer pod of ``rank`` for gang attempt ``attempt`` (gated unless queued elsewhere)."""
+def build_pod_spec(
+    task: Body, rank: int, attempt: int, config: Config, *, gated: bool = True
+) -> dict[str, Any]:
+    """Trainer pod of ``rank`` for gang attempt ``attempt``.
+
+    ``gated``: carry the gang gate (the operator passes False only for a gang
+    whose fit it has already counted). Queued tasks never carry it.
+    """
     meta, spec = task["metadata"], task["spec"]
     name = meta["name"]
     res = spec["resources"]
@@ -233,6 +239,11 @@ def build_pod_spec(task: Body, rank: int, attempt: int, config: Config) -> dict[
             "name": "state",
             "persistentVolumeClaim": {"claimName": names.store_claim(name, rank)},
         }
+    elif config.store_volume == "hostPath":
+        # Keyed by the task's UID: a new task reusing a deleted one's name
+        # never resumes from the old task's checkpoints.
+        path = f"{config.store_host_dir.rstrip('/')}/{meta['uid']}/rank-{rank}"
+        state = {"name": "state", "hostPath": {"path": path, "type": "DirectoryOrCreate"}}
     else:
         state = {"name": "state", "emptyDir": {}}
     labels = {
@@ -240,7 +251,7 @@ def build_pod_spec(task: Body, rank: int, attempt: int, config: Config) -> dict[
         names.LABEL_RANK: str(rank),
         names.LABEL_ATTEMPT: str(attempt),
     }
-    annotations: dict[str, str] = {}
+    annotations: dict[str, str] = {names.ANNOTATION_SPEC: spec_json(task)}
     pod_spec: dict[str, Any] = {
         "hostname": names.trainer_pod(name, rank),
         "subdomain": names.trainer_service(name),
@@ -249,7 +260,19 @@ def build_pod_spec(task: Body, rank: int, attempt: int, config: Config) -> dict[
         "enableServiceLinks": False,
         "containers": [container],
         "volumes": [
-            {"name": "spec", "configMap": {"name": names.spec_configmap(name)}},
+            {
+                "name": "spec",
+                "downwardAPI": {
+                    "items": [
+                        {
+                            "path": "spec.json",
+                            "fieldRef": {
+                                "fieldPath": f"metadata.annotations['{names.ANNOTATION_SPEC}']"
+                            },
+                        }
+                    ]
+                },
+            },
             # Only this rank's key: a node never holds another miner's identity.
             {
                 "name": "miner-key",
@@ -275,7 +298,8 @@ def build_pod_spec(task: Body, rank: int, attempt: int, config: Config) -> dict[
         pod_spec["priorityClassName"] = res["priorityClassName"]
     queue = queue_of(task)
     if queue is None:
-        pod_spec["schedulingGates"] = [{"name": names.GANG_GATE}]
+        if gated:
+            pod_spec["schedulingGates"] = [{"name": names.GANG_GATE}]
     elif queue[0] == "kueue":
         # Kueue's pod-group integration gates and admits the group as one.
         labels[names.KUEUE_QUEUE] = queue[1]
@@ -284,11 +308,44 @@ def build_pod_spec(task: Body, rank: int, attempt: int, config: Config) -> dict[
     else:
         pod_spec["schedulerName"] = "volcano"
         annotations[names.VOLCANO_QUEUE] = queue[1]
-        annotations[names.VOLCANO_GROUP] = name
+        annotations[names.VOLCANO_GROUP] = names.volcano_podgroup(name, attempt)
     pod_meta = _meta(task, names.trainer_pod(name, rank), labels)
-    if annotations:
-        pod_meta["annotations"] = annotations
+    pod_meta["annotations"] = annotations
     return {"apiVersion": "v1", "kind": "Pod", "metadata": pod_meta, "spec": pod_spec}
+
+
+def build_volcano_podgroup(task: Body, attempt: int) -> dict[str, Any]:
+    """Volcano PodGroup ``<task>-<attempt>``: Volcano binds none of the gang's pods
+    until ``minMember`` (= nodes) of them fit at once (its gang plugin); without it
+    Volcano would make a group of one per pod, which is no gang at all."""
+    meta, spec = task["metadata"], task["spec"]
+    res = spec["resources"]
+    nodes = int(res["nodes"])
+    gpus = int(res.get("gpusPerNode", 0))
+    per_pod: dict[str, Any] = {
+        "cpu": str(res.get("cpu", "1")),
+        "memory": str(res.get("memory", "2Gi")),
+    }
+    if gpus > 0:
+        per_pod[names.GPU] = str(gpus)
+    queue = queue_of(task)
+    body: dict[str, Any] = {
+        "apiVersion": names.VOLCANO_API_VERSION,
+        "kind": "PodGroup",
+        "metadata": _meta(task, names.volcano_podgroup(meta["name"], attempt)),
+        "spec": {
+            "minMember": nodes,
+            # Requests of the whole gang, so Volcano's enqueue step admits it only
+            # when all of it can run (quantities scale by the node count).
+            "minResources": {
+                k: quantities.render(k, quantities.amount(k, v) * nodes) for k, v in per_pod.items()
+            },
+            "queue": queue[1] if queue else "default",
+        },
+    }
+    if res.get("priorityClassName"):
+        body["spec"]["priorityClassName"] = res["priorityClassName"]
+    return body
 
 
 def build_release_patch() -> dict[str, Any]:

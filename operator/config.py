@@ -17,7 +17,8 @@ from typing import Any, Literal
 
 from pot import errors
 
-StoreVolume = Literal["pvc", "emptyDir"]
+StoreVolume = Literal["hostPath", "pvc", "emptyDir"]
+STORE_VOLUMES = ("hostPath", "pvc", "emptyDir")
 
 
 @dataclass(kw_only=True, slots=True)
@@ -44,9 +45,20 @@ class Config:
     """Tolerations added to GPU trainer pods."""
     chain_rpc_url: str = ""
     """RPC URL for ValidatorSets that name neither ``rpcUrl`` nor ``rpcSecretRef``."""
-    store_volume: StoreVolume = "pvc"
-    """Trainer state volume: one PVC per node rank (survives gang restarts and node
-    loss, so a restarted gang resumes from its last checkpoint) or an emptyDir."""
+    store_volume: StoreVolume = "hostPath"
+    """Trainer state volume (checkpoints, unacknowledged segments, resume point).
+
+    ``hostPath`` (default): a directory per task UID and node rank under
+    ``store_host_dir`` on the node's own disk. It outlives the pod, so a gang
+    restarted after a member failed resumes from the last checkpoint of any node
+    that kept its state; it costs no API object, and it never pins a rank to a
+    node (a local-disk PVC binds to its first node, so after losing that node the
+    rank could never be scheduled again: the common case on mining farms, which
+    have no network storage). ``pvc``: one PersistentVolumeClaim per rank, for
+    clusters with network storage (needs no hostPath, which Pod Security
+    ``baseline`` forbids). ``emptyDir``: state dies with the pod (tests)."""
+    store_host_dir: str = "/var/lib/pot/tasks"
+    """Node directory holding ``<task uid>/rank-<r>`` trainer state (``hostPath``)."""
     store_size: str = "10Gi"
     """Size of each trainer state PVC."""
     storage_class: str | None = None
@@ -88,8 +100,14 @@ class Config:
     """Port of /metrics and /healthz."""
 
     def __post_init__(self) -> None:
-        if self.store_volume not in ("pvc", "emptyDir"):
-            raise ValueError(f"store_volume must be pvc or emptyDir, not {self.store_volume!r}")
+        if self.store_volume not in STORE_VOLUMES:
+            raise ValueError(
+                f"store_volume must be one of {', '.join(STORE_VOLUMES)}, not {self.store_volume!r}"
+            )
+        if not self.store_host_dir.startswith("/"):
+            raise ValueError(
+                f"store_host_dir must be an absolute path, not {self.store_host_dir!r}"
+            )
         if self.workers < 1:
             raise ValueError("workers must be at least 1")
         if self.ref_grace < 0:
@@ -151,7 +169,8 @@ def from_env(env: Mapping[str, str] | None = None) -> Config:
             ),
             gpu_tolerations=_json(get("POT_GPU_TOLERATIONS", ""), "POT_GPU_TOLERATIONS", list),
             chain_rpc_url=get("POT_CHAIN_RPC_URL", ""),
-            store_volume=get("POT_TRAINER_STORE") or "pvc",  # type: ignore[arg-type]
+            store_volume=get("POT_TRAINER_STORE") or "hostPath",  # type: ignore[arg-type]
+            store_host_dir=get("POT_TRAINER_STORE_HOST_DIR") or "/var/lib/pot/tasks",
             store_size=get("POT_TRAINER_STORE_SIZE") or "10Gi",
             storage_class=get("POT_STORAGE_CLASS") or None,
             trainer_command=_command(get("POT_TRAINER_COMMAND"), "POT_TRAINER_COMMAND"),

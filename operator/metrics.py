@@ -31,7 +31,8 @@ API_REQUESTS = Counter(
     ["verb", "resource"],
 )
 GANG_RELEASES = Counter(
-    "pot_operator_gang_releases_total", "Gangs released (all gates removed together)."
+    "pot_operator_gang_releases_total",
+    "Gangs released together (created ungated after the fit count, or all gates removed).",
 )
 GANG_RESTARTS = Counter(
     "pot_operator_gang_restarts_total", "Whole-gang restarts after a member failed."

@@ -41,6 +41,9 @@ KUEUE_GROUP = "kueue.x-k8s.io/pod-group-name"
 KUEUE_GROUP_COUNT = "kueue.x-k8s.io/pod-group-total-count"
 VOLCANO_QUEUE = "scheduling.volcano.sh/queue-name"
 VOLCANO_GROUP = "scheduling.k8s.io/group-name"
+VOLCANO_API_VERSION = "scheduling.volcano.sh/v1beta1"
+#: The task's ``.spec`` as JSON on each trainer pod (projected to spec.json).
+ANNOTATION_SPEC = f"{GROUP}/spec"
 
 GPU = "nvidia.com/gpu"
 MANAGER = "pot-operator"
@@ -56,9 +59,9 @@ def trainer_service(task: str) -> str:
     return task
 
 
-def spec_configmap(task: str) -> str:
-    """ConfigMap holding the task's spec.json (docs/protocol.md)."""
-    return f"{task}-spec"
+def volcano_podgroup(task: str, attempt: int) -> str:
+    """Volcano PodGroup of gang attempt ``attempt`` (tasks queued on Volcano)."""
+    return f"{task}-{attempt}"
 
 
 def store_claim(task: str, rank: int) -> str:

@@ -102,8 +102,9 @@ class Plan:
     create_ranks: list[int] = field(default_factory=list)
     attempt: int = 0
     release: list[str] = field(default_factory=list)
-    release_created: bool = False
-    """Release every pod of ``create_ranks`` once all of them exist (a fresh gang that fits)."""
+    create_released: bool = False
+    """Create the pods of ``create_ranks`` without the gang gate: the whole gang's
+    fit was counted first (saves a release patch per pod)."""
     delete: list[PodView] = field(default_factory=list)
     force_delete: list[PodView] = field(default_factory=list)
     events: list[Event] = field(default_factory=list)
@@ -308,20 +309,30 @@ class _Machine:
         missing = [r for r in range(self.nodes) if r not in by_rank]
         released = any(not p.gated for p in live) or self.old.get("phase") == TRAINING
         failed = [p for p in live if p.phase == "Failed"]
-        if released and (failed or missing):
+        if released and (failed or (missing and self.old.get("phase") == TRAINING)):
             return self.restart(failed, missing)
         if missing:
             self.plan.ensure_children = True
             self.plan.create_ranks = missing
+            if released:
+                # Released, never trained, ranks missing: a crash between the
+                # creates of a gang created ungated, or an eviction before it
+                # ran. Complete it rather than restart it: the members wait in
+                # rendezvous, and if the missing ones cannot be placed the gang
+                # timeout below takes the gang down and regates it.
+                self.plan.create_released = True
+                msg = f"all {self.nodes} pods released together"
+                self.phase(SCHEDULING, "Released", msg)
+                return self.finish(requeue=1.0)
             if len(missing) == self.nodes and not self.w.queued:
-                # A fresh gang: count it now, so a fitting one is released in the
-                # same pass, right after every pod exists (still all-or-nothing:
-                # a crash between the creates leaves only gated pods).
+                # A fresh gang: count it now. One that fits is created ungated
+                # (the count is the release); one that does not is created
+                # gated and released by admit() once it fits.
                 fit = self.fit()
                 if not fit.fits_ever:
                     return self.fail(checks.UNSCHEDULABLE, fit.message)
                 if fit.fits_now:
-                    self.plan.release_created = True
+                    self.plan.create_released = True
                     msg = f"all {self.nodes} pods released together"
                     self.phase(SCHEDULING, "Released", msg)
                     self.cond(
@@ -357,6 +368,14 @@ class _Machine:
             )
             return self.verifying()
         unbound = [p for p in live if not p.node]
+        if unbound and self.w.queued:
+            # Kueue/Volcano admit and bind the gang as one; our gang timeout is theirs.
+            self.phase(
+                SCHEDULING,
+                "Queued",
+                f"waiting for the task's queue (Kueue or Volcano) to admit all {self.nodes} pods",
+            )
+            return self.finish(requeue=self.w.poll)
         if unbound:
             if self.w.released_for > self.w.gang_timeout:
                 why = unbound[0].message or "not scheduled"
@@ -368,8 +387,8 @@ class _Machine:
                 self.cond(conditions.GANG_SCHEDULED, "False", checks.INSUFFICIENT, msg)
                 self.plan.delete = live
                 return self.finish(requeue=1.0)
-            msg = f"all {self.nodes} pods released; waiting for the scheduler to bind them"
-            self.phase(SCHEDULING, "Released", msg)
+            # The same message as at release: no status write while nothing changed.
+            self.phase(SCHEDULING, "Released", f"all {self.nodes} pods released together")
             return self.finish(requeue=min(self.w.poll, 2.0))
         running = [p for p in live if p.phase in ("Running", "Succeeded")]
         if len(running) < len(live):

@@ -48,6 +48,12 @@ OPERATOR_RULES: Sequence[Mapping[str, Any]] = (
     {"apiGroups": [""], "resources": ["events"], "verbs": ["create", "patch"]},
     {"apiGroups": ["events.k8s.io"], "resources": ["events"], "verbs": ["create", "patch"]},
     {"apiGroups": ["apps"], "resources": ["statefulsets"], "verbs": _OWN},
+    # A gang queued on Volcano gets a PodGroup (minMember = nodes) per attempt.
+    {
+        "apiGroups": ["scheduling.volcano.sh"],
+        "resources": ["podgroups"],
+        "verbs": ["create", "delete"],
+    },
     {"apiGroups": ["policy"], "resources": ["poddisruptionbudgets"], "verbs": _OWN},
     {
         "apiGroups": ["coordination.k8s.io"],

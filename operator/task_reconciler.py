@@ -5,7 +5,9 @@ API, decide, then apply the plan in a crash-safe order: status first (guarded
 by resourceVersion), Events, deletes, children, pod creates, releases. Every
 write is idempotent, so a kill -9 between any two of them is repaired by the
 next reconcile: names are deterministic (a repeated create is a 409, never a
-second pod), deletes are uid-preconditioned, releases are plain removals.
+second pod), deletes are uid-preconditioned, releases are plain removals, and
+a gang created ungated but cut short by a crash is completed, not restarted
+(``phases``: released, never trained, ranks missing).
 """
 
 from __future__ import annotations
@@ -197,7 +199,6 @@ async def apply(
     if plan.delete:
         rt.released_at.pop(key, None)  # a new gang (restart or regate) gets a fresh timer
     if plan.ensure_children:
-        await kube.create(builders_trainers.build_spec_configmap_spec(task), "configmaps")
         await kube.create(builders_trainers.build_service_spec(task), "services")
         if rt.config.store_volume == "pvc":
             for rank in plan.create_ranks:
@@ -205,16 +206,35 @@ async def apply(
                     builders_trainers.build_store_claim_spec(task, rank, rt.config),
                     "persistentvolumeclaims",
                 )
-    created_all = True
+        queue = builders_trainers.queue_of(task)
+        if queue is not None and queue[0] == "volcano":
+            try:
+                await kube.create(
+                    builders_trainers.build_volcano_podgroup(task, plan.attempt), "podgroups"
+                )
+            except kubeapi.NotFound:
+                raise errors.ClusterError(
+                    f"task {ns}/{name} is queued on Volcano ({names.VOLCANO_QUEUE}) but the "
+                    f"API server serves no podgroups.{names.VOLCANO_API_VERSION}: install "
+                    "Volcano or drop the queue annotation"
+                ) from None
+            if plan.attempt > 0:  # the previous attempt's group would hold queue quota
+                await kube.delete(
+                    names.VOLCANO_API_VERSION,
+                    "podgroups",
+                    ns,
+                    names.volcano_podgroup(name, plan.attempt - 1),
+                )
     for rank in plan.create_ranks:
-        body = builders_trainers.build_pod_spec(task, rank, plan.attempt, rt.config)
+        body = builders_trainers.build_pod_spec(
+            task, rank, plan.attempt, rt.config, gated=not plan.create_released
+        )
         created = await kube.create(body, "pods")
         if created is not None:
             rt.expect_created(key, created)
-        else:
-            created_all = False  # it already existed: let the next pass look at it
-    if plan.release_created and created_all:
-        plan.release = [names.trainer_pod(name, r) for r in plan.create_ranks]
+    if plan.create_released and plan.create_ranks:
+        rt.released_at.setdefault(key, time.monotonic())
+        metrics.GANG_RELEASES.inc()
     if plan.release:
         for pod_name in plan.release:
             try:

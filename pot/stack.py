@@ -235,6 +235,10 @@ class Stack:
             f"chain.rpcUrl={self.rpc_url}",
             "--set",
             "networkPolicies.enabled=false",
+            # Trainer state on the "nodes' disks" under this cluster's own
+            # directory (the default, /var/lib/pot, needs root on a dev box).
+            "--set",
+            f"trainerStore.hostDir={self.kubeconfig.parent.resolve() / 'node-disks' / 'pot-tasks'}",
         ]
         for key, value in (extra_values or {}).items():
             args += ["--set", f"{key}={value}"]

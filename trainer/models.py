@@ -12,8 +12,9 @@ Built-ins: ``mlp-regression`` (the MSE regression task of the AIArena paper,
 on synthetic data drawn from the task seed) and ``tiny-gpt`` (a character
 language model on public-domain Shakespeare passages shipped in
 ``corpus.txt``). User code: ``model.module = "pkg.mod:build"``, a callable
-matching ``Build``. Before ``build`` is called the global torch RNG is seeded
-with the task seed, so default initialisers are reproducible.
+matching ``Build`` (docs/trainer.md, "Bring your own model"). Before ``build``
+is called the global torch RNG is seeded with the task seed, so default
+initialisers are reproducible.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from pot import errors
+from pot import errors, store
 from pot.trainer import tasks
 
 CORPUS = Path(__file__).with_name("corpus.txt")
@@ -78,7 +79,15 @@ class DatasetSource:
 
 
 class Build(Protocol):
-    """The signature of a model builder (built-in or ``pkg.mod:build``)."""
+    """The signature of a model builder (built-in or ``pkg.mod:build``).
+
+    Called with keyword arguments only, after ``torch.manual_seed(seed)``, by every
+    trainer rank and by every replaying validator; so it must be deterministic: the
+    same arguments give the same initial weights and the same samples. ``config`` is
+    ``spec.model.config``; ``dataset`` is the spec's dataset (a built-in name, or the
+    bytes of ``spec.dataset.cid``). Errors it raises are reported as
+    ``spec.model.module`` errors.
+    """
 
     def __call__(
         self, *, config: Mapping[str, Any], dataset: DatasetSource, seed: int
@@ -287,21 +296,52 @@ def resolve(spec: tasks.TaskSpec) -> Build:
     """The builder a spec names: a built-in, or ``pkg.mod:build`` imported."""
     if spec.model_name is not None:
         return BUILTINS[spec.model_name]
-    module_name, _, attr = (spec.model_module or "").partition(":")
+    entry = spec.model_module or ""
+    module_name, _, attr = entry.partition(":")
+    if not module_name or not attr:
+        raise errors.ConfigError(f"spec.model.module: {entry!r} is not of the form 'pkg.mod:build'")
     try:
         module = importlib.import_module(module_name)
-    except ImportError as exc:
+    except Exception as exc:  # user code: any failure to import is the spec's problem
         raise errors.ConfigError(
-            f"spec.model.module: cannot import {module_name!r} ({exc})"
+            f"spec.model.module: cannot import {module_name!r} ({type(exc).__name__}: {exc})"
         ) from exc
     builder = getattr(module, attr, None)
+    if builder is None:
+        raise errors.ConfigError(f"spec.model.module: module {module_name!r} has no {attr!r}")
     if not callable(builder):
-        raise errors.ConfigError(f"spec.model.module: {spec.model_module!r} is not callable")
+        raise errors.ConfigError(
+            f"spec.model.module: {entry!r} is a {type(builder).__name__}, not a callable"
+        )
     return builder
 
 
+def load_dataset(spec: tasks.TaskSpec, blobs: store.ContentStore) -> bytes | None:
+    """The bytes of ``spec.dataset.cid`` (None for a built-in dataset).
+
+    Raises the store's own error (``BlobNotFound``, ``BlobCorrupt``, ``StoreError``)
+    with a message that names ``spec.dataset.cid``, so a trainer prints one clear
+    line and a validator can still tell a missing blob from a corrupt one.
+    """
+    cid = spec.dataset_cid
+    if cid is None:
+        return None
+    try:
+        return blobs.get(cid)
+    except errors.BlobNotFound as exc:
+        raise errors.BlobNotFound(f"spec.dataset.cid: dataset {cid} not found: {exc}") from exc
+    except errors.BlobCorrupt as exc:
+        raise errors.BlobCorrupt(f"spec.dataset.cid: dataset {cid} is corrupt: {exc}") from exc
+    except errors.StoreError as exc:
+        raise errors.StoreError(f"spec.dataset.cid: dataset {cid} unavailable: {exc}") from exc
+
+
 def build(spec: tasks.TaskSpec, dataset_blob: bytes | None = None) -> Built:
-    """Seed the global RNG with the task seed and call the spec's builder."""
+    """Seed the global RNG with the task seed and call the spec's builder.
+
+    A user builder's exceptions become ``ConfigError`` naming ``spec.model.module``
+    (the trainer prints one line; a validator does not mistake it for the miner's fault).
+    """
     source = (
         DatasetSource(blob=dataset_blob)
         if spec.dataset_cid is not None
@@ -309,10 +349,22 @@ def build(spec: tasks.TaskSpec, dataset_blob: bytes | None = None) -> Built:
     )
     if spec.dataset_cid is not None and dataset_blob is None:
         raise errors.ConfigError("spec.dataset.cid: the dataset blob is required")
+    builder = resolve(spec)
     torch.manual_seed(spec.seed)
-    built = resolve(spec)(config=spec.model_config, dataset=source, seed=spec.seed)
+    if spec.model_name is not None:
+        built = builder(config=spec.model_config, dataset=source, seed=spec.seed)
+    else:
+        try:
+            built = builder(config=spec.model_config, dataset=source, seed=spec.seed)
+        except errors.PotError:
+            raise
+        except Exception as exc:  # user code
+            raise errors.ConfigError(
+                f"spec.model.module: {spec.model_module!r} raised {type(exc).__name__}: {exc}"
+            ) from exc
     if not isinstance(built, Built):
         raise errors.ConfigError(
-            "spec.model.module: the builder must return pot.trainer.models.Built"
+            f"spec.model.module: {spec.model_module!r} returned {type(built).__name__}, "
+            "not pot.trainer.models.Built"
         )
     return built

@@ -216,8 +216,7 @@ class Trainer:
         spec = opts.spec
         self.spec = spec
         self.blobs = store.FilesystemStore(opts.store_dir)
-        blob = self.blobs.get(spec.dataset_cid) if spec.dataset_cid else None
-        self.built = models.build(spec, blob)
+        self.built = models.build(spec, models.load_dataset(spec, self.blobs))
         self.model = self.built.model.to(device)
         self.optimizer = checkpoints.make_optimizer(spec, self.model.parameters())
         self.dspec = data.DataSpec(
@@ -503,15 +502,17 @@ def main(opts: Options) -> dict[str, Any]:
     if opts.cheat is not None:
         log.warning("cheating on purpose: %s", opts.cheat.value)
     init_distributed(layout, device)
-    trainer = Trainer(opts, layout, device)
-    try:
+    trainer: Trainer | None = None
+    try:  # the process group is torn down even when the spec cannot be built
+        trainer = Trainer(opts, layout, device)
         result = trainer.run()
         dist.barrier()
         return result
     except RuntimeError as exc:  # torch.distributed failures surface as RuntimeError
         raise errors.TrainingError(f"rank {layout.rank}: {exc}") from exc
     finally:
-        trainer.close()
+        if trainer is not None:
+            trainer.close()
         if dist.is_initialized():
             dist.destroy_process_group()
 

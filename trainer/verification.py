@@ -8,11 +8,15 @@ deterministic mode, bit for bit (the replayed end checkpoint must have the
 committed CID).
 
 Cheap checks run first, so a forged segment costs a validator little: shape,
-task, signature, index and step arithmetic, hyperparameters, world and data
-spec, finite losses, then the blobs and their headers (a skipped optimizer
-step shows in the end header), and only then the replay. Every failure is a
-``Verdict`` with a ``Rejection`` name, never an exception: validators log
-and vote on verdicts.
+task, signature, index and step arithmetic, the chain (``startCid`` is the
+previous segment's ``endCid``; segment 0 starts from the checkpoint the seed
+builds), hyperparameters, world and data spec, finite losses, then the blobs
+and their headers (a skipped optimizer step shows in the end header), and
+only then the replay. Every failure the miner can cause is a ``Verdict`` with
+a ``Rejection`` name, never an exception: validators log and vote on
+verdicts. A spec the validator cannot build (a user module it cannot import,
+a dataset blob that does not parse) raises ``ConfigError``: not the miner's
+doing.
 
 All nodes of a DDP gang commit the same start and end checkpoints for the
 same steps, so the replay outcome is cached by content (CIDs, data spec,
@@ -120,21 +124,38 @@ class _Outcome:
 
 
 _lock = threading.Lock()
-_builds: OrderedDict[tuple[str, str | None], models.Built] = OrderedDict()
+_builds: OrderedDict[tuple[str, str | None], tuple[models.Built, str]] = OrderedDict()
 _outcomes: OrderedDict[bytes, _Outcome] = OrderedDict()
 _CACHE = 64
 
 
-def _built(spec: tasks.TaskSpec, blobs: store.ContentStore) -> models.Built:
+def initial_cid(built: models.Built, spec: tasks.TaskSpec) -> str:
+    """CID of the task's initial checkpoint: the freshly built model at step 0 (call it
+    before anything trains ``built.model``). Every chain must start here."""
+    optimizer = checkpoints.make_optimizer(spec, built.model.parameters())
+    ckpt = checkpoints.capture(built.model, optimizer, step=0, optimizer_steps=0, seed=spec.seed)
+    return cids.cid_of(checkpoints.encode(ckpt))
+
+
+def _built(spec: tasks.TaskSpec, blobs: store.ContentStore) -> tuple[models.Built, str]:
+    """The spec's model and data, and its initial checkpoint's CID (cached: the dataset
+    blob is fetched and the model built once per task)."""
     key = (spec.hyperparams_hash(), spec.dataset_cid)
-    built = _builds.get(key)
-    if built is None:
-        blob = blobs.get(spec.dataset_cid) if spec.dataset_cid else None
-        built = models.build(spec, blob)
-        _builds[key] = built
+    entry = _builds.get(key)
+    if entry is None:
+        built = models.build(spec, models.load_dataset(spec, blobs))
+        entry = (built, initial_cid(built, spec))
+        _builds[key] = entry
         while len(_builds) > 4:
             _builds.popitem(last=False)
-    return built
+    return entry
+
+
+def clear_caches() -> None:
+    """Forget built models and replay outcomes (tests; a validator short of memory)."""
+    with _lock:
+        _builds.clear()
+        _outcomes.clear()
 
 
 def replay(
@@ -286,10 +307,15 @@ def _static_checks(seg: segments.Segment, policy: Policy) -> Verdict | None:
     if seg.final != (seg.end_step == spec.steps):
         return _reject(Rejection.STEP_GAP, f"final flag is {seg.final} at step {seg.end_step}")
     prev = policy.previous
-    if prev is not None and (seg.index != prev.index + 1 or seg.start_cid != prev.end_cid):
+    if prev is not None and seg.index != prev.index + 1:
         return _reject(
-            Rejection.STEP_GAP,
-            f"segment {seg.index} does not follow segment {prev.index} (start != previous end)",
+            Rejection.STEP_GAP, f"segment {seg.index} does not follow segment {prev.index}"
+        )
+    if prev is not None and seg.start_cid != prev.end_cid:
+        return _reject(
+            Rejection.BROKEN_CHAIN,
+            f"segment {seg.index} starts from {seg.start_cid}, segment {prev.index} ended at "
+            f"{prev.end_cid}",
         )
     if seg.hyperparams_hash != spec.hyperparams_hash():
         return _reject(Rejection.HYPERPARAMS_MISMATCH, "hyperparamsHash is not the task's")
@@ -323,9 +349,11 @@ def verify_segment(
     spec = policy.spec
     with _lock:
         try:
-            built = _built(spec, blobs)
+            built, initial = _built(spec, blobs)
+        except errors.BlobCorrupt as exc:  # the miner served bytes that are not the dataset
+            return _reject(Rejection.CORRUPT_BLOB, str(exc))
         except errors.StoreError as exc:
-            return _reject(Rejection.MISSING_BLOB, f"dataset {spec.dataset_cid}: {exc}")
+            return _reject(Rejection.MISSING_BLOB, str(exc))
         try:
             dspec = data.DataSpec.from_record(seg.data_spec)
         except segments.Rejected as exc:
@@ -340,6 +368,15 @@ def verify_segment(
         if dspec != expected:
             return _reject(
                 Rejection.WRONG_DATA_SPEC, f"data spec {dspec.record()} != {expected.record()}"
+            )
+        if seg.start_step == 0 and seg.start_cid != initial:
+            # Without this anchor a miner could start from weights trained elsewhere and
+            # every segment would still replay (Proof-of-Learning, Jia et al., §4: the
+            # verifier must know the initialisation).
+            return _reject(
+                Rejection.BROKEN_CHAIN,
+                f"segment 0 starts from {seg.start_cid}, not the task's initial checkpoint "
+                f"{initial} (built from the seed)",
             )
         key = tasks.canonical_json(
             [

@@ -84,6 +84,10 @@ def standin_env(**extra: str) -> dict[str, str]:
     import json
 
     env = {
+        # Trainer state (hostPath) on the "nodes' disks" next to the cluster.
+        "POT_TRAINER_STORE_HOST_DIR": str(
+            Path(extra["KUBECONFIG"]).resolve().parent / "node-disks"
+        ),
         "POT_LEADER_ELECTION": "0",
         "POT_METRICS_PORT": "0",
         "POT_POLL_INTERVAL": "0.5",
@@ -162,9 +166,19 @@ class LocalCluster:
             )
         )
 
-    def apply_task(self, ns: str, name: str, *, file: str = "task.yaml", **changes: Any) -> None:
+    def apply_task(
+        self,
+        ns: str,
+        name: str,
+        *,
+        file: str = "task.yaml",
+        annotations: dict[str, str] | None = None,
+        **changes: Any,
+    ) -> None:
         doc = yaml.safe_load((ROOT / "examples" / file).read_text())
         doc["metadata"]["name"] = name
+        if annotations:
+            doc["metadata"]["annotations"] = annotations
         for path, value in changes.items():
             node: Any = doc["spec"]
             keys = path.split("__")

@@ -165,6 +165,8 @@ def test_trainer_pod_command_env_and_mounts(task: dict[str, Any]) -> None:
     assert spec["hostname"] == "mlp-demo-node-1" and spec["subdomain"] == "mlp-demo"
     assert spec["restartPolicy"] == "Never"
     assert spec["schedulingGates"] == [{"name": "pot.dev/gang"}]
+    ungated = bt.build_pod_spec(task, 1, 2, Config(), gated=False)["spec"]
+    assert "schedulingGates" not in ungated  # a gang whose fit was counted before its creates
     (container,) = spec["containers"]
     assert container["command"] == [
         "torchrun", "--nnodes=$(PET_NNODES)", "--nproc-per-node=$(PET_NPROC_PER_NODE)",
@@ -191,13 +193,27 @@ def test_trainer_pod_command_env_and_mounts(task: dict[str, Any]) -> None:
         "/var/lib/pot": "state",
     }
     vols = {v["name"]: v for v in spec["volumes"]}
-    assert vols["spec"]["configMap"]["name"] == "mlp-demo-spec"
+    # The spec rides on the pod itself (downward API), not a ConfigMap per task.
+    (item,) = vols["spec"]["downwardAPI"]["items"]
+    assert item["path"] == "spec.json"
+    annotation = item["fieldRef"]["fieldPath"]
+    assert annotation == "metadata.annotations['pot.dev/spec']"
+    assert json.loads(meta["annotations"]["pot.dev/spec"]) == task["spec"]
     assert vols["miner-key"]["secret"]["items"] == [{"key": "miner-1.key", "path": "miner-1.key"}]
-    assert vols["state"]["persistentVolumeClaim"]["claimName"] == "mlp-demo-store-1"
+    # Default: node-local state keyed by the task's UID (a reused name never resumes).
+    assert vols["state"]["hostPath"] == {
+        "path": f"/var/lib/pot/tasks/{task['metadata']['uid']}/rank-1",
+        "type": "DirectoryOrCreate",
+    }
+    claim = bt.build_pod_spec(task, 1, 0, Config(store_volume="pvc"))["spec"]["volumes"][2]
+    assert claim == {"name": "state", "persistentVolumeClaim": {"claimName": "mlp-demo-store-1"}}
     assert bt.build_pod_spec(task, 1, 0, Config(store_volume="emptyDir"))["spec"]["volumes"][2] == {
         "name": "state",
         "emptyDir": {},
     }
+    assert bt.build_pod_spec(task, 0, 0, Config(store_host_dir="/data/pot/"))["spec"]["volumes"][2][
+        "hostPath"
+    ]["path"] == (f"/data/pot/{task['metadata']['uid']}/rank-0")
 
 
 def test_gpu_pod_limits_selector_tolerations_and_nccl(gpu_task: dict[str, Any]) -> None:
@@ -247,15 +263,24 @@ def test_kueue_and_volcano_take_over_admission(task: dict[str, Any]) -> None:
     assert pod["metadata"]["annotations"][names.KUEUE_GROUP_COUNT] == "2"
     task["metadata"]["labels"] = {}
     task["metadata"]["annotations"] = {names.VOLCANO_QUEUE: "q"}
-    pod = bt.build_pod_spec(task, 0, 0, Config())
+    pod = bt.build_pod_spec(task, 0, 3, Config())
     assert pod["spec"]["schedulerName"] == "volcano" and "schedulingGates" not in pod["spec"]
+    assert pod["metadata"]["annotations"][names.VOLCANO_GROUP] == "mlp-demo-3"
     assert bt.queue_of(task) == ("volcano", "q")
+    group = bt.build_volcano_podgroup(task, 3)
+    _owned(group, task)
+    assert group["apiVersion"] == "scheduling.volcano.sh/v1beta1" and group["kind"] == "PodGroup"
+    assert group["metadata"]["name"] == "mlp-demo-3"
+    # The whole gang or nothing, with the gang's summed requests (2 nodes x 1 CPU x 1Gi).
+    assert group["spec"] == {
+        "minMember": 2,
+        "minResources": {"cpu": "2", "memory": "2Gi"},
+        "queue": "q",
+    }
 
 
 def test_task_children(task: dict[str, Any]) -> None:
-    cm = bt.build_spec_configmap_spec(task)
-    assert cm["metadata"]["name"] == "mlp-demo-spec"
-    assert json.loads(cm["data"]["spec.json"]) == task["spec"]
+    assert json.loads(bt.spec_json(task)) == task["spec"]
     svc = bt.build_service_spec(task)
     assert svc["metadata"]["name"] == "mlp-demo" and svc["spec"]["clusterIP"] == "None"
     assert svc["spec"]["selector"] == names.task_selector("mlp-demo")
@@ -265,7 +290,7 @@ def test_task_children(task: dict[str, Any]) -> None:
         pvc["spec"]["storageClassName"] == "fast"
         and pvc["spec"]["resources"]["requests"]["storage"] == "5Gi"
     )
-    for obj in (cm, svc, pvc):
+    for obj in (svc, pvc):
         _owned(obj, task)
     assert bt.build_release_patch() == {"spec": {"schedulingGates": None}}
     assert bt.build_registration(task) == {"id": "farm/mlp-demo", "spec": task["spec"]}

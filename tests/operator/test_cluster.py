@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from .conftest import wait_for
+from .conftest import standin_env, wait_for
 
 pytestmark = [pytest.mark.slow, pytest.mark.e2e]
 GATE = "pot.dev/gang"
@@ -204,7 +204,9 @@ def test_node_failure_restarts_gang_from_last_checkpoint(cluster: Any, operator:
     )
     pod1 = cluster.core.read_namespaced_pod("resume-node-1", ns)
     rig = pod1.spec.node_name
-    store = cluster.directory / "kubelet" / "volumes" / ns / "resume-store-1"
+    # Rank 1's node-local state (hostPath, keyed by the task's UID).
+    host_dir = Path(standin_env(KUBECONFIG=str(cluster.kubeconfig))["POT_TRAINER_STORE_HOST_DIR"])
+    store = host_dir / cluster.task(ns, "resume")["metadata"]["uid"] / "rank-1"
     wait_for(
         "a checkpoint",
         lambda: (store / "checkpoint").exists() and int((store / "checkpoint").read_text()) >= 20,
@@ -233,3 +235,38 @@ def _dump(cluster: Any, ns: str) -> None:
             cluster.core.list_namespaced_event(ns).items, key=lambda e: str(e.last_timestamp)
         ):
             fh.write(f"{e.last_timestamp} {e.involved_object.name} {e.reason} {e.message}\n")
+
+
+def test_volcano_queued_task_gets_a_podgroup_and_no_gate(cluster: Any, operator: Any) -> None:
+    ns = cluster.namespace("volcano")
+    cluster.kubectl(
+        "apply", "-f", str(Path(__file__).parent / "fixtures" / "volcano-podgroup-crd.yaml")
+    )
+    _vset_ready(cluster, ns)
+    cluster.apply_task(
+        ns,
+        "vq",
+        annotations={"scheduling.volcano.sh/queue-name": "farm"},
+        hyperparameters__steps=40,
+    )
+    group = wait_for(
+        "PodGroup",
+        lambda: cluster.custom.get_namespaced_custom_object(
+            "scheduling.volcano.sh", "v1beta1", ns, "podgroups", "vq-0"
+        ),
+    )
+    assert group["spec"] == {
+        "minMember": 2,
+        "minResources": {"cpu": "2", "memory": "2Gi"},
+        "queue": "farm",
+    }
+    assert group["metadata"]["ownerReferences"][0]["name"] == "vq"
+    pods = wait_for(
+        "two pods", lambda: p if len(p := cluster.pods(ns, "pot.dev/task=vq")) == 2 else None
+    )
+    for pod in pods:
+        assert pod.spec.scheduler_name == "volcano" and not pod.spec.scheduling_gates
+        assert pod.metadata.annotations["scheduling.k8s.io/group-name"] == "vq-0"
+    # No Volcano scheduler runs here: the gang honestly waits for its admission.
+    wait_for("Queued", lambda: _status(cluster, ns, "vq").get("reason") == "Queued")
+    assert all(not p.spec.node_name for p in cluster.pods(ns, "pot.dev/task=vq"))

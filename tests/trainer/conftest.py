@@ -62,6 +62,8 @@ class Run:
     root: Path
     spec: dict[str, Any]
     key: keys.Key
+    advertise: str = "http://127.0.0.1:8090"
+    """The ``storeUrl`` segments carry (serve ``store`` there to audit over HTTP)."""
 
     @property
     def store(self) -> Path:
@@ -97,21 +99,24 @@ class Run:
             "--miner-key-file",
             str(key_file),
             "--advertise-url",
-            "http://127.0.0.1:8090",
+            self.advertise,
             "--port",
             "0",
         ]
 
 
-def new_run(root: Path, spec: dict[str, Any]) -> Run:
+def new_run(root: Path, spec: dict[str, Any], **fields: Any) -> Run:
     root.mkdir(parents=True, exist_ok=True)
     key = keys.generate()
     (root / "spec.json").write_text(json.dumps(spec))
     (root / "miner-0.key").write_text(key.account.key.hex())
-    return Run(root=root, spec=spec, key=key)
+    return Run(root=root, spec=spec, key=key, **fields)
 
 
-def torchrun(run: Run, nproc: int = 2, *, wait: bool = True) -> subprocess.Popen[str]:
+def torchrun(
+    run: Run, nproc: int = 2, *, wait: bool = True, pythonpath: Path | None = None
+) -> subprocess.Popen[str]:
+    """``torchrun`` the trainer on loopback; ``pythonpath`` is prepended for user models."""
     cmd = [
         str(TORCHRUN),
         "--nnodes",
@@ -125,6 +130,10 @@ def torchrun(run: Run, nproc: int = 2, *, wait: bool = True) -> subprocess.Popen
         *run.args(),
     ]
     env = {**os.environ, "PYTHONWARNINGS": "ignore::UserWarning"}
+    if pythonpath is not None:
+        env["PYTHONPATH"] = os.pathsep.join(
+            p for p in (str(pythonpath), env.get("PYTHONPATH", "")) if p
+        )
     proc = subprocess.Popen(
         cmd,
         cwd=run.root,
