@@ -9,10 +9,11 @@ import shutil
 from pathlib import Path
 
 import pytest
+import torch
 from typer.testing import CliRunner
 
 from pot import cli, keys, store
-from pot.trainer import data, segments, tasks, verification
+from pot.trainer import checkpoints, data, models, segments, tasks, verification
 
 from .conftest import TASK, Run
 
@@ -100,6 +101,46 @@ def test_step_gaps(copy: Run) -> None:
     short = _resign(copy, third, steps=49, losses=third.losses[:49])
     assert _verify(copy, short).reason is R.STEP_GAP
     assert _verify(copy, _resign(copy, third, final=True)).reason is R.STEP_GAP
+
+
+def test_broken_chain(copy: Run) -> None:
+    first, second, third = _seg(copy, 0), _seg(copy, 1), _seg(copy, 2)
+    assert _verify(copy, third, previous=second).valid
+    forked = _resign(copy, third, start_cid=first.end_cid)
+    verdict = _verify(copy, forked, previous=second)
+    assert verdict.reason is R.BROKEN_CHAIN, verdict.line()
+
+
+def test_segment_zero_must_start_from_the_seeds_checkpoint(copy: Run) -> None:
+    """Weights from elsewhere, then honest training from them: every step replays, but the
+    chain does not start where the task's seed does."""
+    seg = _seg(copy, 0)
+    spec = tasks.from_spec(copy.spec)
+    blobs = store.FilesystemStore(copy.store)
+    start = checkpoints.decode(blobs.get(seg.start_cid))
+    for t in start.model.values():
+        t.mul_(0.5)
+    forged_start = blobs.put(checkpoints.encode(start))
+    end, losses = verification.replay(
+        models.build(spec),
+        spec,
+        data.DataSpec.from_record(seg.data_spec),
+        start,
+        steps=seg.steps,
+        device=torch.device("cpu"),
+    )
+    forged = _resign(
+        copy,
+        seg,
+        start_cid=forged_start,
+        end_cid=blobs.put(checkpoints.encode(end)),
+        losses=tuple(losses),
+    )
+    verdict = _verify(copy, forged)
+    assert verdict.reason is R.BROKEN_CHAIN, verdict.line()
+    assert "initial checkpoint" in verdict.detail
+    # The honest segment 0 starts exactly there.
+    assert _verify(copy, seg).valid
 
 
 def test_non_finite_and_fabricated_losses(copy: Run) -> None:
