@@ -15,7 +15,17 @@ Task lifecycle (issue 6):
    the API *before* ordering and again here (a faulty primary could order an
    unchecked one). ``(miner, index)`` is idempotent; a different body under a
    taken index is ``CONFLICTING_SEGMENT``; node rank r is bound to the first
-   address that signs for it.
+   address that signs for it. Chain: a miner's segment i must start where its
+   segment i-1 ended (``startCid`` = ``endCid``), checked when both are in,
+   whichever arrives first; the later one is refused ``BROKEN_CHAIN`` (not
+   stored, listed in the task's rejections, not slashed: like
+   ``CONFLICTING_SEGMENT``, a gang restarted from scratch after losing its
+   state may honestly sign a second, slightly different chain). Index 0 must
+   start from the task's initial checkpoint once one is recorded: the
+   ``startCid`` of the first index-0 segment the auditors decided valid (they
+   rebuild the checkpoint from the seed, ``pot.trainer.verification``). A
+   missing segment i-1 leaves segment i unchecked against it, so only a
+   miner's gap-free run of segments from index 0 earns (step 6).
 3. Audit sampling: seed = sha256(committed batch digest ‖ segment digest). The
    batch digest covers the primary's fresh nonce, so it is fixed only after
    the miner committed to its segment: the miner cannot predict whether a
@@ -23,7 +33,9 @@ Task lifecycle (issue 6):
    that is the one trust we place in f+1 correct replicas rotating the
    primary). A segment is sampled with the task's audit rate (sampleRate, or
    samplesPerEpoch / segments per node); a node's ``final`` segment is always
-   sampled, since its metrics gate the bounty.
+   sampled, since its metrics gate the bounty, and so is its segment 0, which
+   anchors its chain to the seed's initial checkpoint (without it a miner could
+   start from weights trained elsewhere and every later segment would replay).
 4. Every replica audits every sampled segment (bounded concurrency, see
    ``auditing``). We chose all n over a 2f+1 subset: a subset of exactly 2f+1
    stalls when one auditor is faulty and reassignment would need a clock in
@@ -35,7 +47,9 @@ Task lifecycle (issue 6):
 6. When every node's ``final`` segment is in and every sampled segment is
    decided, round 0's allocation is computed (``rewards.allocate``): miners
    with a rejected segment are slashed their ``minerStake`` and get nothing.
-   Each replica signs it (EIP-712 ``Allocation`` via
+   Work counts only in a miner's gap-free chain from index 0, and the target
+   metric is read from a final segment that such a chain reaches. Each replica
+   signs it (EIP-712 ``Allocation`` via
    ``pot.settlement.allocations``) and orders an ``allocsig`` request, so every
    replica serves the same ≥ 2f+1 signatures.
 """
@@ -203,6 +217,7 @@ class App:
             "rejections": [],
             "allocation": None,
             "signatures": {},
+            "initialCid": None,
         }
         return {"ok": True, "id": task}
 
@@ -235,15 +250,23 @@ class App:
                 }
             )
             return _no(Rejection.CONFLICTING_SEGMENT)
+        broken = _chain_break(t, miner, seg)
+        if broken is not None:
+            entry = {"miner": seg.miner, "index": seg.index, "reason": Rejection.BROKEN_CHAIN.name}
+            if entry not in t["rejections"]:
+                t["rejections"].append(entry)
+            return {**_no(Rejection.BROKEN_CHAIN), "detail": broken}
         draw = int.from_bytes(
             hashlib.sha256(ctx.batch_digest + bytes.fromhex(digest[2:])).digest()[:8], "big"
         )
-        sampled = seg.final or draw < t["info"]["rate"]
+        sampled = seg.final or seg.index == 0 or draw < t["info"]["rate"]
         t["segments"][key] = {
             "digest": digest,
             "miner": seg.miner,
             "index": seg.index,
             "rank": seg.node_rank,
+            "startCid": seg.start_cid,
+            "endCid": seg.end_cid,
             "endStep": seg.end_step,
             "samples": seg.steps * t["info"]["batchSize"] * seg.world.nproc_per_node,
             "final": seg.final,
@@ -296,6 +319,8 @@ class App:
             t["rejections"].append(
                 {"miner": rec["miner"], "index": rec["index"], "reason": rec["reason"]}
             )
+        if rec["decided"] is True and rec["index"] == 0 and t.get("initialCid") is None:
+            t["initialCid"] = rec["startCid"]  # replayed from the seed's checkpoint by 2f+1
         if rec["decided"] is not None:
             rec["json"] = None  # the decided segment's body is no longer needed in the state
             self._maybe_allocate(doc["task"])
@@ -326,19 +351,24 @@ class App:
         finals = {s["rank"] for s in segs if s["final"]}
         if len(finals) < info["nodes"] or any(s["decided"] is None for s in segs):
             return
+        chained = _chained(segs)
         miners: dict[str, rewards.MinerWork] = {}
         for s in segs:
             w = miners.get(s["miner"], rewards.MinerWork(stake=info["minerStake"], samples=0))
             rejected = w.rejected or s["decided"] is False
-            samples = w.samples + (s["samples"] if s["decided"] else 0)
+            paid = s["decided"] and (s["miner"].lower(), s["index"]) in chained
+            samples = w.samples + (s["samples"] if paid else 0)
             miners[s["miner"]] = rewards.MinerWork(
                 stake=info["minerStake"], samples=samples, rejected=rejected
             )
         met = True
         target = info.get("target")
         if target is not None:
-            final = min((s for s in segs if s["final"]), key=lambda s: s["rank"])
-            value = final["metrics"].get(target["name"])
+            # Only a chain from the seed's checkpoint to the final segment vouches for
+            # the final metrics.
+            finals = [s for s in segs if s["final"] and (s["miner"].lower(), s["index"]) in chained]
+            final = min(finals, key=lambda s: s["rank"]) if finals else None
+            value = None if final is None else final["metrics"].get(target["name"])
             if not isinstance(value, int | float):
                 met = False
             elif target["direction"] == "minimize":
@@ -462,3 +492,36 @@ class App:
 
 def _no(reason: Rejection) -> dict[str, Any]:
     return {"ok": False, "reason": reason.name}
+
+
+def _chained(segs: list[dict[str, Any]]) -> set[tuple[str, int]]:
+    """(miner, index) of the segments each miner chained from index 0 without a gap.
+
+    Only these earn: a miner that withholds segment i cannot have i+1 start from
+    weights of its choosing (the chain check needs both ends) and be paid for it.
+    """
+    have = {(s["miner"].lower(), s["index"]) for s in segs}
+    out: set[tuple[str, int]] = set()
+    for who in {miner for miner, _ in have}:
+        i = 0
+        while (who, i) in have:
+            out.add((who, i))
+            i += 1
+    return out
+
+
+def _chain_break(t: dict[str, Any], miner: str, seg: segments.Segment) -> str | None:
+    """Why ``seg`` does not chain with the miner's neighbouring segments already in the
+    state (``None`` if it does, or if they are not in yet)."""
+    before = t["segments"].get(f"{miner}/{seg.index - 1}") if seg.index > 0 else None
+    if before is not None and before.get("endCid", seg.start_cid) != seg.start_cid:
+        return (
+            f"startCid {seg.start_cid} is not segment {seg.index - 1}'s endCid {before['endCid']}"
+        )
+    after = t["segments"].get(f"{miner}/{seg.index + 1}")
+    if after is not None and after.get("startCid", seg.end_cid) != seg.end_cid:
+        return f"endCid {seg.end_cid} is not segment {seg.index + 1}'s startCid {after['startCid']}"
+    initial = t.get("initialCid")
+    if seg.index == 0 and initial is not None and seg.start_cid != initial:
+        return f"startCid {seg.start_cid} is not the task's initial checkpoint {initial}"
+    return None

@@ -46,6 +46,7 @@ class Rejection(enum.Enum):
     TASK_EXISTS = "task_exists"  # a second registration of a task with a different spec
     BAD_SPEC = "bad_spec"  # a task spec the validators cannot run (the field is named)
     CONFLICTING_SEGMENT = "conflicting_segment"  # another segment already holds this (miner, index)
+    BROKEN_CHAIN = "broken_chain"  # startCid != the miner's previous endCid (index 0: initial ckpt)
     UNKNOWN_MINER = "unknown_miner"  # a node rank already bound to another miner address
     TASK_CLOSED = "task_closed"  # the task's allocation is already computed
     NOT_ASSIGNED = "not_assigned"  # a verdict for a segment that was not sampled for audit
