@@ -455,8 +455,18 @@ class _Machine:
         prog = self.w.progress
         total = int((self.spec.get("hyperparameters") or {}).get("steps", 0) or 0)
         if not prog:
+            # The same shape as a mirrored answer: the first answer that says
+            # nothing new ("0 of N, no segments yet") then costs no status write.
             self.status.setdefault(
-                "progress", {"step": 0, "totalSteps": total, "text": f"0/{total}"}
+                "progress",
+                {
+                    "step": 0,
+                    "totalSteps": total,
+                    "text": f"0/{total}",
+                    "segmentsCommitted": 0,
+                    "segmentsVerified": 0,
+                    "segmentsRejected": 0,
+                },
             )
             return
         p = prog.get("progress") or {}

@@ -93,6 +93,16 @@ def test_happy_path_releases_all_together_then_trains(
     )
     assert plan.status["progress"]["text"] == "0/200"
     task = step(task, plan)
+    nothing_yet = {"progress": {"step": 0, "totalSteps": 200, "segmentsCommitted": 0}}
+    plan = phases.decide(
+        world(
+            task,
+            nodes,
+            pods=pods(2, gated=False, node="rig-0", phase="Running"),
+            progress=nothing_yet,
+        )
+    )
+    assert not plan.status_changed  # the validators' first answer says nothing new: no write
     prog = {
         "progress": {"step": 50, "totalSteps": 200, "segmentsCommitted": 2, "segmentsVerified": 1}
     }
