@@ -4,7 +4,13 @@ Ratios against baselines measured in the same run (never absolute numbers):
 
 - throughput with proof segments (k = 100) / plain DDP, same model, data and
   process group (goal >= 0.98 on tiny-gpt): the proof's overhead is one loss
-  all-gather and one state snapshot per segment, the rest runs on a thread;
+  all-gather and one state snapshot per segment, the rest runs on a thread.
+  Each repetition trains 2k steps and times the second segment, from the step
+  that commits the first segment to the end of the second: one whole segment
+  in steady state, with its commit (the first segment is the warm-up). Plain
+  and proof runs alternate in pairs, in ABBA order so a load that drifts over
+  a pair weighs on both sides alike; the estimate is the median of the paired
+  ratios, with their spread, since the machine may be shared;
 - audit cost: replaying one segment / training it, times the audit rate, beside
   the probability that a miner forging a fraction rho of its segments goes
   uncaught and the slash that makes that negative expected value
@@ -16,6 +22,7 @@ from __future__ import annotations
 import math
 import os
 import socket
+import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -50,7 +57,8 @@ def _free_port() -> int:
 
 
 def _train(root: Path, raw: dict[str, Any], *, proof: bool) -> tuple[float, dict[str, Any]]:
-    """Steps per second between the first and the last step (world size 1)."""
+    """Steps per second over the second segment (world size 1): from the end of step k
+    (the first commit starts there) to the end of step 2k."""
     os.environ.update(
         MASTER_ADDR="127.0.0.1",
         MASTER_PORT=str(_free_port()),
@@ -60,10 +68,10 @@ def _train(root: Path, raw: dict[str, Any], *, proof: bool) -> tuple[float, dict
         LOCAL_WORLD_SIZE="1",
     )
     stamps: dict[int, float] = {}
-    steps = raw["hyperparameters"]["steps"]
+    k = raw["proof"]["segmentSteps"]
 
     def on_step(step: int) -> None:
-        if step in (1, steps):
+        if step in (k, 2 * k):
             if torch.cuda.is_available():
                 torch.cuda.synchronize()
             stamps[step] = time.perf_counter()
@@ -79,40 +87,57 @@ def _train(root: Path, raw: dict[str, Any], *, proof: bool) -> tuple[float, dict
         on_step=on_step,
     )
     result = training.main(opts)
-    return (steps - 1) / (stamps[steps] - stamps[1]), result
+    return k / (stamps[2 * k] - stamps[k]), result
+
+
+def _median(xs: list[float]) -> float:
+    return statistics.median(xs)
 
 
 def main(quick: bool = False) -> dict[str, Any]:
     gpu = torch.cuda.is_available()
-    steps, k, reps = (200, 100, 2) if quick else (300, 100, 5)
-    raw = _spec(steps, k, gpu)
-    plain, proof, overhead = [], [], []
+    k = 100
+    pairs = 2 if quick else 5
+    raw = _spec(2 * k, k, gpu)
+    plain: list[float] = []
+    proof: list[float] = []
+    overhead: list[float] = []
     with tempfile.TemporaryDirectory() as tmp:
-        # Interleaved repetitions; the best of each side is the estimate least
-        # disturbed by other load on the machine.
-        for rep in range(reps):
-            plain.append(_train(Path(tmp) / f"plain{rep}", raw, proof=False)[0])
-            rate, result = _train(Path(tmp) / f"proof{rep}", raw, proof=True)
-            proof.append(rate)
-            overhead.append(result["proofSeconds"] / result["seconds"])
-        root = Path(tmp) / f"proof{reps - 1}"
-        ratio = max(proof) / max(plain)
+        for rep in range(pairs):
+            order = (False, True) if rep % 2 == 0 else (True, False)  # ABBA...
+            for with_proof in order:
+                name = f"{'proof' if with_proof else 'plain'}{rep}"
+                rate, result = _train(Path(tmp) / name, raw, proof=with_proof)
+                if with_proof:
+                    proof.append(rate)
+                    overhead.append(result["proofSeconds"] / result["seconds"])
+                else:
+                    plain.append(rate)
+            print(
+                f"pair {rep + 1}/{pairs}: plain {plain[-1]:.3g} steps/s, proof {proof[-1]:.3g} steps/s"
+            )
+        root = Path(tmp) / f"proof{pairs - 1}"
+        ratios = [b / a for a, b in zip(plain, proof, strict=True)]
+        ratio = _median(ratios)
         # Audit: replay one segment (uncached) against its training time.
         seg_file = sorted((root / "segs").glob("segment-*.json"))[1]
         spec = tasks.from_spec(raw)
         policy = verification.Policy(task=TASK, spec=spec, device="cuda" if gpu else "cpu")
+        verification.clear_caches()
         began = time.perf_counter()
         verdict = verification.verify_segment(
             segments.parse(seg_file.read_bytes()), store.FilesystemStore(root / "store"), policy
         )
         replay_s = time.perf_counter() - began
-    train_s = k / max(proof)
+    train_s = k / _median(proof)
     replay_ratio = replay_s / train_s
     rate = spec.audit_rate
     rows: list[list[Any]] = [
-        ["throughput proof / plain DDP (tiny-gpt, k=100)", ratio],
-        ["plain DDP steps/s (best of reps)", max(plain)],
-        ["proof main-thread time / training time (median)", sorted(overhead)[reps // 2]],
+        [f"throughput proof / plain DDP (tiny-gpt, k={k}), median of {pairs} pairs", ratio],
+        ["  paired ratios min .. max", f"{min(ratios):.4f} .. {max(ratios):.4f}"],
+        ["  plain DDP steps/s, median (min .. max)", _spread(plain)],
+        ["  proof steps/s, median (min .. max)", _spread(proof)],
+        ["proof main-thread time / training time (median)", _median(overhead)],
         ["replay seconds / training seconds (one segment)", replay_ratio],
         [f"audit compute / training compute at sampleRate {rate}", rate * replay_ratio],
         ["honest replay verdict", verdict.line()],
@@ -130,13 +155,19 @@ def main(quick: bool = False) -> dict[str, Any]:
         ["measure", "value"],
         rows,
         device="cuda" if gpu else "cpu",
-        steps=steps,
+        steps=2 * k,
         segment_steps=k,
-        repetitions=reps,
+        pairs=pairs,
+        order="ABBA (plain first in even pairs)",
+        paired_ratios=ratios,
         plain_steps_per_s=plain,
         proof_overhead_fraction=overhead,
         proof_steps_per_s=proof,
     )
+
+
+def _spread(xs: list[float]) -> str:
+    return f"{_median(xs):.4g} ({min(xs):.4g} .. {max(xs):.4g})"
 
 
 if __name__ == "__main__":
