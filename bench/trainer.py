@@ -5,12 +5,16 @@ Ratios against baselines measured in the same run (never absolute numbers):
 - throughput with proof segments (k = 100) / plain DDP, same model, data and
   process group (goal >= 0.98 on tiny-gpt): the proof's overhead is one loss
   all-gather and one state snapshot per segment, the rest runs on a thread.
-  Each repetition trains 2k steps and times the second segment, from the step
-  that commits the first segment to the end of the second: one whole segment
-  in steady state, with its commit (the first segment is the warm-up). Plain
-  and proof runs alternate in pairs, in ABBA order so a load that drifts over
-  a pair weighs on both sides alike; the estimate is the median of the paired
-  ratios, with their spread, since the machine may be shared;
+  Each repetition trains m·k steps and times segments 2..m, from the step
+  that commits the first segment to the end of the last: whole segments in
+  steady state, each with its commit (the first segment is the warm-up).
+  Plain and proof runs alternate in pairs, in ABBA order so a load that
+  drifts over a pair weighs on both sides alike; the estimate is the median
+  of the paired ratios, with their spread, since the machine may be shared.
+  Beside the wall-clock ratio, the ratio of process CPU time per step (all
+  threads, the commit thread included) is robust to other load and bounds
+  the overhead from above: it counts the commit thread's work even where it
+  runs on an otherwise idle core;
 - audit cost: replaying one segment / training it, times the audit rate, beside
   the probability that a miner forging a fraction rho of its segments goes
   uncaught and the slash that makes that negative expected value
@@ -56,9 +60,9 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _train(root: Path, raw: dict[str, Any], *, proof: bool) -> tuple[float, dict[str, Any]]:
-    """Steps per second over the second segment (world size 1): from the end of step k
-    (the first commit starts there) to the end of step 2k."""
+def _train(root: Path, raw: dict[str, Any], *, proof: bool) -> tuple[float, float, dict[str, Any]]:
+    """Steps per wall-clock second and per process CPU second over segments 2..m (world
+    size 1): from the end of step k (the first commit starts there) to the last step."""
     os.environ.update(
         MASTER_ADDR="127.0.0.1",
         MASTER_PORT=str(_free_port()),
@@ -67,14 +71,15 @@ def _train(root: Path, raw: dict[str, Any], *, proof: bool) -> tuple[float, dict
         LOCAL_RANK="0",
         LOCAL_WORLD_SIZE="1",
     )
-    stamps: dict[int, float] = {}
+    stamps: dict[int, tuple[float, float]] = {}
     k = raw["proof"]["segmentSteps"]
+    last = raw["hyperparameters"]["steps"]
 
     def on_step(step: int) -> None:
-        if step in (k, 2 * k):
+        if step in (k, last):
             if torch.cuda.is_available():
                 torch.cuda.synchronize()
-            stamps[step] = time.perf_counter()
+            stamps[step] = (time.perf_counter(), time.process_time())
 
     opts = training.Options(
         task=TASK,
@@ -87,7 +92,8 @@ def _train(root: Path, raw: dict[str, Any], *, proof: bool) -> tuple[float, dict
         on_step=on_step,
     )
     result = training.main(opts)
-    return k / (stamps[2 * k] - stamps[k]), result
+    (wall0, cpu0), (wall1, cpu1) = stamps[k], stamps[last]
+    return (last - k) / (wall1 - wall0), (last - k) / (cpu1 - cpu0), result
 
 
 def _median(xs: list[float]) -> float:
@@ -97,28 +103,34 @@ def _median(xs: list[float]) -> float:
 def main(quick: bool = False) -> dict[str, Any]:
     gpu = torch.cuda.is_available()
     k = 100
-    pairs = 2 if quick else 5
-    raw = _spec(2 * k, k, gpu)
+    pairs, m = (2, 3) if quick else (7, 5)
+    raw = _spec(m * k, k, gpu)
     plain: list[float] = []
     proof: list[float] = []
+    plain_cpu: list[float] = []
+    proof_cpu: list[float] = []
     overhead: list[float] = []
     with tempfile.TemporaryDirectory() as tmp:
         for rep in range(pairs):
             order = (False, True) if rep % 2 == 0 else (True, False)  # ABBA...
             for with_proof in order:
                 name = f"{'proof' if with_proof else 'plain'}{rep}"
-                rate, result = _train(Path(tmp) / name, raw, proof=with_proof)
+                rate, cpu_rate, result = _train(Path(tmp) / name, raw, proof=with_proof)
                 if with_proof:
                     proof.append(rate)
+                    proof_cpu.append(cpu_rate)
                     overhead.append(result["proofSeconds"] / result["seconds"])
                 else:
                     plain.append(rate)
+                    plain_cpu.append(cpu_rate)
             print(
-                f"pair {rep + 1}/{pairs}: plain {plain[-1]:.3g} steps/s, proof {proof[-1]:.3g} steps/s"
+                f"pair {rep + 1}/{pairs}: steps/s plain {plain[-1]:.3g}, proof {proof[-1]:.3g}; "
+                f"per CPU s plain {plain_cpu[-1]:.3g}, proof {proof_cpu[-1]:.3g}"
             )
         root = Path(tmp) / f"proof{pairs - 1}"
         ratios = [b / a for a, b in zip(plain, proof, strict=True)]
         ratio = _median(ratios)
+        cpu_ratios = [b / a for a, b in zip(plain_cpu, proof_cpu, strict=True)]
         # Audit: replay one segment (uncached) against its training time.
         seg_file = sorted((root / "segs").glob("segment-*.json"))[1]
         spec = tasks.from_spec(raw)
@@ -135,6 +147,10 @@ def main(quick: bool = False) -> dict[str, Any]:
     rows: list[list[Any]] = [
         [f"throughput proof / plain DDP (tiny-gpt, k={k}), median of {pairs} pairs", ratio],
         ["  paired ratios min .. max", f"{min(ratios):.4f} .. {max(ratios):.4f}"],
+        [
+            f"CPU-time throughput proof / plain, median of {pairs} pairs (min .. max)",
+            _spread(cpu_ratios),
+        ],
         ["  plain DDP steps/s, median (min .. max)", _spread(plain)],
         ["  proof steps/s, median (min .. max)", _spread(proof)],
         ["proof main-thread time / training time (median)", _median(overhead)],
@@ -155,11 +171,15 @@ def main(quick: bool = False) -> dict[str, Any]:
         ["measure", "value"],
         rows,
         device="cuda" if gpu else "cpu",
-        steps=2 * k,
+        steps=m * k,
+        timed_steps=(m - 1) * k,
         segment_steps=k,
         pairs=pairs,
         order="ABBA (plain first in even pairs)",
         paired_ratios=ratios,
+        paired_cpu_ratios=cpu_ratios,
+        plain_steps_per_cpu_s=plain_cpu,
+        proof_steps_per_cpu_s=proof_cpu,
         plain_steps_per_s=plain,
         proof_overhead_fraction=overhead,
         proof_steps_per_s=proof,
