@@ -22,7 +22,7 @@ from typing import Any
 
 import common
 
-from pot.validator import localnet, pbft, simulating
+from pot.validator import actions, localnet, pbft, simulating
 from pot.validator import messages as m
 
 
@@ -75,15 +75,15 @@ def in_process(n: int, batch: int, requests: int) -> dict[str, Any]:
     outstanding = 1 if batch == 1 else 4 * batch
     ts = 0
 
-    def perform(i: int, actions: list[pbft.Action]) -> None:
+    def perform(i: int, acts: list[actions.Action]) -> None:
         nonlocal ts
-        for a in actions:
-            if isinstance(a, pbft.Send):
+        for a in acts:
+            if isinstance(a, actions.Send):
                 data = m.encode(a.msg)
                 for dst in range(n) if a.to is None else (a.to,):
                     if dst != i:
                         queue.append((dst, i, data))
-            elif isinstance(a, pbft.Executed) and i == 0 and a.request.key in sent:
+            elif isinstance(a, actions.Executed) and i == 0 and a.request.key in sent:
                 lat.append(time.perf_counter() - sent.pop(a.request.key))
                 if ts < requests:
                     submit()
@@ -91,7 +91,7 @@ def in_process(n: int, batch: int, requests: int) -> dict[str, Any]:
     def submit() -> None:
         nonlocal ts
         ts += 1
-        req = m.Request(client="bench", ts=ts, op=b"noop")
+        req = m.Request(client="bench", ts=ts, op=b'{"op":"noop"}')
         sent[req.key] = time.perf_counter()
         perform(0, reps[0].submit(req))
 

@@ -193,9 +193,10 @@ class Auth:
 
 
 def mac(key: bytes, counter: int, payload: bytes) -> bytes:
-    return hashlib.blake2b(
-        counter.to_bytes(8, "big") + payload, key=key, digest_size=MAC_LEN
-    ).digest()
+    """Keyed BLAKE2b over ``counter:u64 ‖ payload`` (a frame: docs/protocol.md)."""
+    h = hashlib.blake2b(counter.to_bytes(8, "big"), key=key, digest_size=MAC_LEN)
+    h.update(payload)
+    return h.digest()
 
 
 def mac_ok(key: bytes, counter: int, payload: bytes, tag: bytes) -> bool:

@@ -12,17 +12,23 @@ relayed: a NEW-VIEW embeds 2f+1 VIEW-CHANGEs that every backup must check
 itself (the hybrid the TOCS paper's §4.5 MAC view change avoids needing acks
 for). Signatures never appear on the hot path.
 
-The codec is a compact JSON array ``[type, field, ...]``: stdlib only, safe on
-untrusted input (no pickle), bytes as hex. ``decode`` never raises: a frame
-that is not a well-formed message comes back as a ``Rejection``.
+The codec is binary (``struct``, stdlib only, safe on untrusted input: no
+pickle, no recursion on attacker-chosen depth) and *canonical*: every message
+has exactly one encoding, and ``decode`` refuses anything else (trailing bytes,
+a bool that is not 0/1, non-UTF-8 client names). That is what lets a batch
+digest hash the request list's wire bytes directly (one SHA-256 call per batch
+instead of one per request) and lets a backup check it on the very bytes it
+received. The format is the binding wire contract in docs/protocol.md ("PBFT
+wire format"). ``decode`` never raises: a frame that is not a well-formed
+message comes back as a ``Rejection``.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
-from dataclasses import dataclass
-from typing import Any, TypeAlias
+import struct
+from dataclasses import dataclass, field
+from typing import TypeAlias
 
 from pot.validator.rejections import Rejection
 
@@ -56,17 +62,18 @@ class Request:
         return (self.client, self.ts)
 
     def digest(self) -> bytes:
-        return sha256(self.client.encode() + b"\0" + self.ts.to_bytes(8, "big") + self.op)
+        return sha256(_request(self))
 
 
-def batch_digest(nonce: bytes, batch: tuple[Request, ...]) -> bytes:
-    """Digest of an ordered batch; the primary's nonce makes it unpredictable to clients."""
+def batch_digest(nonce: bytes, batch: tuple[Request, ...], wire: bytes | None = None) -> bytes:
+    """Digest of an ordered batch: SHA-256 over the nonce and the request list's canonical wire
+    bytes (``wire`` when the caller already has them). The primary's nonce makes it
+    unpredictable to clients."""
     if not batch and not nonce:
         return NULL_DIGEST
-    h = hashlib.sha256(b"pot-pbft-batch\0" + nonce)
-    for r in batch:
-        h.update(r.digest())
-    return h.digest()
+    if wire is None:
+        wire = requests_wire(batch)
+    return sha256(b"pot-pbft-batch\0" + bytes((len(nonce),)) + nonce + wire)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -91,6 +98,33 @@ class PrePrepare:
     nonce: bytes
     batch: tuple[Request, ...]
     replica: int
+    wire: tuple[tuple[Request, ...], bytes] | None = field(default=None, compare=False, repr=False)
+    """Cache: (``batch``, its request-list wire bytes), set by ``decode`` and ``pre_prepare``.
+    Used only while ``batch`` is that very tuple, so ``dataclasses.replace`` cannot stale it."""
+
+    def batch_wire(self) -> bytes:
+        w = self.wire
+        return w[1] if w is not None and w[0] is self.batch else requests_wire(self.batch)
+
+    def actual_digest(self) -> bytes:
+        """The digest of the batch this message really carries (to check against ``digest``)."""
+        return batch_digest(self.nonce, self.batch, self.batch_wire())
+
+
+def pre_prepare(
+    *, view: int, seq: int, nonce: bytes, batch: tuple[Request, ...], replica: int
+) -> PrePrepare:
+    """A PRE-PREPARE with its digest computed (and the wire bytes it hashed kept for encoding)."""
+    wire = requests_wire(batch)
+    return PrePrepare(
+        view=view,
+        seq=seq,
+        digest=batch_digest(nonce, batch, wire),
+        nonce=nonce,
+        batch=batch,
+        replica=replica,
+        wire=(batch, wire),
+    )
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -197,77 +231,106 @@ class _Bad(Exception):
         self.reason = reason
 
 
+# ---------------------------------------------------------------------- wire format
+# docs/protocol.md "PBFT wire format": a one-byte type tag, then fixed-width big-endian
+# integers, 32-byte digests and length-prefixed byte strings; lists are u32 count + items.
+
+T_REQUEST, T_PRE_PREPARE, T_PREPARE, T_COMMIT, T_CHECKPOINT = 1, 2, 3, 4, 5
+T_STATUS, T_VIEW_CHANGE, T_NEW_VIEW, T_STATE_REQUEST, T_STATE_REPLY = 6, 7, 8, 9, 10
+
+_U16 = struct.Struct(">H")
+_U32 = struct.Struct(">I")
+_REQ_TAIL = struct.Struct(">QI")  # ts, len(op)
+_VOTE = struct.Struct(">BQQH32s")  # tag, view, seq, replica, digest
+_PP_HEAD = struct.Struct(">BQQH32sB")  # tag, view, seq, replica, digest, len(nonce)
+_CHECKPOINT = struct.Struct(">BQH32s")  # tag, seq, replica, digest
+_STATUS = struct.Struct(">BQBQQH")  # tag, view, normal, h, last_exec, replica
+_STATE_REQUEST = struct.Struct(">BQH")  # tag, seq, replica
+_STATE_REPLY = struct.Struct(">BQH32sI")  # tag, seq, replica, digest, len(snapshot)
+_VC_HEAD = struct.Struct(">QQH")  # view, h, replica
+_NV_HEAD = struct.Struct(">BQHQ32s")  # tag, view, replica, checkpoint seq, checkpoint digest
+_PAIR = struct.Struct(">Q32s")  # seq, digest
+_ENTRY = struct.Struct(">Q32sQ")  # seq, digest, view
+MAX_SNAPSHOT = 1 << 30
+MAX_SIGNATURE = 256
+MAX_NONCE = 64
+MAX_VIEW_CHANGES = 1024
+
+
 # ---------------------------------------------------------------------- encode
 
 
-def _req(r: Request) -> list[Any]:
-    return [r.client, r.ts, r.op.hex()]
+def _request(r: Request) -> bytes:
+    c = r.client.encode()
+    return bytes((len(c),)) + c + _REQ_TAIL.pack(r.ts, len(r.op)) + r.op
 
 
-def _batch(b: Batch) -> list[Any]:
-    return [b.nonce.hex(), [_req(r) for r in b.requests]]
+def requests_wire(batch: tuple[Request, ...]) -> bytes:
+    """The canonical bytes of a request list (what batch digests hash)."""
+    return _U32.pack(len(batch)) + b"".join([_request(r) for r in batch])
 
 
-def _pentry(e: PEntry) -> list[Any]:
-    return [e.seq, e.digest.hex(), e.view]
+def _batch(b: Batch) -> bytes:
+    return bytes((len(b.nonce),)) + b.nonce + requests_wire(b.requests)
 
 
-def _vc(m: ViewChange) -> list[Any]:
-    return [
-        m.view,
-        m.h,
-        [[s, d.hex()] for s, d in m.checkpoints],
-        [_pentry(e) for e in m.prepared],
-        [_pentry(e) for e in m.preprepared],
-        [_batch(b) for b in m.batches],
-        m.replica,
-        m.signature.hex(),
-    ]
+def _pairs(pairs: tuple[tuple[int, bytes], ...]) -> bytes:
+    return _U32.pack(len(pairs)) + b"".join([_PAIR.pack(s, d) for s, d in pairs])
 
 
-def _obj(m: Message) -> list[Any]:
-    if isinstance(m, Prepare):
-        return ["P", m.view, m.seq, m.digest.hex(), m.replica]
-    if isinstance(m, Commit):
-        return ["C", m.view, m.seq, m.digest.hex(), m.replica]
-    if isinstance(m, PrePrepare):
-        return [
-            "PP",
-            m.view,
-            m.seq,
-            m.digest.hex(),
-            m.nonce.hex(),
-            [_req(r) for r in m.batch],
-            m.replica,
+def _entries(es: tuple[PEntry, ...]) -> bytes:
+    return _U32.pack(len(es)) + b"".join([_ENTRY.pack(e.seq, e.digest, e.view) for e in es])
+
+
+def _vc(m: ViewChange) -> bytes:
+    return b"".join(
+        [
+            _VC_HEAD.pack(m.view, m.h, m.replica),
+            _pairs(m.checkpoints),
+            _entries(m.prepared),
+            _entries(m.preprepared),
+            _U32.pack(len(m.batches)),
+            *[_batch(b) for b in m.batches],
+            _U16.pack(len(m.signature)),
+            m.signature,
         ]
-    if isinstance(m, Request):
-        return ["R", *_req(m)]
-    if isinstance(m, Checkpoint):
-        return ["CK", m.seq, m.digest.hex(), m.replica]
-    if isinstance(m, Status):
-        return ["S", m.view, m.normal, m.h, m.last_exec, m.replica]
-    if isinstance(m, ViewChange):
-        return ["VC", *_vc(m)]
-    if isinstance(m, NewView):
-        return [
-            "NV",
-            m.view,
-            [_vc(v) for v in m.view_changes],
-            [m.checkpoint[0], m.checkpoint[1].hex()],
-            [[s, d.hex()] for s, d in m.chosen],
-            m.replica,
-            m.signature.hex(),
-        ]
-    if isinstance(m, StateRequest):
-        return ["SQ", m.seq, m.replica]
-    if isinstance(m, StateReply):
-        return ["SR", m.seq, m.digest.hex(), m.snapshot.hex(), m.replica]
-    raise TypeError(f"not a PBFT message: {type(m).__name__}")
+    )
 
 
 def encode(m: Message) -> bytes:
     """The wire bytes of a message."""
-    return json.dumps(_obj(m), separators=(",", ":")).encode()
+    if isinstance(m, Prepare | Commit):
+        tag = T_PREPARE if type(m) is Prepare else T_COMMIT
+        return _VOTE.pack(tag, m.view, m.seq, m.replica, m.digest)
+    if isinstance(m, PrePrepare):
+        head = _PP_HEAD.pack(T_PRE_PREPARE, m.view, m.seq, m.replica, m.digest, len(m.nonce))
+        return head + m.nonce + m.batch_wire()
+    if isinstance(m, Request):
+        return bytes((T_REQUEST,)) + _request(m)
+    if isinstance(m, Checkpoint):
+        return _CHECKPOINT.pack(T_CHECKPOINT, m.seq, m.replica, m.digest)
+    if isinstance(m, Status):
+        return _STATUS.pack(T_STATUS, m.view, m.normal, m.h, m.last_exec, m.replica)
+    if isinstance(m, ViewChange):
+        return bytes((T_VIEW_CHANGE,)) + _vc(m)
+    if isinstance(m, NewView):
+        return b"".join(
+            [
+                _NV_HEAD.pack(T_NEW_VIEW, m.view, m.replica, m.checkpoint[0], m.checkpoint[1]),
+                _pairs(m.chosen),
+                _U32.pack(len(m.view_changes)),
+                *[_vc(vc) for vc in m.view_changes],
+                _U16.pack(len(m.signature)),
+                m.signature,
+            ]
+        )
+    if isinstance(m, StateRequest):
+        return _STATE_REQUEST.pack(T_STATE_REQUEST, m.seq, m.replica)
+    if isinstance(m, StateReply):
+        return _STATE_REPLY.pack(T_STATE_REPLY, m.seq, m.replica, m.digest, len(m.snapshot)) + (
+            m.snapshot
+        )
+    raise TypeError(f"not a PBFT message: {type(m).__name__}")
 
 
 def signing_bytes(m: ViewChange | NewView) -> bytes:
@@ -294,139 +357,199 @@ def signing_bytes(m: ViewChange | NewView) -> bytes:
 
 
 # ---------------------------------------------------------------------- decode
+# Each reader takes (buffer, offset) and returns (value, next offset); a short buffer makes
+# ``struct`` raise ``struct.error``, which ``decode`` maps to MALFORMED like any other flaw.
 
 
-def _int(v: Any) -> int:
-    if type(v) is not int or not 0 <= v <= MAX_INT:
+def _take(buf: bytes, off: int, n: int) -> tuple[bytes, int]:
+    end = off + n
+    if end > len(buf):
         raise _Bad(Rejection.MALFORMED)
-    return v
+    return buf[off:end], end
 
 
-def _bytes(v: Any, length: int | None = None, limit: int = MAX_OP_BYTES * 2) -> bytes:
-    if type(v) is not str or len(v) > 2 * limit:
-        raise _Bad(Rejection.OVERSIZED if type(v) is str else Rejection.MALFORMED)
-    try:
-        b = bytes.fromhex(v)
-    except ValueError:
-        raise _Bad(Rejection.MALFORMED) from None
-    if length is not None and len(b) != length:
-        raise _Bad(Rejection.MALFORMED)
-    return b
-
-
-def _list(v: Any, n: int | None = None, limit: int = MAX_BATCH) -> list[Any]:
-    if type(v) is not list:
-        raise _Bad(Rejection.MALFORMED)
-    if n is not None and len(v) != n:
-        raise _Bad(Rejection.MALFORMED)
-    if len(v) > limit:
+def _count(buf: bytes, off: int, limit: int) -> tuple[int, int]:
+    (n,) = _U32.unpack_from(buf, off)
+    if n > limit:
         raise _Bad(Rejection.OVERSIZED)
-    return v
+    return n, off + 4
 
 
-def _d(v: Any) -> bytes:
-    return _bytes(v, DIGEST_LEN)
-
-
-def _unreq(v: Any) -> Request:
-    client, ts, op = _list(v, 3)
-    if type(client) is not str or not client or len(client) > MAX_CLIENT_LEN:
-        raise _Bad(Rejection.MALFORMED)
-    raw = _bytes(op)
-    if len(raw) > MAX_OP_BYTES:
-        raise _Bad(Rejection.OVERSIZED)
-    return Request(client=client, ts=_int(ts), op=raw)
-
-
-def _unbatch(v: Any) -> Batch:
-    nonce, reqs = _list(v, 2)
-    return Batch(nonce=_bytes(nonce, limit=64), requests=tuple(_unreq(r) for r in _list(reqs)))
-
-
-def _unpentry(v: Any) -> PEntry:
-    s, d, view = _list(v, 3)
-    return PEntry(seq=_int(s), digest=_d(d), view=_int(view))
-
-
-def _pairs(v: Any) -> tuple[tuple[int, bytes], ...]:
+def _requests(buf: bytes, off: int) -> tuple[tuple[Request, ...], int]:
+    n, off = _count(buf, off, MAX_BATCH)
+    size = len(buf)
     out = []
-    for item in _list(v):
-        s, d = _list(item, 2)
-        out.append((_int(s), _d(d)))
-    return tuple(out)
-
-
-def _unvc(f: list[Any]) -> ViewChange:
-    view, h, cks, p, q, batches, replica, sig = _list(f, 8)
-    return ViewChange(
-        view=_int(view),
-        h=_int(h),
-        checkpoints=_pairs(cks),
-        prepared=tuple(_unpentry(e) for e in _list(p)),
-        preprepared=tuple(_unpentry(e) for e in _list(q)),
-        batches=tuple(_unbatch(b) for b in _list(batches)),
-        replica=_int(replica),
-        signature=_bytes(sig, limit=256),
-    )
-
-
-def _decode(o: Any) -> Message:
-    if type(o) is not list or not o or type(o[0]) is not str:
-        raise _Bad(Rejection.MALFORMED)
-    t, f = o[0], o[1:]
-    if t in {"P", "C"}:
-        view, seq, d, replica = _list(f, 4)
-        cls = Prepare if t == "P" else Commit
-        return cls(view=_int(view), seq=_int(seq), digest=_d(d), replica=_int(replica))
-    if t == "PP":
-        view, seq, d, nonce, batch, replica = _list(f, 6)
-        return PrePrepare(
-            view=_int(view),
-            seq=_int(seq),
-            digest=_d(d),
-            nonce=_bytes(nonce, limit=64),
-            batch=tuple(_unreq(r) for r in _list(batch)),
-            replica=_int(replica),
-        )
-    if t == "R":
-        return _unreq(f)
-    if t == "CK":
-        seq, d, replica = _list(f, 3)
-        return Checkpoint(seq=_int(seq), digest=_d(d), replica=_int(replica))
-    if t == "S":
-        view, normal, h, last, replica = _list(f, 5)
-        if type(normal) is not bool:
+    unpack = _REQ_TAIL.unpack_from
+    for _ in range(n):
+        cl = buf[off]
+        end = off + 1 + cl
+        if cl == 0 or cl > MAX_CLIENT_LEN or end + 12 > size:
             raise _Bad(Rejection.MALFORMED)
-        return Status(
-            view=_int(view), normal=normal, h=_int(h), last_exec=_int(last), replica=_int(replica)
+        client = buf[off + 1 : end].decode()
+        ts, ol = unpack(buf, end)
+        if ol > MAX_OP_BYTES:
+            raise _Bad(Rejection.OVERSIZED)
+        off = end + 12 + ol
+        if off > size:
+            raise _Bad(Rejection.MALFORMED)
+        out.append(Request(client=client, ts=ts, op=buf[end + 12 : off]))
+    return tuple(out), off
+
+
+def _request_at(buf: bytes, off: int) -> tuple[Request, int]:
+    cl = buf[off]
+    end = off + 1 + cl
+    if cl == 0 or cl > MAX_CLIENT_LEN:
+        raise _Bad(Rejection.MALFORMED)
+    client = buf[off + 1 : end].decode()
+    ts, ol = _REQ_TAIL.unpack_from(buf, end)
+    if ol > MAX_OP_BYTES:
+        raise _Bad(Rejection.OVERSIZED)
+    op, off = _take(buf, end + 12, ol)
+    return Request(client=client, ts=ts, op=op), off
+
+
+def _unbatch(buf: bytes, off: int) -> tuple[Batch, int]:
+    nonce, off = _take(buf, off + 1, buf[off])
+    if len(nonce) > MAX_NONCE:
+        raise _Bad(Rejection.MALFORMED)
+    reqs, off = _requests(buf, off)
+    return Batch(nonce=nonce, requests=reqs), off
+
+
+def _unpairs(buf: bytes, off: int) -> tuple[tuple[tuple[int, bytes], ...], int]:
+    n, off = _count(buf, off, MAX_BATCH)
+    out = []
+    for _ in range(n):
+        out.append(_PAIR.unpack_from(buf, off))
+        off += _PAIR.size
+    return tuple(out), off
+
+
+def _unentries(buf: bytes, off: int) -> tuple[tuple[PEntry, ...], int]:
+    n, off = _count(buf, off, MAX_BATCH)
+    out = []
+    for _ in range(n):
+        s, d, v = _ENTRY.unpack_from(buf, off)
+        out.append(PEntry(seq=s, digest=d, view=v))
+        off += _ENTRY.size
+    return tuple(out), off
+
+
+def _signature(buf: bytes, off: int) -> tuple[bytes, int]:
+    (n,) = _U16.unpack_from(buf, off)
+    if n > MAX_SIGNATURE:
+        raise _Bad(Rejection.OVERSIZED)
+    return _take(buf, off + 2, n)
+
+
+def _unvc(buf: bytes, off: int) -> tuple[ViewChange, int]:
+    view, h, replica = _VC_HEAD.unpack_from(buf, off)
+    cks, off = _unpairs(buf, off + _VC_HEAD.size)
+    p, off = _unentries(buf, off)
+    q, off = _unentries(buf, off)
+    n, off = _count(buf, off, MAX_BATCH)
+    batches = []
+    for _ in range(n):
+        b, off = _unbatch(buf, off)
+        batches.append(b)
+    sig, off = _signature(buf, off)
+    vc = ViewChange(
+        view=view,
+        h=h,
+        checkpoints=cks,
+        prepared=p,
+        preprepared=q,
+        batches=tuple(batches),
+        replica=replica,
+        signature=sig,
+    )
+    return vc, off
+
+
+def _decode(buf: bytes) -> tuple[Message, int]:
+    t = buf[0]
+    if t in (T_PREPARE, T_COMMIT):
+        _, view, seq, replica, d = _VOTE.unpack_from(buf)
+        cls = Prepare if t == T_PREPARE else Commit
+        return cls(view=view, seq=seq, digest=d, replica=replica), _VOTE.size
+    if t == T_PRE_PREPARE:
+        _, view, seq, replica, d, nl = _PP_HEAD.unpack_from(buf)
+        if nl > MAX_NONCE:
+            raise _Bad(Rejection.MALFORMED)
+        nonce, start = _take(buf, _PP_HEAD.size, nl)
+        reqs, off = _requests(buf, start)
+        pp = PrePrepare(
+            view=view,
+            seq=seq,
+            digest=d,
+            nonce=nonce,
+            batch=reqs,
+            replica=replica,
+            wire=(reqs, buf[start:off]),
         )
-    if t == "VC":
-        return _unvc(f)
-    if t == "NV":
-        view, vcs, ck, chosen, replica, sig = _list(f, 6)
-        s, d = _list(ck, 2)
-        return NewView(
-            view=_int(view),
-            view_changes=tuple(_unvc(_list(v)) for v in _list(vcs, limit=1024)),
-            checkpoint=(_int(s), _d(d)),
-            chosen=_pairs(chosen),
-            replica=_int(replica),
-            signature=_bytes(sig, limit=256),
+        return pp, off
+    if t == T_REQUEST:
+        return _request_at(buf, 1)
+    if t == T_CHECKPOINT:
+        _, seq, replica, d = _CHECKPOINT.unpack_from(buf)
+        return Checkpoint(seq=seq, digest=d, replica=replica), _CHECKPOINT.size
+    if t == T_STATUS:
+        _, view, normal, h, last, replica = _STATUS.unpack_from(buf)
+        if normal > 1:
+            raise _Bad(Rejection.MALFORMED)
+        status = Status(view=view, normal=normal == 1, h=h, last_exec=last, replica=replica)
+        return status, _STATUS.size
+    if t == T_VIEW_CHANGE:
+        return _unvc(buf, 1)
+    if t == T_NEW_VIEW:
+        _, view, replica, ck_seq, ck_d = _NV_HEAD.unpack_from(buf)
+        chosen, off = _unpairs(buf, _NV_HEAD.size)
+        n, off = _count(buf, off, MAX_VIEW_CHANGES)
+        vcs = []
+        for _ in range(n):
+            vc, off = _unvc(buf, off)
+            vcs.append(vc)
+        sig, off = _signature(buf, off)
+        nv = NewView(
+            view=view,
+            view_changes=tuple(vcs),
+            checkpoint=(ck_seq, ck_d),
+            chosen=chosen,
+            replica=replica,
+            signature=sig,
         )
-    if t == "SQ":
-        seq, replica = _list(f, 2)
-        return StateRequest(seq=_int(seq), replica=_int(replica))
-    if t == "SR":
-        seq, d, snap, replica = _list(f, 4)
-        return StateReply(
-            seq=_int(seq), digest=_d(d), snapshot=_bytes(snap, limit=1 << 30), replica=_int(replica)
-        )
+        return nv, off
+    if t == T_STATE_REQUEST:
+        _, seq, replica = _STATE_REQUEST.unpack_from(buf)
+        return StateRequest(seq=seq, replica=replica), _STATE_REQUEST.size
+    if t == T_STATE_REPLY:
+        _, seq, replica, d, sl = _STATE_REPLY.unpack_from(buf)
+        if sl > MAX_SNAPSHOT:
+            raise _Bad(Rejection.OVERSIZED)
+        snap, off = _take(buf, _STATE_REPLY.size, sl)
+        return StateReply(seq=seq, digest=d, snapshot=snap, replica=replica), off
     raise _Bad(Rejection.UNKNOWN_TYPE)
 
 
+def decode(data: bytes) -> Message | Rejection:
+    """A message from wire bytes, or the reason it is not one. Never raises."""
+    try:
+        msg, end = _decode(data)
+    except _Bad as bad:
+        return bad.reason
+    except (struct.error, IndexError, UnicodeDecodeError):
+        return Rejection.MALFORMED
+    if end != len(data):
+        return Rejection.MALFORMED  # trailing bytes: the encoding would not be canonical
+    return msg
+
+
+# ---------------------------------------------------------------------- JSON guard
+
 _NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
 MAX_DEPTH = 16
-"""Our deepest message (NEW-VIEW → VIEW-CHANGE → batch → request) nests 7 levels."""
+"""Nesting the HTTP API allows in the JSON it parses (segments, task specs)."""
 
 
 def too_deep(data: bytes, limit: int = MAX_DEPTH) -> bool:
@@ -442,15 +565,3 @@ def too_deep(data: bytes, limit: int = MAX_DEPTH) -> bool:
         if depth > limit:
             return True
     return False
-
-
-def decode(data: bytes) -> Message | Rejection:
-    """A message from wire bytes, or the reason it is not one. Never raises."""
-    if too_deep(data):
-        return Rejection.MALFORMED
-    try:
-        return _decode(json.loads(data))
-    except _Bad as bad:
-        return bad.reason
-    except (ValueError, UnicodeDecodeError, RecursionError):
-        return Rejection.MALFORMED

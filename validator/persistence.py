@@ -1,16 +1,27 @@
-"""The replica's disk: stable checkpoint, committed batches after it, the view.
+"""The replica's disk: stable checkpoint, the protocol log after it, the view.
 
 What PBFT needs to survive a crash (TOCS §5.3, §6 on recovery): the last
 stable checkpoint (so the replica restarts from a state 2f+1 replicas vouched
-for) and the batches it committed since (replayed on restart; anything newer
-comes by retransmission or state transfer). The view it was in is kept so
-that a restarted replica stays *muted* in views where it may have voted
-(``pbft`` module docstring).
+for), every PRE-PREPARE it accepted and every PREPARE/COMMIT it sent since
+(so it never contradicts a vote it sent, and its next VIEW-CHANGE reports what
+it prepared; ``recovering``), the batches it committed (replayed on restart;
+anything newer comes by retransmission or state transfer), and its view.
+
+Log before send, in groups: ``apply`` buffers ``Logged`` records; the shell
+calls ``sync`` (one write and one ``fdatasync`` for everything buffered) before
+it lets any message that followed them leave, once per event-loop turn, so a
+turn that handles many messages pays one fsync (group commit). ``Committed``
+markers need no fsync of their own (they can be recomputed); ``flush`` writes
+them every tick.
 
 Layout under ``--data-dir``: ``pbft/stable.json`` + ``pbft/stable.snap``
-(written atomically: temporary file, fsync, rename), ``pbft/log`` (one
-committed batch per line, appended, flushed every loop turn, truncated when a
-checkpoint becomes stable) and ``pbft/view``.
+(written atomically: temporary file, fsync, rename), ``pbft/log`` (records
+appended, rewritten without the records at or below a checkpoint when it
+becomes stable) and ``pbft/view``. A log record is ``len:u32 ‖ crc32:u32 ‖
+payload``, the payload a PRE-PREPARE, PREPARE or COMMIT in the wire encoding
+(docs/protocol.md), or ``0xC8 ‖ seq:u64 ‖ view:u64 ‖ digest:32`` for a
+committed batch. Loading stops at the first torn or corrupt record (a crash
+mid-append; such a record was never acted on) and cuts the file there.
 """
 
 from __future__ import annotations
@@ -18,24 +29,40 @@ from __future__ import annotations
 import json
 import logging
 import os
+import struct
+import zlib
 from pathlib import Path
-from typing import IO
 
 from pot import files
+from pot.validator import actions
 from pot.validator import messages as m
-from pot.validator import pbft
 
 log = logging.getLogger(__name__)
 
+_HEAD = struct.Struct(">II")
+_COMMITTED = struct.Struct(">BQQ32s")
+T_COMMITTED = 0xC8
+
+
+def _record(payload: bytes) -> bytes:
+    return _HEAD.pack(len(payload), zlib.crc32(payload)) + payload
+
 
 class Disk:
-    """Applies the core's persistence actions; loads a ``pbft.Durable`` on start."""
+    """Applies the core's persistence actions; loads an ``actions.Durable`` on start."""
 
     def __init__(self, root: str | os.PathLike[str]) -> None:
         self.dir = Path(root) / "pbft"
         self.dir.mkdir(parents=True, exist_ok=True)
-        self._log: IO[bytes] = (self.dir / "log").open("ab")
+        self.path = self.dir / "log"
         self.view = self._read_view()
+        self.records: list[tuple[int, bytes]] = []
+        """(seq, record) above the stable checkpoint, in log order: what a truncation keeps."""
+        self.buffer: list[bytes] = []
+        self.unsynced = False
+        """A ``Logged`` record is buffered: ``sync`` before the next message leaves."""
+        self.syncs = 0
+        self._fd = -1
 
     def _read_view(self) -> int:
         try:
@@ -43,8 +70,8 @@ class Disk:
         except (FileNotFoundError, ValueError):
             return 0
 
-    def load(self) -> pbft.Durable | None:
-        """What the last run left, or None for a fresh replica."""
+    def load(self) -> actions.Durable | None:
+        """What the last run left, or None for a fresh replica. Call once, before ``apply``."""
         meta_path = self.dir / "stable.json"
         seq, digest, snap = 0, b"", b""
         if meta_path.exists():
@@ -54,58 +81,112 @@ class Disk:
             if m.sha256(snap) != digest:
                 log.error("stable snapshot does not match its digest; starting from scratch")
                 seq, digest, snap = 0, b"", b""
-        entries: list[tuple[int, int, m.Batch]] = []
-        with (self.dir / "log").open("rb") as fh:
-            for line in fh:
-                msg = m.decode(line.strip())
-                if not isinstance(msg, m.PrePrepare):
-                    break  # a torn last line after a crash
-                if msg.seq > seq:
-                    entries.append(
-                        (msg.seq, msg.view, m.Batch(nonce=msg.nonce, requests=msg.batch))
-                    )
-        if seq == 0 and not entries and self.view == 0:
+        accepted: list[m.PrePrepare] = []
+        sent: list[m.Prepare | m.Commit] = []
+        committed: list[tuple[int, int, bytes]] = []
+        data = self.path.read_bytes() if self.path.exists() else b""
+        off = 0
+        while off + _HEAD.size <= len(data):
+            length, crc = _HEAD.unpack_from(data, off)
+            end = off + _HEAD.size + length
+            payload = data[off + _HEAD.size : end]
+            if end > len(data) or zlib.crc32(payload) != crc:
+                break
+            rec_seq = self._parse(payload, accepted, sent, committed)
+            if rec_seq is None:
+                break
+            if rec_seq > seq:
+                self.records.append((rec_seq, data[off:end]))
+            off = end
+        if off != len(data):
+            log.warning("pbft log: %d bytes after the last whole record cut", len(data) - off)
+            os.truncate(self.path, off)
+        self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        if seq == 0 and not self.records and self.view == 0:
             return None
-        return pbft.Durable(
-            view=self.view, seq=seq, digest=digest, snapshot=snap, log=tuple(entries)
+        return actions.Durable(
+            view=self.view,
+            seq=seq,
+            digest=digest,
+            snapshot=snap,
+            accepted=tuple(pp for pp in accepted if pp.seq > seq),
+            sent=tuple(v for v in sent if v.seq > seq),
+            committed=tuple(c for c in committed if c[0] > seq),
         )
 
-    def apply(self, action: pbft.Action) -> None:
-        if isinstance(action, pbft.Committed):
-            pp = m.PrePrepare(
-                view=action.view,
-                seq=action.seq,
-                digest=action.digest,
-                nonce=action.batch.nonce,
-                batch=action.batch.requests,
-                replica=0,
-            )
-            self._log.write(m.encode(pp) + b"\n")
-        elif isinstance(action, pbft.Stable):
-            self._log.flush()
+    @staticmethod
+    def _parse(
+        payload: bytes,
+        accepted: list[m.PrePrepare],
+        sent: list[m.Prepare | m.Commit],
+        committed: list[tuple[int, int, bytes]],
+    ) -> int | None:
+        if payload[:1] == bytes((T_COMMITTED,)) and len(payload) == _COMMITTED.size:
+            _, seq, view, d = _COMMITTED.unpack(payload)
+            committed.append((seq, view, d))
+            return int(seq)
+        msg = m.decode(payload)
+        if isinstance(msg, m.PrePrepare):
+            accepted.append(msg)
+        elif isinstance(msg, m.Prepare | m.Commit):
+            sent.append(msg)
+        else:
+            return None
+        return msg.seq
+
+    def _open(self) -> int:
+        if self._fd < 0:
+            self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        return self._fd
+
+    def apply(self, action: actions.Action) -> None:
+        if isinstance(action, actions.Logged):
+            rec = _record(m.encode(action.msg))
+            self.records.append((action.msg.seq, rec))
+            self.buffer.append(rec)
+            self.unsynced = True
+        elif isinstance(action, actions.Committed):
+            rec = _record(_COMMITTED.pack(T_COMMITTED, action.seq, action.view, action.digest))
+            self.records.append((action.seq, rec))
+            self.buffer.append(rec)
+        elif isinstance(action, actions.Stable):
+            self.sync()
             files.write_atomic(self.dir / "stable.snap", action.snapshot)
             files.write_atomic(
                 self.dir / "stable.json",
                 json.dumps({"seq": action.seq, "digest": action.digest.hex()}).encode(),
             )
             self._truncate(action.seq)
-        elif isinstance(action, pbft.ViewEntered) and action.view > self.view:
+        elif isinstance(action, actions.ViewEntered) and action.view > self.view:
             self.view = action.view
             files.write_atomic(self.dir / "view", str(action.view).encode())
 
     def _truncate(self, seq: int) -> None:
-        self._log.close()
-        keep = []
-        with (self.dir / "log").open("rb") as fh:
-            for line in fh:
-                msg = m.decode(line.strip())
-                if isinstance(msg, m.PrePrepare) and msg.seq > seq:
-                    keep.append(line)
-        files.write_atomic(self.dir / "log", b"".join(keep))
-        self._log = (self.dir / "log").open("ab")
+        self.records = [(s, r) for s, r in self.records if s > seq]
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+        files.write_atomic(self.path, b"".join(r for _, r in self.records))
 
     def flush(self) -> None:
-        self._log.flush()
+        """Write what is buffered (no fsync)."""
+        if self.buffer:
+            data = memoryview(b"".join(self.buffer))
+            self.buffer.clear()
+            fd = self._open()
+            while data:
+                data = data[os.write(fd, data) :]
+
+    def sync(self) -> None:
+        """Write what is buffered and make it durable: once per group of ``Logged`` records."""
+        self.flush()
+        if self.unsynced:
+            os.fdatasync(self._open())
+            self.unsynced = False
+            self.syncs += 1
 
     def close(self) -> None:
-        self._log.close()
+        self.sync()
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1

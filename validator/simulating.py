@@ -30,8 +30,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from typing import cast
 
+from pot.validator import actions, pbft
 from pot.validator import messages as m
-from pot.validator import pbft
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -124,24 +124,36 @@ class SimCrypto:
 
 @dataclass(slots=True)
 class Disk:
-    """What ``pot.validator.persistence`` keeps, in memory."""
+    """What ``pot.validator.persistence`` keeps, in memory (every record durable at once)."""
 
     view: int = 0
     stable: tuple[int, bytes, bytes] | None = None
-    log: list[tuple[int, int, m.Batch]] = field(default_factory=list)
+    log: list[m.PrePrepare | m.Prepare | m.Commit | tuple[int, int, bytes]] = field(
+        default_factory=list
+    )
 
-    def apply(self, a: pbft.Action) -> None:
-        if isinstance(a, pbft.ViewEntered):
+    def apply(self, a: actions.Action) -> None:
+        if isinstance(a, actions.ViewEntered):
             self.view = max(self.view, a.view)
-        elif isinstance(a, pbft.Committed):
-            self.log.append((a.seq, a.view, a.batch))
-        elif isinstance(a, pbft.Stable):
+        elif isinstance(a, actions.Logged):
+            self.log.append(a.msg)
+        elif isinstance(a, actions.Committed):
+            self.log.append((a.seq, a.view, a.digest))
+        elif isinstance(a, actions.Stable):
             self.stable = (a.seq, a.digest, a.snapshot)
-            self.log = [e for e in self.log if e[0] > a.seq]
+            self.log = [r for r in self.log if (r[0] if isinstance(r, tuple) else r.seq) > a.seq]
 
-    def durable(self) -> pbft.Durable:
+    def durable(self) -> actions.Durable:
         seq, d, snap = self.stable if self.stable else (0, b"", b"")
-        return pbft.Durable(view=self.view, seq=seq, digest=d, snapshot=snap, log=tuple(self.log))
+        return actions.Durable(
+            view=self.view,
+            seq=seq,
+            digest=d,
+            snapshot=snap,
+            accepted=tuple(r for r in self.log if isinstance(r, m.PrePrepare)),
+            sent=tuple(r for r in self.log if isinstance(r, m.Prepare | m.Commit)),
+            committed=tuple(r for r in self.log if isinstance(r, tuple)),
+        )
 
 
 class Checker:
@@ -189,7 +201,7 @@ class Simulation:
         self.done: set[tuple[str, int]] = set()
         self.variants: dict[int, m.PrePrepare] = {}
 
-    def _make(self, i: int, durable: pbft.Durable | None) -> pbft.Replica:
+    def _make(self, i: int, durable: actions.Durable | None) -> pbft.Replica:
         self.apps[i] = ChainApp()
         crypto = SimCrypto(i, self.secrets, random.Random(self.rng.random()))  # noqa: S311 (seeded)
         return pbft.Replica(
@@ -218,17 +230,17 @@ class Simulation:
             delay = self.rng.randint(1, self.s.max_delay_ms)
             self.at(self.now + delay, "deliver", (dst, src, msg))
 
-    def perform(self, i: int, actions: Iterable[pbft.Action]) -> None:
-        for a in actions:
+    def perform(self, i: int, acts: Iterable[actions.Action]) -> None:
+        for a in acts:
             self.disks[i].apply(a)
-            if isinstance(a, pbft.Send):
+            if isinstance(a, actions.Send):
                 if i in self.s.byzantine:
                     self._byzantine_send(i, a)
                 else:
                     self._fanout(i, a.to, a.msg)
-            elif isinstance(a, pbft.Committed) and i not in self.s.byzantine:
+            elif isinstance(a, actions.Committed) and i not in self.s.byzantine:
                 self.checker.commit(i, a.seq, a.digest)
-            elif isinstance(a, pbft.Executed) and i not in self.s.byzantine:
+            elif isinstance(a, actions.Executed) and i not in self.s.byzantine:
                 self.done.add(a.request.key)
 
     def _fanout(self, i: int, to: int | None, msg: m.Message) -> None:
@@ -238,7 +250,7 @@ class Simulation:
 
     # ----------------------------------------------------------- adversary
 
-    def _byzantine_send(self, i: int, a: pbft.Send) -> None:
+    def _byzantine_send(self, i: int, a: actions.Send) -> None:
         """Equivocate and lie, but only while the network is still faulty (so liveness can return)."""
         rng, msg = self.rng, a.msg
         if self.now >= self.s.heal_ms:
@@ -282,7 +294,9 @@ class Simulation:
         if v is None or v.view != pp.view:
             batch = tuple(reversed(pp.batch))[: max(1, len(pp.batch) - 1)]
             nonce = self.rng.randbytes(8)
-            v = replace(pp, batch=batch, nonce=nonce, digest=m.batch_digest(nonce, batch))
+            v = m.pre_prepare(
+                view=pp.view, seq=pp.seq, nonce=nonce, batch=batch, replica=pp.replica
+            )
             self.variants[pp.seq] = v
         return v
 

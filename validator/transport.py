@@ -1,16 +1,33 @@
 """Replica-to-replica transport: asyncio TCP, persistent connections, MAC'd frames.
 
 One outbound connection per peer carries everything this replica sends to it
-(reconnecting with backoff); inbound connections only receive. A frame is
-``len:u32 ‖ counter:u64 ‖ mac:16 ‖ payload`` after a handshake in which both
-sides exchange ``"POT1" ‖ id:u16 ‖ nonce:16`` (see ``auth``).
+(reconnecting with backoff); inbound connections only receive. After a
+handshake in which both sides exchange ``"POT1" ‖ id:u16 ‖ nonce:16`` (see
+``auth``), the stream is a sequence of frames
+``len:u32 ‖ counter:u64 ‖ mac:16 ‖ body``, and a body is one or more
+``len:u32 ‖ message`` (docs/protocol.md "PBFT transport").
+
+Coalescing: the sender packs every message queued for a peer since its last
+write into one frame (one MAC, one ``write`` syscall), so a loop turn that
+multicasts a PRE-PREPARE and a COMMIT, or answers a STATUS with a few
+retransmissions, costs one frame per peer; the receiver is an
+``asyncio.Protocol`` that parses every whole frame of each read at once and
+hands the messages over in one call (which lets the shell group-commit its log
+once for all of them).
+
+Authentication and replay protection are per frame: the MAC (keyed BLAKE2b
+under the session key) covers the counter and the whole body, the counter must
+strictly increase within a session, and session keys are fresh per connection,
+so no message can be replayed, reordered into another session, or cut out of
+its frame. A bad MAC or counter, a frame over ``max_frame`` (refused from its
+header, before being read) or a body that does not split into whole messages
+closes the session and is counted.
 
 Backpressure: each peer has a bounded send queue; when a peer is slow or down
-the oldest frames are dropped rather than growing memory without bound. PBFT
+the oldest messages are dropped rather than growing memory without bound. PBFT
 tolerates loss by design (its retransmission is the STATUS beacon, TOCS §5.2),
-so dropping is safe, and writes ``await drain()`` so the kernel buffer, not
-Python memory, absorbs bursts. Frames over ``max_frame`` are refused before
-being read (``OVERSIZED``); a bad MAC or counter closes the session.
+so dropping is safe, and writes ``await drain()`` past 1 MiB buffered so the
+kernel buffer, not Python memory, absorbs bursts.
 """
 
 from __future__ import annotations
@@ -31,8 +48,12 @@ log = logging.getLogger(__name__)
 HELLO = b"POT1"
 HELLO_LEN = 4 + 2 + 16
 HEADER = struct.Struct(">IQ16s")
+LENGTH = struct.Struct(">I")
 MAX_FRAME = 32 << 20
+FRAME_TARGET = 1 << 20
+"""Stop adding messages to a frame past this size (a single bigger message still goes)."""
 QUEUE_LIMIT = 20_000
+HELLO_TIMEOUT_S = 5.0
 
 
 class Transport:
@@ -41,13 +62,13 @@ class Transport:
         *,
         me: int,
         authn: auth.Auth,
-        on_message: Callable[[int, bytes], None],
+        on_messages: Callable[[int, list[bytes]], None],
         on_reject: Callable[[Rejection], None],
         max_frame: int = MAX_FRAME,
     ) -> None:
         self.me = me
         self.auth = authn
-        self.on_message = on_message
+        self.on_messages = on_messages
         self.on_reject = on_reject
         self.max_frame = max_frame
         self.queues: dict[int, deque[bytes]] = {p: deque(maxlen=QUEUE_LIMIT) for p in authn.pair}
@@ -55,10 +76,13 @@ class Transport:
         self.tasks: list[asyncio.Task[None]] = []
         self.server: asyncio.Server | None = None
         self.connected: set[int] = set()
-        self.inbound: set[asyncio.StreamWriter] = set()
+        self.inbound: set[asyncio.Transport] = set()
+        self.frames_sent = 0
+        self.frames_received = 0
 
     async def start(self, host: str, port: int) -> None:
-        self.server = await asyncio.start_server(self._inbound, host, port, limit=1 << 20)
+        loop = asyncio.get_running_loop()
+        self.server = await loop.create_server(lambda: _Inbound(self), host, port)
         for p in self.queues:
             self.tasks.append(asyncio.create_task(self._outbound(p), name=f"pbft-out-{p}"))
 
@@ -70,8 +94,8 @@ class Transport:
                 await t
         if self.server is not None:
             self.server.close()
-            for w in list(self.inbound):  # handlers then end on EOF instead of being cancelled
-                w.close()
+            for tr in list(self.inbound):
+                tr.close()
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self.server.wait_closed(), 1)
 
@@ -112,53 +136,132 @@ class Transport:
 
     async def _pump(self, peer: int, writer: asyncio.StreamWriter, key: bytes) -> None:
         q, wake = self.queues[peer], self.wakeups[peer]
+        pack = LENGTH.pack
         counter = 0
         while True:
             if not q:
                 wake.clear()
                 await wake.wait()
-            while q:
+            if writer.transport.is_closing():
+                raise ConnectionError("connection lost")
+            parts: list[bytes] = []
+            size = 0
+            while q and size < FRAME_TARGET:
                 payload = q.popleft()
-                counter += 1
-                writer.write(
-                    HEADER.pack(len(payload), counter, auth.mac(key, counter, payload)) + payload
-                )
-                if writer.transport.get_write_buffer_size() > 1 << 20:
+                if len(payload) + 4 > self.max_frame:
+                    log.warning(
+                        "replica %d → %d: %d-byte message dropped", self.me, peer, len(payload)
+                    )
+                    continue
+                if size + 4 + len(payload) > self.max_frame:
+                    q.appendleft(payload)
                     break
-            await writer.drain()
+                parts.append(pack(len(payload)))
+                parts.append(payload)
+                size += 4 + len(payload)
+            if not parts:
+                continue
+            body = b"".join(parts)
+            counter += 1
+            writer.writelines([HEADER.pack(len(body), counter, auth.mac(key, counter, body)), body])
+            self.frames_sent += 1
+            if writer.transport.get_write_buffer_size() > 1 << 20:
+                await writer.drain()
 
-    # ------------------------------------------------------------ inbound
 
-    async def _inbound(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.inbound.add(writer)
-        try:
-            hello = await asyncio.wait_for(reader.readexactly(HELLO_LEN), 5)
+class _Inbound(asyncio.Protocol):
+    """One inbound session: handshake, then frames parsed straight from the read buffer."""
+
+    def __init__(self, t: Transport) -> None:
+        self.t = t
+        self.buf = bytearray()
+        self.peer = -1
+        self.key = b""
+        self.last = 0
+        self.tr: asyncio.Transport | None = None
+        self.timer: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.tr = transport
+        self.t.inbound.add(transport)
+        self.timer = asyncio.get_running_loop().call_later(HELLO_TIMEOUT_S, self._no_hello)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+        if self.tr is not None:
+            self.t.inbound.discard(self.tr)
+        self.buf.clear()
+
+    def _no_hello(self) -> None:
+        if self.peer < 0 and self.tr is not None:
+            self.tr.close()
+
+    def _refuse(self, reason: Rejection) -> None:
+        self.t.on_reject(reason)
+        self.buf.clear()
+        if self.tr is not None:
+            self.tr.close()
+
+    def data_received(self, data: bytes) -> None:
+        if self.tr is None or self.tr.is_closing():
+            return
+        buf = self.buf
+        buf += data
+        if self.peer < 0:
+            if len(buf) < HELLO_LEN:
+                return
+            hello = bytes(buf[:HELLO_LEN])
+            del buf[:HELLO_LEN]
             peer = int.from_bytes(hello[4:6], "big")
-            if hello[:4] != HELLO or peer not in self.auth.pair:
-                self.on_reject(Rejection.UNKNOWN_PEER)
+            if hello[:4] != HELLO or peer not in self.t.auth.pair:
+                self._refuse(Rejection.UNKNOWN_PEER)
                 return
             nonce_s = os.urandom(16)
-            writer.write(HELLO + self.me.to_bytes(2, "big") + nonce_s)
-            await writer.drain()
-            key = self.auth.session_key(peer, peer, hello[6:], nonce_s)
-            last = 0
-            while True:
-                header = await reader.readexactly(HEADER.size)
-                length, counter, tag = HEADER.unpack(header)
-                if length > self.max_frame:
-                    self.on_reject(Rejection.OVERSIZED)
-                    return
-                payload = await reader.readexactly(length)
-                if not auth.mac_ok(key, counter, payload, tag):
-                    self.on_reject(Rejection.BAD_AUTHENTICATOR)
-                    return
-                if counter <= last:
-                    self.on_reject(Rejection.REPLAYED)
-                    return
-                last = counter
-                self.on_message(peer, payload)
-        except (OSError, asyncio.IncompleteReadError, TimeoutError):
-            pass
-        finally:
-            self.inbound.discard(writer)
-            writer.close()
+            self.tr.write(HELLO + self.t.me.to_bytes(2, "big") + nonce_s)
+            self.key = self.t.auth.session_key(peer, peer, hello[6:], nonce_s)
+            self.peer = peer
+        messages: list[bytes] = []
+        off, size = 0, len(buf)
+        while size - off >= HEADER.size:
+            length, counter, tag = HEADER.unpack_from(buf, off)
+            if length > self.t.max_frame:
+                self._refuse(Rejection.OVERSIZED)
+                return
+            end = off + HEADER.size + length
+            if end > size:
+                break
+            body = bytes(buf[off + HEADER.size : end])
+            off = end
+            if not auth.mac_ok(self.key, counter, body, tag):
+                self._refuse(Rejection.BAD_AUTHENTICATOR)
+                return
+            if counter <= self.last:
+                self._refuse(Rejection.REPLAYED)
+                return
+            self.last = counter
+            self.t.frames_received += 1
+            if not _split(body, messages):
+                self._refuse(Rejection.MALFORMED)
+                return
+        if off:
+            del buf[:off]
+        if messages:
+            self.t.on_messages(self.peer, messages)
+
+
+def _split(body: bytes, out: list[bytes]) -> bool:
+    """Append the messages of one frame body to ``out``; False if it does not split exactly."""
+    i, size = 0, len(body)
+    unpack = LENGTH.unpack_from
+    while i < size:
+        if i + 4 > size:
+            return False
+        (n,) = unpack(body, i)
+        j = i + 4 + n
+        if j > size:
+            return False
+        out.append(body[i + 4 : j])
+        i = j
+    return True
