@@ -366,8 +366,10 @@ class App:
         if target is not None:
             # Only a chain from the seed's checkpoint to the final segment vouches for
             # the final metrics.
-            finals = [s for s in segs if s["final"] and (s["miner"].lower(), s["index"]) in chained]
-            final = min(finals, key=lambda s: s["rank"]) if finals else None
+            vouched = [
+                s for s in segs if s["final"] and (s["miner"].lower(), s["index"]) in chained
+            ]
+            final = min(vouched, key=lambda s: s["rank"]) if vouched else None
             value = None if final is None else final["metrics"].get(target["name"])
             if not isinstance(value, int | float):
                 met = False
