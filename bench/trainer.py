@@ -14,7 +14,10 @@ Ratios against baselines measured in the same run (never absolute numbers):
   Beside the wall-clock ratio, the ratio of process CPU time per step (all
   threads, the commit thread included) is robust to other load and bounds
   the overhead from above: it counts the commit thread's work even where it
-  runs on an otherwise idle core;
+  runs on an otherwise idle core. On CPU the bench trains with one intra-op
+  thread, as torchrun's workers do (it sets OMP_NUM_THREADS=1): with a thread
+  pool on a loaded two-core machine, spinning workers made both numbers swing
+  five-fold from run to run;
 - audit cost: replaying one segment / training it, times the audit rate, beside
   the probability that a miner forging a fraction rho of its segments goes
   uncaught and the slash that makes that negative expected value
@@ -102,6 +105,16 @@ def _median(xs: list[float]) -> float:
 
 def main(quick: bool = False) -> dict[str, Any]:
     gpu = torch.cuda.is_available()
+    threads = torch.get_num_threads()
+    if not gpu:
+        torch.set_num_threads(1)
+    try:
+        return _measure(gpu=gpu, quick=quick)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _measure(*, gpu: bool, quick: bool) -> dict[str, Any]:
     k = 100
     pairs, m = (2, 3) if quick else (7, 5)
     raw = _spec(m * k, k, gpu)
@@ -171,6 +184,7 @@ def main(quick: bool = False) -> dict[str, Any]:
         ["measure", "value"],
         rows,
         device="cuda" if gpu else "cpu",
+        intra_op_threads=torch.get_num_threads(),
         steps=m * k,
         timed_steps=(m - 1) * k,
         segment_steps=k,

@@ -146,7 +146,8 @@ def _to_tensor(raw: bytes, device: torch.device) -> torch.Tensor:
 
 
 def _to_bytes(t: torch.Tensor) -> bytes:
-    return bytes(t.cpu().contiguous().clone().untyped_storage()) if t.numel() else b""
+    # numpy, not bytes(storage): that iterates in Python, a byte at a time.
+    return t.cpu().contiguous().numpy().tobytes() if t.numel() else b""
 
 
 def all_gather_json(value: Any, device: torch.device) -> list[Any]:
