@@ -77,7 +77,7 @@ class Config:
     """Most requests per PRE-PREPARE (pbft.batchSize)."""
     view_change_timeout_ms: int = 4000
     """How long a request may wait before backups suspect the primary (pbft.viewChangeTimeoutMs)."""
-    max_inflight: int = 4
+    max_inflight: int = 8
     """Batches the primary keeps in flight; more requests wait and are batched."""
     retransmit_ms: int = 200
     """Period of STATUS beacons and client retransmissions."""

@@ -7,12 +7,12 @@ for), every PRE-PREPARE it accepted and every PREPARE/COMMIT it sent since
 it prepared; ``recovering``), the batches it committed (replayed on restart;
 anything newer comes by retransmission or state transfer), and its view.
 
-Log before send, in groups: ``apply`` buffers ``Logged`` records; the shell
-calls ``sync`` (one write and one ``fdatasync`` for everything buffered) before
-it lets any message that followed them leave, once per event-loop turn, so a
-turn that handles many messages pays one fsync (group commit). ``Committed``
-markers need no fsync of their own (they can be recomputed); ``flush`` writes
-them every tick.
+Log before send, in groups: ``apply`` buffers ``Logged`` records; before the
+shell lets any message that followed them leave, it writes the buffer and has
+it made durable with one ``fdatasync`` for the whole group (``begin_sync``
+hands it a duplicate descriptor to sync on a worker thread, so the event loop
+goes on while the disk works). ``Committed`` markers need no fsync of their
+own (they can be recomputed); ``flush`` writes them every tick.
 
 Layout under ``--data-dir``: ``pbft/stable.json`` + ``pbft/stable.snap``
 (written atomically: temporary file, fsync, rename), ``pbft/log`` (records
@@ -150,7 +150,6 @@ class Disk:
             self.records.append((action.seq, rec))
             self.buffer.append(rec)
         elif isinstance(action, actions.Stable):
-            self.sync()
             files.write_atomic(self.dir / "stable.snap", action.snapshot)
             files.write_atomic(
                 self.dir / "stable.json",
@@ -162,11 +161,15 @@ class Disk:
             files.write_atomic(self.dir / "view", str(action.view).encode())
 
     def _truncate(self, seq: int) -> None:
+        """Rewrite the log with the records above ``seq``, buffered ones included: once the
+        rename is done everything logged so far is durable (``write_atomic`` fsyncs)."""
         self.records = [(s, r) for s, r in self.records if s > seq]
         if self._fd >= 0:
-            os.close(self._fd)
+            os.close(self._fd)  # a sync still running on a duplicate is unaffected
             self._fd = -1
         files.write_atomic(self.path, b"".join(r for _, r in self.records))
+        self.buffer.clear()
+        self.unsynced = False
 
     def flush(self) -> None:
         """Write what is buffered (no fsync)."""
@@ -178,12 +181,20 @@ class Disk:
                 data = data[os.write(fd, data) :]
 
     def sync(self) -> None:
-        """Write what is buffered and make it durable: once per group of ``Logged`` records."""
+        """Write what is buffered and make it durable, here and now."""
         self.flush()
         if self.unsynced:
             os.fdatasync(self._open())
             self.unsynced = False
             self.syncs += 1
+
+    def begin_sync(self) -> int:
+        """Write what is buffered; a duplicate descriptor for the caller to ``fdatasync`` (then
+        close), off the event loop. Records logged from now on belong to the next group."""
+        self.flush()
+        self.unsynced = False
+        self.syncs += 1
+        return os.dup(self._open())
 
     def close(self) -> None:
         self.sync()

@@ -8,10 +8,12 @@ broadcast), disk writes, and wake-ups of API handlers waiting for their
 request to execute.
 
 Log before send, with group commit: a ``Logged`` record makes every later
-``Send`` wait in ``outbox`` until the record is durable. The outbox is
-released by one callback per event-loop turn (``_release``), after a single
-``fdatasync`` covering every record logged during that turn, however many
-messages from however many peers it handled.
+``Send`` wait in ``outbox`` until the record is durable. One callback per
+event-loop turn (``_release``) writes every record logged during that turn,
+however many messages from however many peers it handled, and starts a
+single ``fdatasync`` for them on a worker thread; the sends that waited go
+out when it returns, while the loop meanwhile keeps executing and logging
+the next group.
 
 Audits and allocation signatures are driven from the replicated state, not
 from events, so a replica that caught up by state transfer still does its
@@ -22,10 +24,12 @@ not voted on and which allocations it has not signed.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import functools
 import json
 import logging
+import os
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -43,6 +47,13 @@ log = logging.getLogger(__name__)
 RESUBMIT_S = 10.0
 BENCH_OP = b'{"op":"noop"}'
 """What the bench orders: a well-formed request of a kind the application ignores."""
+
+
+def _fdatasync(fd: int) -> None:
+    try:
+        os.fdatasync(fd)
+    finally:
+        os.close(fd)
 
 
 class Node:
@@ -88,6 +99,8 @@ class Node:
         self.segment_rejections: dict[str, int] = {}
         self.outbox: list[actions.Send] = []
         self.release_scheduled = False
+        self.syncing = False
+        self.sync_pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="pbft-fsync")
         self.transport = transport.Transport(
             me=me, authn=self.auth, on_messages=self.on_messages, on_reject=self.core.reject
         )
@@ -117,6 +130,7 @@ class Node:
         await self.transport.stop()
         if self.runner is not None:
             await self.runner.cleanup()
+        self.sync_pool.shutdown(wait=True)
         self.disk.close()
 
     # ------------------------------------------------------------ core I/O
@@ -127,11 +141,9 @@ class Node:
     def perform(self, acts: list[actions.Action]) -> None:
         for a in acts:
             if isinstance(a, actions.Send):
-                if self.outbox or self.disk.unsynced:
+                if self.outbox or self.syncing or self.disk.unsynced:
                     self.outbox.append(a)  # after a record that is not durable yet
-                    if not self.release_scheduled:
-                        self.release_scheduled = True
-                        asyncio.get_running_loop().call_soon(self._release)
+                    self._schedule_release()
                 else:
                     self._send(a)
             elif isinstance(a, actions.Executed):
@@ -150,13 +162,38 @@ class Node:
         elif a.to != self.me:
             self.transport.send(a.to, data)
 
+    def _schedule_release(self) -> None:
+        if not self.release_scheduled and not self.syncing:
+            self.release_scheduled = True
+            asyncio.get_running_loop().call_soon(self._release)
+
     def _release(self) -> None:
-        """Group commit: one fsync for every record logged this loop turn, then the sends."""
+        """Group commit: one fdatasync for every record logged this loop turn, then the sends."""
         self.release_scheduled = False
-        self.disk.sync()
-        out, self.outbox = self.outbox, []
-        for a in out:
-            self._send(a)
+        if self.syncing:
+            return  # _synced schedules the next group
+        group, self.outbox = self.outbox, []
+        if not self.disk.unsynced:
+            for a in group:
+                self._send(a)
+            return
+        fd = self.disk.begin_sync()
+        self.syncing = True
+        fut = asyncio.get_running_loop().run_in_executor(self.sync_pool, _fdatasync, fd)
+        fut.add_done_callback(functools.partial(self._synced, group))
+
+    def _synced(self, group: list[actions.Send], fut: asyncio.Future[None]) -> None:
+        self.syncing = False
+        if fut.cancelled() or fut.exception() is not None:
+            # Not durable: these messages must not leave (PBFT may lose them; it must not
+            # send what it could forget). The records are logged again with the next group.
+            log.error("pbft log fsync failed: %r; %d messages held back", fut, len(group))
+            self.disk.unsynced = True
+        else:
+            for a in group:
+                self._send(a)
+        if self.outbox or self.disk.unsynced:
+            self._schedule_release()
 
     def on_messages(self, peer: int, payloads: list[bytes]) -> None:
         self.heard[peer] = time.monotonic()
@@ -171,7 +208,7 @@ class Node:
     async def _ticker(self) -> None:
         while True:
             self.perform(self.core.on_tick(self._now_ms()))
-            if not self.disk.unsynced:
+            if not (self.disk.unsynced or self.syncing):
                 self.disk.flush()
             await asyncio.sleep(self.tick_ms / 1000)
 
