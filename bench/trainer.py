@@ -99,6 +99,10 @@ def _train(root: Path, raw: dict[str, Any], *, proof: bool) -> tuple[float, floa
     return (last - k) / (wall1 - wall0), (last - k) / (cpu1 - cpu0), result
 
 
+VALIDATORS = 4  # every replica of the smallest ValidatorSet (3f+1, f=1) audits
+SEGMENTS = 1000  # segments per miner in a long task
+
+
 def _median(xs: list[float]) -> float:
     return statistics.median(xs)
 
@@ -168,10 +172,17 @@ def _measure(*, gpu: bool, quick: bool) -> dict[str, Any]:
         ["  proof steps/s, median (min .. max)", _spread(proof)],
         ["proof main-thread time / training time (median)", _median(overhead)],
         ["replay seconds / training seconds (one segment)", replay_ratio],
-        [f"audit compute / training compute at sampleRate {rate}", rate * replay_ratio],
+        [
+            f"audit compute / training compute, per auditor, at sampleRate {rate}",
+            rate * replay_ratio,
+        ],
+        [
+            f"  all {VALIDATORS} validators, {SEGMENTS}-segment task, + first/final segments",
+            VALIDATORS * (rate + 2 / SEGMENTS) * replay_ratio,
+        ],
         ["honest replay verdict", verdict.line()],
     ]
-    n = 1000  # segments per miner in a long task
+    n = SEGMENTS
     for rho in (0.001, 0.01, 0.1, 0.5, 1.0):
         forged = max(1, math.ceil(rho * n))
         rows.append([f"P(uncaught), rho={rho}, n={n}, p={rate}", (1 - rate) ** forged])

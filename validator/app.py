@@ -42,7 +42,9 @@ Task lifecycle (issue 6):
    the state machine; n/(2f+1) ≈ 1.33× replay cost buys liveness with f
    crashed auditors. A replica skips audits already decided.
 5. ``verdict`` requests are signed by their replica (EIP-712, off-chain domain
-   ``pot-verdict``) and ordered; 2f+1 matching ``valid`` values decide.
+   ``pot-verdict``) and ordered; the first 2f+1 decide, valid iff at least
+   f+1 of them say valid (see ``_verdict``: the correct replicas' answer
+   always wins, and split honest replays still decide).
    Unsampled segments are accepted without replay.
 6. When every node's ``final`` segment is in and every sampled segment is
    decided, round 0's allocation is computed (``rewards.allocate``): miners
@@ -310,17 +312,23 @@ class App:
             return {"ok": True, "duplicate": True}
         rec["verdicts"][str(replica)] = [bool(doc["valid"]), str(doc["reason"])]
         votes = Counter(v[0] for v in rec["verdicts"].values())
-        if votes[True] >= self.v.quorum:
-            rec["decided"] = True
-        elif votes[False] >= self.v.quorum:
-            rec["decided"] = False
+        if len(rec["verdicts"]) >= self.v.quorum:
+            # The first 2f+1 verdicts decide: valid iff at least f+1 of them say
+            # so. At least f+1 of any 2f+1 come from correct replicas, so when
+            # correct replicas agree (deterministic replay) their answer wins
+            # whatever the f faulty ones vote and whichever 2f+1 the primary
+            # orders first; and a segment whose honest replays straddle the
+            # threshold still decides, instead of waiting forever for 2f+1
+            # matching votes that will never come.
+            rec["decided"] = votes[True] >= self.v.f + 1
+        if rec["decided"] is False:
             reasons = Counter(v[1] for v in rec["verdicts"].values() if not v[0])
             rec["reason"] = sorted(reasons.items(), key=lambda kv: (-kv[1], kv[0]))[0][0]
             t["rejections"].append(
                 {"miner": rec["miner"], "index": rec["index"], "reason": rec["reason"]}
             )
         if rec["decided"] is True and rec["index"] == 0 and t.get("initialCid") is None:
-            t["initialCid"] = rec["startCid"]  # replayed from the seed's checkpoint by 2f+1
+            t["initialCid"] = rec["startCid"]  # replayed from the seed's checkpoint (>= f+1)
         if rec["decided"] is not None:
             rec["json"] = None  # the decided segment's body is no longer needed in the state
             self._maybe_allocate(doc["task"])
