@@ -89,6 +89,7 @@ class Rejection(enum.Enum):
     LOSS_MISMATCH = "the replayed per-step losses differ from the recorded ones"
     DISTANCE_OVER_THRESHOLD = "the replayed end weights are farther than the task's threshold"
     NOT_BIT_EXACT = "deterministic mode: the replayed end checkpoint differs bit for bit"
+    WRONG_METRICS = "a final segment's metrics are not what its end checkpoint evaluates to"
 
 
 class Rejected(errors.ProofError):

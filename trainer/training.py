@@ -515,7 +515,33 @@ def main(opts: Options) -> dict[str, Any]:
         if trainer is not None:
             trainer.close()
         if dist.is_initialized():
-            dist.destroy_process_group()
+            leave_process_group(layout)
+
+
+def leave_process_group(layout: Layout, timeout: float = 30.0) -> None:
+    """Destroy the process group without pulling the store from under the others.
+
+    Rank 0 hosts the c10d TCPStore. If it exits while another rank is still
+    inside ``destroy_process_group``, that rank's gloo threads lose the store
+    and the process aborts ("terminate called without an active exception"),
+    failing a run that has finished. So every other rank reports on the store
+    once its group is gone, and rank 0 keeps the store up until all have
+    reported, or until ``timeout`` passes.
+    """
+    from torch.distributed import distributed_c10d
+
+    store = distributed_c10d._get_default_store()  # held: rank 0's outlives the group
+    dist.destroy_process_group()
+    key = "pot/left"
+    try:
+        if layout.rank != 0:
+            store.add(key, 1)
+            return
+        deadline = time.monotonic() + timeout
+        while store.add(key, 0) < layout.world_size - 1 and time.monotonic() < deadline:
+            time.sleep(0.01)
+    except RuntimeError as exc:  # a peer already gone: nothing left to protect
+        log.debug("leaving the process group: %s", exc)
 
 
 def setup_logging(rank: int) -> None:

@@ -273,7 +273,43 @@ def _replay_outcome(
                 f"step {seg.start_step + i}: replayed loss {a!r}, recorded {b!r}",
                 dist,
             )
+    if seg.final:
+        wrong = _metrics_problem(seg, spec, built, end, device=device, rtol=policy.loss_rtol)
+        if wrong:
+            return _Outcome(Rejection.WRONG_METRICS, wrong, dist)
     return _Outcome(None, "", dist)
+
+
+def _metrics_problem(
+    seg: segments.Segment,
+    spec: tasks.TaskSpec,
+    built: models.Built,
+    end: checkpoints.Checkpoint,
+    *,
+    device: torch.device,
+    rtol: float,
+) -> str:
+    """Why a final segment's claimed metrics are not its committed weights' (or "").
+
+    The metrics gate the bounty (``reward.targetMetric``), so they are recomputed
+    from the committed end checkpoint, not taken on the miner's word. A
+    relative tolerance (the loss one) absorbs evaluation on other hardware.
+    """
+    model = built.model.to(device)
+    checkpoints.restore(end, model, checkpoints.make_optimizer(spec, model.parameters()))
+    model.eval()
+    try:
+        with torch.no_grad():
+            mine = built.evaluate(model)
+    finally:
+        model.train()
+    for name, claimed in sorted(seg.metrics.items()):
+        actual = mine.get(name)
+        if actual is None:
+            return f"metric {name!r}: the model's evaluate() has no such metric"
+        if not _close(float(actual), float(claimed), rtol):
+            return f"metric {name!r}: the end checkpoint evaluates to {actual!r}, the segment claims {claimed!r}"
+    return ""
 
 
 # --- the public entry point ----------------------------------------------------------------
@@ -387,6 +423,7 @@ def verify_segment(
                 seg.hyperparams_hash,
                 dspec.record(),
                 list(seg.losses),
+                [seg.final, dict(seg.metrics)],
                 [policy.metric, policy.threshold, policy.loss_rtol, policy.device],
             ]
         )

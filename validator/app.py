@@ -70,6 +70,7 @@ from pot.settlement import allocations
 from pot.trainer import segments, tasks
 from pot.validator import messages as m
 from pot.validator import pbft, rewards
+from pot.validator.auditing import AUDIT_ERROR
 from pot.validator.rejections import Rejection
 
 log = logging.getLogger(__name__)
@@ -363,7 +364,10 @@ class App:
         miners: dict[str, rewards.MinerWork] = {}
         for s in segs:
             w = miners.get(s["miner"], rewards.MinerWork(stake=info["minerStake"], samples=0))
-            rejected = w.rejected or s["decided"] is False
+            # Rejected because the validators' own audits failed (their commonest
+            # reason): unverified, so unpaid, but not the miner's fault: no slash.
+            ours = s["decided"] is False and s.get("reason") == AUDIT_ERROR
+            rejected = w.rejected or (s["decided"] is False and not ours)
             paid = s["decided"] and (s["miner"].lower(), s["index"]) in chained
             samples = w.samples + (s["samples"] if paid else 0)
             miners[s["miner"]] = rewards.MinerWork(

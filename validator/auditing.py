@@ -19,6 +19,11 @@ import os
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Protocol
 
+#: The verdict reason of an audit that failed on the validator's side (a bug,
+#: a missing dependency): never the miner's fault, so never slashed for
+#: (``pot.validator.app``). verify_segment itself never raises for miner input.
+AUDIT_ERROR = "AUDIT_ERROR"
+
 log = logging.getLogger(__name__)
 
 
@@ -52,9 +57,9 @@ class ReplayAuditor:
             verdict = verification.verify_segment(seg, blobs, policy)
         except segments.Rejected as exc:
             return False, exc.reason.name
-        except Exception:  # a bug or an environment fault (not the miner's): abstain
+        except Exception:  # a bug or an environment fault (not the miner's)
             log.exception("audit of %s segment %s failed", task, segment.get("index"))
-            return False, "AUDIT_ERROR"
+            return False, AUDIT_ERROR
         return verdict.valid, "" if verdict.reason is None else verdict.reason.name
 
 

@@ -100,3 +100,23 @@ def test_gpu_bf16_segments_verify_on_gpu(tmp_path: Path) -> None:
     for p in run.segment_files():
         verdict = verification.verify_segment(p.read_bytes(), blobs, policy)
         assert verdict.valid, verdict.line()
+
+
+@pytest.mark.usefixtures("local_env")
+def test_inflated_final_metrics_are_caught(tmp_path: Path) -> None:
+    """The metrics gate the bounty, so validators recompute them from the end checkpoint."""
+    import dataclasses
+
+    run = train_local(tmp_path, _spec())
+    final = segments.parse(run.segment_files()[-1].read_bytes())
+    assert final.final and final.metrics
+    policy = verification.Policy(task=TASK, spec=tasks.from_spec(run.spec))
+    blobs = store.FilesystemStore(run.store)
+    assert verification.verify_segment(final, blobs, policy).valid  # honest metrics recompute
+    (name, value), *_ = sorted(final.metrics.items())
+    boasted = segments.sign(
+        dataclasses.replace(final, metrics={**final.metrics, name: value * 0.5}), run.key
+    )
+    verdict = verification.verify_segment(boasted, blobs, policy)
+    assert verdict.reason is R.WRONG_METRICS, verdict.line()
+    assert name in verdict.line() and "evaluates to" in verdict.line()

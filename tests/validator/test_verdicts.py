@@ -81,3 +81,26 @@ def test_minority_valid_is_rejected_with_the_commonest_reason() -> None:
     vote(r, s, 1, True)
     assert vote(r, s, 2, False, "NOT_BIT_EXACT")["decided"] is False
     assert [(x["index"], x["reason"]) for x in r.task["rejections"]] == [(0, "NOT_BIT_EXACT")]
+
+
+def test_validators_own_audit_failures_never_slash_the_miner() -> None:
+    """AUDIT_ERROR (a validator-side bug or missing dependency) leaves the segment
+    unverified, so unpaid, but the miner keeps its stake; a real rejection slashes."""
+    outcomes = {}
+    for reason in ("AUDIT_ERROR", "LOSS_MISMATCH"):
+        r = Replica(nodes=2)
+        faulty, honest = keys.generate(), keys.generate()
+        for i in range(3):
+            r.submit(seg(honest, i, f"h{i}", f"h{i + 1}"))
+        chain = [seg(faulty, i, f"c{i}", f"c{i + 1}", rank=1) for i in range(3)]
+        for s in chain:
+            r.submit(s)
+        for replica in range(3):
+            vote(r, chain[0], replica, False, reason)
+        for s in (seg(honest, 0, "h0", "h1"), seg(honest, 2, "h2", "h3"), chain[2]):
+            for replica in range(3):
+                vote(r, s, replica, True)
+        alloc = r.task["allocation"]
+        assert alloc is not None
+        outcomes[reason] = faulty.address in alloc["slashed"]
+    assert outcomes == {"AUDIT_ERROR": False, "LOSS_MISMATCH": True}
