@@ -7,7 +7,7 @@ to log a message to stable storage before sending it (Castro & Liskov, TOCS
 2002 §6 on recovery), so the core emits ``Logged`` for every PRE-PREPARE it
 accepts and every PREPARE/COMMIT it sends, ahead of the ``Send``; the shell
 makes those records durable (one fsync per group of them) before any later
-``Send`` leaves. ``Durable`` is what such records give back on restart.
+``Send`` leaves (except the primary's own PRE-PREPARE: see ``Logged.gate``). ``Durable`` is what such records give back on restart.
 """
 
 from __future__ import annotations
@@ -54,10 +54,14 @@ class ViewEntered:
 
 @dataclass(frozen=True, slots=True)
 class Logged:
-    """Make durable before any later ``Send``: a PRE-PREPARE this replica accepted (or, as
-    primary, sent), or a PREPARE/COMMIT it is about to send."""
+    """A record for the log: a PRE-PREPARE this replica accepted (or, as primary, sent), or a
+    PREPARE/COMMIT it is about to send. With ``gate`` it must be durable before any later
+    ``Send`` leaves; without (the primary's own PRE-PREPARE), it only rides with the next group:
+    a primary that restarts never proposes again in the view it crashed in (``recovering``),
+    so it cannot contradict a PRE-PREPARE it forgot, and the fsync leaves the critical path."""
 
     msg: m.PrePrepare | m.Prepare | m.Commit
+    gate: bool = True
 
 
 Action: TypeAlias = Send | Executed | Committed | Stable | ViewEntered | Logged

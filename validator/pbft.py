@@ -182,6 +182,8 @@ class Replica:
         self.view_start = 0
         self.vc_quorum_at: int | None = None
         self.last_normal_view = 0
+        self.no_propose_view = -1
+        """A restarted primary does not propose in the view it crashed in (``actions.Logged``)."""
         self.h = 0
         self.last_exec = 0
         self.next_seq = 0
@@ -222,8 +224,10 @@ class Replica:
 
     @property
     def ready(self) -> bool:
-        """Inside a view (not changing views)."""
-        return not self.view_changing
+        """Inside a view (not changing views) in which, as primary, it may propose."""
+        return not self.view_changing and not (
+            self.is_primary and self.view <= self.no_propose_view
+        )
 
     # ------------------------------------------------------------- entry points
 
@@ -331,7 +335,11 @@ class Replica:
         return True
 
     def try_propose(self, out: list[Action]) -> None:
-        if self.view_changing or self.cfg.primary(self.view) != self.id:
+        if (
+            self.view_changing
+            or self.cfg.primary(self.view) != self.id
+            or self.view <= self.no_propose_view
+        ):
             return
         cfg = self.cfg
         queue = self.queue
@@ -372,7 +380,7 @@ class Replica:
         self.bodies.setdefault(pp.seq, {})[pp.digest] = m.Batch(nonce=pp.nonce, requests=pp.batch)
         self.next_seq = max(self.next_seq, pp.seq)
         self.track(pp.batch)
-        out.append(Logged(pp))
+        out.append(Logged(pp, gate=pp.replica != self.id))
         if pp.replica != self.id:
             e.prepares.setdefault(pp.digest, set()).add(self.id)
             prepare = m.Prepare(view=pp.view, seq=pp.seq, digest=pp.digest, replica=self.id)

@@ -144,7 +144,7 @@ class Disk:
             rec = _record(m.encode(action.msg))
             self.records.append((action.msg.seq, rec))
             self.buffer.append(rec)
-            self.unsynced = True
+            self.unsynced = self.unsynced or action.gate
         elif isinstance(action, actions.Committed):
             rec = _record(_COMMITTED.pack(T_COMMITTED, action.seq, action.view, action.digest))
             self.records.append((action.seq, rec))

@@ -13,6 +13,10 @@ records durable before the messages leave, and here they come back:
 - for the view it crashed in, the log entries themselves: a PRE-PREPARE for a
   (view, seq) it already voted on with another digest is then refused as
   EQUIVOCATION, and retransmission re-sends the very votes it sent;
+- as primary, it proposes nothing more in the view it crashed in: its own
+  PRE-PREPAREs are logged without holding up the send (``actions.Logged``), so
+  the last few may be lost, and proposing again could reuse a sequence number;
+  the backups' timers move the set to the next view, as for a crashed primary;
 - the batches committed since the stable checkpoint, re-executed in order.
 
 Pure (no I/O): the shell (``persistence``, or the simulator's disk) reads the
@@ -38,6 +42,7 @@ def recover(rep: Replica, d: Durable) -> None:
         rep.h = rep.last_exec = rep.next_seq = d.seq
         rep.stable_digest = d.digest
     rep.view = rep.last_normal_view = d.view
+    rep.no_propose_view = d.view  # its own PRE-PREPAREs may not all have reached the disk
     known: dict[tuple[int, bytes], m.PrePrepare] = {}
     for pp in d.accepted:
         if pp.seq <= rep.h:
@@ -74,7 +79,7 @@ def _restore_votes(rep: Replica, d: Durable, known: dict[tuple[int, bytes], m.Pr
     primary = rep.cfg.primary(view)
     for pp in d.accepted:
         if pp.view == view and pp.seq > rep.last_exec and pp.replica == me == primary:
-            rep.entry(view, pp.seq).pp = pp  # as primary: never reuse the sequence number
+            rep.entry(view, pp.seq).pp = pp  # for retransmission; it proposes no more here
     for v in d.sent:
         if v.view != view or v.seq <= rep.last_exec:
             continue

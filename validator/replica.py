@@ -7,13 +7,15 @@ Actions come back and are performed in order: sends (encoded once per
 broadcast), disk writes, and wake-ups of API handlers waiting for their
 request to execute.
 
-Log before send, with group commit: a ``Logged`` record makes every later
-``Send`` wait in ``outbox`` until the record is durable. One callback per
-event-loop turn (``_release``) writes every record logged during that turn,
-however many messages from however many peers it handled, and starts a
-single ``fdatasync`` for them on a worker thread; the sends that waited go
-out when it returns, while the loop meanwhile keeps executing and logging
-the next group.
+Log before send, with group commit: a PREPARE or COMMIT waits in ``outbox``
+until its ``Logged`` record is durable (PBFT needs no record before any other
+message: ``actions.Logged``; so PRE-PREPAREs, checkpoints and beacons go at
+once, and reordering them ahead of waiting votes is the kind of reordering the
+protocol tolerates anyway). One callback per event-loop turn (``_release``)
+writes every record logged during that turn, however many messages from
+however many peers it handled, and starts a single ``fdatasync`` for them on
+a worker thread; the votes that waited go out when it returns, while the loop
+meanwhile keeps executing and logging the next group.
 
 Audits and allocation signatures are driven from the replicated state, not
 from events, so a replica that caught up by state transfer still does its
@@ -141,11 +143,11 @@ class Node:
     def perform(self, acts: list[actions.Action]) -> None:
         for a in acts:
             if isinstance(a, actions.Send):
-                if self.outbox or self.syncing or self.disk.unsynced:
-                    self.outbox.append(a)  # after a record that is not durable yet
+                if isinstance(a.msg, m.Prepare | m.Commit) and (self.syncing or self.disk.unsynced):
+                    self.outbox.append(a)  # a vote waits until its own record is durable
                     self._schedule_release()
                 else:
-                    self._send(a)
+                    self._send(a)  # nothing else needs a record on disk first
             elif isinstance(a, actions.Executed):
                 fut = self.waiters.pop(a.request.key, None)
                 if fut is not None and not fut.done():

@@ -178,3 +178,19 @@ def test_restarted_replicas_count_as_correct_in_the_simulator() -> None:
             )
             r = simulating.simulate(sc)
             assert r.safe and r.live, (seed, n, r.violations)
+
+
+def test_restarted_primary_proposes_nothing_more_in_its_crash_view(
+    disk: _MemDisk | _FileDisk,
+) -> None:
+    """Its own PRE-PREPAREs are logged without holding up the send, so the last ones may be
+    lost in a crash: proposing again in that view could reuse a sequence number."""
+    crypto = simulating.SimCrypto(0, SECRETS, random.Random(0))
+    primary = pbft.Replica(config=CFG, replica_id=0, app=_App(), crypto=crypto)
+    outs = primary.submit(m.Request(client="c", ts=1, op=b"x"))
+    (logged,) = [a for a in outs if isinstance(a, actions.Logged)]
+    assert isinstance(logged.msg, m.PrePrepare) and not logged.gate
+    _run(primary, disk, outs)
+    back = pbft.Replica(config=CFG, replica_id=0, app=_App(), crypto=crypto, durable=disk.reload())
+    assert not back.ready
+    assert not _votes(back.submit(m.Request(client="c", ts=2, op=b"y")), m.PrePrepare)
