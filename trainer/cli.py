@@ -141,7 +141,9 @@ def train(  # noqa: PLR0917 (typer maps parameters to options)
         raise errors.ConfigError(str(exc)) from None
     server = None
     if layout.local_rank == 0 and port >= 0:
-        server = serving.Server(store.FilesystemStore(store_dir), port=port).start()
+        blobs = serving.PeerStore(store.FilesystemStore(store_dir))
+        opts.on_peers = lambda urls: blobs.set_peers(urls, own=advertise_url)
+        server = serving.Server(blobs, port=port).start()
     try:
         result = training.main(opts)
         if layout.rank == 0:

@@ -1,20 +1,74 @@
 """The trainer pod's HTTP endpoint on port 8090: checkpoint blobs and metrics.
 
 Validators fetch the checkpoints a segment names from the miner that claims
-it (``storeUrl``), so each node serves its own content store read-only
+it (``storeUrl``), so each node serves its content store read-only
 (``pot.storeserving``) next to ``/metrics`` and the probes
 (``pot.observability``). Training is synchronous torch code; the server runs
 its own asyncio loop on a daemon thread so it never stalls a step.
+
+A node that lost its disk (its pod rescheduled onto a fresh node) no longer
+holds the checkpoints of the segments it published before, and validators
+still audit those at its address. Every node's checkpoints are the same bytes
+(DDP keeps the replicas identical; the CIDs match), so ``PeerStore`` answers a
+miss from the gang's other nodes, checks the hash and keeps a copy. Peers are
+asked on ``/local/v1/blobs/{cid}``, which never asks further, so two nodes
+missing a blob cannot ask each other in a loop.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
+from collections.abc import Iterable
 
 from aiohttp import web
 
 from pot import errors, observability, store, storeserving
+
+log = logging.getLogger("pot.trainer")
+
+
+class PeerStore:
+    """This node's store, falling back to the gang's other nodes on a miss."""
+
+    def __init__(self, local: store.ContentStore, *, timeout: float = 10.0) -> None:
+        self.local = local
+        self.timeout = timeout
+        self._peers: tuple[store.HttpStore, ...] = ()
+
+    def __repr__(self) -> str:
+        return f"PeerStore({self.local!r}, peers={[p.base_url for p in self._peers]})"
+
+    def set_peers(self, urls: Iterable[str], *, own: str = "") -> None:
+        """The other nodes' advertised store URLs (``own`` is skipped)."""
+        mine = own.rstrip("/")
+        self._peers = tuple(
+            store.HttpStore(f"{u.rstrip('/')}/local", timeout=self.timeout)
+            for u in urls
+            if u and u.rstrip("/") != mine
+        )
+
+    def put(self, data: bytes) -> str:
+        return self.local.put(data)
+
+    def has(self, cid: str) -> bool:
+        return self.local.has(cid)
+
+    def get(self, cid: str) -> bytes:
+        try:
+            return self.local.get(cid)
+        except errors.BlobNotFound:
+            pass
+        for peer in self._peers:
+            try:
+                data = peer.get(cid)  # hash-checked by HttpStore
+            except (errors.BlobNotFound, errors.StoreError) as exc:
+                log.debug("blob %s not from %s: %s", cid, peer.base_url, exc)
+                continue
+            self.local.put(data)
+            return data
+        raise errors.BlobNotFound(f"blob {cid} not on this node nor its {len(self._peers)} peers")
 
 
 class Server:
@@ -45,6 +99,8 @@ class Server:
     async def _start(self) -> None:
         app = web.Application()
         storeserving.add_routes(app, self.blobs)
+        if isinstance(self.blobs, PeerStore):  # what peers ask: this node's own blobs only
+            storeserving.add_routes(app, self.blobs.local, prefix="/local")
         observability.add_routes(app)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()

@@ -82,6 +82,9 @@ class Options:
     """Seconds to wait at exit for validators to acknowledge queued segments."""
     on_step: Callable[[int], None] | None = field(default=None, repr=False)
     """Test hook called after every step."""
+    on_peers: Callable[[list[str]], None] | None = field(default=None, repr=False)
+    """Called once with every publishing node's ``advertise_url`` (the blob server
+    answers misses from them: ``serving.PeerStore``)."""
 
     def __post_init__(self) -> None:
         if self.proof and (self.validator_url is None) == (self.segments_dir is None):
@@ -374,6 +377,13 @@ class Trainer:
                 if not self.publisher.known(rec["index"]):
                     self.publisher.enqueue(segments.parse(rec))
             self.publisher.start()
+        if opts.proof:
+            urls = all_gather_json(opts.advertise_url if layout.publishes else None, self.device)
+            peers = [u for u in urls if u]
+            if opts.on_peers is not None:
+                opts.on_peers(peers)
+            if layout.publishes:
+                log.info(json.dumps({"event": "peers", "storeUrls": peers}))
         step, self._chain_cid = self._agree_on_start() if opts.proof else (0, "")
         ddp = DistributedDataParallel(self.model)
         if spec.deterministic:
