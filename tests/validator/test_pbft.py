@@ -6,8 +6,8 @@ import dataclasses
 
 import pytest
 
+from pot.validator import actions, pbft, simulating
 from pot.validator import messages as m
-from pot.validator import pbft, simulating
 from pot.validator.rejections import Rejection
 
 
@@ -173,3 +173,56 @@ def test_hostile_messages_are_counted_never_raised() -> None:
     )
     r.on_message(vc, 2)
     assert r.rejected[Rejection.BAD_SIGNATURE] == 1
+
+
+def test_new_primary_never_proposes_a_sequence_number_twice() -> None:
+    """Regression (found by the simulator): installing a NEW-VIEW made a checkpoint stable,
+    which let the new primary propose above its stale next_seq, and then reset next_seq to the
+    NEW-VIEW's top and propose the same sequence numbers again: it equivocated with itself."""
+    import random
+
+    secrets = [bytes([i + 1]) * 32 for i in range(4)]
+    cfg = pbft.Config(n=4, f=1, checkpoint_interval=4, view_change_timeout_ms=100)
+    rep = pbft.Replica(
+        config=cfg,
+        replica_id=1,
+        app=_App(),
+        crypto=simulating.SimCrypto(1, secrets, random.Random(1)),
+    )
+
+    def batch(seq: int) -> m.PrePrepare:
+        req = m.Request(client="c", ts=seq, op=b"op%d" % seq)
+        return m.pre_prepare(view=0, seq=seq, nonce=b"n", batch=(req,), replica=0)
+
+    for seq in range(1, 9):  # view 0 commits 1..8; checkpoint 4 becomes stable, 8 does not
+        pp = batch(seq)
+        rep.on_message(pp, 0)
+        for r in (2, 3):
+            rep.on_message(m.Prepare(view=0, seq=seq, digest=pp.digest, replica=r), r)
+        for r in (0, 2):
+            rep.on_message(m.Commit(view=0, seq=seq, digest=pp.digest, replica=r), r)
+        if seq == 4:
+            for r in (0, 2):
+                rep.on_message(m.Checkpoint(seq=4, digest=rep.own_cks[4][0], replica=r), r)
+    assert rep.last_exec == 8 and rep.h == 4
+    for seq in (9, 10, 11):  # pre-prepared only: next_seq is 11
+        rep.on_message(batch(seq), 0)
+    for ts in range(100, 105):  # requests waiting in the queue for the next primary
+        rep.submit(m.Request(client="w", ts=ts, op=b"w"))
+    checkpoints = ((4, rep.own_cks[4][0]), (8, rep.own_cks[8][0]))
+    out = rep.on_tick(cfg.view_change_timeout_ms + 1)  # the primary is suspected: view 1
+    assert rep.view == 1 and rep.view_changing
+    for r in (2, 3):
+        vc = m.ViewChange(
+            view=1, h=4, checkpoints=checkpoints, prepared=(), preprepared=(), batches=(), replica=r
+        )
+        vc = dataclasses.replace(
+            vc,
+            signature=simulating.SimCrypto(r, secrets, random.Random(r)).sign(m.signing_bytes(vc)),
+        )
+        out += rep.on_message(vc, r)
+    assert not rep.view_changing and rep.h == 8  # installed: checkpoint 8 made stable
+    seqs = [
+        a.msg.seq for a in out if isinstance(a, actions.Send) and isinstance(a.msg, m.PrePrepare)
+    ]
+    assert seqs and seqs == sorted(set(seqs)) and seqs[0] == 9, seqs
