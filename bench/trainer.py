@@ -183,13 +183,16 @@ def _measure(*, gpu: bool, quick: bool) -> dict[str, Any]:
         ["honest replay verdict", verdict.line()],
     ]
     n = SEGMENTS
+    # Each of the 2f+1 correct validators replays a segment by its own private coin.
+    correct = VALIDATORS - (VALIDATORS - 1) // 3
+    p_eff = 1 - (1 - rate) ** correct
     for rho in (0.001, 0.01, 0.1, 0.5, 1.0):
         forged = max(1, math.ceil(rho * n))
-        rows.append([f"P(uncaught), rho={rho}, n={n}, p={rate}", (1 - rate) ** forged])
+        rows.append([f"P(uncaught), rho={rho}, n={n}, p_eff={p_eff:.4f}", (1 - p_eff) ** forged])
     # Break-even slash in units of one segment's compute c (reward r = c, the
     # worst case): forging m segments gains m*c and loses (S + m*r) with
-    # probability 1-(1-p)^m; the maximum over m of the S that zeroes it is at m=1.
-    rows.append([f"break-even slash / segment compute at p={rate}", 1 / rate - 1])
+    # probability 1-(1-p_eff)^m; the maximum over m of the S that zeroes it is at m=1.
+    rows.append([f"break-even slash / segment compute at p_eff={p_eff:.4f}", 1 / p_eff - 1])
     return common.report(
         "trainer",
         ["measure", "value"],

@@ -27,13 +27,14 @@ Optimizer = Literal["sgd", "adam", "adamw"]
 BUILTIN_MODELS = ("mlp-regression", "tiny-gpt")
 BUILTIN_DATASETS = ("synthetic-regression", "tiny-shakespeare")
 DEFAULT_THRESHOLD = 1e-4
-# Default audit rate when the task names neither sampleRate nor samplesPerEpoch.
-# Every one of n validators replays each sampled segment (liveness with f faulty
-# auditors), plus each node's always-audited first and final segments: at n = 4
-# on a 1000-segment task that is 4 x (0.003 + 0.002) = 2% of the training
-# compute. The stake, not the sampling, deters: cheating loses in expectation
-# for every forged fraction once the slash exceeds c/p - r, about 332 segments'
-# compute (docs/proof.md, "Audit probability").
+# Default audit rate when the task names neither sampleRate nor samplesPerEpoch:
+# each of n validators replays this fraction of segments by its own private coin,
+# plus each node's always-audited first and final segments: at n = 4 on a
+# 1000-segment task that is 4 x (0.003 + 0.002) = 2% of the training compute.
+# The stake, not the sampling, deters: with 2f+1 = 3 correct coins a forged
+# segment is caught with p_eff ~ 0.009, and cheating loses in expectation for
+# every forged fraction once the slash exceeds ~110 segments' compute
+# (docs/proof.md, "Audit probability").
 DEFAULT_SAMPLE_RATE = 0.003
 
 

@@ -26,17 +26,20 @@ Task lifecycle (issue 6):
    rebuild the checkpoint from the seed, ``pot.trainer.verification``). A
    missing segment i-1 leaves segment i unchecked against it, so only a
    miner's gap-free run of segments from index 0 earns (step 6).
-3. Audit sampling: seed = sha256(committed batch digest ‖ segment digest). The
-   batch digest covers the primary's fresh nonce, so it is fixed only after
-   the miner committed to its segment: the miner cannot predict whether a
-   segment will be replayed (a faulty primary colluding with the miner could;
-   that is the one trust we place in f+1 correct replicas rotating the
-   primary). A segment is sampled with the task's audit rate (sampleRate, or
-   samplesPerEpoch / segments per node); a node's ``final`` segment is always
-   sampled, since its metrics gate the bounty, and so is its segment 0, which
-   anchors its chain to the seed's initial checkpoint (without it a miner could
-   start from weights trained elsewhere and every later segment would replay).
-4. Every replica audits every sampled segment (bounded concurrency, see
+3. Audit sampling is private: each replica draws, for every segment, its own
+   coin from a secret only it holds (``audit_coin``: an HMAC under a key
+   derived from its signing key) and replays the segment with the task's
+   audit rate (sampleRate, or samplesPerEpoch / segments per node). Nobody
+   else can predict the draw: not the miner, not a faulty primary (an earlier
+   design seeded one public draw from the committed batch digest, which a
+   primary colluding with a miner could grind until the draw missed). A
+   private audit that passes stays private; one that fails is a *challenge*:
+   the replica orders its signed invalid verdict, which makes the segment
+   public. A node's ``final`` segment (its metrics gate the bounty) and its
+   segment 0 (it anchors the chain to the seed's initial checkpoint; without
+   it a miner could start from weights trained elsewhere and every later
+   segment would replay) are public from the start.
+4. Every replica audits every public segment (bounded concurrency, see
    ``auditing``). We chose all n over a 2f+1 subset: a subset of exactly 2f+1
    stalls when one auditor is faulty and reassignment would need a clock in
    the state machine; n/(2f+1) ≈ 1.33× replay cost buys liveness with f
@@ -45,9 +48,12 @@ Task lifecycle (issue 6):
    ``pot-verdict``) and ordered; the first 2f+1 decide, valid iff at least
    f+1 of them say valid (see ``_verdict``: the correct replicas' answer
    always wins, and split honest replays still decide).
-   Unsampled segments are accepted without replay.
-6. When every node's ``final`` segment is in and every sampled segment is
-   decided, round 0's allocation is computed (``rewards.allocate``): miners
+   A segment nobody challenged is accepted without a public replay.
+6. Each replica orders a signed ``audited`` request once every node's
+   ``final`` segment is in and it has finished its private audits of the
+   task (its challenges already ordered). When 2f+1 have (so at least f+1
+   correct replicas looked), and every public segment is decided, round 0's
+   allocation is computed (``rewards.allocate``): miners
    with a rejected segment are slashed their ``minerStake`` and get nothing.
    Work counts only in a miner's gap-free chain from index 0, and the target
    metric is read from a final segment that such a chain reaches. Each replica
@@ -59,6 +65,7 @@ Task lifecycle (issue 6):
 from __future__ import annotations
 
 import hashlib
+import hmac
 import json
 import logging
 from collections import Counter
@@ -86,7 +93,20 @@ VERDICT_TYPES: signing.Types = {
         {"name": "reason", "type": "string"},
     ]
 }
+AUDITED_TYPES: signing.Types = {"Audited": [{"name": "task", "type": "string"}]}
 SCALE = 1 << 64
+
+
+def audit_coin(secret: bytes, task: str, digest: str) -> int:
+    """A replica's private draw for one segment, in [0, SCALE): replayed iff below the
+    task's rate. ``secret`` never leaves the replica (``coin_secret``)."""
+    mac = hmac.new(secret, f"{task}\n{digest}".encode(), hashlib.sha256).digest()
+    return int.from_bytes(mac[:8], "big")
+
+
+def coin_secret(private_key: bytes) -> bytes:
+    """The audit-coin key, derived from (never equal to) the replica's signing key."""
+    return hashlib.sha256(b"pot-audit-coin\0" + private_key).digest()
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -195,6 +215,8 @@ class App:
                 result = self._verdict(doc)
             elif kind == "allocsig":
                 result = self._allocsig(doc)
+            elif kind == "audited":
+                result = self._audited(doc)
             else:
                 result = _no(Rejection.MALFORMED)
         except (ValueError, KeyError, TypeError, AttributeError, errors.PotError) as exc:
@@ -259,10 +281,7 @@ class App:
             if entry not in t["rejections"]:
                 t["rejections"].append(entry)
             return {**_no(Rejection.BROKEN_CHAIN), "detail": broken}
-        draw = int.from_bytes(
-            hashlib.sha256(ctx.batch_digest + bytes.fromhex(digest[2:])).digest()[:8], "big"
-        )
-        sampled = seg.final or seg.index == 0 or draw < t["info"]["rate"]
+        sampled = seg.final or seg.index == 0  # public; the rest only by private draws
         t["segments"][key] = {
             "digest": digest,
             "miner": seg.miner,
@@ -278,7 +297,7 @@ class App:
             "verdicts": {},
             "decided": None if sampled else True,
             "reason": None,
-            "json": doc["segment"] if sampled else None,
+            "json": doc["segment"],  # kept for private audits until the allocation
         }
         self._maybe_allocate(seg.task)
         return {"ok": True, "digest": digest, "sampled": sampled}
@@ -288,8 +307,12 @@ class App:
         if t is None:
             return _no(Rejection.UNKNOWN_TASK)
         rec = t["segments"].get(f"{doc['miner'].lower()}/{doc['index']}")
-        if rec is None or not rec["sampled"] or rec["digest"] != doc["segment"]:
+        if rec is None or rec["digest"] != doc["segment"]:
             return _no(Rejection.NOT_ASSIGNED)
+        if t["allocation"] is not None:
+            return _no(Rejection.TASK_CLOSED)
+        if not rec["sampled"] and doc["valid"] is not False:
+            return _no(Rejection.NOT_ASSIGNED)  # a passed private audit is not ordered
         replica = doc["replica"]
         if type(replica) is not int or not 0 <= replica < len(self.v.addresses):
             return _no(Rejection.BAD_VERDICT)
@@ -309,6 +332,10 @@ class App:
             return _no(Rejection.BAD_VERDICT)
         if signer.lower() != self.v.addresses[replica].lower():
             return _no(Rejection.BAD_VERDICT)
+        if not rec["sampled"]:
+            # A challenge: this replica's private replay failed. The segment turns
+            # public; every replica replays it and the first 2f+1 verdicts decide.
+            rec["sampled"], rec["decided"], rec["challenged"] = True, None, replica
         if str(replica) in rec["verdicts"] or rec["decided"] is not None:
             return {"ok": True, "duplicate": True}
         rec["verdicts"][str(replica)] = [bool(doc["valid"]), str(doc["reason"])]
@@ -353,12 +380,43 @@ class App:
         t["signatures"].setdefault(str(replica), {"signer": signer, "signature": doc["signature"]})
         return {"ok": True}
 
+    def _audited(self, doc: dict[str, Any]) -> dict[str, Any]:
+        t = self.tasks.get(doc["task"])
+        if t is None:
+            return _no(Rejection.UNKNOWN_TASK)
+        replica = doc["replica"]
+        if type(replica) is not int or not 0 <= replica < len(self.v.addresses):
+            return _no(Rejection.BAD_VERDICT)
+        try:
+            signer = signing.recover(
+                doc["signature"], VERDICT_DOMAIN, AUDITED_TYPES, "Audited", {"task": doc["task"]}
+            )
+        except errors.ProtocolError:
+            return _no(Rejection.BAD_VERDICT)
+        if signer.lower() != self.v.addresses[replica].lower():
+            return _no(Rejection.BAD_VERDICT)
+        audited = t.setdefault("audited", [])
+        if replica not in audited:
+            audited.append(replica)
+            self._maybe_allocate(doc["task"])
+        return {"ok": True}
+
+    def finals_in(self, task: str) -> bool:
+        """Every node of ``task`` has sent its final segment."""
+        t = self.tasks[task]
+        finals = {s["rank"] for s in t["segments"].values() if s["final"]}
+        return len(finals) >= t["info"]["nodes"]
+
     def _maybe_allocate(self, task: str) -> None:
         t = self.tasks[task]
         info = t["info"]
         segs = list(t["segments"].values())
-        finals = {s["rank"] for s in segs if s["final"]}
-        if len(finals) < info["nodes"] or any(s["decided"] is None for s in segs):
+        if (
+            t["allocation"] is not None
+            or not self.finals_in(task)
+            or len(t.get("audited", [])) < self.v.quorum
+            or any(s["decided"] is None for s in segs)
+        ):
             return
         chained = _chained(segs)
         miners: dict[str, rewards.MinerWork] = {}
@@ -404,6 +462,8 @@ class App:
             "slashAmounts": [str(x) for x in a.slash_amounts],
             "targetMet": a.target_met,
         }
+        for s in segs:
+            s["json"] = None  # closed: no audit will need a body again
 
     # ------------------------------------------------------------ queries
 
@@ -430,6 +490,26 @@ class App:
                 if rec["decided"] is None and str(replica) not in rec["verdicts"] and rec["json"]:
                     out.append((task, rec["json"]))
         return out
+
+    def private_candidates(self) -> list[tuple[str, str, int, dict[str, Any]]]:
+        """Segments open to private audits: (task, digest, task's rate, segment JSON).
+        The replica keeps those its own ``audit_coin`` draws below the rate."""
+        out = []
+        for task, t in self.tasks.items():
+            if t["allocation"] is not None:
+                continue
+            for rec in t["segments"].values():
+                if not rec["sampled"] and rec["json"]:
+                    out.append((task, rec["digest"], t["info"]["rate"], rec["json"]))
+        return out
+
+    def awaiting_audited(self, replica: int) -> list[str]:
+        """Tasks whose finals are all in and that still wait for this replica's ``audited``."""
+        return [
+            k
+            for k, t in self.tasks.items()
+            if t["allocation"] is None and replica not in t.get("audited", []) and self.finals_in(k)
+        ]
 
     def unsigned_allocations(self, replica: int) -> list[str]:
         return [

@@ -111,6 +111,11 @@ class Node:
         )
         self.signed: dict[str, float] = {}
         self.voted: dict[tuple[str, str, int], float] = {}
+        # Private audits (pot.validator.app, step 3): this replica's own coin key,
+        # the segments it replayed and found valid, and when it last said "audited".
+        self.coin = vapp.coin_secret(bytes(key.account.key))
+        self.passed: set[tuple[str, str, int]] = set()
+        self.audited_at: dict[str, float] = {}
         self.tasks: list[asyncio.Task[None]] = []
         self.runner: Any = None
 
@@ -332,6 +337,17 @@ class Node:
                     key = (task, str(seg["miner"]).lower(), int(seg["index"]))
                     if now - self.voted.get(key, -1e9) > RESUBMIT_S:  # voted, not yet ordered
                         self.auditing.schedule(task, self.app.tasks[task]["spec"], seg)
+                owed: dict[str, int] = {}  # task -> private audits not yet passed
+                for task, digest, rate, seg in self.app.private_candidates():
+                    key = (task, str(seg["miner"]).lower(), int(seg["index"]))
+                    if key in self.passed or vapp.audit_coin(self.coin, task, digest) >= rate:
+                        continue
+                    owed[task] = owed.get(task, 0) + 1
+                    if now - self.voted.get(key, -1e9) > RESUBMIT_S:  # a challenge in flight
+                        self.auditing.schedule(task, self.app.tasks[task]["spec"], seg)
+                for task in self.app.awaiting_audited(self.me):
+                    if not owed.get(task) and now - self.audited_at.get(task, -1e9) > RESUBMIT_S:
+                        self._say_audited(task)
                 for task in self.app.unsigned_allocations(self.me):
                     self._sign_allocation(task)
             except Exception:  # never let housekeeping die with the process still serving
@@ -343,7 +359,20 @@ class Node:
             .get("segments", {})
             .get(f"{str(seg['miner']).lower()}/{seg['index']}")
         )
-        if rec is None or rec["decided"] is not None:
+        if rec is None:
+            return
+        if not rec["sampled"]:  # a private audit
+            if valid:  # passed: nothing to order, unless the segment turns public later
+                self.passed.add((task, rec["miner"].lower(), rec["index"]))
+                return
+            log.warning(
+                "challenge: %s segment %s of %s failed my replay (%s)",
+                task,
+                rec["index"],
+                rec["miner"],
+                reason,
+            )
+        elif rec["decided"] is not None:
             return
         msg = vapp.verdict_message(
             task=task,
@@ -368,6 +397,14 @@ class Node:
                 signature=sig,
             )
         )
+
+    def _say_audited(self, task: str) -> None:
+        """Order this replica's signed "done with my private audits of ``task``"."""
+        self.audited_at[task] = time.monotonic()
+        sig = signing.sign(
+            self.key, vapp.VERDICT_DOMAIN, vapp.AUDITED_TYPES, "Audited", {"task": task}
+        )
+        self.submit_nowait(vapp.op("audited", task=task, replica=self.me, signature=sig))
 
     def _sign_allocation(self, task: str) -> None:
         alloc = self.app.allocation(task)

@@ -41,7 +41,9 @@ def _spec(nodes: int = 1, rate: float = 1e-12) -> dict[str, Any]:
 class Replica:
     """One replica's app and a counter standing in for the committed order."""
 
-    def __init__(self, nodes: int = 1, target: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self, nodes: int = 1, target: dict[str, Any] | None = None, rate: float = 1e-12
+    ) -> None:
         self.app = vapp.App(
             vapp.Validators(
                 addresses=tuple(k.address for k in REPLICAS),
@@ -52,7 +54,7 @@ class Replica:
             )
         )
         self.seq = 0
-        spec = _spec(nodes)
+        spec = _spec(nodes, rate)
         if target is not None:
             spec["reward"]["targetMetric"] = target
         assert self.execute(vapp.op("register", task=TASK, spec=spec))["ok"]
@@ -91,6 +93,14 @@ class Replica:
                 )
             )
         return result
+
+    def audited(self) -> None:
+        """2f+1 replicas say they finished their private audits of the task."""
+        for i, key in enumerate(REPLICAS[:3]):
+            sig = signing.sign(
+                key, vapp.VERDICT_DOMAIN, vapp.AUDITED_TYPES, "Audited", {"task": TASK}
+            )
+            assert self.execute(vapp.op("audited", task=TASK, replica=i, signature=sig))["ok"]
 
     @property
     def task(self) -> dict[str, Any]:
@@ -235,6 +245,7 @@ def _allocate(r: Replica, segs: list[segments.Segment]) -> dict[str, Any]:
         rec = r.task["segments"][f"{s.miner.lower()}/{s.index}"]
         if rec["sampled"] and rec["decided"] is None:
             r.verdicts(s, valid=True)
+    r.audited()
     alloc = r.task["allocation"]
     assert alloc is not None
     return dict(alloc)

@@ -100,6 +100,7 @@ def test_validators_own_audit_failures_never_slash_the_miner() -> None:
         for s in (seg(honest, 0, "h0", "h1"), seg(honest, 2, "h2", "h3"), chain[2]):
             for replica in range(3):
                 vote(r, s, replica, True)
+        r.audited()
         alloc = r.task["allocation"]
         assert alloc is not None
         outcomes[reason] = faulty.address in alloc["slashed"]
