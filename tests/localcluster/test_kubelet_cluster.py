@@ -399,7 +399,8 @@ def test_crashed_control_plane_is_restarted_by_up_and_cleans_up(cluster: Cluster
             for i in range(4)
         )
 
-    wait_for(rerun, 40, "pods run again, counted as restarts")
+    # Generous: under a loaded CI machine the restarted kubelet's back-off can stretch this.
+    wait_for(rerun, 120, "pods run again, counted as restarts")
     tag = podnet.tag(cluster.directory)
     from pot.localcluster import containers
 
