@@ -64,8 +64,6 @@ Task lifecycle (issue 6):
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import json
 import logging
 from collections import Counter
@@ -79,34 +77,15 @@ from pot.validator import messages as m
 from pot.validator import pbft, rewards
 from pot.validator.auditing import AUDIT_ERROR
 from pot.validator.rejections import Rejection
+from pot.validator.verdicts import (
+    AUDITED_TYPES,
+    SCALE,
+    VERDICT_DOMAIN,
+    VERDICT_TYPES,
+    verdict_message,
+)
 
 log = logging.getLogger(__name__)
-
-VERDICT_DOMAIN = signing.offchain_domain("verdict")
-VERDICT_TYPES: signing.Types = {
-    "Verdict": [
-        {"name": "task", "type": "string"},
-        {"name": "miner", "type": "address"},
-        {"name": "index", "type": "uint256"},
-        {"name": "segment", "type": "bytes32"},
-        {"name": "valid", "type": "bool"},
-        {"name": "reason", "type": "string"},
-    ]
-}
-AUDITED_TYPES: signing.Types = {"Audited": [{"name": "task", "type": "string"}]}
-SCALE = 1 << 64
-
-
-def audit_coin(secret: bytes, task: str, digest: str) -> int:
-    """A replica's private draw for one segment, in [0, SCALE): replayed iff below the
-    task's rate. ``secret`` never leaves the replica (``coin_secret``)."""
-    mac = hmac.new(secret, f"{task}\n{digest}".encode(), hashlib.sha256).digest()
-    return int.from_bytes(mac[:8], "big")
-
-
-def coin_secret(private_key: bytes) -> bytes:
-    """The audit-coin key, derived from (never equal to) the replica's signing key."""
-    return hashlib.sha256(b"pot-audit-coin\0" + private_key).digest()
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -131,19 +110,6 @@ def canonical(value: Any) -> bytes:
 def op(kind: str, **body: Any) -> bytes:
     """The bytes of an application request."""
     return canonical({"op": kind, **body})
-
-
-def verdict_message(
-    *, task: str, miner: str, index: int, digest: str, valid: bool, reason: str
-) -> dict[str, Any]:
-    return {
-        "task": task,
-        "miner": miner,
-        "index": index,
-        "segment": bytes.fromhex(digest.removeprefix("0x")),
-        "valid": valid,
-        "reason": reason,
-    }
 
 
 def parse_reward(spec: dict[str, Any]) -> dict[str, Any]:

@@ -39,7 +39,7 @@ from typing import Any
 
 from pot import keys, signing
 from pot.settlement import allocations
-from pot.validator import actions, api, auditing, auth, pbft, persistence, transport
+from pot.validator import actions, api, auditing, auth, pbft, persistence, transport, verdicts
 from pot.validator import app as vapp
 from pot.validator import messages as m
 from pot.validator.rejections import Rejection
@@ -113,7 +113,7 @@ class Node:
         self.voted: dict[tuple[str, str, int], float] = {}
         # Private audits (pot.validator.app, step 3): this replica's own coin key,
         # the segments it replayed and found valid, and when it last said "audited".
-        self.coin = vapp.coin_secret(bytes(key.account.key))
+        self.coin = verdicts.coin_secret(bytes(key.account.key))
         self.passed: set[tuple[str, str, int]] = set()
         self.audited_at: dict[str, float] = {}
         self.tasks: list[asyncio.Task[None]] = []
@@ -340,7 +340,7 @@ class Node:
                 owed: dict[str, int] = {}  # task -> private audits not yet passed
                 for task, digest, rate, seg in self.app.private_candidates():
                     key = (task, str(seg["miner"]).lower(), int(seg["index"]))
-                    if key in self.passed or vapp.audit_coin(self.coin, task, digest) >= rate:
+                    if key in self.passed or verdicts.audit_coin(self.coin, task, digest) >= rate:
                         continue
                     owed[task] = owed.get(task, 0) + 1
                     if now - self.voted.get(key, -1e9) > RESUBMIT_S:  # a challenge in flight
@@ -374,7 +374,7 @@ class Node:
             )
         elif rec["decided"] is not None:
             return
-        msg = vapp.verdict_message(
+        msg = verdicts.verdict_message(
             task=task,
             miner=rec["miner"],
             index=rec["index"],
@@ -383,7 +383,9 @@ class Node:
             reason=reason,
         )
         self.voted[(task, rec["miner"].lower(), rec["index"])] = time.monotonic()
-        sig = signing.sign(self.key, vapp.VERDICT_DOMAIN, vapp.VERDICT_TYPES, "Verdict", msg)
+        sig = signing.sign(
+            self.key, verdicts.VERDICT_DOMAIN, verdicts.VERDICT_TYPES, "Verdict", msg
+        )
         self.submit_nowait(
             vapp.op(
                 "verdict",
@@ -402,7 +404,7 @@ class Node:
         """Order this replica's signed "done with my private audits of ``task``"."""
         self.audited_at[task] = time.monotonic()
         sig = signing.sign(
-            self.key, vapp.VERDICT_DOMAIN, vapp.AUDITED_TYPES, "Audited", {"task": task}
+            self.key, verdicts.VERDICT_DOMAIN, verdicts.AUDITED_TYPES, "Audited", {"task": task}
         )
         self.submit_nowait(vapp.op("audited", task=task, replica=self.me, signature=sig))
 

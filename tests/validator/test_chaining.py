@@ -15,7 +15,7 @@ from pot import cids, keys, signing
 from pot.trainer import segments
 from pot.validator import app as vapp
 from pot.validator import messages as m
-from pot.validator import pbft
+from pot.validator import pbft, verdicts
 
 TASK = "default/chain"
 K = 20
@@ -75,10 +75,10 @@ class Replica:
         digest = segments.digest(seg)
         result: dict[str, Any] = {}
         for i, key in enumerate(REPLICAS[:3]):
-            msg = vapp.verdict_message(
+            msg = verdicts.verdict_message(
                 task=TASK, miner=seg.miner, index=seg.index, digest=digest, valid=valid, reason=""
             )
-            sig = signing.sign(key, vapp.VERDICT_DOMAIN, vapp.VERDICT_TYPES, "Verdict", msg)
+            sig = signing.sign(key, verdicts.VERDICT_DOMAIN, verdicts.VERDICT_TYPES, "Verdict", msg)
             result = self.execute(
                 vapp.op(
                     "verdict",
@@ -98,7 +98,7 @@ class Replica:
         """2f+1 replicas say they finished their private audits of the task."""
         for i, key in enumerate(REPLICAS[:3]):
             sig = signing.sign(
-                key, vapp.VERDICT_DOMAIN, vapp.AUDITED_TYPES, "Audited", {"task": TASK}
+                key, verdicts.VERDICT_DOMAIN, verdicts.AUDITED_TYPES, "Audited", {"task": TASK}
             )
             assert self.execute(vapp.op("audited", task=TASK, replica=i, signature=sig))["ok"]
 

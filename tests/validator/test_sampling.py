@@ -13,6 +13,7 @@ import hashlib
 
 from pot import keys, signing
 from pot.validator import app as vapp
+from pot.validator import verdicts
 from tests.validator.test_chaining import REPLICAS, TASK, Replica, seg
 from tests.validator.test_verdicts import vote
 
@@ -20,7 +21,7 @@ from tests.validator.test_verdicts import vote
 def _said_audited(r: Replica, replicas: range) -> None:
     for i in replicas:
         sig = signing.sign(
-            REPLICAS[i], vapp.VERDICT_DOMAIN, vapp.AUDITED_TYPES, "Audited", {"task": TASK}
+            REPLICAS[i], verdicts.VERDICT_DOMAIN, verdicts.AUDITED_TYPES, "Audited", {"task": TASK}
         )
         assert r.execute(vapp.op("audited", task=TASK, replica=i, signature=sig))["ok"]
 
@@ -78,16 +79,16 @@ def test_a_challenge_makes_the_segment_public_and_2f_plus_1_decide() -> None:
 
 
 def test_private_coins_are_secret_per_replica_and_hit_the_rate() -> None:
-    secrets = [vapp.coin_secret(bytes(k.account.key)) for k in REPLICAS]
+    secrets = [verdicts.coin_secret(bytes(k.account.key)) for k in REPLICAS]
     assert len(set(secrets)) == 4 and all(bytes(k.account.key) not in secrets for k in REPLICAS)
-    rate = int(0.1 * vapp.SCALE)
+    rate = int(0.1 * verdicts.SCALE)
     digests = ["0x" + hashlib.sha256(str(i).encode()).hexdigest() for i in range(4000)]
-    draws = [[vapp.audit_coin(s, TASK, d) < rate for d in digests] for s in secrets]
+    draws = [[verdicts.audit_coin(s, TASK, d) < rate for d in digests] for s in secrets]
     for mine in draws:
         assert 320 <= sum(mine) <= 480  # ~10% of 4000
     # Independent across replicas: two agree on "audit" about rate^2 of the time.
     both = sum(a and b for a, b in zip(draws[0], draws[1], strict=True))
     assert both < 80
-    assert vapp.audit_coin(secrets[0], TASK, digests[0]) == vapp.audit_coin(
+    assert verdicts.audit_coin(secrets[0], TASK, digests[0]) == verdicts.audit_coin(
         secrets[0], TASK, digests[0]
     )  # deterministic: a restarted replica redraws the same coins

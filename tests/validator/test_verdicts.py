@@ -17,15 +17,18 @@ import pytest
 from pot import keys, signing
 from pot.trainer import segments
 from pot.validator import app as vapp
+from pot.validator import verdicts
 from tests.validator.test_chaining import REPLICAS, TASK, Replica, seg
 
 
 def vote(r: Replica, s: segments.Segment, replica: int, valid: bool, reason: str = "") -> Any:
     digest = segments.digest(s)
-    msg = vapp.verdict_message(
+    msg = verdicts.verdict_message(
         task=TASK, miner=s.miner, index=s.index, digest=digest, valid=valid, reason=reason
     )
-    sig = signing.sign(REPLICAS[replica], vapp.VERDICT_DOMAIN, vapp.VERDICT_TYPES, "Verdict", msg)
+    sig = signing.sign(
+        REPLICAS[replica], verdicts.VERDICT_DOMAIN, verdicts.VERDICT_TYPES, "Verdict", msg
+    )
     return r.execute(
         vapp.op(
             "verdict",
