@@ -111,10 +111,12 @@ class Node:
         )
         self.signed: dict[str, float] = {}
         self.voted: dict[tuple[str, str, int], float] = {}
-        # Private audits (pot.validator.app, step 3): this replica's own coin key,
-        # the segments it replayed and found valid, and when it last said "audited".
+        # Private audits (pot.validator.app, step 3): this replica's own coin key;
+        # per open task, each segment's draw (True: a private audit still owed; False:
+        # not drawn, or replayed and found valid), so every coin is drawn once; and
+        # when it last said "audited". Closed tasks are dropped.
         self.coin = verdicts.coin_secret(bytes(key.account.key))
-        self.passed: set[tuple[str, str, int]] = set()
+        self.owed: dict[str, dict[str, bool]] = {}
         self.audited_at: dict[str, float] = {}
         self.tasks: list[asyncio.Task[None]] = []
         self.runner: Any = None
@@ -337,17 +339,23 @@ class Node:
                     key = (task, str(seg["miner"]).lower(), int(seg["index"]))
                     if now - self.voted.get(key, -1e9) > RESUBMIT_S:  # voted, not yet ordered
                         self.auditing.schedule(task, self.app.tasks[task]["spec"], seg)
-                owed: dict[str, int] = {}  # task -> private audits not yet passed
+                busy: set[str] = set()  # tasks with private audits still owed
                 for task, digest, rate, seg in self.app.private_candidates():
-                    key = (task, str(seg["miner"]).lower(), int(seg["index"]))
-                    if key in self.passed or verdicts.audit_coin(self.coin, task, digest) >= rate:
+                    draws = self.owed.setdefault(task, {})
+                    if digest not in draws:
+                        draws[digest] = verdicts.audit_coin(self.coin, task, digest) < rate
+                    if not draws[digest]:
                         continue
-                    owed[task] = owed.get(task, 0) + 1
+                    busy.add(task)
+                    key = (task, str(seg["miner"]).lower(), int(seg["index"]))
                     if now - self.voted.get(key, -1e9) > RESUBMIT_S:  # a challenge in flight
                         self.auditing.schedule(task, self.app.tasks[task]["spec"], seg)
                 for task in self.app.awaiting_audited(self.me):
-                    if not owed.get(task) and now - self.audited_at.get(task, -1e9) > RESUBMIT_S:
+                    if task not in busy and now - self.audited_at.get(task, -1e9) > RESUBMIT_S:
                         self._say_audited(task)
+                for task in list(self.owed):  # closed (or gone): no draw is needed again
+                    if (self.app.tasks.get(task) or {}).get("allocation", True) is not None:
+                        del self.owed[task]
                 for task in self.app.unsigned_allocations(self.me):
                     self._sign_allocation(task)
             except Exception:  # never let housekeeping die with the process still serving
@@ -363,7 +371,7 @@ class Node:
             return
         if not rec["sampled"]:  # a private audit
             if valid:  # passed: nothing to order, unless the segment turns public later
-                self.passed.add((task, rec["miner"].lower(), rec["index"]))
+                self.owed.setdefault(task, {})[rec["digest"]] = False
                 return
             log.warning(
                 "challenge: %s segment %s of %s failed my replay (%s)",
