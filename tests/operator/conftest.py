@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -227,12 +228,18 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Any:
 @pytest.fixture(scope="module")
 def operator(cluster: Any) -> Any:
     """The operator (python -m pot.operator's handlers) under kopf's KopfRunner."""
+    yield from kopf_operator(standin_env(KUBECONFIG=str(cluster.kubeconfig)))
+
+
+def kopf_operator(env: dict[str, str]) -> Iterator[Any]:
+    """Run the operator's handlers under kopf's KopfRunner with ``env`` set for its
+    lifetime (a generator for fixtures: ``yield from kopf_operator(env)``)."""
     import os
 
     from kopf.testing import KopfRunner
 
     saved = dict(os.environ)
-    os.environ.update(standin_env(KUBECONFIG=str(cluster.kubeconfig)))
+    os.environ.update(env)
     try:
         with KopfRunner(
             ["run", "--standalone", "-A", "-m", "pot.operator.handlers"], timeout=60

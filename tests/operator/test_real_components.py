@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from .conftest import STANDINS, wait_for
+from .conftest import STANDINS, kopf_operator, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 pytestmark = [
@@ -30,27 +30,18 @@ pytestmark = [
 
 @pytest.fixture(scope="module")
 def real_operator(cluster: Any) -> Any:
-    from kopf.testing import KopfRunner
-
-    saved = dict(os.environ)
-    os.environ.update(
-        KUBECONFIG=str(cluster.kubeconfig),
-        POT_LEADER_ELECTION="0",
-        POT_METRICS_PORT="0",
-        POT_POLL_INTERVAL="1",
-        POT_PROGRESS_INTERVAL="2",
-        POT_SETTLEMENT_COMMAND=json.dumps(
-            ["python", str(STANDINS / "standin_validator.py"), "8081"]
-        ),
+    yield from kopf_operator(
+        {
+            "KUBECONFIG": str(cluster.kubeconfig),
+            "POT_LEADER_ELECTION": "0",
+            "POT_METRICS_PORT": "0",
+            "POT_POLL_INTERVAL": "1",
+            "POT_PROGRESS_INTERVAL": "2",
+            "POT_SETTLEMENT_COMMAND": json.dumps(
+                ["python", str(STANDINS / "standin_validator.py"), "8081"]
+            ),
+        }
     )
-    try:
-        with KopfRunner(
-            ["run", "--standalone", "-A", "-m", "pot.operator.handlers"], timeout=60
-        ) as runner:
-            yield runner
-    finally:
-        os.environ.clear()
-        os.environ.update(saved)
 
 
 @pytest.mark.timeout(420)

@@ -191,3 +191,17 @@ def train_local(root: Path, spec: dict[str, Any], cheat: Any = None) -> Run:
     )
     training.main(opts)
     return run
+
+
+def run_cli_alone(run: Run) -> subprocess.CompletedProcess[str]:
+    """``python -m pot.trainer`` as one process (world size 1, no blob server):
+    what a user sees when the spec cannot be used."""
+    return subprocess.run(
+        [sys.executable, *run.args()[:-2], "--port", "-1"],
+        cwd=run.root,
+        env={**os.environ, "MASTER_PORT": str(free_port())},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )

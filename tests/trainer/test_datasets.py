@@ -10,10 +10,7 @@ task yet.
 
 from __future__ import annotations
 
-import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -25,7 +22,7 @@ from pot import errors, store
 from pot.trainer import segments, serving, tasks, verification
 from pot.validator import auditing
 
-from .conftest import TASK, Run, free_port, new_run, torchrun, train_local
+from .conftest import TASK, Run, free_port, new_run, run_cli_alone, torchrun, train_local
 
 R = segments.Rejection
 
@@ -182,15 +179,7 @@ def test_tiny_gpt_on_a_text_blob(tmp_path: Path) -> None:
 def test_trainer_prints_one_line_for_a_missing_dataset(tmp_path: Path) -> None:
     cid = store.FilesystemStore(tmp_path / "elsewhere").put(_csv())
     run = new_run(tmp_path, _spec(cid))
-    out = subprocess.run(
-        [sys.executable, *run.args()[:-2], "--port", "-1"],
-        cwd=tmp_path,
-        env={**os.environ, "MASTER_PORT": str(free_port())},
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    out = run_cli_alone(run)
     assert out.returncode == 1, out.stderr
     lines = out.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(

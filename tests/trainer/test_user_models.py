@@ -6,9 +6,7 @@ verbatim (checked here), so the documented example is the one that trains.
 
 from __future__ import annotations
 
-import os
 import re
-import subprocess
 import sys
 import textwrap
 from pathlib import Path
@@ -19,7 +17,7 @@ import pytest
 from pot import errors, store
 from pot.trainer import models, segments, tasks, verification
 
-from .conftest import ROOT, TASK, free_port, new_run, torchrun
+from .conftest import ROOT, TASK, new_run, run_cli_alone, torchrun
 
 HERE = Path(__file__).resolve().parent
 DOC = ROOT / "docs" / "trainer.md"
@@ -112,15 +110,7 @@ def test_bad_builders_fail_naming_the_field(bad_module: str, entry: str, message
 @pytest.mark.slow
 def test_trainer_prints_one_line_for_a_bad_module(tmp_path: Path) -> None:
     run = new_run(tmp_path, _spec("no_such_module_xyz:build"))
-    out = subprocess.run(
-        [sys.executable, *run.args()[:-2], "--port", "-1"],
-        cwd=tmp_path,
-        env={**os.environ, "MASTER_PORT": str(free_port())},
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    out = run_cli_alone(run)
     assert out.returncode == 1, out.stderr
     assert out.stderr.strip().splitlines() == [
         "error: spec.model.module: cannot import 'no_such_module_xyz' "
