@@ -53,10 +53,12 @@ def processes(n: int, batch: int, seconds: float) -> dict[str, Any]:
                 str(out),
             )
         )
+        started = out.with_name(out.name + ".start")
         try:
-            time.sleep(1.5)  # the replicas connect (1 s) and warm up
+            # The primary opens the window once every replica is up and the load has warmed up.
+            net.wait(started.exists, timeout=120, every=0.02)
             cpu0, t0 = _cpu(net), time.perf_counter()
-            net.wait(out.exists, timeout=seconds + 60, every=0.05)
+            net.wait(out.exists, timeout=seconds + 60, every=0.02)
             cpu1, t1 = _cpu(net), time.perf_counter()
             result = dict(json.loads(out.read_text()))
         finally:

@@ -2,11 +2,15 @@
 
 A write goes to a temporary file in the same directory, is fsynced, then
 renamed over the target: after a crash the target holds either the old bytes
-or the new ones, never a torn mix.
+or the new ones, never a torn mix. The directory is fsynced after the rename:
+until it is, a power cut may forget the rename itself (POSIX makes a name
+durable only through its directory), and a caller that went on as if the
+write had landed (the PBFT log before a vote leaves) would be wrong.
 """
 
 from __future__ import annotations
 
+import errno
 import os
 import tempfile
 from pathlib import Path
@@ -25,3 +29,19 @@ def write_atomic(path: Path, data: bytes) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    sync_dir(path.parent)
+
+
+def sync_dir(directory: Path) -> None:
+    """Make the names in ``directory`` durable (a no-op where directories cannot be opened)."""
+    try:
+        fd = os.open(directory, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError as exc:
+        if exc.errno != errno.EINVAL:  # EINVAL: a file system without directory fsync
+            raise
+    finally:
+        os.close(fd)

@@ -103,8 +103,13 @@ class Validators:
         return 2 * self.f + 1
 
 
+_CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+"""One encoder for every replica's every result (``json.dumps`` with options builds a new one
+per call, which was half the cost of executing a small request)."""
+
+
 def canonical(value: Any) -> bytes:
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+    return _CANONICAL.encode(value).encode()
 
 
 def op(kind: str, **body: Any) -> bytes:
@@ -171,7 +176,8 @@ class App:
 
     def execute(self, request: m.Request, ctx: pbft.ExecContext) -> bytes:
         try:
-            doc = json.loads(request.op)
+            # Ops are UTF-8 (``op``); decoding first skips json's encoding sniffing.
+            doc = json.loads(request.op.decode())
             kind = doc["op"] if isinstance(doc, dict) else None
             if kind == "register":
                 result = self._register(doc)
@@ -184,10 +190,10 @@ class App:
             elif kind == "audited":
                 result = self._audited(doc)
             else:
-                result = _no(Rejection.MALFORMED)
+                return _MALFORMED
         except (ValueError, KeyError, TypeError, AttributeError, errors.PotError) as exc:
             log.debug("request rejected: %s", exc)
-            result = _no(Rejection.MALFORMED)
+            return _MALFORMED
         return canonical(result)
 
     def _register(self, doc: dict[str, Any]) -> dict[str, Any]:
@@ -552,6 +558,9 @@ class App:
 
 def _no(reason: Rejection) -> dict[str, Any]:
     return {"ok": False, "reason": reason.name}
+
+
+_MALFORMED = canonical(_no(Rejection.MALFORMED))
 
 
 def _chained(segs: list[dict[str, Any]]) -> set[tuple[str, int]]:

@@ -59,7 +59,7 @@ class Peers:
     contract: str
     stakes: tuple[int, ...]
     tuning: dict[str, int]
-    """peers.json "pbft": checkpointInterval, batchSize, viewChangeTimeoutMs."""
+    """peers.json "pbft": checkpointInterval, batchSize, viewChangeTimeoutMs, retransmitMs."""
 
     def config(self, **overrides: Any) -> pbft.Config:
         p = self.tuning
@@ -69,6 +69,7 @@ class Peers:
             "checkpoint_interval": p.get("checkpointInterval", 64),
             "batch_size": p.get("batchSize", 100),
             "view_change_timeout_ms": p.get("viewChangeTimeoutMs", 4000),
+            "retransmit_ms": p.get("retransmitMs", 200),
         }
         kw.update(overrides)
         return pbft.Config(**kw)

@@ -50,7 +50,7 @@ from __future__ import annotations
 import logging
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 from pot.validator import checkpointing, recovering, retransmitting, viewchanging
 from pot.validator import messages as m
@@ -113,14 +113,15 @@ class Config:
         return view % self.n
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class ExecContext:
-    """Where a request sits in the total order; the batch digest seeds audit sampling."""
+class ExecContext(NamedTuple):
+    """Where a request sits in the total order; the batch digest seeds audit sampling.
+    (A named tuple: one is built per executed request on every replica.)"""
 
     seq: int
     view: int
     batch_digest: bytes
-    index: int
+    position: int
+    """Index of the request in its batch."""
 
 
 class Application(Protocol):
@@ -204,6 +205,8 @@ class Replica:
         self.vcs: dict[int, m.ViewChange] = {}
         self.last_nv: m.NewView | None = None
         self.next_status = 0
+        self.peer_exec: dict[int, int] = {}
+        """Each peer's ``last_exec`` in its latest STATUS (``retransmitting``)."""
         self.rejected: Counter[Rejection] = Counter()
         self.stats: Counter[str] = Counter()
         snap = checkpointing.snapshot(self)
@@ -486,7 +489,7 @@ class Replica:
                 if self.executed(key):
                     continue
                 self._mark_executed(key)
-                ctx = ExecContext(seq=seq, view=e.view, batch_digest=pp.digest, index=i)
+                ctx = ExecContext(seq, e.view, pp.digest, i)
                 out.append(Executed(seq, r, self.app.execute(r, ctx)))
                 executed += 1
             self.stats["requests"] += executed

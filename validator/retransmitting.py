@@ -7,16 +7,26 @@ peer that sees it behind re-sends its *own* messages for the missing sequence
 numbers (a replica can only vouch for itself: relaying others' MAC'd votes
 would prove nothing), a stale stable checkpoint, or the NEW-VIEW it missed.
 
-Only entries older than ``retransmit_ms`` are re-sent: a beacon that reports
-the batches still in flight of a pipelined primary (up to ``max_inflight``)
-would otherwise make every peer re-send every in-flight PRE-PREPARE and vote
-once per beacon, which at n = 16 more than doubled the traffic.
+Re-sending is for a peer that is *stuck*, not one that is merely behind: a
+pipelined primary keeps up to ``max_inflight`` batches in flight, so every
+beacon reports some of them missing. A peer is re-sent messages only when its
+``last_exec`` has not moved since its previous STATUS (a lost message blocks
+in-order execution, so a peer missing one stops there), and then only entries
+older than ``retransmit_ms``. Without the first rule, a loaded n = 16 group
+whose commit latency exceeds ``retransmit_ms`` re-sent a third of its
+PRE-PREPAREs (measured: bench/pbft.py), making the overload worse.
+
+Client requests (PBFT §4.1: a client that hears nothing multicasts) are
+re-sent for this replica's local clients, except by a primary in the normal
+case: it orders them itself, and the multicast exists to start the backups'
+timers against a primary that does not.
 
 Pure (no I/O): functions of the replica that append actions to ``out``.
 """
 
 from __future__ import annotations
 
+import itertools
 from typing import TYPE_CHECKING
 
 from pot.validator import messages as m
@@ -42,9 +52,9 @@ def beacon(rep: Replica, out: list[Action]) -> None:
         out.append(Send(None, rep.vcs[rep.id]))
     if rep.fetching:
         out.append(Send(None, m.StateRequest(seq=rep.fetching[0], replica=rep.id)))
-    for i, (key, t) in enumerate(list(rep.local.items())):
-        if i >= MAX_RETRANSMIT:
-            break
+    if rep.is_primary and not rep.view_changing:
+        return
+    for key, t in list(itertools.islice(rep.local.items(), MAX_RETRANSMIT)):
         if rep.now - t >= rep.cfg.retransmit_ms and key in rep.pending:
             rep.local[key] = rep.now
             out.append(Send(None, rep.pending[key]))  # PBFT §4.1: the client multicasts
@@ -62,6 +72,9 @@ def on_status(rep: Replica, s: m.Status, out: list[Action]) -> Rejection | None:
         return None
     if s.view != rep.view:
         return None
+    before, rep.peer_exec[to] = rep.peer_exec.get(to), s.last_exec
+    if before != s.last_exec:
+        return None  # moving: what it lacks is in flight, not lost
     sent = 0
     old = rep.now - rep.cfg.retransmit_ms
     for seq in range(max(s.last_exec, rep.h) + 1, rep.h + rep.cfg.window + 1):

@@ -103,9 +103,11 @@ def test_restarted_replica_refuses_a_conflicting_prepare(disk: _MemDisk | _FileD
     outs = back.on_message(second, 0)
     assert not _votes(outs, m.Prepare)
     assert back.rejected[Rejection.EQUIVOCATION] == 1
-    # Retransmission re-sends the vote it did send, never another one.
+    # Retransmission (to a peer stuck at 0 over two beacons) re-sends the vote it did send,
+    # never another one.
     back.now = 10_000
     status = m.Status(view=0, normal=True, h=0, last_exec=0, replica=2)
+    back.on_message(status, 2)
     again = _votes(back.on_message(status, 2), m.Prepare)
     assert [p.digest for p in again] == [first.digest]
 

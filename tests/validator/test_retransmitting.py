@@ -1,0 +1,55 @@
+"""STATUS-driven retransmission (``pot.validator.retransmitting``): re-send to a peer that is
+stuck, not to one whose batches are merely still in flight; a primary in the normal case never
+re-multicasts its own clients' requests, a backup does."""
+
+from __future__ import annotations
+
+import random
+
+from pot.validator import actions, pbft, simulating
+from pot.validator import messages as m
+
+CFG = pbft.Config(n=4, f=1, checkpoint_interval=16, retransmit_ms=200)
+SECRETS = [bytes([i + 1]) * 32 for i in range(4)]
+
+
+def _replica(rid: int) -> pbft.Replica:
+    crypto = simulating.SimCrypto(rid, SECRETS, random.Random(rid))
+    return pbft.Replica(config=CFG, replica_id=rid, app=simulating.ChainApp(), crypto=crypto)
+
+
+def _sent(outs: list[actions.Action], kind: type[m.Message]) -> list[m.Message]:
+    return [a.msg for a in outs if isinstance(a, actions.Send) and isinstance(a.msg, kind)]
+
+
+def _status(last_exec: int, replica: int = 2) -> m.Status:
+    return m.Status(view=0, normal=True, h=0, last_exec=last_exec, replica=replica)
+
+
+def test_a_moving_peer_is_sent_nothing_a_stuck_one_its_missing_batches() -> None:
+    primary = _replica(0)
+    for ts in range(1, 4):  # batch size 100: three proposals, one per submit
+        primary.submit(m.Request(client="c", ts=ts, op=b"op%d" % ts))
+    assert primary.next_seq == 3
+    primary.now = 1_000  # all three entries are older than retransmit_ms
+
+    assert _sent(primary.on_message(_status(0), 2), m.PrePrepare) == []  # first word from it
+    assert _sent(primary.on_message(_status(1), 2), m.PrePrepare) == []  # it moved: in flight
+    again = _sent(primary.on_message(_status(1), 2), m.PrePrepare)  # stuck at 1
+    assert [pp.seq for pp in again if isinstance(pp, m.PrePrepare)] == [2, 3]
+
+    # Entries younger than retransmit_ms are in flight even to a stuck peer.
+    primary.submit(m.Request(client="c", ts=9, op=b"late"))
+    again = _sent(primary.on_message(_status(1), 2), m.PrePrepare)
+    assert [pp.seq for pp in again if isinstance(pp, m.PrePrepare)] == [2, 3]
+
+
+def test_only_a_backup_re_multicasts_its_clients_requests() -> None:
+    req = m.Request(client="c", ts=1, op=b"op")
+    primary, backup = _replica(0), _replica(1)
+    primary.submit(req)
+    assert _sent(backup.submit(req), m.Request) == [req]  # forwarded to the primary
+    for rep in (primary, backup):
+        rep.on_tick(0)  # the first beacon
+    assert _sent(primary.on_tick(500), m.Request) == []
+    assert _sent(backup.on_tick(500), m.Request) == [req]  # PBFT §4.1: start everyone's timers
