@@ -5,15 +5,18 @@ Processes (n = 4, 7, 16): real ``python -m pot.validator`` replicas on
 closed-loop load of no-op requests and measures submit → execution (which
 implies a 2f+1 commit). In-process (n = 31, 100): the pure cores exchange
 encoded messages through an in-memory queue on one thread, so the number is
-protocol + codec cost without sockets. Batch sizes 1 and 100 (the primary's
-most requests per PRE-PREPARE). Goals: n=4 batched >= 10,000 req/s, unbatched
+protocol + codec cost without sockets (n = 4 and 16 too, as the transport-free
+reference for the n=16/n=4 ratio). Batch sizes 1 and 100 (the primary's most
+requests per PRE-PREPARE). Goals: n=4 batched >= 10,000 req/s, unbatched
 p50 <= 5 ms, n=16 >= 30% of n=4's throughput.
 
 The requests are ``{"op":"noop"}``: well-formed, of a kind the application
-answers with a refusal, so each costs the real ``App.execute`` path (~4 µs)
-but no audit. "CPU µs/req" is the CPU time of all replica processes per
-committed request (from /proc): on a shared 2-core machine req/s swings with
-whatever else runs, this much less, so compare variants on it.
+answers with a refusal, so each costs the real ``App.execute`` path but no
+audit. "CPU µs/req" is the CPU time of all replica processes per committed
+request (from /proc), split into the primary's (which also runs the load) and
+each backup's: on a shared 2-core machine req/s swings with whatever else
+runs, this much less, so compare variants on it. The measuring window opens
+only once every replica is up and the load has warmed up.
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ from typing import Any
 
 import common
 
-from pot.validator import actions, localnet, pbft, simulating
+from pot.validator import actions, app, localnet, pbft, simulating
 from pot.validator import messages as m
 
 
@@ -64,23 +67,27 @@ def processes(n: int, batch: int, seconds: float) -> dict[str, Any]:
         finally:
             net.close()
     if cpu0 is not None and cpu1 is not None and result["rps"]:
-        # CPU of all replicas per committed request, over the same window: on a shared machine
-        # this moves far less than req/s does with what else is running.
-        result["cpu_us_per_request"] = 1e6 * (cpu1 - cpu0) / (result["rps"] * (t1 - t0))
+        # CPU per committed request over the same window: on a shared machine this moves far
+        # less than req/s does with whatever else runs. Replica 0 is the primary (and runs the
+        # load); the rest are backups.
+        us = [1e6 * (b - a) / (result["rps"] * (t1 - t0)) for a, b in zip(cpu0, cpu1, strict=True)]
+        result["cpu_us_per_request"] = sum(us)
+        result["primary_cpu_us_per_request"] = us[0]
+        result["backup_cpu_us_per_request"] = sum(us[1:]) / len(us[1:])
     return result
 
 
-def _cpu(net: localnet.LocalNet) -> float | None:
-    """User + system CPU seconds of every replica process (Linux /proc), or None."""
-    total = 0.0
+def _cpu(net: localnet.LocalNet) -> list[float] | None:
+    """User + system CPU seconds of each replica process, by id (Linux /proc), or None."""
+    out = []
     try:
         tick = os.sysconf("SC_CLK_TCK")
-        for p in net.procs.values():
+        for _, p in sorted(net.procs.items()):
             fields = Path(f"/proc/{p.pid}/stat").read_text().rsplit(")", 1)[1].split()
-            total += (int(fields[11]) + int(fields[12])) / tick
+            out.append((int(fields[11]) + int(fields[12])) / tick)
     except (OSError, ValueError, IndexError):
         return None
-    return total
+    return out
 
 
 def in_process(n: int, batch: int, requests: int) -> dict[str, Any]:
@@ -93,7 +100,15 @@ def in_process(n: int, batch: int, requests: int) -> dict[str, Any]:
         pbft.Replica(
             config=cfg,
             replica_id=i,
-            app=simulating.ChainApp(),
+            app=app.App(
+                app.Validators(
+                    addresses=tuple(f"0x{i:040x}" for i in range(n)),
+                    stakes=(1,) * n,
+                    chain_id=1,
+                    contract="0x" + "00" * 20,
+                    f=f,
+                )
+            ),
             crypto=simulating.SimCrypto(i, secrets, random.Random(i)),
         )
         for i in range(n)
@@ -124,7 +139,7 @@ def in_process(n: int, batch: int, requests: int) -> dict[str, Any]:
         sent[req.key] = time.perf_counter()
         perform(0, reps[0].submit(req))
 
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     for _ in range(min(outstanding, requests)):
         submit()
     while queue:
@@ -134,12 +149,13 @@ def in_process(n: int, batch: int, requests: int) -> dict[str, Any]:
         perform(dst, reps[dst].on_message(msg, src))
         if not queue and len(lat) < requests:
             perform(0, reps[0].on_tick(int((time.perf_counter() - start) * 1000)))
-    elapsed = time.perf_counter() - start
+    elapsed, cpu = time.perf_counter() - start, time.process_time() - cpu
     lat.sort()
     return {
         "requests": len(lat),
         "seconds": elapsed,
         "rps": len(lat) / elapsed,
+        "cpu_us_per_request": 1e6 * cpu / len(lat),
         "p50_ms": 1000 * lat[len(lat) // 2],
         "p99_ms": 1000 * lat[int(len(lat) * 0.99)],
     }
@@ -154,21 +170,28 @@ def main(quick: bool = False) -> dict[str, Any]:
             r = processes(n, batch, seconds)
             results[f"proc-n{n}-b{batch}"] = r
             cpu = r.get("cpu_us_per_request")
-            rows.append(
-                [
-                    f"{n} (processes)",
-                    batch,
-                    round(r["rps"]),
-                    r["p50_ms"],
-                    r["p99_ms"],
-                    round(cpu) if cpu else "",
-                ]
+            split = (
+                f"{cpu:.0f} ({r['primary_cpu_us_per_request']:.0f} + "
+                f"{n - 1}×{r['backup_cpu_us_per_request']:.1f})"
+                if cpu
+                else ""
             )
-    for n, reqs in ((31, 400 if quick else 2000), (100, 100 if quick else 400)):
-        for batch in (1, 100):
+            rows.append([f"{n} (processes)", batch, round(r["rps"]), r["p50_ms"], r["p99_ms"], split])
+    # n = 4 and 16 in-process too: the same protocol and codec with no sockets, no event loop
+    # and one thread, so their ratio is what n=16/n=4 can be before any transport cost.
+    for n, reqs in (
+        (4, 2000 if quick else 20000),
+        (16, 1000 if quick else 6000),
+        (31, 400 if quick else 2000),
+        (100, 100 if quick else 400),
+    ):
+        for batch in (1, 100) if n > 16 else (100,):
             r = in_process(n, batch, reqs if batch == 100 else reqs // 10)
             results[f"inproc-n{n}-b{batch}"] = r
-            rows.append([f"{n} (in-process)", batch, round(r["rps"]), r["p50_ms"], r["p99_ms"], ""])
+            cpu = r["cpu_us_per_request"]
+            rows.append(
+                [f"{n} (in-process)", batch, round(r["rps"]), r["p50_ms"], r["p99_ms"], round(cpu)]
+            )
     n4 = results["proc-n4-b100"]["rps"]
     n16 = results["proc-n16-b100"]["rps"]
     goals = {
@@ -184,9 +207,15 @@ def main(quick: bool = False) -> dict[str, Any]:
     if cpu4 and cpu16:
         # What n16/n4 would be with both CPU-bound on the same cores: less noisy than req/s.
         goals["n16_over_n4_by_cpu"] = cpu4 / cpu16
+    # The same ratio with no transport at all (one thread, in-process): on a machine where all
+    # replicas share the cores, every replica executes every request, so this bounds the above.
+    goals["n16_over_n4_in_process"] = (
+        results["inproc-n4-b100"]["cpu_us_per_request"]
+        / results["inproc-n16-b100"]["cpu_us_per_request"]
+    )
     return common.report(
         "pbft",
-        ["n", "batch", "committed req/s", "p50 ms", "p99 ms", "CPU µs/req"],
+        ["n", "batch", "committed req/s", "p50 ms", "p99 ms", "CPU µs/req (primary + backups)"],
         rows,
         results=results,
         goals=goals,

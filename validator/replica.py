@@ -68,7 +68,7 @@ class Node:
         data_dir: str | Path,
         auditor: auditing.Auditor,
         max_concurrent_audits: int = 1,
-        tick_ms: int = 50,
+        tick_ms: int = 20,
         housekeeping_s: float = 0.2,
         config: pbft.Config | None = None,
     ) -> None:
