@@ -176,7 +176,9 @@ def main(quick: bool = False) -> dict[str, Any]:
                 if cpu
                 else ""
             )
-            rows.append([f"{n} (processes)", batch, round(r["rps"]), r["p50_ms"], r["p99_ms"], split])
+            rows.append(
+                [f"{n} (processes)", batch, round(r["rps"]), r["p50_ms"], r["p99_ms"], split]
+            )
     # n = 4 and 16 in-process too: the same protocol and codec with no sockets, no event loop
     # and one thread, so their ratio is what n=16/n=4 can be before any transport cost.
     for n, reqs in (
