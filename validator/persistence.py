@@ -17,8 +17,10 @@ own (they can be recomputed); ``flush`` writes them every tick.
 Layout under ``--data-dir``: ``pbft/stable.json`` + ``pbft/stable.snap``
 (written atomically: temporary file, fsync, rename), ``pbft/log`` (records
 appended, rewritten without the records at or below a checkpoint when it
-becomes stable) and ``pbft/view``. A log record is ``len:u32 ‖ crc32:u32 ‖
-payload``, the payload a PRE-PREPARE, PREPARE or COMMIT in the wire encoding
+becomes stable) and ``pbft/view``. The log starts with ``MAGIC`` (format and
+version); a log without it is refused with an error naming the file, never cut
+as a torn tail: it holds votes this replica must not contradict. A log record
+is ``len:u32 ‖ crc32:u32 ‖ payload``, the payload a PRE-PREPARE, PREPARE or COMMIT in the wire encoding
 (docs/protocol.md), or ``0xC8 ‖ seq:u64 ‖ view:u64 ‖ digest:32`` for a
 committed batch. Loading stops at the first torn or corrupt record (a crash
 mid-append; such a record was never acted on) and cuts the file there.
@@ -33,7 +35,7 @@ import struct
 import zlib
 from pathlib import Path
 
-from pot import files
+from pot import errors, files
 from pot.validator import actions
 from pot.validator import messages as m
 
@@ -42,6 +44,8 @@ log = logging.getLogger(__name__)
 _HEAD = struct.Struct(">II")
 _COMMITTED = struct.Struct(">BQQ32s")
 T_COMMITTED = 0xC8
+MAGIC = b"POTLOG2\n"
+"""First bytes of the log: the record format, version 2 (binary; version 1 was JSON lines)."""
 
 
 def _record(payload: bytes) -> bytes:
@@ -85,7 +89,18 @@ class Disk:
         sent: list[m.Prepare | m.Commit] = []
         committed: list[tuple[int, int, bytes]] = []
         data = self.path.read_bytes() if self.path.exists() else b""
-        off = 0
+        if not data.startswith(MAGIC):
+            if MAGIC.startswith(data):  # empty, or the header itself torn by a crash
+                data = b""
+                self.path.unlink(missing_ok=True)
+            else:
+                raise errors.ConfigError(
+                    f"{self.path}: not a PBFT log in this version's format (no {MAGIC!r} "
+                    "header); it holds votes this replica must not contradict, so it will not "
+                    "start on it. Move the data directory away only if this replica may count "
+                    "as one of the f faulty until it has caught up by state transfer"
+                )
+        off = len(MAGIC) if data else 0
         while off + _HEAD.size <= len(data):
             length, crc = _HEAD.unpack_from(data, off)
             end = off + _HEAD.size + length
@@ -101,7 +116,7 @@ class Disk:
         if off != len(data):
             log.warning("pbft log: %d bytes after the last whole record cut", len(data) - off)
             os.truncate(self.path, off)
-        self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        self._open()
         if seq == 0 and not self.records and self.view == 0:
             return None
         return actions.Durable(
@@ -137,6 +152,8 @@ class Disk:
     def _open(self) -> int:
         if self._fd < 0:
             self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+            if os.fstat(self._fd).st_size == 0:
+                os.write(self._fd, MAGIC)
         return self._fd
 
     def apply(self, action: actions.Action) -> None:
@@ -167,7 +184,7 @@ class Disk:
         if self._fd >= 0:
             os.close(self._fd)  # a sync still running on a duplicate is unaffected
             self._fd = -1
-        files.write_atomic(self.path, b"".join(r for _, r in self.records))
+        files.write_atomic(self.path, MAGIC + b"".join(r for _, r in self.records))
         self.buffer.clear()
         self.unsynced = False
 

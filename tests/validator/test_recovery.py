@@ -10,6 +10,7 @@ from typing import TypeVar
 
 import pytest
 
+from pot import errors
 from pot.validator import actions, pbft, persistence, simulating
 from pot.validator import messages as m
 from pot.validator.rejections import Rejection
@@ -196,3 +197,29 @@ def test_restarted_primary_proposes_nothing_more_in_its_crash_view(
     back = pbft.Replica(config=CFG, replica_id=0, app=_App(), crypto=crypto, durable=disk.reload())
     assert not back.ready
     assert not _votes(back.submit(m.Request(client="c", ts=2, op=b"y")), m.PrePrepare)
+
+
+def test_a_log_in_another_format_is_refused_naming_the_file_not_cut(tmp_path: Path) -> None:
+    """An old or foreign log holds votes too: starting on it as if it were a torn tail would
+    forget them."""
+    log = tmp_path / "pbft" / "log"
+    log.parent.mkdir(parents=True)
+    old = b'{"type": "prepare", "view": 0, "seq": 1}\n'  # what version 1 wrote (JSON lines)
+    log.write_bytes(old)
+    with pytest.raises(errors.ConfigError, match=r"pbft/log: not a PBFT log in this version"):
+        persistence.Disk(tmp_path).load()
+    assert log.read_bytes() == old  # untouched
+
+
+def test_a_crash_while_writing_the_header_leaves_a_fresh_log(tmp_path: Path) -> None:
+    log = tmp_path / "pbft" / "log"
+    log.parent.mkdir(parents=True)
+    log.write_bytes(persistence.MAGIC[:3])
+    disk = persistence.Disk(tmp_path)
+    assert disk.load() is None
+    disk.apply(actions.Logged(_pp(b"a")))
+    disk.sync()
+    disk.close()
+    assert log.read_bytes().startswith(persistence.MAGIC)
+    durable = persistence.Disk(tmp_path).load()
+    assert durable is not None and [p.digest for p in durable.accepted] == [_pp(b"a").digest]
