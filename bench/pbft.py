@@ -127,10 +127,12 @@ def in_process(n: int, batch: int, requests: int) -> dict[str, Any]:
                 for dst in range(n) if a.to is None else (a.to,):
                     if dst != i:
                         queue.append((dst, i, data))
-            elif isinstance(a, actions.Executed) and i == 0 and a.request.key in sent:
-                lat.append(time.perf_counter() - sent.pop(a.request.key))
-                if ts < requests:
-                    submit()
+            elif isinstance(a, actions.Executed) and i == 0:
+                for r in a.requests:
+                    if r.key in sent:
+                        lat.append(time.perf_counter() - sent.pop(r.key))
+                        if ts < requests:
+                            submit()
 
     def submit() -> None:
         nonlocal ts

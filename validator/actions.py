@@ -27,9 +27,13 @@ class Send:
 
 @dataclass(frozen=True, slots=True)
 class Executed:
+    """The requests of one committed batch that this replica executed (duplicates of
+    earlier ones are skipped), with their results, in order: one action per batch, so a
+    replica with no client waiting pays nothing per request in its shell."""
+
     seq: int
-    request: m.Request
-    result: bytes
+    requests: tuple[m.Request, ...]
+    results: tuple[bytes, ...]
 
 
 @dataclass(frozen=True, slots=True)

@@ -28,7 +28,7 @@ from __future__ import annotations
 import hashlib
 import struct
 from dataclasses import dataclass, field
-from typing import TypeAlias
+from typing import NamedTuple, TypeAlias
 
 from pot.validator.rejections import Rejection
 
@@ -49,9 +49,10 @@ NULL_DIGEST = sha256(b"pot-pbft-null-request")
 """Digest of the null request a NEW-VIEW uses to fill a gap (PBFT §4.4)."""
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Request:
-    """A client operation. ``(client, ts)`` identifies it for deduplication (PBFT §4.1)."""
+class Request(NamedTuple):
+    """A client operation. ``(client, ts)`` identifies it for deduplication (PBFT §4.1).
+    (A named tuple, unlike the other messages: every replica builds one per request in every
+    batch it decodes, and a tuple is built in a third of a frozen dataclass's time.)"""
 
     client: str
     ts: int
@@ -392,7 +393,7 @@ def _requests(buf: bytes, off: int) -> tuple[tuple[Request, ...], int]:
         off = end + 12 + ol
         if off > size:
             raise _Bad(Rejection.MALFORMED)
-        out.append(Request(client=client, ts=ts, op=buf[end + 12 : off]))
+        out.append(Request(client, ts, buf[end + 12 : off]))
     return tuple(out), off
 
 

@@ -479,7 +479,9 @@ class Replica:
             out.append(
                 Committed(seq, e.view, pp.digest, m.Batch(nonce=pp.nonce, requests=pp.batch))
             )
-            executed = 0
+            done: list[m.Request] = []
+            results: list[bytes] = []
+            execute = self.app.execute
             for i, r in enumerate(pp.batch):
                 key = (r.client, r.ts)
                 pending.pop(key, None)
@@ -489,10 +491,11 @@ class Replica:
                 if self.executed(key):
                     continue
                 self._mark_executed(key)
-                ctx = ExecContext(seq, e.view, pp.digest, i)
-                out.append(Executed(seq, r, self.app.execute(r, ctx)))
-                executed += 1
-            self.stats["requests"] += executed
+                done.append(r)
+                results.append(execute(r, ExecContext(seq, e.view, pp.digest, i)))
+            if done:
+                out.append(Executed(seq, tuple(done), tuple(results)))
+            self.stats["requests"] += len(done)
             if seq % self.cfg.checkpoint_interval == 0:
                 checkpointing.take(self, seq, out)
         if progressed:

@@ -156,9 +156,11 @@ class Node:
                 else:
                     self._send(a)  # nothing else needs a record on disk first
             elif isinstance(a, actions.Executed):
-                fut = self.waiters.pop(a.request.key, None)
-                if fut is not None and not fut.done():
-                    fut.set_result(a.result)
+                if self.waiters:  # only the replica a client asked waits for results
+                    for req, result in zip(a.requests, a.results, strict=True):
+                        fut = self.waiters.pop(req.key, None)
+                        if fut is not None and not fut.done():
+                            fut.set_result(result)
             else:
                 self.disk.apply(a)
 

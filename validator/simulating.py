@@ -241,7 +241,7 @@ class Simulation:
             elif isinstance(a, actions.Committed) and i not in self.s.byzantine:
                 self.checker.commit(i, a.seq, a.digest)
             elif isinstance(a, actions.Executed) and i not in self.s.byzantine:
-                self.done.add(a.request.key)
+                self.done.update(r.key for r in a.requests)
 
     def _fanout(self, i: int, to: int | None, msg: m.Message) -> None:
         for dst in range(self.s.n) if to is None else (to,):
