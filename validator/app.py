@@ -103,6 +103,7 @@ class Validators:
         return 2 * self.f + 1
 
 
+_DECODER = json.JSONDecoder()
 _CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 """One encoder for every replica's every result (``json.dumps`` with options builds a new one
 per call, which was half the cost of executing a small request)."""
@@ -176,13 +177,17 @@ class App:
 
     def execute(self, request: m.Request, ctx: pbft.ExecContext) -> bytes:
         try:
-            # Ops are UTF-8 (``op``); decoding first skips json's encoding sniffing.
-            doc = json.loads(request.op.decode())
+            # Ops are canonical JSON in UTF-8 (``op``): no encoding to sniff, no whitespace
+            # around; anything else is refused, the same way on every replica.
+            text = request.op.decode()
+            doc, end = _DECODER.raw_decode(text)
+            if end != len(text):
+                return _MALFORMED
             kind = doc["op"] if isinstance(doc, dict) else None
             if kind == "register":
                 result = self._register(doc)
             elif kind == "segment":
-                result = self._segment(doc, ctx)
+                result = self._segment(doc)
             elif kind == "verdict":
                 result = self._verdict(doc)
             elif kind == "allocsig":
@@ -218,7 +223,7 @@ class App:
         }
         return {"ok": True, "id": task}
 
-    def _segment(self, doc: dict[str, Any], ctx: pbft.ExecContext) -> dict[str, Any]:
+    def _segment(self, doc: dict[str, Any]) -> dict[str, Any]:
         try:
             seg = segments.parse(doc["segment"])
             segments.check_signature(seg)

@@ -114,14 +114,12 @@ class Config:
 
 
 class ExecContext(NamedTuple):
-    """Where a request sits in the total order; the batch digest seeds audit sampling.
-    (A named tuple: one is built per executed request on every replica.)"""
+    """Where a request's batch sits in the total order (one per batch, shared by its
+    requests): what a deterministic application may derive order-dependent values from."""
 
     seq: int
     view: int
     batch_digest: bytes
-    position: int
-    """Index of the request in its batch."""
 
 
 class Application(Protocol):
@@ -481,8 +479,8 @@ class Replica:
             )
             done: list[m.Request] = []
             results: list[bytes] = []
-            execute = self.app.execute
-            for i, r in enumerate(pp.batch):
+            execute, ctx = self.app.execute, ExecContext(seq, e.view, pp.digest)
+            for r in pp.batch:
                 key = (r.client, r.ts)
                 pending.pop(key, None)
                 since.pop(key, None)
@@ -492,7 +490,7 @@ class Replica:
                     continue
                 self._mark_executed(key)
                 done.append(r)
-                results.append(execute(r, ExecContext(seq, e.view, pp.digest, i)))
+                results.append(execute(r, ctx))
             if done:
                 out.append(Executed(seq, tuple(done), tuple(results)))
             self.stats["requests"] += len(done)

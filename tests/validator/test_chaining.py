@@ -61,7 +61,7 @@ class Replica:
 
     def execute(self, op: bytes) -> dict[str, Any]:
         self.seq += 1
-        ctx = pbft.ExecContext(seq=self.seq, view=0, batch_digest=bytes(32), position=0)
+        ctx = pbft.ExecContext(seq=self.seq, view=0, batch_digest=bytes(32))
         result: dict[str, Any] = json.loads(
             self.app.execute(m.Request(client="test", ts=self.seq, op=op), ctx)
         )
