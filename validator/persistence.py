@@ -20,9 +20,9 @@ appended, rewritten without the records at or below a checkpoint when it
 becomes stable) and ``pbft/view``. The log starts with ``MAGIC`` (format and
 version); a log without it is refused with an error naming the file, never cut
 as a torn tail: it holds votes this replica must not contradict. A log record
-is ``len:u32 ‖ crc32:u32 ‖ payload``, the payload a PRE-PREPARE, PREPARE or COMMIT in the wire encoding
-(docs/protocol.md), or ``0xC8 ‖ seq:u64 ‖ view:u64 ‖ digest:32`` for a
-committed batch. Loading stops at the first torn or corrupt record (a crash
+is ``len:u32 ‖ crc32:u32 ‖ payload``, the payload a PRE-PREPARE, PREPARE or
+COMMIT in the wire encoding (docs/protocol.md), or ``0xC8 ‖ seq:u64 ‖ view:u64
+‖ digest:32`` for a committed batch. Loading stops at the first torn or corrupt record (a crash
 mid-append; such a record was never acted on) and cuts the file there.
 """
 
