@@ -176,6 +176,25 @@ BAD_SPECS: list[tuple[str, str, Callable[[Doc], None], str, str]] = [
     ),
     (
         "TrainingTask",
+        "dataset url without a cid",
+        setter("spec.dataset.url", "https://data.example/train.csv"),
+        "spec.dataset.url",
+        "dataset.url needs dataset.cid",
+    ),
+    (
+        "TrainingTask",
+        "dataset url not http",
+        lambda d: d["spec"].update(
+            dataset={
+                "cid": "bafkreifzjut3te2nhyekklss27nh3k72ysco7y32koao5eei66wof36n5e",
+                "url": "file:///etc/passwd",
+            }
+        ),
+        "spec.dataset.url",
+        "should match",
+    ),
+    (
+        "TrainingTask",
         "dataset cid not a CID",
         lambda d: d["spec"].update(dataset={"cid": "Qm123"}),
         "spec.dataset.cid",

@@ -82,6 +82,10 @@ class TaskSpec:
     """Built-in dataset, or None with ``dataset_cid``."""
     dataset_cid: str | None = None
     """CID of a dataset blob in the content store."""
+    dataset_url: str | None = None
+    """Where a trainer fetches the ``dataset_cid`` blob when its store lacks it (http or
+    https). Delivery only: the CID pins the bytes, so the URL is not part of what segments
+    commit to, and validators still fetch the blob from the miner."""
     dataset_samples: int | None = None
     """Samples to generate (synthetic datasets)."""
     lr: float = 0.01
@@ -122,6 +126,15 @@ class TaskSpec:
             raise ValueError("spec.dataset: set exactly one of name and cid")
         if self.dataset_name is not None and self.dataset_name not in BUILTIN_DATASETS:
             raise ValueError(f"spec.dataset.name: unknown built-in dataset {self.dataset_name!r}")
+        if self.dataset_url is not None:
+            if self.dataset_cid is None:
+                raise ValueError(
+                    "spec.dataset.url: needs spec.dataset.cid (the CID pins the bytes)"
+                )
+            if not isinstance(self.dataset_url, str) or not self.dataset_url.startswith(
+                ("http://", "https://")
+            ):
+                raise ValueError("spec.dataset.url: must be an http:// or https:// URL")
         if self.lr <= 0:
             raise ValueError("spec.hyperparameters.lr: must be > 0")
         if self.optimizer not in ("sgd", "adam", "adamw"):
@@ -205,6 +218,7 @@ def from_spec(spec: Mapping[str, Any]) -> TaskSpec:
             model_config=dict(config),
             dataset_name=dataset.get("name"),
             dataset_cid=dataset.get("cid"),
+            dataset_url=dataset.get("url"),
             dataset_samples=None
             if samples is None
             else _int(dataset, "samples", "spec.dataset", None, 1),

@@ -39,7 +39,17 @@ from prometheus_client import Counter, Gauge
 from torch.nn.parallel import DistributedDataParallel
 
 from pot import cids, errors, files, keys, store
-from pot.trainer import cheating, checkpoints, data, models, publishing, segments, stepping, tasks
+from pot.trainer import (
+    cheating,
+    checkpoints,
+    data,
+    downloading,
+    models,
+    publishing,
+    segments,
+    stepping,
+    tasks,
+)
 
 log = logging.getLogger("pot.trainer")
 
@@ -220,6 +230,8 @@ class Trainer:
         spec = opts.spec
         self.spec = spec
         self.blobs = store.FilesystemStore(opts.store_dir)
+        if downloading.fetch_dataset(spec, self.blobs):  # spec.dataset.url, once per node
+            log.info(json.dumps({"event": "dataset", "cid": spec.dataset_cid, "fetched": True}))
         self.built = models.build(spec, models.load_dataset(spec, self.blobs))
         self.model = self.built.model.to(device)
         self.optimizer = checkpoints.make_optimizer(spec, self.model.parameters())
