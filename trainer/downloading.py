@@ -15,6 +15,7 @@ backoff; anything else, or a blob over ``MAX_BYTES``, is one error naming
 
 from __future__ import annotations
 
+import http.client
 import logging
 import time
 import urllib.error
@@ -64,6 +65,8 @@ def _download(url: str, *, attempts: int, backoff_s: float, timeout_s: float) ->
                 if size is not None and size.isdigit() and int(size) > MAX_BYTES:
                     raise errors.StoreError(_too_big(url))
                 data: bytes = resp.read(MAX_BYTES + 1)
+                if size is not None and size.isdigit() and len(data) < int(size):
+                    raise http.client.IncompleteRead(data, int(size) - len(data))  # retried
             if len(data) > MAX_BYTES:
                 raise errors.StoreError(_too_big(url))
             return data
@@ -73,7 +76,8 @@ def _download(url: str, *, attempts: int, backoff_s: float, timeout_s: float) ->
                     f"spec.dataset.url: {url} answered HTTP {exc.code} {exc.reason}"
                 ) from None
             why = f"HTTP {exc.code}"
-        except (urllib.error.URLError, OSError) as exc:  # refused, reset, timed out, DNS
+        except (urllib.error.URLError, OSError, http.client.HTTPException) as exc:
+            # refused, reset, timed out, DNS, a body cut short
             reason = getattr(exc, "reason", exc)
             if attempt == attempts:
                 raise errors.StoreError(

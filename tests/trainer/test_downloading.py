@@ -37,9 +37,10 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         self.server.hits[self.path] = n + 1
         status, body = answers[min(n, len(answers) - 1)]
         self.send_response(status)
-        self.send_header("Content-Length", str(len(body)))
+        cut = body == b"<cut>"  # a transfer that dies halfway: half the promised bytes
+        self.send_header("Content-Length", str(len(CSV) if cut else len(body)))
         self.end_headers()
-        self.wfile.write(body)
+        self.wfile.write(CSV[: len(CSV) // 2] if cut else body)
 
     def log_message(self, format: str, *args: Any) -> None:
         pass
@@ -98,11 +99,11 @@ def test_a_blob_already_in_the_store_is_not_fetched(tmp_path: Path, server: _Ser
 
 
 def test_transient_failures_are_retried(tmp_path: Path, server: _Server) -> None:
-    server.routes["/flaky.csv"] = [(503, b"busy"), (429, b"slow down"), (200, CSV)]
+    server.routes["/flaky.csv"] = [(503, b"busy"), (429, b"slow down"), (200, b"<cut>"), (200, CSV)]
     spec = tasks.from_spec(_spec(_url(server, "/flaky.csv")))
     blobs = store.FilesystemStore(tmp_path)
     assert downloading.fetch_dataset(spec, blobs, backoff_s=0.01)
-    assert server.hits["/flaky.csv"] == 3 and blobs.get(CID) == CSV
+    assert server.hits["/flaky.csv"] == 4 and blobs.get(CID) == CSV
 
 
 @pytest.mark.parametrize(
