@@ -19,7 +19,7 @@ from prometheus_client.registry import Collector, CollectorRegistry
 from pot import errors, ids, observability
 from pot.trainer import segments
 from pot.validator import app as vapp
-from pot.validator import messages
+from pot.validator import messages, specs
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -92,7 +92,7 @@ def build(node: Node) -> web.Application:
         except errors.ConfigError as exc:
             return _json(400, {"error": str(exc), "field": "id"})
         try:
-            vapp.check_spec(doc.get("spec"))
+            specs.check_spec(doc.get("spec"))
         except errors.ConfigError as exc:
             return _json(400, {"error": str(exc), "field": _field(str(exc))})
         result = await node.submit(vapp.op("register", task=task, spec=doc["spec"]), COMMIT_WAIT_S)

@@ -72,14 +72,13 @@ from typing import Any
 
 from pot import errors, ids, signing
 from pot.settlement import allocations
-from pot.trainer import segments, tasks
+from pot.trainer import segments
 from pot.validator import messages as m
-from pot.validator import pbft, rewards
+from pot.validator import pbft, rewards, specs
 from pot.validator.auditing import AUDIT_ERROR
 from pot.validator.rejections import Rejection
 from pot.validator.verdicts import (
     AUDITED_TYPES,
-    SCALE,
     VERDICT_DOMAIN,
     VERDICT_TYPES,
     verdict_message,
@@ -116,54 +115,6 @@ def canonical(value: Any) -> bytes:
 def op(kind: str, **body: Any) -> bytes:
     """The bytes of an application request."""
     return canonical({"op": kind, **body})
-
-
-def parse_reward(spec: dict[str, Any]) -> dict[str, Any]:
-    """The reward fields validators need; ConfigError naming the field."""
-    reward = spec.get("reward")
-    if not isinstance(reward, dict):
-        raise errors.ConfigError("spec.reward: required")
-    out: dict[str, Any] = {}
-    for key, default in (("pool", None), ("minerStake", "1000000000000000000")):
-        value = reward.get(key, default)
-        if not isinstance(value, str) or not value.isdigit() or len(value) > 78:
-            raise errors.ConfigError(f"spec.reward.{key}: must be a decimal wei string")
-        out[key] = int(value)
-    fee = reward.get("validatorFeeBps", 500)
-    if type(fee) is not int or not 0 <= fee <= 5000:
-        raise errors.ConfigError("spec.reward.validatorFeeBps: must be an integer in 0..5000")
-    out["feeBps"] = fee
-    target = reward.get("targetMetric")
-    if target is not None:
-        if not isinstance(target, dict) or not isinstance(target.get("name"), str):
-            raise errors.ConfigError("spec.reward.targetMetric.name: required")
-        thr = target.get("threshold")
-        if type(thr) not in (int, float):
-            raise errors.ConfigError("spec.reward.targetMetric.threshold: must be a number")
-        direction = target.get("direction", "minimize")
-        if direction not in ("minimize", "maximize"):
-            raise errors.ConfigError("spec.reward.targetMetric.direction: minimize or maximize")
-        out["target"] = {"name": target["name"], "threshold": thr, "direction": direction}
-    return out
-
-
-def check_spec(spec: Any) -> dict[str, Any]:
-    """Everything the replicas derive from a spec; ConfigError names the bad field."""
-    if not isinstance(spec, dict):
-        raise errors.ConfigError("spec: must be an object")
-    try:
-        ts = tasks.from_spec(spec)
-    except ValueError as exc:
-        raise errors.ConfigError(str(exc)) from None
-    info = parse_reward(spec)
-    info.update(
-        nodes=ts.nodes,
-        steps=ts.steps,
-        batchSize=ts.batch_size,
-        # Integer parts per 2^64: the sampling draw compares integers only.
-        rate=int(ts.audit_rate * SCALE),
-    )
-    return info
 
 
 class App:
@@ -208,7 +159,7 @@ class App:
             same = self.tasks[task]["spec"] == spec
             return {"ok": same, "id": task} if same else _no(Rejection.TASK_EXISTS)
         try:
-            info = check_spec(spec)
+            info = specs.check_spec(spec)
         except errors.ConfigError as exc:
             return {**_no(Rejection.BAD_SPEC), "detail": str(exc)}
         self.tasks[task] = {

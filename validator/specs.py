@@ -1,0 +1,62 @@
+"""Task specs as the replicas see them: everything the replicated application derives from
+a ``TrainingTask`` spec at registration, with one ``ConfigError`` naming the bad field.
+
+Pure and deterministic (no clock, no I/O): every replica must derive the same numbers, and
+the API runs the same check before ordering, so a bad spec is refused at the door.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pot import errors
+from pot.trainer import tasks
+from pot.validator.verdicts import SCALE
+
+
+def parse_reward(spec: dict[str, Any]) -> dict[str, Any]:
+    """The reward fields validators need; ConfigError naming the field."""
+    reward = spec.get("reward")
+    if not isinstance(reward, dict):
+        raise errors.ConfigError("spec.reward: required")
+    out: dict[str, Any] = {}
+    for key, default in (("pool", None), ("minerStake", "1000000000000000000")):
+        value = reward.get(key, default)
+        if not isinstance(value, str) or not value.isdigit() or len(value) > 78:
+            raise errors.ConfigError(f"spec.reward.{key}: must be a decimal wei string")
+        out[key] = int(value)
+    fee = reward.get("validatorFeeBps", 500)
+    if type(fee) is not int or not 0 <= fee <= 5000:
+        raise errors.ConfigError("spec.reward.validatorFeeBps: must be an integer in 0..5000")
+    out["feeBps"] = fee
+    target = reward.get("targetMetric")
+    if target is not None:
+        if not isinstance(target, dict) or not isinstance(target.get("name"), str):
+            raise errors.ConfigError("spec.reward.targetMetric.name: required")
+        thr = target.get("threshold")
+        if type(thr) not in (int, float):
+            raise errors.ConfigError("spec.reward.targetMetric.threshold: must be a number")
+        direction = target.get("direction", "minimize")
+        if direction not in ("minimize", "maximize"):
+            raise errors.ConfigError("spec.reward.targetMetric.direction: minimize or maximize")
+        out["target"] = {"name": target["name"], "threshold": thr, "direction": direction}
+    return out
+
+
+def check_spec(spec: Any) -> dict[str, Any]:
+    """Everything the replicas derive from a spec; ConfigError names the bad field."""
+    if not isinstance(spec, dict):
+        raise errors.ConfigError("spec: must be an object")
+    try:
+        ts = tasks.from_spec(spec)
+    except ValueError as exc:
+        raise errors.ConfigError(str(exc)) from None
+    info = parse_reward(spec)
+    info.update(
+        nodes=ts.nodes,
+        steps=ts.steps,
+        batchSize=ts.batch_size,
+        # Integer parts per 2^64: the sampling draw compares integers only.
+        rate=int(ts.audit_rate * SCALE),
+    )
+    return info
