@@ -6,12 +6,17 @@ Helm chart, applies ``examples/validatorset.yaml`` and ``examples/task.yaml``
 with the real kubectl, shows live progress until the payout, then prints the
 payees and where the time went. On failure it exits non-zero with the reason
 and where to look. ``--keep`` leaves everything up for exploration.
+
+Every run starts from an empty cluster (``fresh``): the chain is new each time,
+and a TrainingTask that an earlier run left Succeeded would otherwise count as
+done at once, against a contract that never paid it.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,6 +47,21 @@ class Clock:
     @property
     def elapsed(self) -> float:
         return time.monotonic() - self.start
+
+
+CLUSTER_STATE = ("state", "node-disks")
+"""What a demo run leaves under its directory that the next one must not see: the API
+server's object log and the trainers' node-local disks."""
+
+
+def fresh(cluster_dir: Path) -> None:
+    """Stop a cluster left running in ``cluster_dir`` (``--keep``) and forget its objects."""
+    from pot.localcluster import launching
+
+    with contextlib.suppress(errors.PotError):
+        launching.down(cluster_dir)
+    for name in CLUSTER_STATE:
+        shutil.rmtree(cluster_dir / name, ignore_errors=True)
 
 
 def _gateway(cluster_dir: Path, timeout: float = 60.0) -> str:
@@ -89,7 +109,8 @@ def run(
     reward = task_doc["spec"]["reward"]
     chain = None
     try:
-        say(f"==> local cluster in {cluster_dir}")
+        say(f"==> local cluster in {cluster_dir} (fresh)")
+        fresh(cluster_dir)
         kubeconfig, _ = launching.up(cluster_dir)
         clock.mark("cluster")
         gateway = _gateway(cluster_dir)
