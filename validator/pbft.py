@@ -202,7 +202,8 @@ class Replica:
         self.behind: tuple[int, bytes] | None = None
         self.vcs: dict[int, m.ViewChange] = {}
         self.last_nv: m.NewView | None = None
-        self.next_status = 0
+        self.last_status = -(10**9)
+        """When this replica last multicast STATUS (ms)."""
         self.peer_exec: dict[int, int] = {}
         """Each peer's ``last_exec`` in its latest STATUS (``retransmitting``)."""
         self.rejected: Counter[Rejection] = Counter()
@@ -264,8 +265,8 @@ class Replica:
                 self.behind = None
             elif self.fetching is None or self.fetching[0] < self.behind[0]:
                 checkpointing.fetch(self, *self.behind, out)
-        if now >= self.next_status:
-            self.next_status = now + self.cfg.retransmit_ms
+        if now - self.last_status >= retransmitting.period(self):
+            self.last_status = now
             retransmitting.beacon(self, out)
         self.try_propose(out)
         return out

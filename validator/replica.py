@@ -39,7 +39,17 @@ from typing import Any
 
 from pot import keys, signing
 from pot.settlement import allocations
-from pot.validator import actions, api, auditing, auth, pbft, persistence, transport, verdicts
+from pot.validator import (
+    actions,
+    api,
+    auditing,
+    auth,
+    pbft,
+    persistence,
+    retransmitting,
+    transport,
+    verdicts,
+)
 from pot.validator import app as vapp
 from pot.validator import messages as m
 from pot.validator.rejections import Rejection
@@ -68,7 +78,7 @@ class Node:
         data_dir: str | Path,
         auditor: auditing.Auditor,
         max_concurrent_audits: int = 1,
-        tick_ms: int = 20,
+        tick_ms: int = 50,
         housekeeping_s: float = 0.2,
         config: pbft.Config | None = None,
     ) -> None:
@@ -315,7 +325,8 @@ class Node:
         if core.is_primary:
             return True, f"primary of view {core.view}"
         last = self.heard.get(core.primary)
-        limit = max(3 * self.cfg.retransmit_ms / 1000, 1.0)
+        # An idle primary beacons every IDLE_FACTOR periods: allow for three missed ones.
+        limit = max(3 * retransmitting.IDLE_FACTOR * self.cfg.retransmit_ms / 1000, 1.0)
         if last is None or time.monotonic() - last > limit:
             return False, f"no word from primary {core.primary}"
         return True, f"view {core.view}, primary {core.primary}"

@@ -53,3 +53,14 @@ def test_only_a_backup_re_multicasts_its_clients_requests() -> None:
         rep.on_tick(0)  # the first beacon
     assert _sent(primary.on_tick(500), m.Request) == []
     assert _sent(backup.on_tick(500), m.Request) == [req]  # PBFT §4.1: start everyone's timers
+
+
+def test_an_idle_replica_beacons_a_quarter_as_often_and_speeds_up_with_work() -> None:
+    backup = _replica(1)
+
+    def beacons(times: range) -> list[int]:
+        return [t for t in times if _sent(backup.on_tick(t), m.Status)]
+
+    assert beacons(range(0, 1800, 50)) == [0, 800, 1600]  # idle: every 4 × 200 ms
+    backup.submit(m.Request(client="c", ts=1, op=b"op"))  # pending until executed
+    assert beacons(range(1850, 2300, 50)) == [1850, 2050, 2250]  # at once, then every 200 ms
