@@ -49,9 +49,10 @@ class Clock:
         return time.monotonic() - self.start
 
 
-CLUSTER_STATE = ("state", "node-disks")
+CLUSTER_STATE = ("state", "kubelet", "node-disks")
 """What a demo run leaves under its directory that the next one must not see: the API
-server's object log and the trainers' node-local disks."""
+server's object log, the kubelet's pods and volumes (the validators' PBFT logs and views,
+signed for the previous chain) and the trainers' node-local disks."""
 
 
 def fresh(cluster_dir: Path) -> None:

@@ -42,9 +42,10 @@ def test_a_second_run_does_not_see_the_first_runs_objects(tmp_path: Path) -> Non
         assert url is not None and _configmap(url, "left-by-run-1") == 200
 
         (tmp_path / "node-disks" / "pot-tasks").mkdir(parents=True)
+        (tmp_path / "kubelet" / "volumes").mkdir(parents=True)
         demo.fresh(tmp_path)  # stops the running cluster, forgets its objects and disks
         assert not launching.status(tmp_path).running
-        assert not (tmp_path / "node-disks").exists()
+        assert not (tmp_path / "node-disks").exists() and not (tmp_path / "kubelet").exists()
         launching.up(tmp_path, components=[])
         url = launching.status(tmp_path).url
         assert url is not None and _configmap(url, "left-by-run-1") == 404
