@@ -61,12 +61,13 @@ def _download(url: str, *, attempts: int, backoff_s: float, timeout_s: float) ->
     for attempt in range(1, attempts + 1):
         try:
             with urllib.request.urlopen(url, timeout=timeout_s) as resp:  # noqa: S310 (http/https only: tasks.TaskSpec)
-                size = resp.headers.get("Content-Length")
-                if size is not None and size.isdigit() and int(size) > MAX_BYTES:
+                header = resp.headers.get("Content-Length") or ""
+                size = int(header) if header.isdigit() else None
+                if size is not None and size > MAX_BYTES:
                     raise errors.StoreError(_too_big(url))
                 data: bytes = resp.read(MAX_BYTES + 1)
-                if size is not None and size.isdigit() and len(data) < int(size):
-                    raise http.client.IncompleteRead(data, int(size) - len(data))  # retried
+                if size is not None and len(data) < size:
+                    raise http.client.IncompleteRead(data, size - len(data))  # retried
             if len(data) > MAX_BYTES:
                 raise errors.StoreError(_too_big(url))
             return data
