@@ -17,6 +17,12 @@ request (from /proc), split into the primary's (which also runs the load) and
 each backup's: on a shared 2-core machine req/s swings with whatever else
 runs, this much less, so compare variants on it. The measuring window opens
 only once every replica is up and the load has warmed up.
+
+The n=16/n=4 ratio is the median over interleaved pairs (the table's pair and
+two more, one more with ``quick``), since one pair swings by about ±0.05 with
+the host's load. Besides req/s it is given by CPU, and projected for one core
+per replica (the busiest process's CPU per request bounds throughput there;
+a projection from the same runs, not a measurement).
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ import collections
 import json
 import os
 import random
+import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -74,6 +81,7 @@ def processes(n: int, batch: int, seconds: float) -> dict[str, Any]:
         result["cpu_us_per_request"] = sum(us)
         result["primary_cpu_us_per_request"] = us[0]
         result["backup_cpu_us_per_request"] = sum(us[1:]) / len(us[1:])
+        result["busiest_cpu_us_per_request"] = max(us)
     return result
 
 
@@ -196,26 +204,55 @@ def main(quick: bool = False) -> dict[str, Any]:
             rows.append(
                 [f"{n} (in-process)", batch, round(r["rps"]), r["p50_ms"], r["p99_ms"], round(cpu)]
             )
+    # The n=16/n=4 ratio from one pair swings by ±0.05 with whatever else the host runs, so
+    # measure more pairs, back to back (n=4 then n=16, interleaved), and take the median.
+    pairs = [(results["proc-n4-b100"], results["proc-n16-b100"])]
+    for _ in range(1 if quick else 2):
+        pairs.append((processes(4, 100, seconds), processes(16, 100, seconds)))
+    results["pairs"] = [{"n4": a, "n16": b} for a, b in pairs]
     n4 = results["proc-n4-b100"]["rps"]
-    n16 = results["proc-n16-b100"]["rps"]
+    ratios = [b["rps"] / a["rps"] for a, b in pairs if a["rps"]]
+    ratio = statistics.median(ratios) if ratios else 0.0
     goals = {
         "n4_batched_rps": n4,
         "n4_batched_goal_10k": n4 >= 10_000,
         "n4_unbatched_p50_ms": results["proc-n4-b1"]["p50_ms"],
         "n4_unbatched_p50_goal_5ms": (results["proc-n4-b1"]["p50_ms"] or 1e9) <= 5,
-        "n16_over_n4": n16 / n4 if n4 else 0.0,
-        "n16_goal_30pct": n4 > 0 and n16 / n4 >= 0.3,
+        "n16_over_n4_pairs": ratios,
+        "n16_over_n4": ratio,
+        "n16_goal_30pct": ratio >= 0.3,
     }
-    cpu4 = results["proc-n4-b100"].get("cpu_us_per_request")
-    cpu16 = results["proc-n16-b100"].get("cpu_us_per_request")
-    if cpu4 and cpu16:
+    by_cpu = [
+        a["cpu_us_per_request"] / b["cpu_us_per_request"]
+        for a, b in pairs
+        if a.get("cpu_us_per_request") and b.get("cpu_us_per_request")
+    ]
+    if by_cpu:
         # What n16/n4 would be with both CPU-bound on the same cores: less noisy than req/s.
-        goals["n16_over_n4_by_cpu"] = cpu4 / cpu16
+        goals["n16_over_n4_by_cpu"] = statistics.median(by_cpu)
+        # Where every replica has a core of its own, the busiest process (the primary) bounds
+        # throughput, not the sum: a projection from the same measurements, not a measurement.
+        goals["n16_over_n4_projected_one_core_each"] = statistics.median(
+            a["busiest_cpu_us_per_request"] / b["busiest_cpu_us_per_request"]
+            for a, b in pairs
+            if a.get("busiest_cpu_us_per_request") and b.get("busiest_cpu_us_per_request")
+        )
     # The same ratio with no transport at all (one thread, in-process): on a machine where all
     # replicas share the cores, every replica executes every request, so this bounds the above.
     goals["n16_over_n4_in_process"] = (
         results["inproc-n4-b100"]["cpu_us_per_request"]
         / results["inproc-n16-b100"]["cpu_us_per_request"]
+    )
+    print(
+        f"n=16 / n=4 (batch 100), {len(ratios)} interleaved pairs: "
+        + ", ".join(f"{r:.2f}" for r in ratios)
+        + f"; median {ratio:.2f} (goal 0.30)"
+        + (f"; by CPU {goals['n16_over_n4_by_cpu']:.2f}" if by_cpu else "")
+        + (
+            f"; projected with one core per replica {goals['n16_over_n4_projected_one_core_each']:.2f}"
+            if by_cpu
+            else ""
+        )
     )
     return common.report(
         "pbft",

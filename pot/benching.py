@@ -1,4 +1,5 @@
-"""``pot bench NAME``: run a benchmark from the repository's ``bench/`` folder.
+"""``pot bench NAME`` (or ``pot bench run NAME|all``): run a benchmark from the repository's
+``bench/`` folder.
 
 Benchmarks measure ratios against a baseline taken in the same run (never
 absolute numbers compared across machines), print a short table and write
@@ -64,3 +65,22 @@ def run_cmd(
     for n in available() if name == "all" else [name]:
         typer.echo(f"== bench {n}")
         run(n, quick=quick)
+
+
+def _named(name: str) -> None:
+    """``pot bench NAME [--quick]``: one command per file in ``bench/``, as the issues and docs
+    name them (``pot bench pbft``); ``run`` stays for ``all``."""
+
+    def command(
+        quick: bool = typer.Option(False, "--quick", help="Smaller sizes, for a smoke run."),
+    ) -> None:
+        typer.echo(f"== bench {name}")
+        run(name, quick=quick)
+
+    doc = (BENCH_DIR / f"{name}.py").read_text().split('"""')[1].strip().splitlines()[0]
+    app.command(name, help=f"{doc} (bench/{name}.py)")(command)
+
+
+for _name in available():
+    if _name not in {"list", "run"}:
+        _named(_name)
