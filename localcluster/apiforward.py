@@ -5,10 +5,11 @@ namespace cannot see. The kubelet relays ``GATEWAY:PORT`` (the bridge
 address, reachable from every pod) to it, and gives each pod a kubeconfig
 for that address under ``/var/run/secrets/kubernetes.io/serviceaccount/``
 with ``KUBECONFIG`` pointing at it, next to the usual ``namespace`` file.
-There is no ``token`` and no ``ca.crt``, and ``KUBERNETES_SERVICE_HOST`` is
-left unset, on purpose: in-cluster clients (kubernetes, kopf) would then
+There is no ``token`` file and no ``ca.crt``, and ``KUBERNETES_SERVICE_HOST``
+is left unset, on purpose: in-cluster clients (kubernetes, kopf) would then
 insist on HTTPS, which the local API server does not serve; without them they
-fall back to ``KUBECONFIG``.
+fall back to ``KUBECONFIG``. When the API server enforces RBAC, the pod's
+ServiceAccount token is in that kubeconfig instead.
 """
 
 from __future__ import annotations
@@ -52,8 +53,11 @@ async def start(listen_host: str, server_url: str) -> tuple[asyncio.Server, int]
     return server, target_port
 
 
-def write_credentials(directory: Path, *, namespace: str, server: str) -> None:
-    """The files mounted at ``MOUNT`` in every pod."""
+def write_credentials(
+    directory: Path, *, namespace: str, server: str, token: str | None = None
+) -> None:
+    """The files mounted at ``MOUNT`` in every pod; ``token`` (the pod's ServiceAccount's,
+    when the API server enforces RBAC) goes into the kubeconfig, never into a ``token`` file."""
     directory.mkdir(parents=True, exist_ok=True)
     (directory / "namespace").write_text(namespace)
     # No token and no ca.crt: the local API server speaks plain HTTP without
@@ -64,7 +68,7 @@ def write_credentials(directory: Path, *, namespace: str, server: str) -> None:
         "apiVersion": "v1",
         "kind": "Config",
         "clusters": [{"name": "pot-local", "cluster": {"server": server}}],
-        "users": [{"name": "pod", "user": {}}],
+        "users": [{"name": "pod", "user": {"token": token} if token else {}}],
         "contexts": [
             {
                 "name": "pot-local",
@@ -73,4 +77,6 @@ def write_credentials(directory: Path, *, namespace: str, server: str) -> None:
         ],
         "current-context": "pot-local",
     }
-    (directory / "kubeconfig").write_text(json.dumps(doc))
+    path = directory / "kubeconfig"
+    path.write_text(json.dumps(doc))
+    path.chmod(0o600)

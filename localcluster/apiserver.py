@@ -4,9 +4,11 @@ One aiohttp application serves the whole API surface real clients use
 (DESIGN §6): discovery (:mod:`discovery`), OpenAPI v3 (:mod:`openapi`),
 resource CRUD, patch and watch for built-ins and custom resources, and the
 ``status``/``scale``/``binding``/``eviction``/``log``/``finalize``
-sub-resources (:mod:`subresources`). Plain HTTP on 127.0.0.1 with no
-authentication: kubectl, helm, kopf and the python client all accept an
-``http://`` server in a kubeconfig.
+sub-resources (:mod:`subresources`). Plain HTTP on 127.0.0.1: kubectl, helm,
+kopf and the python client all accept an ``http://`` server in a kubeconfig.
+``serviceaccounts/token`` mints ServiceAccount tokens for pods; with
+``--authorization-mode RBAC`` requests carrying one must pass the stored RBAC
+rules (:mod:`authorizing`), while requests without one are the host's admin.
 
 Why not kmock's ``KubernetesEmulator``: it keeps objects as dicts merged by
 dict-update, with no global resourceVersion, no 409 on stale writes, no watch
@@ -26,15 +28,18 @@ import base64
 import contextlib
 import json
 import logging
+import os
 import signal
+import sys
 from pathlib import Path
 from typing import Any
 
 import yaml
 from aiohttp import web
 
-from pot import errors
+from pot import errors, files
 from pot.localcluster import (
+    authorizing,
     collecting,
     discovery,
     handling,
@@ -53,6 +58,9 @@ from pot.localcluster.storage import Obj, Store
 log = logging.getLogger(__name__)
 
 _YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+RBAC = "rbac.authorization.k8s.io"
+MODES = ("AlwaysAllow", "RBAC")
 
 MAX_BODY = 3 * 1024 * 1024
 """Requests larger than this get 413, as etcd's 1.5 MiB value limit plus headroom would."""
@@ -79,7 +87,22 @@ def _bool(v: str | None) -> bool:
 class ApiServer:
     """The application, its store and its garbage collector."""
 
-    def __init__(self, directory: Path | None, *, bookmark_interval: float = 10.0) -> None:
+    def __init__(
+        self,
+        directory: Path | None,
+        *,
+        bookmark_interval: float = 10.0,
+        authorization: str = "AlwaysAllow",
+    ) -> None:
+        if authorization not in MODES:
+            raise errors.ConfigError(
+                f"--authorization-mode: {authorization!r} is not one of {', '.join(MODES)}"
+            )
+        self.rbac = authorization == "RBAC"
+        # Minted tokens stay valid across restarts: the key lives in the state directory.
+        self.tokens = authorizing.Tokens(
+            os.urandom(32) if directory is None else files.secret_key(directory / "auth.key")
+        )
         self.store = Store(directory)
         self.registry = Registry()
         self.cluster = handling.Cluster(self.store, self.registry)
@@ -157,10 +180,50 @@ class ApiServer:
             )
             return _json(err.status(), 500)
 
+    # -- authentication and authorization ----------------------------------------
+
+    def _authenticate(self, request: web.Request) -> authorizing.User:
+        """Who asks: a ServiceAccount for a token this server minted, the host's admin without
+        one, 401 for any other token."""
+        token = authorizing.bearer(request.headers.get("Authorization"))
+        user = authorizing.ADMIN
+        if token is not None:
+            found = self.tokens.authenticate(
+                token,
+                lambda ns, name: self.store.get(("", "serviceaccounts", ns, name)) is not None,
+            )
+            if found is None:
+                raise statuses.ApiError(401, "Unauthorized", "Unauthorized")
+            user = found
+        return user
+
+    def _authorize(self, user: authorizing.User, a: authorizing.Attributes) -> None:
+        ok = authorizing.allowed(
+            user,
+            a,
+            cluster_bindings=self.store.objects(RBAC, "clusterrolebindings"),
+            namespace_bindings=self.store.objects(RBAC, "rolebindings", a.namespace)
+            if a.namespace
+            else (),
+            role=lambda kind, ns, name: self.store.get(
+                (RBAC, "roles" if kind == "Role" else "clusterroles", ns, name)
+            ),
+        )
+        if not ok:
+            raise statuses.ApiError(
+                403,
+                "Forbidden",
+                authorizing.forbidden_message(user, a),
+                name=a.name or None,
+                group=a.group,
+                kind=a.qualified,
+            )
+
     # -- routing -----------------------------------------------------------------
 
     async def _dispatch(self, request: web.Request) -> web.StreamResponse:
         parts = [p for p in request.path.split("/") if p]
+        user = self._authenticate(request)
         if request.method not in ("GET", "HEAD") and (not parts or parts[0] not in ("api", "apis")):
             raise statuses.method_not_allowed()
         if not parts:
@@ -181,7 +244,7 @@ class ApiServer:
                 raise _not_found()
             if len(parts) == 2:
                 return self._resource_list("", "v1")
-            return await self._resource(request, "", "v1", parts[2:])
+            return await self._resource(request, user, "", "v1", parts[2:])
         if head == "apis":
             if len(parts) == 1:
                 return _json(discovery.api_group_list(self.registry))
@@ -192,7 +255,7 @@ class ApiServer:
                 return _json(group_doc)
             if len(parts) == 3:
                 return self._resource_list(parts[1], parts[2])
-            return await self._resource(request, parts[1], parts[2], parts[3:])
+            return await self._resource(request, user, parts[1], parts[2], parts[3:])
         raise _not_found()
 
     def _resource_list(self, group: str, version: str) -> web.Response:
@@ -220,7 +283,12 @@ class ApiServer:
         return _json(doc)
 
     async def _resource(
-        self, request: web.Request, group: str, version: str, rest: list[str]
+        self,
+        request: web.Request,
+        user: authorizing.User,
+        group: str,
+        version: str,
+        rest: list[str],
     ) -> web.StreamResponse:
         namespace: str | None = None
         if (
@@ -243,6 +311,19 @@ class ApiServer:
             raise _not_found()
         ns = namespace or ""
         m = request.method
+        if self.rbac:
+            watch = request.query.get("watch") in ("1", "true")
+            self._authorize(
+                user,
+                authorizing.Attributes(
+                    authorizing.verb(m, named=name is not None, watch=watch, subresource=sub),
+                    group,
+                    resource,
+                    sub,
+                    ns,
+                    name or "",
+                ),
+            )
         if sub == "exec" and name is not None:  # issue 4: relayed to the pod's kubelet
             pod = self.cluster.get(t, ns, name)
             node = self.store.get(("", "nodes", "", (pod.get("spec") or {}).get("nodeName") or ""))
@@ -265,6 +346,9 @@ class ApiServer:
             if name is None:
                 out = self.cluster.create(t, ns, body, opts)
                 return _json(out.obj, 201, out.warnings)
+            if sub == "token" and t.resource == "serviceaccounts":
+                self.cluster.get(t, ns, name)  # 404 for a ServiceAccount that does not exist
+                return _json(self.tokens.token_request(ns, name), 201)
             if sub in ("binding", "eviction"):
                 return _json(subresources.post(self.cluster, t, ns, name, sub=sub, body=body), 201)
             raise statuses.method_not_allowed()
@@ -441,8 +525,14 @@ def _manager_from_agent(agent: str) -> str:
     return (agent.split("/", maxsplit=1)[0] or "unknown")[:128]
 
 
-async def serve_forever(directory: Path, host: str, port: int, port_file: Path | None) -> None:
-    server = ApiServer(directory)
+async def serve_forever(
+    directory: Path,
+    host: str,
+    port: int,
+    port_file: Path | None,
+    authorization: str = "AlwaysAllow",
+) -> None:
+    server = ApiServer(directory, authorization=authorization)
     try:
         bound = await server.start(host, port)
     except OSError:
@@ -471,11 +561,23 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--port-file", type=Path, default=None, help="write the bound port here once serving"
     )
+    parser.add_argument(
+        "--authorization-mode",
+        choices=MODES,
+        default="AlwaysAllow",
+        help="RBAC: requests with a ServiceAccount token must pass the stored RBAC rules",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s apiserver %(levelname)s %(message)s"
     )
-    asyncio.run(serve_forever(args.dir, args.host, args.port, args.port_file))
+    try:
+        asyncio.run(
+            serve_forever(args.dir, args.host, args.port, args.port_file, args.authorization_mode)
+        )
+    except errors.PotError as exc:
+        print(f"error: {exc}", file=sys.stderr)  # noqa: T201
+        sys.exit(1)
 
 
 if __name__ == "__main__":

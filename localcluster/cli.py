@@ -18,14 +18,24 @@ app.add_typer(nodecli.app, name="node")  # issue 4: pot local node fail|recover
 _NODES = typer.Option(None, "--nodes", help="Node layout (YAML/JSON); default: two 4-GPU rigs.")
 
 
+_AUTHZ = typer.Option(
+    "AlwaysAllow",
+    "--authorization-mode",
+    help="RBAC: pods act as their ServiceAccount and must pass the stored RBAC rules, as on "
+    "a real cluster (the kubeconfig, without a token, stays the admin's).",
+)
+
+
 @app.command()
-def up(directory: Path = _DIR, nodes: Path | None = _NODES) -> None:
+def up(
+    directory: Path = _DIR, nodes: Path | None = _NODES, authorization_mode: str = _AUTHZ
+) -> None:
     """Start the local cluster in the background and print its kubeconfig path."""
     if nodes is not None:
         from pot.localcluster import controlplane
 
         controlplane.install_layout(directory.expanduser().resolve(), nodes)
-    kubeconfig, already = launching.up(directory)
+    kubeconfig, already = launching.up(directory, authorization=authorization_mode)
     if already:
         typer.echo(f"already up: {kubeconfig}")
     else:

@@ -36,6 +36,7 @@ _SUB: dict[str, tuple[str, list[str], str, str]] = {
     "eviction": ("Eviction", ["create"], "policy", "v1"),
     "finalize": ("", ["update"], "", ""),
     "exec": ("PodExecOptions", ["create", "get"], "", ""),
+    "token": ("TokenRequest", ["create"], "authentication.k8s.io", "v1"),
     "attach": ("PodAttachOptions", ["create", "get"], "", ""),
     "portforward": ("PodPortForwardOptions", ["create", "get"], "", ""),
     "proxy": ("PodProxyOptions", ["create", "delete", "get", "patch", "update"], "", ""),

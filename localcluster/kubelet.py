@@ -125,6 +125,18 @@ class Kubelet:
         """An RFC 3339 timestamp."""
         return _iso()
 
+    async def service_account_token(self, namespace: str, name: str) -> str | None:
+        """A token for the pod's ServiceAccount (TokenRequest); None if the account is missing
+        (the pod then asks as the host's admin, see pot.localcluster.authorizing)."""
+        path = f"/api/v1/namespaces/{namespace}/serviceaccounts/{name}/token"
+        try:
+            reply = await self.api.create(path, {"kind": "TokenRequest", "spec": {}})
+        except errors.ClusterError as exc:
+            log.warning("no token for ServiceAccount %s/%s: %s", namespace, name, exc)
+            return None
+        token = (reply.get("status") or {}).get("token")
+        return token if isinstance(token, str) else None
+
     def lookup(self, kind: str, namespace: str) -> Mapping[str, Obj]:
         """ConfigMaps or Secrets of ``namespace`` by name."""
         informer = self.configmaps if kind == "configmaps" else self.secrets

@@ -39,6 +39,7 @@ class Host(Protocol):
 
     def now(self) -> str: ...
     def lookup(self, kind: str, namespace: str) -> Mapping[str, Obj]: ...
+    async def service_account_token(self, namespace: str, name: str) -> str | None: ...
     def node_allocatable(self, node: str) -> Mapping[str, str]: ...
     def host_ip(self) -> str: ...
     def base_env(self, pod: Obj) -> dict[str, str]: ...
@@ -178,7 +179,7 @@ class PodWorker:
             self.ip = self.host.host_ip()
         self.hosts_file = self.dir / "hosts"
         self.write_hosts()
-        self._service_account()
+        await self._service_account()
         while True:
             try:
                 self._prepare_volumes()
@@ -192,14 +193,18 @@ class PodWorker:
         self.sandbox_ready = True
         self.changed()
 
-    def _service_account(self) -> None:
+    async def _service_account(self) -> None:
         """Credentials and a kubeconfig for the API server, unless opted out."""
         spec = self.pod.get("spec") or {}
         if spec.get("automountServiceAccountToken") is False or self.host.pod_api_url is None:
             return
         target = self.dir / "serviceaccount"
+        ns = self.pod["metadata"]["namespace"]
+        token = await self.host.service_account_token(
+            ns, spec.get("serviceAccountName") or "default"
+        )
         apiforward.write_credentials(
-            target, namespace=self.pod["metadata"]["namespace"], server=self.host.pod_api_url
+            target, namespace=ns, server=self.host.pod_api_url, token=token
         )
         self.service_account_dir = str(target)
 

@@ -6,7 +6,8 @@ Ctrl-C does not reach them:
 
 * ``DIR/state/``      the API server's durable object log (:mod:`storage`);
 * ``DIR/kubeconfig``  written once the API server serves (``server:
-  http://127.0.0.1:PORT``, no credentials);
+  http://127.0.0.1:PORT``, no credentials: the host's admin, see
+  :mod:`authorizing`);
 * ``DIR/pids.json``   name -> pid of every process started, for ``down``;
 * ``DIR/logs/NAME.log`` each process's output.
 
@@ -181,8 +182,14 @@ def up(
     *,
     timeout: float = 60.0,
     components: list[Component] | None = None,
+    authorization: str = "AlwaysAllow",
 ) -> tuple[Path, bool]:
-    """Start the cluster; returns (kubeconfig path, whether it was already up)."""
+    """Start the cluster; returns (kubeconfig path, whether it was already up).
+    ``authorization="RBAC"``: pods' requests must pass RBAC (see :mod:`authorizing`)."""
+    if authorization not in ("AlwaysAllow", "RBAC"):
+        raise errors.ConfigError(
+            f"--authorization-mode: {authorization!r} is not one of AlwaysAllow, RBAC"
+        )
     directory = directory.expanduser().resolve()
     directory.mkdir(parents=True, exist_ok=True)
     kubeconfig = directory / "kubeconfig"
@@ -207,6 +214,8 @@ def up(
         str(directory / "state"),
         "--port-file",
         str(port_file),
+        "--authorization-mode",
+        authorization,
     ]
     if previous:
         argv += ["--port", previous.rsplit(":", 1)[1]]

@@ -97,7 +97,7 @@ BUILTINS: list[ResourceType] = [
     _b("", "v1", "endpoints", "Endpoints", True, ("ep",)),
     _b("", "v1", "configmaps", "ConfigMap", True, ("cm",)),
     _b("", "v1", "secrets", "Secret", True),
-    _b("", "v1", "serviceaccounts", "ServiceAccount", True, ("sa",)),
+    _b("", "v1", "serviceaccounts", "ServiceAccount", True, ("sa",), ("token",)),
     _b("", "v1", "events", "Event", True, ("ev",)),
     _b("", "v1", "nodes", "Node", False, ("no",), ("status",)),
     _b("", "v1", "persistentvolumeclaims", "PersistentVolumeClaim", True, ("pvc",), ("status",)),

@@ -112,7 +112,7 @@ def run(
     try:
         say(f"==> local cluster in {cluster_dir} (fresh)")
         fresh(cluster_dir)
-        kubeconfig, _ = launching.up(cluster_dir)
+        kubeconfig, _ = launching.up(cluster_dir, authorization="RBAC")
         clock.mark("cluster")
         gateway = _gateway(cluster_dir)
         say(f"==> dev chain ({chain_kind}) on {gateway}")

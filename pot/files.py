@@ -15,6 +15,8 @@ import os
 import tempfile
 from pathlib import Path
 
+from pot import errors
+
 
 def write_atomic(path: Path, data: bytes) -> None:
     """Write ``data`` to ``path`` via a temporary file, fsync and rename."""
@@ -45,3 +47,15 @@ def sync_dir(directory: Path) -> None:
             raise
     finally:
         os.close(fd)
+
+
+def secret_key(path: Path, size: int = 32) -> bytes:
+    """The random key kept at ``path``, made on first use (mode 0600, written atomically)."""
+    try:
+        key = path.read_bytes()
+    except FileNotFoundError:
+        key = os.urandom(size)
+        write_atomic(path, key)  # mkstemp creates the file 0600
+    if len(key) < size:
+        raise errors.ConfigError(f"{path}: not a key (expected {size} bytes, found {len(key)})")
+    return key

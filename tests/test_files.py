@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from pot import files
+from pot import errors, files
 
 
 def test_write_atomic_replaces_whole_and_syncs_the_file_then_its_directory(
@@ -44,3 +44,13 @@ def test_a_failed_write_leaves_the_old_bytes_and_no_temporary(
         files.write_atomic(target, b"lost")
     assert target.read_bytes() == b"committed"
     assert [p.name for p in tmp_path.iterdir()] == ["state"]
+
+
+def test_secret_key_is_made_once_private_and_checked(tmp_path: Path) -> None:
+    path = tmp_path / "auth.key"
+    key = files.secret_key(path)
+    assert len(key) == 32 and files.secret_key(path) == key  # kept across calls (restarts)
+    assert path.stat().st_mode & 0o777 == 0o600
+    path.write_bytes(b"short")
+    with pytest.raises(errors.ConfigError, match=r"auth\.key: not a key"):
+        files.secret_key(path)

@@ -35,7 +35,9 @@ def _local(tmp: Path) -> Iterator[Cluster]:
     from pot.localcluster import launching
 
     directory = tmp / "cluster"
-    kubeconfig, _ = launching.up(directory)
+    kubeconfig, _ = launching.up(
+        directory, authorization="RBAC"
+    )  # the operator as its chart grants
     try:
         yield Cluster("local", kubeconfig, demo._gateway(directory))
     finally:

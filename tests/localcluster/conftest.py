@@ -122,8 +122,11 @@ class Cluster:
 class ThreadedApiServer:
     """An :class:`apiserver.ApiServer` on its own event loop and thread."""
 
-    def __init__(self, directory: Path, *, bookmark_interval: float = 1.0) -> None:
+    def __init__(
+        self, directory: Path, *, bookmark_interval: float = 1.0, authorization: str = "AlwaysAllow"
+    ) -> None:
         self.directory = directory
+        self.authorization = authorization
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, name="apiserver", daemon=True)
         self.server: apiserver.ApiServer | None = None
@@ -134,7 +137,9 @@ class ThreadedApiServer:
 
         async def boot() -> int:
             self.server = apiserver.ApiServer(
-                self.directory, bookmark_interval=self.bookmark_interval
+                self.directory,
+                bookmark_interval=self.bookmark_interval,
+                authorization=self.authorization,
             )
             return await self.server.start()
 
@@ -149,8 +154,10 @@ class ThreadedApiServer:
         self.loop.close()
 
 
-def start_threaded(directory: Path) -> tuple[ThreadedApiServer, Cluster]:
-    srv = ThreadedApiServer(directory / "state")
+def start_threaded(
+    directory: Path, authorization: str = "AlwaysAllow"
+) -> tuple[ThreadedApiServer, Cluster]:
+    srv = ThreadedApiServer(directory / "state", authorization=authorization)
     url = srv.start()
     kubeconfig = directory / "kubeconfig"
     kubeconfig.write_text(launching.kubeconfig_text(url))

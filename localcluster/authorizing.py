@@ -1,0 +1,223 @@
+"""Who is asking, and may they: ServiceAccount tokens and RBAC for the local cluster.
+
+Pods act as their ServiceAccount: the kubelet asks the API server for a token
+(``POST .../serviceaccounts/NAME/token``, TokenRequest) and puts it in the
+pod's kubeconfig. A request with such a token is user
+``system:serviceaccount:NS:NAME`` in groups ``system:serviceaccounts``,
+``system:serviceaccounts:NS`` and ``system:authenticated``; a token this
+server did not mint, or one of a ServiceAccount since deleted, gets 401.
+
+With ``--authorization-mode RBAC`` those requests must pass the Roles,
+ClusterRoles and bindings the server stores, evaluated as the real RBAC
+authorizer does (Kubernetes docs, "Using RBAC Authorization"); discovery and
+OpenAPI stay open to them (``system:discovery``). So an operator whose chart
+grants too little fails here as it would on a real cluster, not only on kind.
+
+A request *without* a token is the host's administrator, as on the real
+server's old localhost-only insecure port: client-go (kubectl, helm) never
+sends a bearer token over plain HTTP (kubernetes/kubectl#744), and this server
+speaks plain HTTP on 127.0.0.1. The local cluster is therefore no security
+boundary (docs/localcluster.md); what RBAC mode proves is that the pods'
+ServiceAccounts are granted enough, and not more than the rules say.
+
+Tokens are HMAC-SHA256 over the ServiceAccount under a key kept in the state
+directory (mode 0600), so they survive restarts and nothing is stored per
+token. Not modelled: token expiry and audiences, pod-bound tokens, aggregated
+ClusterRoles (``aggregationRule``), impersonation, SubjectAccessReviews.
+Pure: the caller passes the stored RBAC objects in.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+Obj = Mapping[str, Any]
+
+MASTERS = "system:masters"
+
+
+@dataclass(frozen=True, slots=True)
+class User:
+    name: str
+    groups: tuple[str, ...]
+
+
+ADMIN = User("pot-admin", (MASTERS, "system:authenticated"))
+"""Who a request without a token is (see the module's doc)."""
+
+
+def service_account_user(namespace: str, name: str) -> User:
+    return User(
+        f"system:serviceaccount:{namespace}:{name}",
+        ("system:serviceaccounts", f"system:serviceaccounts:{namespace}", "system:authenticated"),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Attributes:
+    """What a resource request does, in RBAC's terms."""
+
+    verb: str
+    group: str
+    resource: str
+    subresource: str = ""
+    namespace: str = ""
+    name: str = ""
+
+    @property
+    def qualified(self) -> str:
+        return f"{self.resource}/{self.subresource}" if self.subresource else self.resource
+
+
+def verb(method: str, *, named: bool, watch: bool, subresource: str = "") -> str:
+    """The RBAC verb of an HTTP request (``watch`` is a ``?watch=true`` list)."""
+    if subresource == "exec":
+        return "create"  # exec over a WebSocket GET needs create, as on Kubernetes >= 1.31
+    if method in ("GET", "HEAD"):
+        return "get" if named else ("watch" if watch else "list")
+    if method == "DELETE":
+        return "delete" if named else "deletecollection"
+    return {"POST": "create", "PUT": "update", "PATCH": "patch"}.get(method, method.lower())
+
+
+# ---------------------------------------------------------------------- tokens
+
+
+class Tokens:
+    """Mints and checks bearer tokens under one secret key."""
+
+    def __init__(self, key: bytes) -> None:
+        if len(key) < 32:
+            raise ValueError("the token key must be at least 32 bytes")
+        self._key = key
+
+    def _tag(self, subject: str) -> str:
+        return hmac.new(self._key, subject.encode(), hashlib.sha256).hexdigest()[:40]
+
+    def service_account(self, namespace: str, name: str) -> str:
+        subject = f"{namespace}/{name}"
+        encoded = base64.urlsafe_b64encode(subject.encode()).decode().rstrip("=")
+        return f"pot-sa.{encoded}.{self._tag('sa:' + subject)}"
+
+    def token_request(self, namespace: str, name: str) -> dict[str, Any]:
+        """The answer to ``POST .../serviceaccounts/NAME/token`` (a TokenRequest)."""
+        return {
+            "kind": "TokenRequest",
+            "apiVersion": "authentication.k8s.io/v1",
+            "metadata": {"name": name, "namespace": namespace},
+            "spec": {"audiences": []},
+            "status": {
+                "token": self.service_account(namespace, name),
+                "expirationTimestamp": "2100-01-01T00:00:00Z",  # not modelled: no expiry
+            },
+        }
+
+    def authenticate(
+        self, token: str, service_account_exists: Callable[[str, str], bool]
+    ) -> User | None:
+        """The user a token names, or None for a token this server did not mint (or one of a
+        ServiceAccount that no longer exists)."""
+        parts = token.split(".")
+        if len(parts) != 3 or parts[0] != "pot-sa":
+            return None
+        try:
+            subject = base64.urlsafe_b64decode(parts[1] + "=" * (-len(parts[1]) % 4)).decode()
+        except (ValueError, UnicodeDecodeError):
+            return None
+        namespace, _, name = subject.partition("/")
+        if not namespace or not name:
+            return None
+        if not hmac.compare_digest(parts[2], self._tag("sa:" + subject)):
+            return None
+        if not service_account_exists(namespace, name):
+            return None
+        return service_account_user(namespace, name)
+
+
+def bearer(header: str | None) -> str | None:
+    """The token of an ``Authorization: Bearer ...`` header."""
+    if not header:
+        return None
+    scheme, _, token = header.partition(" ")
+    return (token.strip() or None) if scheme.lower() == "bearer" else None
+
+
+# ---------------------------------------------------------------------- RBAC
+
+
+def _subject_matches(subject: Obj, user: User, binding_namespace: str) -> bool:
+    kind, name = subject.get("kind"), subject.get("name")
+    if kind == "User":
+        return name == user.name
+    if kind == "Group":
+        return name in user.groups
+    if kind == "ServiceAccount":
+        ns = subject.get("namespace") or binding_namespace
+        return user.name == f"system:serviceaccount:{ns}:{name}"
+    return False
+
+
+def _rule_allows(rule: Obj, a: Attributes) -> bool:
+    verbs = rule.get("verbs") or ()
+    if "*" not in verbs and a.verb not in verbs:
+        return False
+    groups = rule.get("apiGroups") or ()
+    if "*" not in groups and a.group not in groups:
+        return False
+    resources = rule.get("resources") or ()
+    if not (
+        "*" in resources
+        or a.qualified in resources
+        or (a.subresource and (f"{a.resource}/*" in resources or f"*/{a.subresource}" in resources))
+    ):
+        return False
+    names = rule.get("resourceNames") or ()
+    return not names or (bool(a.name) and a.name in names)
+
+
+def allowed(
+    user: User,
+    a: Attributes,
+    *,
+    cluster_bindings: Iterable[Obj],
+    namespace_bindings: Iterable[Obj],
+    role: Callable[[str, str, str], Obj | None],
+) -> bool:
+    """Whether RBAC grants ``a`` to ``user``. ``namespace_bindings`` are the RoleBindings of
+    ``a.namespace``; ``role(kind, namespace, name)`` looks up a Role or ClusterRole."""
+    if MASTERS in user.groups:
+        return True
+    grants: list[Obj | None] = []
+    for b in cluster_bindings:
+        if any(_subject_matches(s, user, "") for s in b.get("subjects") or ()):
+            ref = b.get("roleRef") or {}
+            if ref.get("kind") == "ClusterRole":
+                grants.append(role("ClusterRole", "", ref.get("name", "")))
+    if a.namespace:
+        for b in namespace_bindings:
+            ns = (b.get("metadata") or {}).get("namespace", "")
+            if ns != a.namespace:
+                continue
+            if any(_subject_matches(s, user, ns) for s in b.get("subjects") or ()):
+                ref = b.get("roleRef") or {}
+                kind = ref.get("kind")
+                if kind in ("Role", "ClusterRole"):
+                    grants.append(role(kind, ns if kind == "Role" else "", ref.get("name", "")))
+    return any(
+        _rule_allows(rule, a) for r in grants if r is not None for rule in r.get("rules") or ()
+    )
+
+
+def forbidden_message(user: User, a: Attributes) -> str:
+    """The real server's wording, which kubectl prints after "Error from server (Forbidden)"."""
+    what = f'{a.qualified} "{a.name}"' if a.name else a.qualified
+    where = f'in the namespace "{a.namespace}"' if a.namespace else "at the cluster scope"
+    return (
+        f'{what} is forbidden: User "{user.name}" cannot {a.verb} resource "{a.qualified}" '
+        f'in API group "{a.group}" {where}'
+    )

@@ -1,0 +1,367 @@
+"""ServiceAccount tokens and RBAC (``--authorization-mode RBAC``): the rule evaluator alone,
+then the real API server answering raw HTTP, kubectl and the operator's own rules."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pot.localcluster import authorizing as az
+from pot.localcluster import launching
+
+from .conftest import Cluster, start_threaded
+
+SA = az.service_account_user("farm", "op")
+
+
+def _role(*rules: dict[str, Any]) -> dict[str, Any]:
+    return {"rules": list(rules)}
+
+
+def _allowed(
+    a: az.Attributes,
+    roles: dict[tuple[str, str, str], dict[str, Any]],
+    cluster: list[dict[str, Any]] = (),  # type: ignore[assignment]
+    namespaced: list[dict[str, Any]] = (),  # type: ignore[assignment]
+    user: az.User = SA,
+) -> bool:
+    return az.allowed(
+        user,
+        a,
+        cluster_bindings=cluster,
+        namespace_bindings=namespaced,
+        role=lambda kind, ns, name: roles.get((kind, ns, name)),
+    )
+
+
+def _crb(role: str, *subjects: dict[str, str]) -> dict[str, Any]:
+    return {"roleRef": {"kind": "ClusterRole", "name": role}, "subjects": list(subjects)}
+
+
+def _rb(ns: str, kind: str, role: str, *subjects: dict[str, str]) -> dict[str, Any]:
+    return {
+        "metadata": {"namespace": ns},
+        "roleRef": {"kind": kind, "name": role},
+        "subjects": list(subjects),
+    }
+
+
+OP = {"kind": "ServiceAccount", "name": "op", "namespace": "farm"}
+READ_PODS = _role({"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "watch"]})
+
+
+# ---------------------------------------------------------------------- the evaluator
+
+
+def test_verbs_follow_the_http_method_and_the_request_shape() -> None:
+    assert az.verb("GET", named=True, watch=False) == "get"
+    assert az.verb("GET", named=False, watch=False) == "list"
+    assert az.verb("GET", named=False, watch=True) == "watch"
+    assert az.verb("POST", named=False, watch=False) == "create"
+    assert az.verb("PUT", named=True, watch=False) == "update"
+    assert az.verb("PATCH", named=True, watch=False) == "patch"
+    assert az.verb("DELETE", named=True, watch=False) == "delete"
+    assert az.verb("DELETE", named=False, watch=False) == "deletecollection"
+    assert az.verb("GET", named=True, watch=False, subresource="exec") == "create"
+
+
+def test_a_cluster_role_binding_grants_everywhere_and_only_what_the_rules_say() -> None:
+    roles = {("ClusterRole", "", "read-pods"): READ_PODS}
+    crb = [_crb("read-pods", OP)]
+    for ns in ("farm", "other", ""):
+        assert _allowed(az.Attributes("list", "", "pods", namespace=ns), roles, crb)
+    assert not _allowed(az.Attributes("delete", "", "pods", namespace="farm", name="p"), roles, crb)
+    assert not _allowed(az.Attributes("list", "", "secrets", namespace="farm"), roles, crb)
+    assert not _allowed(az.Attributes("list", "apps", "pods", namespace="farm"), roles, crb)
+    # A subresource is its own resource: pods does not grant pods/log.
+    assert not _allowed(
+        az.Attributes("get", "", "pods", "log", namespace="farm", name="p"), roles, crb
+    )
+    # Nobody else is bound.
+    other = az.service_account_user("farm", "someone-else")
+    assert not _allowed(az.Attributes("list", "", "pods", namespace="farm"), roles, crb, user=other)
+
+
+def test_a_role_binding_grants_only_in_its_namespace() -> None:
+    roles = {("Role", "farm", "read-pods"): READ_PODS, ("ClusterRole", "", "read-all"): READ_PODS}
+    # The subject's namespace defaults to the binding's.
+    rbs = [_rb("farm", "Role", "read-pods", {"kind": "ServiceAccount", "name": "op"})]
+    assert _allowed(az.Attributes("list", "", "pods", namespace="farm"), roles, namespaced=rbs)
+    assert not _allowed(az.Attributes("list", "", "pods", namespace="other"), roles, namespaced=rbs)
+    assert not _allowed(az.Attributes("list", "", "pods"), roles, namespaced=rbs)
+    # A RoleBinding to a ClusterRole grants that role's rules in the binding's namespace only.
+    rbs = [_rb("farm", "ClusterRole", "read-all", OP)]
+    assert _allowed(az.Attributes("get", "", "pods", namespace="farm", name="x"), roles, [], rbs)
+    assert not _allowed(az.Attributes("get", "", "pods", namespace="b", name="x"), roles, [], rbs)
+
+
+def test_groups_users_wildcards_subresources_and_resource_names() -> None:
+    roles = {
+        ("ClusterRole", "", "any"): _role({"apiGroups": ["*"], "resources": ["*"], "verbs": ["*"]}),
+        ("ClusterRole", "", "logs"): _role(
+            {"apiGroups": [""], "resources": ["pods/*"], "verbs": ["get"]}
+        ),
+        ("ClusterRole", "", "one-cm"): _role(
+            {
+                "apiGroups": [""],
+                "resources": ["configmaps"],
+                "verbs": ["get", "patch"],
+                "resourceNames": ["settings"],
+            }
+        ),
+    }
+    by_group = [_crb("any", {"kind": "Group", "name": "system:serviceaccounts:farm"})]
+    assert _allowed(az.Attributes("delete", "apps", "deployments", namespace="x"), roles, by_group)
+    by_user = [_crb("logs", {"kind": "User", "name": "system:serviceaccount:farm:op"})]
+    assert _allowed(az.Attributes("get", "", "pods", "log", namespace="farm"), roles, by_user)
+    assert not _allowed(az.Attributes("get", "", "pods", namespace="farm"), roles, by_user)
+    named = [_crb("one-cm", OP)]
+    assert _allowed(
+        az.Attributes("patch", "", "configmaps", namespace="farm", name="settings"), roles, named
+    )
+    assert not _allowed(
+        az.Attributes("patch", "", "configmaps", namespace="farm", name="other"), roles, named
+    )
+    assert not _allowed(az.Attributes("list", "", "configmaps", namespace="farm"), roles, named)
+    # A binding to a role that does not exist grants nothing; system:masters needs no binding.
+    assert not _allowed(az.Attributes("list", "", "pods"), roles, [_crb("gone", OP)])
+    assert _allowed(az.Attributes("delete", "", "nodes", name="n"), {}, user=az.ADMIN)
+
+
+def test_forbidden_message_reads_like_the_real_servers() -> None:
+    assert az.forbidden_message(SA, az.Attributes("list", "", "secrets", namespace="farm")) == (
+        'secrets is forbidden: User "system:serviceaccount:farm:op" cannot list resource '
+        '"secrets" in API group "" in the namespace "farm"'
+    )
+    assert az.forbidden_message(SA, az.Attributes("get", "", "nodes", name="n1")) == (
+        'nodes "n1" is forbidden: User "system:serviceaccount:farm:op" cannot get resource '
+        '"nodes" in API group "" at the cluster scope'
+    )
+
+
+def test_tokens_name_their_account_and_cannot_be_forged() -> None:
+    tokens = az.Tokens(b"k" * 32)
+    token = tokens.service_account("farm", "op")
+    exists = {("farm", "op")}.__contains__
+
+    def check(t: str) -> az.User | None:
+        return tokens.authenticate(t, lambda ns, name: exists((ns, name)))
+
+    assert check(token) == SA
+    assert check(az.Tokens(b"x" * 32).service_account("farm", "op")) is None  # another key
+    head, body, tag = token.split(".")
+    forged_body = az.Tokens(b"k" * 32).service_account("farm", "admin").split(".")[1]
+    assert check(f"{head}.{forged_body}.{tag}") is None  # another account, same tag
+    assert check(f"{head}.{body}.{'0' * len(tag)}") is None
+    assert check("garbage") is None and check("pot-sa.!!!.x") is None
+    assert check(tokens.service_account("farm", "deleted")) is None  # account gone
+    assert az.bearer("Bearer abc") == "abc" and az.bearer("Basic abc") is None
+    with pytest.raises(ValueError, match="32 bytes"):
+        az.Tokens(b"short")
+
+
+# ---------------------------------------------------------------------- the API server
+
+
+@pytest.fixture(scope="module")
+def rbac_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    srv, cluster = start_threaded(tmp_path_factory.mktemp("rbac"), authorization="RBAC")
+    try:
+        yield cluster
+    finally:
+        srv.stop()
+
+
+def _token(cluster: Cluster, ns: str, name: str) -> str:
+    code, body = cluster.request(
+        "POST", f"/api/v1/namespaces/{ns}/serviceaccounts/{name}/token", {"spec": {}}
+    )
+    assert code == 201, body
+    assert body["kind"] == "TokenRequest"
+    token: str = body["status"]["token"]
+    return token
+
+
+def _as(cluster: Cluster, token: str, method: str, path: str, body: Any = None) -> tuple[int, Any]:
+    return cluster.request(method, path, body, headers={"Authorization": f"Bearer {token}"})
+
+
+MANIFEST = """
+apiVersion: v1
+kind: ServiceAccount
+metadata: {name: reader, namespace: default}
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: Role
+metadata: {name: pod-reader, namespace: default}
+rules: [{apiGroups: [""], resources: ["pods"], verbs: ["get", "list", "watch"]}]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: RoleBinding
+metadata: {name: reader, namespace: default}
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: Role, name: pod-reader}
+subjects: [{kind: ServiceAccount, name: reader}]
+"""
+
+
+def test_a_service_account_may_do_what_its_bindings_grant_and_nothing_else(
+    rbac_cluster: Cluster,
+) -> None:
+    rbac_cluster.kubectl("apply", "-f", "-", input=MANIFEST)  # kubectl: no token, the admin
+    token = _token(rbac_cluster, "default", "reader")
+    assert _as(rbac_cluster, token, "GET", "/api/v1/namespaces/default/pods")[0] == 200
+    code, _ = _as(
+        rbac_cluster, token, "GET", "/api/v1/namespaces/default/pods?watch=1&timeoutSeconds=1"
+    )
+    assert code == 200
+    for path in ("/api", "/apis", "/api/v1", "/apis/apps/v1", "/version"):
+        assert _as(rbac_cluster, token, "GET", path)[0] == 200, path  # discovery stays open
+    code, body = _as(rbac_cluster, token, "GET", "/api/v1/namespaces/default/secrets")
+    assert code == 403 and body["reason"] == "Forbidden"
+    assert body["message"] == (
+        'secrets is forbidden: User "system:serviceaccount:default:reader" cannot list '
+        'resource "secrets" in API group "" in the namespace "default"'
+    )
+    assert _as(rbac_cluster, token, "GET", "/api/v1/namespaces/kube-system/pods")[0] == 403
+    assert _as(rbac_cluster, token, "GET", "/api/v1/pods")[0] == 403  # all namespaces
+    pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"}, "spec": {}}
+    code, body = _as(rbac_cluster, token, "POST", "/api/v1/namespaces/default/pods", pod)
+    assert code == 403 and "cannot create resource" in body["message"]
+    # Nor may it mint a token for a more powerful account.
+    code, _ = _as(
+        rbac_cluster, token, "POST", "/api/v1/namespaces/default/serviceaccounts/reader/token", {}
+    )
+    assert code == 403
+
+
+def test_a_bad_or_revoked_token_gets_401(rbac_cluster: Cluster) -> None:
+    rbac_cluster.kubectl("create", "serviceaccount", "short-lived")
+    token = _token(rbac_cluster, "default", "short-lived")
+    code, body = _as(rbac_cluster, token + "0", "GET", "/api/v1/namespaces/default/pods")
+    assert code == 401 and body["reason"] == "Unauthorized"
+    rbac_cluster.kubectl("delete", "serviceaccount", "short-lived")
+    assert _as(rbac_cluster, token, "GET", "/api")[0] == 401
+    code, body = rbac_cluster.request(
+        "POST", "/api/v1/namespaces/default/serviceaccounts/nobody/token", {}
+    )
+    assert code == 404
+
+
+def test_the_operators_own_rules_let_it_work_and_not_write_secrets(
+    rbac_cluster: Cluster, repo_root: Path
+) -> None:
+    """The ClusterRole the chart renders from pot.operator.rbac, bound to a ServiceAccount as
+    the chart binds it: what the operator does is allowed, what it must not do is refused."""
+    chart = repo_root / "charts" / "pot-operator"
+    rendered = rbac_cluster.helm(
+        "template",
+        "pot",
+        str(chart),
+        "--namespace",
+        "default",
+        "--show-only",
+        "templates/serviceaccount.yaml",
+        "--show-only",
+        "templates/rbac.yaml",
+    ).stdout
+    rbac_cluster.kubectl("apply", "-f", "-", input=rendered)
+    (sa,) = [
+        d["metadata"]["name"]
+        for d in _docs(rbac_cluster.kubectl("get", "sa", "-o", "json").stdout)
+        if "operator" in d["metadata"]["name"]
+    ]
+    token = _token(rbac_cluster, "default", sa)
+    for method, path in (
+        ("GET", "/apis/pot.dev/v1alpha1/namespaces/default/trainingtasks"),
+        ("GET", "/api/v1/namespaces/default/secrets"),
+        ("GET", "/api/v1/nodes"),
+        ("GET", "/api/v1/namespaces/default/pods?watch=true&timeoutSeconds=1"),
+    ):
+        code, body = _as(rbac_cluster, token, method, path)
+        assert code in (200, 404), (path, body)  # 404: the CRD is not installed here
+    secret = {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "s"}, "data": {}}
+    code, body = _as(rbac_cluster, token, "POST", "/api/v1/namespaces/default/secrets", secret)
+    assert code == 403, body
+    code, _ = _as(rbac_cluster, token, "DELETE", "/api/v1/nodes/n1")
+    assert code == 403
+    code, _ = _as(rbac_cluster, token, "GET", "/apis/rbac.authorization.k8s.io/v1/clusterroles")
+    assert code == 403
+
+
+def _docs(text: str) -> list[dict[str, Any]]:
+    import json
+
+    items: list[dict[str, Any]] = json.loads(text)["items"]
+    return items
+
+
+def test_always_allow_still_refuses_tokens_it_did_not_mint(apiserver_cluster: Cluster) -> None:
+    apiserver_cluster.kubectl("create", "serviceaccount", "anyone")
+    token = _token(apiserver_cluster, "default", "anyone")
+    assert _as(apiserver_cluster, token, "GET", "/api/v1/namespaces/default/secrets")[0] == 200
+    assert _as(apiserver_cluster, "forged", "GET", "/api/v1/namespaces/default/secrets")[0] == 401
+
+
+def test_an_unknown_mode_is_one_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(Exception, match="--authorization-mode: 'ABAC' is not one of"):
+        launching.up(tmp_path, authorization="ABAC")
+
+
+PROBE = r"""
+import json, os, urllib.request, urllib.error
+cfg = json.load(open(os.environ["KUBECONFIG"]))
+server, user = cfg["clusters"][0]["cluster"]["server"], cfg["users"][0]["user"]
+def code(path):
+    req = urllib.request.Request(server + path, headers={"Authorization": "Bearer " + user["token"]})
+    try:
+        return urllib.request.urlopen(req, timeout=10).status
+    except urllib.error.HTTPError as e:
+        return e.code
+print(code("/api/v1/namespaces/default/configmaps/settings"), code("/api/v1/namespaces/default/secrets"))
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.filterwarnings("ignore:subprocess .* is still running:ResourceWarning")
+def test_a_pod_acts_as_its_service_account(tmp_path: Path) -> None:
+    """The kubelet mints the pod's token and mounts it: RBAC then holds the pod to its Role."""
+    kubeconfig, _ = launching.up(tmp_path, authorization="RBAC")
+    try:
+        url = launching.status(tmp_path).url
+        assert url is not None
+        cluster = Cluster(tmp_path, kubeconfig, url)
+        cluster.kubectl(
+            "apply",
+            "-f",
+            "-",
+            input=MANIFEST.replace("pods", "configmaps").replace("pod-reader", "cm-reader")
+            + "\n---\napiVersion: v1\nkind: ConfigMap\nmetadata: {name: settings}\ndata: {a: b}\n",
+        )
+        job = {
+            "apiVersion": "batch/v1",
+            "kind": "Job",
+            "metadata": {"name": "probe"},
+            "spec": {
+                "template": {
+                    "spec": {
+                        "serviceAccountName": "reader",
+                        "restartPolicy": "Never",
+                        "containers": [
+                            {"name": "c", "image": "python", "command": ["python", "-c", PROBE]}
+                        ],
+                    }
+                }
+            },
+        }
+        import json
+
+        cluster.kubectl("apply", "-f", "-", input=json.dumps(job))
+        cluster.kubectl(
+            "wait", "--for=condition=Complete", "job/probe", "--timeout=60s", timeout=90
+        )
+        assert cluster.kubectl("logs", "job/probe").stdout.split() == ["200", "403"]
+    finally:
+        launching.down(tmp_path)
