@@ -8,15 +8,20 @@ with ``KUBECONFIG`` pointing at it, next to the usual ``namespace`` file.
 There is no ``token`` file and no ``ca.crt``, and ``KUBERNETES_SERVICE_HOST``
 is left unset, on purpose: in-cluster clients (kubernetes, kopf) would then
 insist on HTTPS, which the local API server does not serve; without them they
-fall back to ``KUBECONFIG``. When the API server enforces RBAC, the pod's
-ServiceAccount token is in that kubeconfig instead.
+fall back to ``KUBECONFIG``. The pod's ServiceAccount token is in that
+kubeconfig instead. When the API server speaks HTTPS (RBAC mode), the relay
+terminates TLS with a certificate for the gateway address from the cluster CA
+(:mod:`pki`) and opens its own TLS connection upstream, verifying the server;
+the kubeconfig then names ``https://GATEWAY:PORT`` and carries the CA.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import json
+import ssl
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -35,26 +40,46 @@ async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> N
             writer.close()
 
 
-async def start(listen_host: str, server_url: str) -> tuple[asyncio.Server, int]:
+def relay_tls(cluster_dir: Path, gateway: str) -> tuple[ssl.SSLContext, ssl.SSLContext]:
+    """(what the relay serves pods with, what it checks the API server with)."""
+    from pot.localcluster import pki
+
+    crt, key = pki.issue(cluster_dir, f"relay-{gateway}", ips=[gateway], dns=[])
+    return pki.server_context(crt, key), pki.client_context(cluster_dir)
+
+
+async def start(
+    listen_host: str,
+    server_url: str,
+    tls: tuple[ssl.SSLContext, ssl.SSLContext] | None = None,
+) -> tuple[asyncio.Server, int]:
     """Relay ``listen_host:<API port>`` to the API server; returns (server, port)."""
     parts = urlsplit(server_url)
     target_host = parts.hostname or "127.0.0.1"
     target_port = parts.port or (443 if parts.scheme == "https" else 80)
+    serve_ctx, upstream_ctx = tls if tls is not None else (None, None)
 
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
-            up_reader, up_writer = await asyncio.open_connection(target_host, target_port)
-        except OSError:
+            up_reader, up_writer = await asyncio.open_connection(
+                target_host, target_port, ssl=upstream_ctx
+            )
+        except (OSError, ssl.SSLError):
             writer.close()
             return
         await asyncio.gather(_pipe(reader, up_writer), _pipe(up_reader, writer))
 
-    server = await asyncio.start_server(handle, listen_host, target_port)
+    server = await asyncio.start_server(handle, listen_host, target_port, ssl=serve_ctx)
     return server, target_port
 
 
 def write_credentials(
-    directory: Path, *, namespace: str, server: str, token: str | None = None
+    directory: Path,
+    *,
+    namespace: str,
+    server: str,
+    token: str | None = None,
+    ca: bytes | None = None,
 ) -> None:
     """The files mounted at ``MOUNT`` in every pod; ``token`` (the pod's ServiceAccount's,
     when the API server enforces RBAC) goes into the kubeconfig, never into a ``token`` file."""
@@ -64,10 +89,13 @@ def write_credentials(
     # authentication (docs/localcluster.md). Clients that find a token assume
     # in-cluster HTTPS (kopf's service-account login does, with the empty CA
     # an earlier version wrote here, and failed); without one they use KUBECONFIG.
+    cluster: dict[str, str] = {"server": server}
+    if ca is not None:
+        cluster["certificate-authority-data"] = base64.b64encode(ca).decode()
     doc = {
         "apiVersion": "v1",
         "kind": "Config",
-        "clusters": [{"name": "pot-local", "cluster": {"server": server}}],
+        "clusters": [{"name": "pot-local", "cluster": cluster}],
         "users": [{"name": "pod", "user": {"token": token} if token else {}}],
         "contexts": [
             {

@@ -6,9 +6,10 @@ resource CRUD, patch and watch for built-ins and custom resources, and the
 ``status``/``scale``/``binding``/``eviction``/``log``/``finalize``
 sub-resources (:mod:`subresources`). Plain HTTP on 127.0.0.1: kubectl, helm,
 kopf and the python client all accept an ``http://`` server in a kubeconfig.
-``serviceaccounts/token`` mints ServiceAccount tokens for pods; with
-``--authorization-mode RBAC`` requests carrying one must pass the stored RBAC
-rules (:mod:`authorizing`), while requests without one are the host's admin.
+``serviceaccounts/token`` mints ServiceAccount tokens for pods. With
+``--authorization-mode RBAC`` (and ``--tls-cert``/``--tls-key``, which ``pot
+local up`` passes) every request needs a token and passes the stored RBAC
+rules (:mod:`authorizing`); otherwise a request without one is the admin.
 
 Why not kmock's ``KubernetesEmulator``: it keeps objects as dicts merged by
 dict-update, with no global resourceVersion, no 409 on stale writes, no watch
@@ -30,6 +31,7 @@ import json
 import logging
 import os
 import signal
+import ssl
 import sys
 from pathlib import Path
 from typing import Any
@@ -59,7 +61,6 @@ log = logging.getLogger(__name__)
 
 _YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
-RBAC = "rbac.authorization.k8s.io"
 MODES = ("AlwaysAllow", "RBAC")
 
 MAX_BODY = 3 * 1024 * 1024
@@ -98,12 +99,16 @@ class ApiServer:
             raise errors.ConfigError(
                 f"--authorization-mode: {authorization!r} is not one of {', '.join(MODES)}"
             )
-        self.rbac = authorization == "RBAC"
         # Minted tokens stay valid across restarts: the key lives in the state directory.
-        self.tokens = authorizing.Tokens(
-            os.urandom(32) if directory is None else files.secret_key(directory / "auth.key")
-        )
         self.store = Store(directory)
+        # Minted tokens stay valid across restarts: the key lives in the state directory.
+        self.gate = authorizing.Gate(
+            authorizing.Tokens(
+                os.urandom(32) if directory is None else files.secret_key(directory / "auth.key")
+            ),
+            self.store,
+            rbac=authorization == "RBAC",
+        )
         self.registry = Registry()
         self.cluster = handling.Cluster(self.store, self.registry)
         self.collector: collecting.Collector | None = None
@@ -127,13 +132,16 @@ class ApiServer:
             await self.collector.stop()
         self.store.close()
 
-    async def start(self, host: str = "127.0.0.1", port: int = 0) -> int:
-        """Serve on ``host:port`` (0 picks a free port); returns the port."""
+    async def start(
+        self, host: str = "127.0.0.1", port: int = 0, ssl_context: ssl.SSLContext | None = None
+    ) -> int:
+        """Serve on ``host:port`` (0 picks a free port; HTTPS with ``ssl_context``); returns
+        the port."""
         self._runner = web.AppRunner(
             self.app, handle_signals=False, access_log=None, shutdown_timeout=1.0
         )
         await self._runner.setup()
-        site = web.TCPSite(self._runner, host, port, reuse_address=True)
+        site = web.TCPSite(self._runner, host, port, reuse_address=True, ssl_context=ssl_context)
         await site.start()
         server = site._server
         sockets = getattr(server, "sockets", None) or []
@@ -180,50 +188,13 @@ class ApiServer:
             )
             return _json(err.status(), 500)
 
-    # -- authentication and authorization ----------------------------------------
-
-    def _authenticate(self, request: web.Request) -> authorizing.User:
-        """Who asks: a ServiceAccount for a token this server minted, the host's admin without
-        one, 401 for any other token."""
-        token = authorizing.bearer(request.headers.get("Authorization"))
-        user = authorizing.ADMIN
-        if token is not None:
-            found = self.tokens.authenticate(
-                token,
-                lambda ns, name: self.store.get(("", "serviceaccounts", ns, name)) is not None,
-            )
-            if found is None:
-                raise statuses.ApiError(401, "Unauthorized", "Unauthorized")
-            user = found
-        return user
-
-    def _authorize(self, user: authorizing.User, a: authorizing.Attributes) -> None:
-        ok = authorizing.allowed(
-            user,
-            a,
-            cluster_bindings=self.store.objects(RBAC, "clusterrolebindings"),
-            namespace_bindings=self.store.objects(RBAC, "rolebindings", a.namespace)
-            if a.namespace
-            else (),
-            role=lambda kind, ns, name: self.store.get(
-                (RBAC, "roles" if kind == "Role" else "clusterroles", ns, name)
-            ),
-        )
-        if not ok:
-            raise statuses.ApiError(
-                403,
-                "Forbidden",
-                authorizing.forbidden_message(user, a),
-                name=a.name or None,
-                group=a.group,
-                kind=a.qualified,
-            )
-
     # -- routing -----------------------------------------------------------------
 
     async def _dispatch(self, request: web.Request) -> web.StreamResponse:
         parts = [p for p in request.path.split("/") if p]
-        user = self._authenticate(request)
+        user = self.gate.authenticate(
+            request.headers.get("Authorization"), parts[0] if parts else "", request.method
+        )
         if request.method not in ("GET", "HEAD") and (not parts or parts[0] not in ("api", "apis")):
             raise statuses.method_not_allowed()
         if not parts:
@@ -311,9 +282,9 @@ class ApiServer:
             raise _not_found()
         ns = namespace or ""
         m = request.method
-        if self.rbac:
+        if self.gate.rbac:
             watch = request.query.get("watch") in ("1", "true")
-            self._authorize(
+            self.gate.authorize(
                 user,
                 authorizing.Attributes(
                     authorizing.verb(m, named=name is not None, watch=watch, subresource=sub),
@@ -348,7 +319,7 @@ class ApiServer:
                 return _json(out.obj, 201, out.warnings)
             if sub == "token" and t.resource == "serviceaccounts":
                 self.cluster.get(t, ns, name)  # 404 for a ServiceAccount that does not exist
-                return _json(self.tokens.token_request(ns, name), 201)
+                return _json(self.gate.tokens.token_request(ns, name), 201)
             if sub in ("binding", "eviction"):
                 return _json(subresources.post(self.cluster, t, ns, name, sub=sub, body=body), 201)
             raise statuses.method_not_allowed()
@@ -530,19 +501,27 @@ async def serve_forever(
     host: str,
     port: int,
     port_file: Path | None,
+    *,
     authorization: str = "AlwaysAllow",
+    tls: tuple[Path, Path] | None = None,
 ) -> None:
     server = ApiServer(directory, authorization=authorization)
+    ctx = None
+    if tls is not None:
+        from pot.localcluster import pki
+
+        ctx = pki.server_context(*tls)
     try:
-        bound = await server.start(host, port)
+        bound = await server.start(host, port, ctx)
     except OSError:
         # The port used last time is taken: any free one will do (a new kubeconfig is written).
-        bound = await server.start(host, 0)
+        bound = await server.start(host, 0, ctx)
     if port_file is not None:
         tmp = port_file.with_suffix(".tmp")
         tmp.write_text(str(bound))
         tmp.replace(port_file)
-    log.info("API server on http://%s:%d (state in %s)", host, bound, directory)
+    scheme = "https" if tls else "http"
+    log.info("API server on %s://%s:%d (state in %s)", scheme, host, bound, directory)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -567,13 +546,25 @@ def main(argv: list[str] | None = None) -> None:
         default="AlwaysAllow",
         help="RBAC: requests with a ServiceAccount token must pass the stored RBAC rules",
     )
+    parser.add_argument("--tls-cert", type=Path, default=None, help="serve HTTPS (PEM)")
+    parser.add_argument("--tls-key", type=Path, default=None, help="its key (PEM)")
     args = parser.parse_args(argv)
+    if (args.tls_cert is None) != (args.tls_key is None):
+        parser.error("--tls-cert and --tls-key go together")
+    tls = (args.tls_cert, args.tls_key) if args.tls_cert else None
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s apiserver %(levelname)s %(message)s"
     )
     try:
         asyncio.run(
-            serve_forever(args.dir, args.host, args.port, args.port_file, args.authorization_mode)
+            serve_forever(
+                args.dir,
+                args.host,
+                args.port,
+                args.port_file,
+                authorization=args.authorization_mode,
+                tls=tls,
+            )
         )
     except errors.PotError as exc:
         print(f"error: {exc}", file=sys.stderr)  # noqa: T201

@@ -12,19 +12,20 @@ ClusterRoles and bindings the server stores, evaluated as the real RBAC
 authorizer does (Kubernetes docs, "Using RBAC Authorization"); discovery and
 OpenAPI stay open to them (``system:discovery``). So an operator whose chart
 grants too little fails here as it would on a real cluster, not only on kind.
+That mode also serves HTTPS (:mod:`pki`; client-go sends bearer tokens only
+over TLS, kubernetes/kubectl#744) and requires a token on every request but
+``GET /healthz|livez|readyz|version``: the kubeconfig ``pot local up`` writes
+carries the admin token (user ``pot-admin``, group ``system:masters``).
 
-A request *without* a token is the host's administrator, as on the real
-server's old localhost-only insecure port: client-go (kubectl, helm) never
-sends a bearer token over plain HTTP (kubernetes/kubectl#744), and this server
-speaks plain HTTP on 127.0.0.1. The local cluster is therefore no security
-boundary (docs/localcluster.md); what RBAC mode proves is that the pods'
-ServiceAccounts are granted enough, and not more than the rules say.
+Without RBAC mode (plain HTTP) a request without a token is the administrator,
+as on the real server's old localhost-only insecure port; tokens are still
+checked, so a pod acts as its ServiceAccount either way.
 
 Tokens are HMAC-SHA256 over the ServiceAccount under a key kept in the state
 directory (mode 0600), so they survive restarts and nothing is stored per
 token. Not modelled: token expiry and audiences, pod-bound tokens, aggregated
 ClusterRoles (``aggregationRule``), impersonation, SubjectAccessReviews.
-Pure: the caller passes the stored RBAC objects in.
+Pure (no I/O of its own): the API server hands the gate its store.
 """
 
 from __future__ import annotations
@@ -34,11 +35,16 @@ import hashlib
 import hmac
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
+
+from pot.localcluster import statuses
 
 Obj = Mapping[str, Any]
+RBAC_GROUP = "rbac.authorization.k8s.io"
 
 MASTERS = "system:masters"
+PUBLIC_PATHS = frozenset({"healthz", "livez", "readyz", "version"})
+"""First path segments anyone may GET without a token (``system:public-info-viewer``)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,7 +54,7 @@ class User:
 
 
 ADMIN = User("pot-admin", (MASTERS, "system:authenticated"))
-"""Who a request without a token is (see the module's doc)."""
+"""The admin token's user, and who a request without a token is when not in RBAC mode."""
 
 
 def service_account_user(namespace: str, name: str) -> User:
@@ -104,6 +110,10 @@ class Tokens:
         encoded = base64.urlsafe_b64encode(subject.encode()).decode().rstrip("=")
         return f"pot-sa.{encoded}.{self._tag('sa:' + subject)}"
 
+    def admin(self) -> str:
+        """The administrator's token (``pot local up`` puts it in the kubeconfig)."""
+        return "pot-admin." + self._tag("admin")
+
     def token_request(self, namespace: str, name: str) -> dict[str, Any]:
         """The answer to ``POST .../serviceaccounts/NAME/token`` (a TokenRequest)."""
         return {
@@ -122,6 +132,8 @@ class Tokens:
     ) -> User | None:
         """The user a token names, or None for a token this server did not mint (or one of a
         ServiceAccount that no longer exists)."""
+        if hmac.compare_digest(token, self.admin()):
+            return ADMIN
         parts = token.split(".")
         if len(parts) != 3 or parts[0] != "pot-sa":
             return None
@@ -221,3 +233,60 @@ def forbidden_message(user: User, a: Attributes) -> str:
         f'{what} is forbidden: User "{user.name}" cannot {a.verb} resource "{a.qualified}" '
         f'in API group "{a.group}" {where}'
     )
+
+
+# ---------------------------------------------------------------------- the API server's gate
+
+
+class Objects(Protocol):
+    """What the gate reads from the API server's store."""
+
+    def get(self, key: tuple[str, str, str, str]) -> Any: ...
+    def objects(self, group: str, resource: str, namespace: str | None = None) -> Any: ...
+
+
+class Gate:
+    """Authentication and authorization as the API server applies them to each request."""
+
+    def __init__(self, tokens: Tokens, store: Objects, *, rbac: bool) -> None:
+        self.tokens = tokens
+        self.store = store
+        self.rbac = rbac
+
+    def authenticate(self, header: str | None, head: str, method: str) -> User:
+        """Who asks: the user of a token this server minted (401 for any other token); without
+        one, the admin, or in RBAC mode nobody (401) except for the public paths."""
+        token = bearer(header)
+        if token is None:
+            if not self.rbac or (head in PUBLIC_PATHS and method == "GET"):
+                return ADMIN  # (the public paths never reach the authorizer)
+            raise statuses.ApiError(401, "Unauthorized", "Unauthorized")
+        user = self.tokens.authenticate(
+            token, lambda ns, name: self.store.get(("", "serviceaccounts", ns, name)) is not None
+        )
+        if user is None:
+            raise statuses.ApiError(401, "Unauthorized", "Unauthorized")
+        return user
+
+    def authorize(self, user: User, a: Attributes) -> None:
+        """Raise the real server's 403 unless RBAC grants ``a`` to ``user``."""
+        ok = allowed(
+            user,
+            a,
+            cluster_bindings=self.store.objects(RBAC_GROUP, "clusterrolebindings"),
+            namespace_bindings=self.store.objects(RBAC_GROUP, "rolebindings", a.namespace)
+            if a.namespace
+            else (),
+            role=lambda kind, ns, name: self.store.get(
+                (RBAC_GROUP, "roles" if kind == "Role" else "clusterroles", ns, name)
+            ),
+        )
+        if not ok:
+            raise statuses.ApiError(
+                403,
+                "Forbidden",
+                forbidden_message(user, a),
+                name=a.name or None,
+                group=a.group,
+                kind=a.qualified,
+            )

@@ -113,6 +113,8 @@ class Kubelet:
         self.background: set[asyncio.Task[Any]] = set()
         self.relay: asyncio.Server | None = None
         self.pod_api_url: str | None = None
+        self.pod_api_ca: bytes | None = None
+        """The cluster CA (PEM) pods trust when the API server speaks HTTPS."""
 
     def _spawn(self, coro: Any) -> None:
         """Run ``coro`` in the background, keeping a reference until it ends."""
@@ -210,14 +212,23 @@ class Kubelet:
         self.cleanup_leftovers()
         if self.config.pod_network:
             self.net = podnet.ensure_network(self.state_dir, self.config.cluster_dir)
+            tls = None
+            if self.api.endpoint.server.startswith("https"):
+                tls = apiforward.relay_tls(self.config.cluster_dir, self.net.gateway)
+                self.pod_api_ca = (self.config.cluster_dir / "pki" / "ca.crt").read_bytes()
             try:
-                relay, port = await apiforward.start(self.net.gateway, self.api.endpoint.server)
+                relay, port = await apiforward.start(
+                    self.net.gateway, self.api.endpoint.server, tls
+                )
                 self.relay = relay
-                self.pod_api_url = f"http://{self.net.gateway}:{port}"
+                scheme = "https" if tls else "http"
+                self.pod_api_url = f"{scheme}://{self.net.gateway}:{port}"
             except OSError as exc:
                 log.warning("pods cannot reach the API server: %s", exc)
         else:
             self.pod_api_url = self.api.endpoint.server
+            if self.pod_api_url.startswith("https"):
+                self.pod_api_ca = (self.config.cluster_dir / "pki" / "ca.crt").read_bytes()
         server = kubeletserver.Server(self)
         self.port = await server.start()
         try:

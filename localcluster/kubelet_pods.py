@@ -36,6 +36,7 @@ class Host(Protocol):
     backoff_max: float
     net: podnet.Network | None
     pod_api_url: str | None
+    pod_api_ca: bytes | None
 
     def now(self) -> str: ...
     def lookup(self, kind: str, namespace: str) -> Mapping[str, Obj]: ...
@@ -204,7 +205,7 @@ class PodWorker:
             ns, spec.get("serviceAccountName") or "default"
         )
         apiforward.write_credentials(
-            target, namespace=ns, server=self.host.pod_api_url, token=token
+            target, namespace=ns, server=self.host.pod_api_url, token=token, ca=self.host.pod_api_ca
         )
         self.service_account_dir = str(target)
 

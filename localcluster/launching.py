@@ -6,8 +6,9 @@ Ctrl-C does not reach them:
 
 * ``DIR/state/``      the API server's durable object log (:mod:`storage`);
 * ``DIR/kubeconfig``  written once the API server serves (``server:
-  http://127.0.0.1:PORT``, no credentials: the host's admin, see
-  :mod:`authorizing`);
+  http://127.0.0.1:PORT``, no credentials; with ``--authorization-mode RBAC``
+  ``https://``, the cluster CA from ``DIR/pki/`` and the admin token, see
+  :mod:`authorizing` and :mod:`pki`);
 * ``DIR/pids.json``   name -> pid of every process started, for ``down``;
 * ``DIR/logs/NAME.log`` each process's output.
 
@@ -27,6 +28,7 @@ components in reverse order, so the API server goes last.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import json
 import os
@@ -39,8 +41,9 @@ import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
-from pot import errors
+from pot import errors, files
 
 DEFAULT_DIR = Path("~/.pot/local").expanduser()
 
@@ -90,13 +93,17 @@ class Status:
         return self.serving and "apiserver" in self.running
 
 
-def kubeconfig_text(url: str) -> str:
-    """A kubeconfig for ``url`` (plain HTTP, no credentials), context ``pot-local``."""
+def kubeconfig_text(url: str, *, token: str | None = None, ca: bytes | None = None) -> str:
+    """A kubeconfig for ``url``, context ``pot-local``: no credentials, or the bearer
+    ``token`` and the CA certificate (PEM) that signed the server's."""
+    cluster: dict[str, Any] = {"server": url}
+    if ca is not None:
+        cluster["certificate-authority-data"] = base64.b64encode(ca).decode()
     doc = {
         "apiVersion": "v1",
         "kind": "Config",
-        "clusters": [{"name": "pot-local", "cluster": {"server": url}}],
-        "users": [{"name": "pot-local", "user": {}}],
+        "clusters": [{"name": "pot-local", "cluster": cluster}],
+        "users": [{"name": "pot-local", "user": {"token": token} if token else {}}],
         "contexts": [
             {
                 "name": "pot-local",
@@ -134,14 +141,29 @@ def _write_pids(directory: Path, pids: dict[str, int]) -> None:
 
 def _url(directory: Path) -> str | None:
     try:
-        return f"http://127.0.0.1:{int((directory / 'apiserver.port').read_text())}"
+        port = int((directory / "apiserver.port").read_text())
     except (OSError, ValueError):
         return None
-
-
-def serving(url: str, timeout: float = 1.0) -> bool:
     try:
-        with urllib.request.urlopen(url + "/readyz", timeout=timeout) as resp:  # noqa: S310 (our own http://127.0.0.1 URL)
+        scheme = (directory / "apiserver.scheme").read_text().strip()
+    except OSError:
+        scheme = "http"
+    return f"{scheme}://127.0.0.1:{port}"
+
+
+def serving(url: str, timeout: float = 1.0, directory: Path | None = None) -> bool:
+    """Whether the API server at ``url`` answers /readyz (over HTTPS, trusting only the
+    cluster CA under ``directory``)."""
+    ctx = None
+    if url.startswith("https") and directory is not None:
+        from pot.localcluster import pki
+
+        try:
+            ctx = pki.client_context(directory)
+        except OSError:
+            return False
+    try:
+        with urllib.request.urlopen(url + "/readyz", timeout=timeout, context=ctx) as resp:  # noqa: S310 (our own 127.0.0.1 URL)
             return bool(resp.status == 200)
     except (urllib.error.URLError, OSError):
         return False
@@ -153,7 +175,11 @@ def status(directory: Path = DEFAULT_DIR) -> Status:
     running = {n: p for n, p in pids.items() if _alive(p)}
     url = _url(directory)
     return Status(
-        directory, running, [n for n in pids if n not in running], url, bool(url and serving(url))
+        directory,
+        running,
+        [n for n in pids if n not in running],
+        url,
+        bool(url and serving(url, directory=directory)),
     )
 
 
@@ -217,6 +243,16 @@ def up(
         "--authorization-mode",
         authorization,
     ]
+    token = ca = None
+    if authorization == "RBAC":
+        # Tokens go only over TLS (client-go's rule): serve HTTPS under the cluster CA.
+        from pot.localcluster import authorizing, pki
+
+        crt, key = pki.issue(directory, "apiserver", ips=["127.0.0.1"], dns=["localhost"])
+        argv += ["--tls-cert", str(crt), "--tls-key", str(key)]
+        ca = (directory / "pki" / "ca.crt").read_bytes()
+        token = authorizing.Tokens(files.secret_key(directory / "state" / "auth.key")).admin()
+    (directory / "apiserver.scheme").write_text("https" if authorization == "RBAC" else "http")
     if previous:
         argv += ["--port", previous.rsplit(":", 1)[1]]
     with contextlib.suppress(FileNotFoundError):
@@ -233,7 +269,7 @@ def up(
                 f"the API server exited with code {proc.returncode}; see {directory / 'logs' / 'apiserver.log'}"
             )
         url = _url(directory)
-        if url and serving(url):
+        if url and serving(url, directory=directory):
             break
         time.sleep(0.05)
     else:
@@ -243,7 +279,7 @@ def up(
         )
     assert url is not None
     tmp = directory / "kubeconfig.tmp"
-    tmp.write_text(kubeconfig_text(url))
+    tmp.write_text(kubeconfig_text(url, token=token, ca=ca))
     tmp.chmod(0o600)
     tmp.replace(kubeconfig)
     _start_components(directory, kubeconfig, pids, COMPONENTS if components is None else components)

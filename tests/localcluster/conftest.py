@@ -29,7 +29,7 @@ from typing import Any
 
 import pytest
 
-from pot.localcluster import apiserver, launching
+from pot.localcluster import apiserver, launching, pki
 
 REPO = Path(__file__).resolve().parents[2]
 KUBECTL = REPO / ".venv" / "bin" / "kubectl"
@@ -42,6 +42,8 @@ class Cluster:
     kubeconfig: Path
     url: str
     env: dict[str, str] = field(default_factory=dict)
+    token: str | None = None
+    """Sent by :meth:`request` unless a call passes its own Authorization (RBAC mode)."""
 
     def _env(self) -> dict[str, str]:
         env = dict(os.environ)
@@ -106,10 +108,14 @@ class Cluster:
         req = urllib.request.Request(self.url + path, data=data, method=method)
         if data is not None:
             req.add_header("Content-Type", content_type)
-        for k, v in (headers or {}).items():
+        headers = dict(headers or {})
+        if self.token and "Authorization" not in headers:
+            headers["Authorization"] = f"Bearer {self.token}"
+        for k, v in headers.items():
             req.add_header(k, v)
+        ctx = pki.client_context(self.directory) if self.url.startswith("https") else None
         try:
-            with urllib.request.urlopen(req, timeout=30) as resp:
+            with urllib.request.urlopen(req, timeout=30, context=ctx) as resp:
                 code, text = resp.status, resp.read().decode()
         except urllib.error.HTTPError as exc:
             code, text = exc.code, exc.read().decode()

@@ -3,6 +3,8 @@ then the real API server answering raw HTTP, kubectl and the operator's own rule
 
 from __future__ import annotations
 
+import http.client
+import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -12,7 +14,7 @@ import pytest
 from pot.localcluster import authorizing as az
 from pot.localcluster import launching
 
-from .conftest import Cluster, start_threaded
+from .conftest import Cluster
 
 SA = az.service_account_user("farm", "op")
 
@@ -166,13 +168,38 @@ def test_tokens_name_their_account_and_cannot_be_forged() -> None:
 # ---------------------------------------------------------------------- the API server
 
 
+def _rbac_up(directory: Path, components: list[launching.Component] | None) -> Cluster:
+    kubeconfig, _ = launching.up(directory, components=components, authorization="RBAC")
+    url = launching.status(directory).url
+    assert url is not None and url.startswith("https://")
+    token = json.loads(kubeconfig.read_text())["users"][0]["user"]["token"]
+    return Cluster(directory, kubeconfig, url, token=token)
+
+
 @pytest.fixture(scope="module")
 def rbac_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    srv, cluster = start_threaded(tmp_path_factory.mktemp("rbac"), authorization="RBAC")
+    """The API server alone, as `pot local up --authorization-mode RBAC` starts it (HTTPS)."""
+    directory = tmp_path_factory.mktemp("rbac")
     try:
-        yield cluster
+        yield _rbac_up(directory, components=[])
     finally:
-        srv.stop()
+        launching.down(directory)
+
+
+def test_rbac_mode_serves_https_and_wants_a_token_everywhere_but_the_public_paths(
+    rbac_cluster: Cluster,
+) -> None:
+    code, body = rbac_cluster.request("GET", "/api/v1/namespaces", headers={"Authorization": ""})
+    assert code == 401 and body["reason"] == "Unauthorized"
+    for path in ("/healthz", "/readyz", "/version"):
+        assert rbac_cluster.request("GET", path, headers={"Authorization": ""})[0] == 200
+    # kubectl and helm use the kubeconfig: the cluster CA and the admin token.
+    assert "default" in rbac_cluster.kubectl("get", "namespaces").stdout
+    assert rbac_cluster.helm("list", "-A").returncode == 0
+    # Plain HTTP is not served.
+    plain = Cluster(rbac_cluster.directory, rbac_cluster.kubeconfig, "http" + rbac_cluster.url[5:])
+    with pytest.raises((OSError, http.client.HTTPException)):
+        plain.request("GET", "/healthz")
 
 
 def _token(cluster: Cluster, ns: str, name: str) -> str:
@@ -292,8 +319,6 @@ def test_the_operators_own_rules_let_it_work_and_not_write_secrets(
 
 
 def _docs(text: str) -> list[dict[str, Any]]:
-    import json
-
     items: list[dict[str, Any]] = json.loads(text)["items"]
     return items
 
@@ -311,16 +336,22 @@ def test_an_unknown_mode_is_one_clear_error(tmp_path: Path) -> None:
 
 
 PROBE = r"""
-import json, os, urllib.request, urllib.error
+import base64, json, os, ssl, urllib.request, urllib.error
 cfg = json.load(open(os.environ["KUBECONFIG"]))
-server, user = cfg["clusters"][0]["cluster"]["server"], cfg["users"][0]["user"]
+cluster, user = cfg["clusters"][0]["cluster"], cfg["users"][0]["user"]
+ctx = ssl.create_default_context(
+    cadata=base64.b64decode(cluster["certificate-authority-data"]).decode()
+)
 def code(path):
-    req = urllib.request.Request(server + path, headers={"Authorization": "Bearer " + user["token"]})
+    req = urllib.request.Request(
+        cluster["server"] + path, headers={"Authorization": "Bearer " + user["token"]}
+    )
     try:
-        return urllib.request.urlopen(req, timeout=10).status
+        return urllib.request.urlopen(req, timeout=10, context=ctx).status
     except urllib.error.HTTPError as e:
         return e.code
-print(code("/api/v1/namespaces/default/configmaps/settings"), code("/api/v1/namespaces/default/secrets"))
+print(cluster["server"].split(":")[0], code("/api/v1/namespaces/default/configmaps/settings"),
+      code("/api/v1/namespaces/default/secrets"))
 """
 
 
@@ -328,11 +359,8 @@ print(code("/api/v1/namespaces/default/configmaps/settings"), code("/api/v1/name
 @pytest.mark.filterwarnings("ignore:subprocess .* is still running:ResourceWarning")
 def test_a_pod_acts_as_its_service_account(tmp_path: Path) -> None:
     """The kubelet mints the pod's token and mounts it: RBAC then holds the pod to its Role."""
-    kubeconfig, _ = launching.up(tmp_path, authorization="RBAC")
+    cluster = _rbac_up(tmp_path, components=None)
     try:
-        url = launching.status(tmp_path).url
-        assert url is not None
-        cluster = Cluster(tmp_path, kubeconfig, url)
         cluster.kubectl(
             "apply",
             "-f",
@@ -356,12 +384,29 @@ def test_a_pod_acts_as_its_service_account(tmp_path: Path) -> None:
                 }
             },
         }
-        import json
-
         cluster.kubectl("apply", "-f", "-", input=json.dumps(job))
         cluster.kubectl(
             "wait", "--for=condition=Complete", "job/probe", "--timeout=60s", timeout=90
         )
-        assert cluster.kubectl("logs", "job/probe").stdout.split() == ["200", "403"]
+        assert cluster.kubectl("logs", "job/probe").stdout.split() == ["https", "200", "403"]
     finally:
         launching.down(tmp_path)
+
+
+def test_certificates_are_issued_once_per_address_set_under_one_ca(tmp_path: Path) -> None:
+    from cryptography import x509
+
+    from pot.localcluster import pki
+
+    crt, key = pki.issue(tmp_path, "apiserver", ips=["127.0.0.1"], dns=["localhost"])
+    assert (key.stat().st_mode & 0o777) == 0o600
+    assert (tmp_path / "pki" / "ca.key").stat().st_mode & 0o777 == 0o600
+    again, _ = pki.issue(tmp_path, "apiserver", ips=["127.0.0.1"], dns=["localhost"])
+    assert again.read_bytes() == crt.read_bytes()  # same addresses: kept
+    moved, _ = pki.issue(tmp_path, "apiserver", ips=["10.200.0.1"], dns=[])
+    cert = x509.load_pem_x509_certificate(moved.read_bytes())
+    sans = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert [str(ip) for ip in sans.get_values_for_type(x509.IPAddress)] == ["10.200.0.1"]
+    ca = x509.load_pem_x509_certificate((tmp_path / "pki" / "ca.crt").read_bytes())
+    assert cert.issuer == ca.subject
+    cert.verify_directly_issued_by(ca)
