@@ -97,6 +97,8 @@ def build_peers(vset: Body, identities: Sequence[Identity], config: Config) -> d
         ],
         "chain": chain_doc,
     }
+    if config.operator_address:
+        doc["operator"] = config.operator_address  # the only registrations validators accept
     if spec.get("stakes"):
         doc["stakes"] = list(spec["stakes"])
     if spec.get("pbft"):

@@ -45,6 +45,11 @@ class Config:
     """Tolerations added to GPU trainer pods."""
     chain_rpc_url: str = ""
     """RPC URL for ValidatorSets that name neither ``rpcUrl`` nor ``rpcSecretRef``."""
+    operator_key_file: str = ""
+    """The key task registrations are signed with (``POT_OPERATOR_KEY_FILE``, a mounted
+    Secret); empty: unsigned, which only ValidatorSets naming no operator accept."""
+    operator_address: str = ""
+    """That key's address, set once it is loaded: each peers.json names it as ``operator``."""
     store_volume: StoreVolume = "hostPath"
     """Trainer state volume (checkpoints, unacknowledged segments, resume point).
 
@@ -169,6 +174,7 @@ def from_env(env: Mapping[str, str] | None = None) -> Config:
             ),
             gpu_tolerations=_json(get("POT_GPU_TOLERATIONS", ""), "POT_GPU_TOLERATIONS", list),
             chain_rpc_url=get("POT_CHAIN_RPC_URL", ""),
+            operator_key_file=get("POT_OPERATOR_KEY_FILE", ""),
             store_volume=get("POT_TRAINER_STORE") or "hostPath",  # type: ignore[arg-type]
             store_host_dir=get("POT_TRAINER_STORE_HOST_DIR") or "/var/lib/pot/tasks",
             store_size=get("POT_TRAINER_STORE_SIZE") or "10Gi",

@@ -19,6 +19,7 @@ Lease, close the clients (kopf runs it on SIGTERM: graceful shutdown).
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import os
 import signal
@@ -29,7 +30,7 @@ from typing import Any
 import kopf
 from aiohttp import web
 
-from pot import errors, observability
+from pot import errors, keys, observability
 from pot.operator import (
     config as configuration,
 )
@@ -168,6 +169,16 @@ async def _serve(rt: runtime.Runtime, port: int) -> web.AppRunner:
 async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **kwargs: Any) -> None:
     """Configure, elect, start workers."""
     cfg = configuration.from_env()
+    signer = None
+    if cfg.operator_key_file:
+        signer = keys.from_file(cfg.operator_key_file)  # KeyLoadError names the file, not the key
+        cfg = dataclasses.replace(cfg, operator_address=signer.address)
+        log.info("signing task registrations as %s", signer.address)
+    else:
+        log.warning(
+            "no POT_OPERATOR_KEY_FILE: task registrations go unsigned, and only ValidatorSets "
+            "whose peers.json names no operator accept them"
+        )
     settings.posting.enabled = False  # our own Events, one per transition
     settings.peering.standalone = True  # the Lease elects; kopf peering is not used
     settings.watching.server_timeout = 300
@@ -179,7 +190,7 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **kwargs: An
     kube = kubeapi.Client()
     kube.configure(info)
     rt = runtime.Runtime(cfg)
-    vclient = validators_client.Client(timeout=cfg.http_timeout)
+    vclient = validators_client.Client(timeout=cfg.http_timeout, signer=signer)
     memo.rt, memo.kube, memo.vclient = rt, kube, vclient
     memo.tasks = []
     if cfg.metrics_port:  # before the election: a standby must answer its liveness probe

@@ -16,7 +16,7 @@ from typing import Any
 
 import aiohttp
 
-from pot import errors
+from pot import errors, keys, signing
 
 
 class Unavailable(errors.ProtocolError):
@@ -34,7 +34,9 @@ class Rejected(errors.ProtocolError):
 class Client:
     """Talks to a ValidatorSet through any of its replicas' base URLs."""
 
-    def __init__(self, *, timeout: float = 5.0) -> None:
+    def __init__(self, *, timeout: float = 5.0, signer: keys.Key | None = None) -> None:
+        self.signer = signer
+        """The operator's key: it signs registrations (never logged; repr shows the address)."""
         self._timeout = aiohttp.ClientTimeout(total=timeout)
         self._session: aiohttp.ClientSession | None = None
         self.requests = 0
@@ -90,10 +92,12 @@ class Client:
     async def register(
         self, bases: Sequence[str], task_id: str, spec: Mapping[str, Any]
     ) -> Mapping[str, Any]:
-        """``POST /v1/tasks``; Rejected on 4xx (naming the field), Unavailable otherwise."""
-        status, doc = await self._first(
-            "POST", bases, "/v1/tasks", {"id": task_id, "spec": dict(spec)}
-        )
+        """``POST /v1/tasks``, signed with the operator's key if it has one; Rejected on 4xx
+        (naming the field), Unavailable otherwise."""
+        body: dict[str, Any] = {"id": task_id, "spec": dict(spec)}
+        if self.signer is not None:
+            body["signature"] = signing.sign_registration(self.signer, task_id, body["spec"])
+        status, doc = await self._first("POST", bases, "/v1/tasks", body)
         if status >= 400:
             doc = doc if isinstance(doc, dict) else {}
             raise Rejected(str(doc.get("error") or f"HTTP {status}"), str(doc.get("field") or ""))

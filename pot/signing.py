@@ -103,3 +103,31 @@ def recover(
         )
     except Exception as exc:
         raise errors.ProtocolError(f"signature does not recover: {exc}") from exc
+
+
+# ---------------------------------------------------------------------- task registrations
+
+REGISTER_TYPES: Types = {
+    "Register": [{"name": "task", "type": "string"}, {"name": "specHash", "type": "bytes32"}]
+}
+"""What the operator signs when it registers a task with a ValidatorSet (docs/protocol.md)."""
+
+
+def spec_hash(spec: Any) -> bytes:
+    """keccak256 of the spec's canonical JSON (sorted keys, no spaces, UTF-8)."""
+    import json
+
+    text = json.dumps(spec, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return bytes(keccak(text.encode()))
+
+
+def sign_registration(key: keys.Key, task: str, spec: Any) -> str:
+    """The operator's signature over ``Register{task, specHash}``."""
+    message = {"task": task, "specHash": spec_hash(spec)}
+    return sign(key, offchain_domain("register"), REGISTER_TYPES, "Register", message)
+
+
+def registration_signer(signature: str, task: str, spec: Any) -> str:
+    """Who signed this registration; ProtocolError if the signature is malformed."""
+    message = {"task": task, "specHash": spec_hash(spec)}
+    return recover(signature, offchain_domain("register"), REGISTER_TYPES, "Register", message)

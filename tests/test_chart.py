@@ -113,6 +113,27 @@ def test_operator_pod_is_locked_down(helm: str, repo_root: Path) -> None:
     assert container["resources"]["limits"]
 
 
+def test_operator_key_is_generated_mounted_and_replaceable(helm: str, repo_root: Path) -> None:
+    import base64
+    import re
+
+    docs = render(helm, repo_root)
+    (secret,) = [d for d in docs if d["kind"] == "Secret"]
+    assert secret["metadata"]["name"] == "pot-pot-operator-key"
+    assert re.fullmatch(r"[0-9a-f]{64}", base64.b64decode(secret["data"]["key"]).decode())
+    (deployment,) = [d for d in docs if d["kind"] == "Deployment"]
+    pod = deployment["spec"]["template"]["spec"]
+    (vol,) = [v for v in pod["volumes"] if v["name"] == "operator-key"]
+    assert vol["secret"]["secretName"] == "pot-pot-operator-key"
+    env = {e["name"]: e.get("value") for e in pod["containers"][0]["env"]}
+    assert env["POT_OPERATOR_KEY_FILE"] == "/var/run/pot/operator-key/key"
+    own = render(helm, repo_root, "--set", "operatorKey.existingSecret=my-key")
+    assert not [d for d in own if d["kind"] == "Secret"]
+    (deployment,) = [d for d in own if d["kind"] == "Deployment"]
+    vols = deployment["spec"]["template"]["spec"]["volumes"]
+    assert [v["secret"]["secretName"] for v in vols if v["name"] == "operator-key"] == ["my-key"]
+
+
 def test_rbac_is_least_privilege(helm: str, repo_root: Path) -> None:
     (role,) = [d for d in render(helm, repo_root) if d["kind"] == "ClusterRole"]
     for rule in role["rules"]:

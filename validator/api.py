@@ -20,6 +20,7 @@ from pot import errors, ids, observability
 from pot.trainer import segments
 from pot.validator import app as vapp
 from pot.validator import messages, specs
+from pot.validator.rejections import Rejection
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -95,10 +96,22 @@ def build(node: Node) -> web.Application:
             specs.check_spec(doc.get("spec"))
         except errors.ConfigError as exc:
             return _json(400, {"error": str(exc), "field": _field(str(exc))})
-        result = await node.submit(vapp.op("register", task=task, spec=doc["spec"]), COMMIT_WAIT_S)
+        signature = doc.get("signature")
+        refused = {
+            "error": f"registration of {task} is not signed by {node.app.v.operator}",
+            "field": "signature",
+        }
+        if not node.app.signed_by_operator(str(task), doc["spec"], signature):
+            return _json(403, refused)  # refused before ordering; every replica checks again
+        reg = {"task": task, "spec": doc["spec"]}
+        if signature is not None:
+            reg["signature"] = signature
+        result = await node.submit(vapp.op("register", **reg), COMMIT_WAIT_S)
         if result is None:
             return _json(202, {"id": task, "status": "pending"})
         if not result.get("ok"):
+            if result.get("reason") == Rejection.NOT_OPERATOR.name:
+                return _json(403, refused)
             return _json(
                 400, {"error": f"task {task} exists with a different spec", "field": "spec"}
             )

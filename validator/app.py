@@ -96,6 +96,8 @@ class Validators:
     chain_id: int
     contract: str
     f: int
+    operator: str | None = None
+    """Who may register tasks (peers.json "operator"); None accepts anyone's registration."""
 
     @property
     def quorum(self) -> int:
@@ -152,9 +154,24 @@ class App:
             return _MALFORMED
         return canonical(result)
 
+    def signed_by_operator(self, task: str, spec: Any, signature: Any) -> bool:
+        """Whether a registration may be ordered: this set names no operator, or the operator
+        signed ``Register{task, specHash}`` (docs/protocol.md, ``POST /v1/tasks``)."""
+        if self.v.operator is None:
+            return True
+        try:
+            signer = signing.registration_signer(str(signature), task, spec)
+        except errors.ProtocolError:
+            return False
+        return signer.lower() == self.v.operator.lower()
+
     def _register(self, doc: dict[str, Any]) -> dict[str, Any]:
         task, spec = doc["task"], doc["spec"]
         ids.split_task_key(task)
+        # Checked here, by every replica, not only at the HTTP API: a faulty replica can order
+        # any request, and the task's spec decides who can earn its escrow.
+        if not self.signed_by_operator(task, spec, doc.get("signature")):
+            return _no(Rejection.NOT_OPERATOR)
         if task in self.tasks:
             same = self.tasks[task]["spec"] == spec
             return {"ok": same, "id": task} if same else _no(Rejection.TASK_EXISTS)

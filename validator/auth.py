@@ -60,6 +60,9 @@ class Peers:
     stakes: tuple[int, ...]
     tuning: dict[str, int]
     """peers.json "pbft": checkpointInterval, batchSize, viewChangeTimeoutMs, retransmitMs."""
+    operator: str | None = None
+    """peers.json "operator": the only address whose task registrations are accepted (none:
+    anyone's, for hand-made test sets; the operator always names itself)."""
 
     def config(self, **overrides: Any) -> pbft.Config:
         p = self.tuning
@@ -100,6 +103,21 @@ def load_peers(path: str | os.PathLike[str]) -> Peers:
     return parse_peers(doc, str(path))
 
 
+def _operator(value: Any, where: str) -> str | None:
+    if value is None:
+        return None
+    text = str(value)
+    if len(text) != 42 or not text.startswith("0x"):
+        raise errors.ConfigError(f"{where}: operator must be a 0x-prefixed 20-byte address")
+    try:
+        bytes.fromhex(text[2:])
+    except ValueError:
+        raise errors.ConfigError(
+            f"{where}: operator must be a 0x-prefixed 20-byte address"
+        ) from None
+    return text
+
+
 def parse_peers(doc: Any, where: str = "peers.json") -> Peers:
     try:
         n, f = int(doc["n"]), int(doc["f"])
@@ -132,6 +150,7 @@ def parse_peers(doc: Any, where: str = "peers.json") -> Peers:
             contract=str(chain.get("contract", "0x" + "00" * 20)),
             stakes=stakes,
             tuning=pb,
+            operator=_operator(doc.get("operator"), where),
         )
     except errors.ConfigError:
         raise

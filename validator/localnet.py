@@ -36,9 +36,10 @@ def free_ports(count: int) -> list[int]:
 
 
 def write_peers(
-    root: Path, n: int, *, tuning: dict[str, int] | None = None
+    root: Path, n: int, *, tuning: dict[str, int] | None = None, operator: str | None = None
 ) -> tuple[Path, list[keys.Key]]:
-    """peers.json and key files for n replicas under ``root``."""
+    """peers.json and key files for n replicas under ``root`` (``operator``: the address
+    whose registrations alone are accepted)."""
     root.mkdir(parents=True, exist_ok=True)
     ks = [keys.generate() for _ in range(n)]
     ports = free_ports(2 * n)
@@ -62,6 +63,8 @@ def write_peers(
         "chain": {"rpcUrl": "http://127.0.0.1:8545", "chainId": 31337, "contract": "0x" + "5" * 40},
         "pbft": tuning or {"checkpointInterval": 16, "batchSize": 100, "viewChangeTimeoutMs": 1000},
     }
+    if operator is not None:
+        doc["operator"] = operator
     path = root / "peers.json"
     path.write_text(json.dumps(doc, indent=1))
     return path, ks
@@ -71,12 +74,18 @@ class LocalNet:
     """n validator processes; start, kill, restart, query."""
 
     def __init__(
-        self, root: Path, n: int, *, auditor: str = "accept", tuning: dict[str, int] | None = None
+        self,
+        root: Path,
+        n: int,
+        *,
+        auditor: str = "accept",
+        tuning: dict[str, int] | None = None,
+        operator: str | None = None,
     ) -> None:
         self.root = root
         self.n = n
         self.auditor = auditor
-        self.config, self.keys = write_peers(root, n, tuning=tuning)
+        self.config, self.keys = write_peers(root, n, tuning=tuning, operator=operator)
         self.doc = json.loads(self.config.read_text())
         self.procs: dict[int, subprocess.Popen[bytes]] = {}
         self.logs: list[Any] = []

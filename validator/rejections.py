@@ -44,6 +44,7 @@ class Rejection(enum.Enum):
     UNKNOWN_TASK = "unknown_task"  # a segment or verdict for a task never registered
     TASK_EXISTS = "task_exists"  # a second registration of a task with a different spec
     BAD_SPEC = "bad_spec"  # a task spec the validators cannot run (the field is named)
+    NOT_OPERATOR = "not_operator"  # a registration not signed by the ValidatorSet's operator
     CONFLICTING_SEGMENT = "conflicting_segment"  # another segment already holds this (miner, index)
     BROKEN_CHAIN = "broken_chain"  # startCid != the miner's previous endCid (index 0: initial ckpt)
     UNKNOWN_MINER = "unknown_miner"  # a node rank already bound to another miner address

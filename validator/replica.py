@@ -94,6 +94,7 @@ class Node:
                 chain_id=peers.chain_id,
                 contract=peers.contract,
                 f=peers.f,
+                operator=peers.operator,
             )
         )
         self.disk = persistence.Disk(data_dir)

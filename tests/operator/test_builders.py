@@ -57,6 +57,12 @@ def test_peers_json_follows_protocol(vset: dict[str, Any]) -> None:
     assert doc["pbft"]["checkpointInterval"] == 64
 
 
+def test_peers_json_names_the_operator_once_it_has_a_key(vset: dict[str, Any]) -> None:
+    assert "operator" not in bv.build_peers(vset, IDS, Config())
+    addr = "0x" + "ab" * 20
+    assert bv.build_peers(vset, IDS, Config(operator_address=addr))["operator"] == addr
+
+
 def test_rpc_secret_never_lands_in_the_configmap(vset: dict[str, Any]) -> None:
     vset["spec"]["chain"].pop("rpcUrl")
     vset["spec"]["chain"]["rpcSecretRef"] = {"name": "rpc", "key": "url"}

@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 from aiohttp import web
 
+from pot import keys, signing
 from pot.operator import kubeapi, leadership, validators_client
 
 
@@ -26,6 +27,9 @@ async def validator() -> AsyncIterator[str]:
 
     async def register(request: web.Request) -> web.Response:
         doc = await request.json()
+        if "signature" in doc:  # echoes who signed, so the test can check it
+            signer = signing.registration_signer(doc["signature"], doc["id"], doc["spec"])
+            return web.json_response({"id": doc["id"], "signer": signer}, status=202)
         if doc["id"].endswith("/bad"):
             return web.json_response(
                 {"error": "unknown dataset", "field": "spec.dataset"}, status=400
@@ -147,3 +151,14 @@ async def test_one_leader_at_a_time(apiserver: str) -> None:
     finally:
         for c in clients:
             await c.close()
+
+
+async def test_registrations_are_signed_with_the_operators_key(validator: str) -> None:
+    key = keys.generate()
+    client = validators_client.Client(timeout=2, signer=key)
+    try:
+        reply = await client.register([validator], "ns/ok", {"model": {"name": "m"}})
+        assert reply["signer"] == key.address
+        assert key.address in repr(client.signer) and "account" not in repr(client.signer)
+    finally:
+        await client.close()

@@ -190,8 +190,10 @@ def test_config_from_env() -> None:
             "POT_NCCL_P2P_DISABLE": "0",
             "POT_GPU_NODE_SELECTOR": '{"pool": "rigs"}',
             "POT_TRAINER_COMMAND": '["python", "-c", "pass"]',
+            "POT_OPERATOR_KEY_FILE": "/var/run/pot/operator-key/key",
         }
     )
+    assert cfg.operator_key_file == "/var/run/pot/operator-key/key"
     assert cfg.trainer_image == "reg/pot-trainer:1" and cfg.namespaces == ("a", "b")
     assert cfg.nccl_p2p_disable is False and cfg.gpu_node_selector == {"pool": "rigs"}
     assert cfg.trainer_command == ["python", "-c", "pass"]

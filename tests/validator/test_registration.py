@@ -1,0 +1,118 @@
+"""Only the operator registers tasks: a registration must carry its signature over the task
+and the spec's hash (peers.json "operator"), checked by every replica when it executes.
+
+Why it matters: a task's spec decides who can earn its escrow, and task ids are guessable
+(``keccak256("ns/name")``). Anyone who could reach a validator's API first could register
+a task of their own under that id, train it, and be paid from the funder's escrow.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pot import errors, keys, signing
+from pot.validator import app as vapp
+from pot.validator import auth, localnet, pbft
+from pot.validator import messages as m
+
+OPERATOR = keys.generate()
+TASK = "farm/mlp"
+SPEC: dict[str, Any] = {
+    "model": {"name": "mlp-regression"},
+    "dataset": {"name": "synthetic-regression"},
+    "hyperparameters": {"steps": 40},
+    "resources": {"nodes": 1},
+    "proof": {"segmentSteps": 20, "sampleRate": 0.5},
+    "reward": {"pool": "1000", "minerStake": "10"},
+}
+
+
+def _app(operator: str | None) -> vapp.App:
+    return vapp.App(
+        vapp.Validators(
+            addresses=tuple(keys.generate().address for _ in range(4)),
+            stakes=(1, 1, 1, 1),
+            chain_id=31337,
+            contract="0x" + "11" * 20,
+            f=1,
+            operator=operator,
+        )
+    )
+
+
+def _execute(app: vapp.App, op: bytes, seq: int = 1) -> dict[str, Any]:
+    ctx = pbft.ExecContext(seq=seq, view=0, batch_digest=bytes(32))
+    result: dict[str, Any] = json.loads(app.execute(m.Request("c", seq, op), ctx))
+    return result
+
+
+def _register(spec: dict[str, Any], signature: str | None) -> bytes:
+    body: dict[str, Any] = {"task": TASK, "spec": spec}
+    if signature is not None:
+        body["signature"] = signature
+    return vapp.op("register", **body)
+
+
+def test_every_replica_orders_only_the_operators_registrations() -> None:
+    app = _app(OPERATOR.address)
+    good = signing.sign_registration(OPERATOR, TASK, SPEC)
+    other = signing.sign_registration(keys.generate(), TASK, SPEC)
+    forged_spec = {**SPEC, "reward": {"pool": "1000", "minerStake": "1"}}
+    for op in (
+        _register(SPEC, None),  # unsigned
+        _register(SPEC, other),  # signed by someone else
+        _register(forged_spec, good),  # the operator's signature over another spec
+        _register(SPEC, "0x1234"),  # not a signature
+    ):
+        assert _execute(app, op) == {"ok": False, "reason": "NOT_OPERATOR"}
+        assert TASK not in app.tasks
+    assert _execute(app, _register(SPEC, good))["ok"] is True
+    assert _execute(app, _register(SPEC, good), seq=2)["ok"] is True  # re-sent after a crash
+    assert app.tasks[TASK]["spec"] == SPEC
+
+
+def test_a_set_that_names_no_operator_takes_any_registration() -> None:
+    # Hand-made sets (tests, local experiments); the operator always names itself.
+    assert _execute(_app(None), _register(SPEC, None))["ok"] is True
+
+
+def test_the_signature_covers_the_canonical_spec() -> None:
+    reordered = dict(reversed(list(SPEC.items())))
+    assert signing.spec_hash(reordered) == signing.spec_hash(SPEC)
+    sig = signing.sign_registration(OPERATOR, TASK, SPEC)
+    assert signing.registration_signer(sig, TASK, reordered) == OPERATOR.address
+    assert signing.registration_signer(sig, "farm/other", SPEC) != OPERATOR.address
+
+
+def test_peers_json_names_the_operator_by_address(tmp_path: Path) -> None:
+    path, _ = localnet.write_peers(tmp_path, 4, operator=OPERATOR.address)
+    assert auth.load_peers(path).operator == OPERATOR.address
+    doc = json.loads(path.read_text())
+    doc["operator"] = "0xnothex"
+    with pytest.raises(errors.ConfigError, match="operator must be a 0x-prefixed 20-byte address"):
+        auth.parse_peers(doc, "peers.json")
+
+
+@pytest.mark.slow
+def test_the_api_refuses_unsigned_registrations_before_ordering_them(tmp_path: Path) -> None:
+    net = localnet.LocalNet(tmp_path, 4, operator=OPERATOR.address)
+    net.start()
+    try:
+        net.wait_ready()
+        code, body = net.post(0, "/v1/tasks", {"id": TASK, "spec": SPEC})
+        assert code == 403 and body["field"] == "signature"
+        assert OPERATOR.address in body["error"]
+        stranger = signing.sign_registration(keys.generate(), TASK, SPEC)
+        assert net.post(1, "/v1/tasks", {"id": TASK, "spec": SPEC, "signature": stranger})[0] == 403
+        assert net.get(0, f"/v1/tasks/{TASK}")[0] == 404
+        signed = signing.sign_registration(OPERATOR, TASK, SPEC)
+        code, body = net.post(2, "/v1/tasks", {"id": TASK, "spec": SPEC, "signature": signed})
+        assert code == 202, body
+        for i in range(4):
+            net.wait(lambda i=i: net.get(i, f"/v1/tasks/{TASK}")[0] == 200, timeout=30)
+    finally:
+        net.close()
