@@ -7,9 +7,9 @@ for that address under ``/var/run/secrets/kubernetes.io/serviceaccount/``
 with ``KUBECONFIG`` pointing at it, next to the usual ``namespace`` file.
 There is no ``token`` file and no ``ca.crt``, and ``KUBERNETES_SERVICE_HOST``
 is left unset, on purpose: in-cluster clients (kubernetes, kopf) would then
-insist on HTTPS, which the local API server does not serve; without them they
-fall back to ``KUBECONFIG``. The pod's ServiceAccount token is in that
-kubeconfig instead. When the API server speaks HTTPS (RBAC mode), the relay
+insist on HTTPS at the service address; without them they fall back to
+``KUBECONFIG``. The pod's ServiceAccount token is in that kubeconfig
+instead. When the API server speaks HTTPS (RBAC mode), the relay
 terminates TLS with a certificate for the gateway address from the cluster CA
 (:mod:`pki`) and opens its own TLS connection upstream, verifying the server;
 the kubeconfig then names ``https://GATEWAY:PORT`` and carries the CA.
@@ -85,10 +85,9 @@ def write_credentials(
     when the API server enforces RBAC) goes into the kubeconfig, never into a ``token`` file."""
     directory.mkdir(parents=True, exist_ok=True)
     (directory / "namespace").write_text(namespace)
-    # No token and no ca.crt: the local API server speaks plain HTTP without
-    # authentication (docs/localcluster.md). Clients that find a token assume
-    # in-cluster HTTPS (kopf's service-account login does, with the empty CA
-    # an earlier version wrote here, and failed); without one they use KUBECONFIG.
+    # No ``token`` or ``ca.crt`` files: clients that find a token file assume in-cluster
+    # config (kopf's service-account login does, with the empty CA an earlier version
+    # wrote here, and failed); without one they use KUBECONFIG, which carries both.
     cluster: dict[str, str] = {"server": server}
     if ca is not None:
         cluster["certificate-authority-data"] = base64.b64encode(ca).decode()

@@ -129,7 +129,8 @@ class Kubelet:
 
     async def service_account_token(self, namespace: str, name: str) -> str | None:
         """A token for the pod's ServiceAccount (TokenRequest); None if the account is missing
-        (the pod then asks as the host's admin, see pot.localcluster.authorizing)."""
+        (the pod then has no identity: admin on a plain-HTTP cluster, nobody in RBAC mode;
+        see pot.localcluster.authorizing)."""
         path = f"/api/v1/namespaces/{namespace}/serviceaccounts/{name}/token"
         try:
             reply = await self.api.create(path, {"kind": "TokenRequest", "spec": {}})
@@ -210,12 +211,12 @@ class Kubelet:
         from pot.localcluster import kubeletserver
 
         self.cleanup_leftovers()
+        https = self.api.endpoint.server.startswith("https")
+        if https:  # RBAC mode: pods trust the cluster CA (pot.localcluster.pki)
+            self.pod_api_ca = (self.config.cluster_dir / "pki" / "ca.crt").read_bytes()
         if self.config.pod_network:
             self.net = podnet.ensure_network(self.state_dir, self.config.cluster_dir)
-            tls = None
-            if self.api.endpoint.server.startswith("https"):
-                tls = apiforward.relay_tls(self.config.cluster_dir, self.net.gateway)
-                self.pod_api_ca = (self.config.cluster_dir / "pki" / "ca.crt").read_bytes()
+            tls = apiforward.relay_tls(self.config.cluster_dir, self.net.gateway) if https else None
             try:
                 relay, port = await apiforward.start(
                     self.net.gateway, self.api.endpoint.server, tls
@@ -227,8 +228,6 @@ class Kubelet:
                 log.warning("pods cannot reach the API server: %s", exc)
         else:
             self.pod_api_url = self.api.endpoint.server
-            if self.pod_api_url.startswith("https"):
-                self.pod_api_ca = (self.config.cluster_dir / "pki" / "ca.crt").read_bytes()
         server = kubeletserver.Server(self)
         self.port = await server.start()
         try:
