@@ -21,8 +21,9 @@ _NODES = typer.Option(None, "--nodes", help="Node layout (YAML/JSON); default: t
 _AUTHZ = typer.Option(
     "AlwaysAllow",
     "--authorization-mode",
-    help="RBAC: pods act as their ServiceAccount and must pass the stored RBAC rules, as on "
-    "a real cluster (the kubeconfig, without a token, stays the admin's).",
+    help="RBAC: serve HTTPS from a cluster CA, want a token on every request (the kubeconfig "
+    "gets the admin's, pods their ServiceAccount's) and enforce the stored RBAC rules, as a "
+    "real cluster does.",
 )
 
 

@@ -110,7 +110,7 @@ def run(
     reward = task_doc["spec"]["reward"]
     chain = None
     try:
-        say(f"==> local cluster in {cluster_dir} (fresh)")
+        say(f"==> local cluster in {cluster_dir} (fresh; HTTPS, RBAC enforced)")
         fresh(cluster_dir)
         kubeconfig, _ = launching.up(cluster_dir, authorization="RBAC")
         clock.mark("cluster")
