@@ -6,7 +6,7 @@ grants what this code needs and nothing more; a test fails on drift. Pure.
 
 Why each rule: the custom resources are watched and their status written;
 children are created, patched (gate release, drift repair) and deleted (gang
-restarts); Secrets are only read (miner-key names, validator public keys:
+restarts); Secrets are only read (miner-key names and addresses, validator public keys:
 never written, never logged); Nodes are read for gang fit; Events are
 posted at every transition; a coordination Lease elects the active replica.
 No wildcard verbs or resources, no escalate/bind, no RBAC writes (the

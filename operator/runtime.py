@@ -3,8 +3,10 @@
 kopf streams TrainingTasks, ValidatorSets, Pods, Nodes and Secrets into
 ``observe_*``; reconcilers read only from here, so a reconcile costs no API
 reads at all (the bench counts requests per task). Secrets are reduced to
-their key *names* on arrival: no key material is kept (validator keys are read
-on demand, used to derive public identities, and dropped).
+their key *names* on arrival, plus the address of each ``miner-<rank>.key``
+(registrations bind every node rank to its miner): no key material is kept
+(validator keys are read on demand, used to derive public identities, and
+dropped).
 
 Cache staleness is handled where it matters: a status written by the
 operator replaces the cached body (watch events older than it are ignored),
@@ -16,11 +18,15 @@ duplicate).
 
 from __future__ import annotations
 
+import base64
+import binascii
+import re
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from pot import errors, keys
 from pot.operator import gang, names, queueing
 from pot.operator.config import Config
 
@@ -93,6 +99,8 @@ class Runtime:
         self.vset_pods: dict[tuple[str, str], dict[str, Body]] = {}
         self.nodes: dict[str, gang.NodeInfo] = {}
         self.secret_keys: dict[tuple[str, str], frozenset[str]] = {}
+        self.miner_addresses: dict[tuple[str, str], dict[int, str]] = {}
+        """Per Secret: node rank -> the address of its ``miner-<rank>.key`` (valid keys only)."""
         self.secret_versions: dict[tuple[str, str], str] = {}
         self.vset_applied: dict[tuple[str, str], tuple[int, str]] = {}
         self.pod_usage: dict[tuple[str, str], tuple[str, dict[str, int]]] = {}
@@ -222,11 +230,13 @@ class Runtime:
         if deleted:
             self.secret_keys.pop(key, None)
             self.secret_versions.pop(key, None)
+            self.miner_addresses.pop(key, None)
         else:
             self.secret_versions[key] = str(meta.get("resourceVersion", ""))
             self.secret_keys[key] = frozenset((body.get("data") or {}).keys()) | frozenset(
                 (body.get("stringData") or {}).keys()
             )
+            self.miner_addresses[key] = _miner_addresses(body)
         ns = meta["namespace"]
         for (tns, tname), task in self.tasks.items():
             if (
@@ -291,3 +301,28 @@ class Runtime:
         """Remember a pod we deleted (by uid)."""
         if uid:
             self.expect.setdefault(key, Expectations()).deleted[uid] = time.monotonic()
+
+
+_MINER_ITEM = re.compile(r"miner-(\d{1,4})\.key")
+
+
+def _miner_addresses(secret: Body) -> dict[int, str]:
+    """Rank -> address for each ``miner-<rank>.key`` that holds a usable key (others are
+    skipped: the trainer of that rank reports its own key error)."""
+    items: dict[str, str] = {}
+    for item, value in (secret.get("data") or {}).items():
+        try:
+            items[item] = base64.b64decode(value).decode()
+        except (binascii.Error, ValueError):
+            continue
+    items.update({k: str(v) for k, v in (secret.get("stringData") or {}).items()})
+    out: dict[int, str] = {}
+    for item, text in items.items():
+        match = _MINER_ITEM.fullmatch(item)
+        if match is None:
+            continue
+        try:
+            out[int(match.group(1))] = keys.address_of(text, f"Secret item {item}")
+        except errors.KeyLoadError:
+            continue
+    return out

@@ -153,8 +153,15 @@ async def reconcile(
     )
     plan = phases.decide(world)
     if plan.register:
+        by_rank = rt.miner_addresses.get((namespace, secret), {})
+        nodes = (spec.get("resources") or {}).get("nodes")
+        nodes = nodes if isinstance(nodes, int) else 0
+        # Every rank's miner, or none bound (a rank's bad key fails its trainer anyway).
+        miners = (
+            [by_rank[r] for r in range(nodes)] if all(r in by_rank for r in range(nodes)) else []
+        )
         try:
-            await vclient.register(bases, task_id, spec)
+            await vclient.register(bases, task_id, spec, miners)
             world.registration = phases.Registration("ok")
         except validators_client.Rejected as exc:
             world.registration = phases.Registration("rejected", str(exc))

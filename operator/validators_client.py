@@ -90,13 +90,22 @@ class Client:
         raise Unavailable(str(last))
 
     async def register(
-        self, bases: Sequence[str], task_id: str, spec: Mapping[str, Any]
+        self,
+        bases: Sequence[str],
+        task_id: str,
+        spec: Mapping[str, Any],
+        miners: Sequence[str] = (),
     ) -> Mapping[str, Any]:
-        """``POST /v1/tasks``, signed with the operator's key if it has one; Rejected on 4xx
+        """``POST /v1/tasks`` binding each node rank to its miner address (``miners``, in rank
+        order; empty: unbound), signed with the operator's key if it has one. Rejected on 4xx
         (naming the field), Unavailable otherwise."""
         body: dict[str, Any] = {"id": task_id, "spec": dict(spec)}
+        if miners:
+            body["miners"] = list(miners)
         if self.signer is not None:
-            body["signature"] = signing.sign_registration(self.signer, task_id, body["spec"])
+            body["signature"] = signing.sign_registration(
+                self.signer, task_id, body["spec"], list(miners)
+            )
         status, doc = await self._first("POST", bases, "/v1/tasks", body)
         if status >= 400:
             doc = doc if isinstance(doc, dict) else {}

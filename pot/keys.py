@@ -58,6 +58,12 @@ def from_text(text: str, source: str) -> Key:
     return _parse(text, source)
 
 
+def address_of(text: str, source: str) -> str:
+    """The checksummed address of the hex private key ``text`` read from ``source`` (errors
+    name the source, never the text); the key itself is not kept."""
+    return _parse(text, source).address
+
+
 def from_file(path: str | os.PathLike[str]) -> Key:
     """Load a hex private key from a file (e.g. a Secret mounted at a path)."""
     p = Path(path)

@@ -9,7 +9,7 @@ or deployment recovers to a different address and is refused.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from eth_account import Account
@@ -108,9 +108,14 @@ def recover(
 # ---------------------------------------------------------------------- task registrations
 
 REGISTER_TYPES: Types = {
-    "Register": [{"name": "task", "type": "string"}, {"name": "specHash", "type": "bytes32"}]
+    "Register": [
+        {"name": "task", "type": "string"},
+        {"name": "specHash", "type": "bytes32"},
+        {"name": "miners", "type": "address[]"},
+    ]
 }
-"""What the operator signs when it registers a task with a ValidatorSet (docs/protocol.md)."""
+"""What the operator signs when it registers a task with a ValidatorSet (docs/protocol.md):
+the task, its spec, and the miner address of each node rank (empty: not bound)."""
 
 
 def spec_hash(spec: Any) -> bytes:
@@ -121,13 +126,18 @@ def spec_hash(spec: Any) -> bytes:
     return bytes(keccak(text.encode()))
 
 
-def sign_registration(key: keys.Key, task: str, spec: Any) -> str:
-    """The operator's signature over ``Register{task, specHash}``."""
-    message = {"task": task, "specHash": spec_hash(spec)}
+def _registration(task: str, spec: Any, miners: Sequence[str]) -> dict[str, Any]:
+    return {"task": task, "specHash": spec_hash(spec), "miners": list(miners)}
+
+
+def sign_registration(key: keys.Key, task: str, spec: Any, miners: Sequence[str] = ()) -> str:
+    """The operator's signature over ``Register{task, specHash, miners}``."""
+    message = _registration(task, spec, miners)
     return sign(key, offchain_domain("register"), REGISTER_TYPES, "Register", message)
 
 
-def registration_signer(signature: str, task: str, spec: Any) -> str:
-    """Who signed this registration; ProtocolError if the signature is malformed."""
-    message = {"task": task, "specHash": spec_hash(spec)}
+def registration_signer(signature: str, task: str, spec: Any, miners: Sequence[str] = ()) -> str:
+    """Who signed this registration; ProtocolError if the signature (or a miner address) is
+    malformed."""
+    message = _registration(task, spec, miners)
     return recover(signature, offchain_domain("register"), REGISTER_TYPES, "Register", message)

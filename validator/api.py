@@ -96,14 +96,20 @@ def build(node: Node) -> web.Application:
             specs.check_spec(doc.get("spec"))
         except errors.ConfigError as exc:
             return _json(400, {"error": str(exc), "field": _field(str(exc))})
-        signature = doc.get("signature")
+        signature, miners = doc.get("signature"), doc.get("miners")
+        if miners is not None and not (
+            isinstance(miners, list) and all(isinstance(a, str) for a in miners)
+        ):
+            return _json(400, {"error": "miners must be a list of addresses", "field": "miners"})
         refused = {
             "error": f"registration of {task} is not signed by {node.app.v.operator}",
             "field": "signature",
         }
-        if not node.app.signed_by_operator(str(task), doc["spec"], signature):
+        if not node.app.signed_by_operator(str(task), doc["spec"], miners or [], signature):
             return _json(403, refused)  # refused before ordering; every replica checks again
         reg = {"task": task, "spec": doc["spec"]}
+        if miners:
+            reg["miners"] = miners
         if signature is not None:
             reg["signature"] = signature
         result = await node.submit(vapp.op("register", **reg), COMMIT_WAIT_S)

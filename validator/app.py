@@ -154,35 +154,42 @@ class App:
             return _MALFORMED
         return canonical(result)
 
-    def signed_by_operator(self, task: str, spec: Any, signature: Any) -> bool:
+    def signed_by_operator(self, task: str, spec: Any, miners: list[str], signature: Any) -> bool:
         """Whether a registration may be ordered: this set names no operator, or the operator
-        signed ``Register{task, specHash}`` (docs/protocol.md, ``POST /v1/tasks``)."""
+        signed ``Register{task, specHash, miners}`` (docs/protocol.md, ``POST /v1/tasks``)."""
         if self.v.operator is None:
             return True
         try:
-            signer = signing.registration_signer(str(signature), task, spec)
+            signer = signing.registration_signer(str(signature), task, spec, miners)
         except errors.ProtocolError:
             return False
         return signer.lower() == self.v.operator.lower()
 
     def _register(self, doc: dict[str, Any]) -> dict[str, Any]:
         task, spec = doc["task"], doc["spec"]
+        miners = [str(a).lower() for a in doc.get("miners") or []]
         ids.split_task_key(task)
         # Checked here, by every replica, not only at the HTTP API: a faulty replica can order
-        # any request, and the task's spec decides who can earn its escrow.
-        if not self.signed_by_operator(task, spec, doc.get("signature")):
+        # any request, and the registration decides who can earn the task's escrow.
+        if not self.signed_by_operator(task, spec, miners, doc.get("signature")):
             return _no(Rejection.NOT_OPERATOR)
         if task in self.tasks:
-            same = self.tasks[task]["spec"] == spec
+            t = self.tasks[task]
+            same = t["spec"] == spec and t.get("miners", []) == miners
             return {"ok": same, "id": task} if same else _no(Rejection.TASK_EXISTS)
         try:
             info = specs.check_spec(spec)
         except errors.ConfigError as exc:
             return {**_no(Rejection.BAD_SPEC), "detail": str(exc)}
+        if miners and len(miners) != info["nodes"]:
+            return {**_no(Rejection.BAD_SPEC), "detail": "miners: one address per node rank"}
         self.tasks[task] = {
             "spec": spec,
             "info": info,
-            "ranks": {},
+            "miners": miners,
+            # Node rank -> the miner address it pays. Bound by the operator's registration;
+            # without one (hand-made sets), by the first valid segment of each rank.
+            "ranks": {str(r): a for r, a in enumerate(miners)},
             "segments": {},
             "rejections": [],
             "allocation": None,

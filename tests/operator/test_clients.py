@@ -28,8 +28,11 @@ async def validator() -> AsyncIterator[str]:
     async def register(request: web.Request) -> web.Response:
         doc = await request.json()
         if "signature" in doc:  # echoes who signed, so the test can check it
-            signer = signing.registration_signer(doc["signature"], doc["id"], doc["spec"])
-            return web.json_response({"id": doc["id"], "signer": signer}, status=202)
+            miners = doc.get("miners", [])
+            signer = signing.registration_signer(doc["signature"], doc["id"], doc["spec"], miners)
+            return web.json_response(
+                {"id": doc["id"], "signer": signer, "miners": miners}, status=202
+            )
         if doc["id"].endswith("/bad"):
             return web.json_response(
                 {"error": "unknown dataset", "field": "spec.dataset"}, status=400
@@ -157,8 +160,9 @@ async def test_registrations_are_signed_with_the_operators_key(validator: str) -
     key = keys.generate()
     client = validators_client.Client(timeout=2, signer=key)
     try:
-        reply = await client.register([validator], "ns/ok", {"model": {"name": "m"}})
-        assert reply["signer"] == key.address
+        miners = [keys.generate().address, keys.generate().address]
+        reply = await client.register([validator], "ns/ok", {"model": {"name": "m"}}, miners)
+        assert reply["signer"] == key.address and reply["miners"] == miners
         assert key.address in repr(client.signer) and "account" not in repr(client.signer)
     finally:
         await client.close()

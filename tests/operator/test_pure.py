@@ -213,3 +213,29 @@ def test_rbac_is_least_privilege() -> None:
         assert not {"escalate", "bind", "impersonate"} & set(rule["verbs"])
     resources = {r for rule in rbac.OPERATOR_RULES for r in rule["resources"]}
     assert not {"roles", "rolebindings", "clusterroles"} & resources
+
+
+def test_secrets_leave_miner_addresses_and_no_key_material() -> None:
+    import base64
+
+    from pot import keys
+    from pot.operator import runtime
+
+    k0, k1 = keys.generate(), keys.generate()
+    hex0, hex1 = bytes(k0.account.key).hex(), bytes(k1.account.key).hex()
+    rt = runtime.Runtime(configuration.Config())
+    secret = {
+        "metadata": {"namespace": "farm", "name": "miner-keys", "resourceVersion": "1"},
+        "data": {
+            "miner-0.key": base64.b64encode(hex0.encode()).decode(),
+            "miner-2.key": base64.b64encode(b"not a key").decode(),
+            "other.key": base64.b64encode(hex1.encode()).decode(),
+        },
+        "stringData": {"miner-1.key": "0x" + hex1},
+    }
+    rt.observe_secret(secret, deleted=False)
+    assert rt.miner_addresses[("farm", "miner-keys")] == {0: k0.address, 1: k1.address}
+    held = repr(vars(rt))
+    assert hex0 not in held and hex1 not in held
+    rt.observe_secret(secret, deleted=True)
+    assert ("farm", "miner-keys") not in rt.miner_addresses

@@ -14,7 +14,8 @@ from typing import Any
 
 import pytest
 
-from pot import errors, keys, signing
+from pot import cids, errors, keys, signing
+from pot.trainer import segments
 from pot.validator import app as vapp
 from pot.validator import auth, localnet, pbft
 from pot.validator import messages as m
@@ -73,6 +74,53 @@ def test_every_replica_orders_only_the_operators_registrations() -> None:
     assert _execute(app, _register(SPEC, good))["ok"] is True
     assert _execute(app, _register(SPEC, good), seq=2)["ok"] is True  # re-sent after a crash
     assert app.tasks[TASK]["spec"] == SPEC
+
+
+def _segment(key: keys.Key, rank: int) -> bytes:
+    seg = segments.sign(
+        segments.Segment(
+            task=TASK,
+            index=0,
+            node_rank=rank,
+            miner=key.address,
+            start_step=0,
+            steps=20,
+            start_cid=cids.cid_of(b"start"),
+            end_cid=cids.cid_of(b"end"),
+            data_spec={"seed": 0},
+            hyperparams_hash="0x" + "00" * 32,
+            losses=(0.5,) * 20,
+            world=segments.World(nnodes=2, nproc_per_node=1),
+            final=False,
+            metrics={},
+        ),
+        key,
+    )
+    return vapp.op("segment", segment=seg.record())
+
+
+def test_the_registration_binds_each_rank_to_its_miner() -> None:
+    """A pod that races a gang member's segment to a validator, signed with its own key, earns
+    nothing: the operator's registration already says whose rank it is."""
+    miners = [keys.generate(), keys.generate()]
+    addresses = [k.address for k in miners]
+    spec = {**SPEC, "resources": {"nodes": 2}}
+    app = _app(OPERATOR.address)
+    sig = signing.sign_registration(OPERATOR, TASK, spec, addresses)
+    # The miners are part of what the operator signed: another list is not its registration.
+    swapped = vapp.op("register", task=TASK, spec=spec, miners=addresses[::-1], signature=sig)
+    assert _execute(app, swapped)["reason"] == "NOT_OPERATOR"
+    op = vapp.op("register", task=TASK, spec=spec, miners=addresses, signature=sig)
+    assert _execute(app, op)["ok"] is True
+    assert app.tasks[TASK]["ranks"] == {"0": addresses[0].lower(), "1": addresses[1].lower()}
+    squatter = keys.generate()
+    assert _execute(app, _segment(squatter, 1), seq=2)["reason"] == "UNKNOWN_MINER"
+    assert _execute(app, _segment(miners[0], 1), seq=3)["reason"] == "UNKNOWN_MINER"
+    assert _execute(app, _segment(miners[1], 1), seq=4).get("reason") != "UNKNOWN_MINER"
+    # One address per node rank, or none.
+    short = signing.sign_registration(OPERATOR, "farm/short", spec, addresses[:1])
+    bad = vapp.op("register", task="farm/short", spec=spec, miners=addresses[:1], signature=short)
+    assert _execute(app, bad, seq=5)["reason"] == "BAD_SPEC"
 
 
 def test_a_set_that_names_no_operator_takes_any_registration() -> None:
