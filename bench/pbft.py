@@ -230,6 +230,13 @@ def main(quick: bool = False) -> dict[str, Any]:
     if by_cpu:
         # What n16/n4 would be with both CPU-bound on the same cores: less noisy than req/s.
         goals["n16_over_n4_by_cpu"] = statistics.median(by_cpu)
+        # Per replica: how much more CPU one backup spends per request at n=16 than at n=4 (the
+        # extra PREPAREs and COMMITs). 1.0 would be no cost of the larger set at all.
+        goals["backup_cpu_n16_over_n4"] = statistics.median(
+            b["backup_cpu_us_per_request"] / a["backup_cpu_us_per_request"]
+            for a, b in pairs
+            if a.get("backup_cpu_us_per_request") and b.get("backup_cpu_us_per_request")
+        )
         # Where every replica has a core of its own, the busiest process (the primary) bounds
         # throughput, not the sum: a projection from the same measurements, not a measurement.
         goals["n16_over_n4_projected_one_core_each"] = statistics.median(
@@ -250,6 +257,7 @@ def main(quick: bool = False) -> dict[str, Any]:
         + (f"; by CPU {goals['n16_over_n4_by_cpu']:.2f}" if by_cpu else "")
         + (
             f"; projected with one core per replica {goals['n16_over_n4_projected_one_core_each']:.2f}"
+            f"; a backup's CPU per request at n=16 is {goals['backup_cpu_n16_over_n4']:.2f}x n=4's"
             if by_cpu
             else ""
         )
