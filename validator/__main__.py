@@ -74,6 +74,12 @@ async def _run(args: argparse.Namespace) -> None:
         peers.replicas[args.replica_id].pbft_port,
         peers.replicas[args.replica_id].http_port,
     )
+    if peers.operator is None:
+        logging.getLogger("pot.validator").warning(
+            "%s names no operator: task registrations from any client are accepted "
+            "(the pot operator always names itself; see docs/protocol.md, POST /v1/tasks)",
+            args.config,
+        )
     if args.bench_seconds > 0 and args.replica_id == 0:
         from pathlib import Path
 
