@@ -195,6 +195,15 @@ class ApiServer:
         user = self.gate.authenticate(
             request.headers.get("Authorization"), parts[0] if parts else "", request.method
         )
+        user = self.gate.impersonate(
+            user,
+            request.headers.get("Impersonate-User"),
+            request.headers.getall("Impersonate-Group", []),
+        )
+        if parts[:4] == ["apis", "authorization.k8s.io", "v1", "selfsubjectaccessreviews"]:
+            if request.method != "POST" or len(parts) != 4:
+                raise statuses.method_not_allowed()
+            return _json(self.gate.access_review(user, await self._body(request)), 201)
         if request.method not in ("GET", "HEAD") and (not parts or parts[0] not in ("api", "apis")):
             raise statuses.method_not_allowed()
         if not parts:

@@ -23,8 +23,10 @@ checked, so a pod acts as its ServiceAccount either way.
 
 Tokens are HMAC-SHA256 over the ServiceAccount under a key kept in the state
 directory (mode 0600), so they survive restarts and nothing is stored per
-token. Not modelled: token expiry and audiences, pod-bound tokens, aggregated
-ClusterRoles (``aggregationRule``), impersonation, SubjectAccessReviews.
+token. ``kubectl auth can-i`` (SelfSubjectAccessReview) and ``--as``
+(impersonation, checked as the verb ``impersonate``) work. Not modelled: token
+expiry and audiences, pod-bound tokens, aggregated ClusterRoles
+(``aggregationRule``), SubjectAccessReviews for others, ``can-i --list``.
 Pure (no I/O of its own): the API server hands the gate its store.
 """
 
@@ -268,9 +270,9 @@ class Gate:
             raise statuses.ApiError(401, "Unauthorized", "Unauthorized")
         return user
 
-    def authorize(self, user: User, a: Attributes) -> None:
-        """Raise the real server's 403 unless RBAC grants ``a`` to ``user``."""
-        ok = allowed(
+    def allows(self, user: User, a: Attributes) -> bool:
+        """Whether ``user`` may do ``a`` (always, unless in RBAC mode)."""
+        return not self.rbac or allowed(
             user,
             a,
             cluster_bindings=self.store.objects(RBAC_GROUP, "clusterrolebindings"),
@@ -281,7 +283,10 @@ class Gate:
                 (RBAC_GROUP, "roles" if kind == "Role" else "clusterroles", ns, name)
             ),
         )
-        if not ok:
+
+    def authorize(self, user: User, a: Attributes) -> None:
+        """Raise the real server's 403 unless RBAC grants ``a`` to ``user``."""
+        if not self.allows(user, a):
             raise statuses.ApiError(
                 403,
                 "Forbidden",
@@ -290,3 +295,59 @@ class Gate:
                 group=a.group,
                 kind=a.qualified,
             )
+
+    def impersonate(self, user: User, as_user: str | None, as_groups: list[str]) -> User:
+        """``Impersonate-User``/``Impersonate-Group`` (``kubectl --as``): act as that user if
+        ``user`` may impersonate it (verb ``impersonate`` on users, groups or the
+        ServiceAccount), else 403."""
+        if not as_user:
+            if as_groups:
+                raise statuses.bad_request("Impersonate-Group needs Impersonate-User")
+            return user
+        prefix = "system:serviceaccount:"
+        if as_user.startswith(prefix) and as_user.count(":") == 3:
+            ns, name = as_user[len(prefix) :].split(":")
+            self.authorize(user, Attributes("impersonate", "", "serviceaccounts", "", ns, name))
+            groups = as_groups or list(service_account_user(ns, name).groups)
+        else:
+            self.authorize(user, Attributes("impersonate", "", "users", name=as_user))
+            groups = list(as_groups)
+        for g in as_groups:
+            self.authorize(user, Attributes("impersonate", "", "groups", name=g))
+        if "system:authenticated" not in groups:
+            groups.append("system:authenticated")
+        return User(as_user, tuple(groups))
+
+    def access_review(self, user: User, body: Any) -> dict[str, Any]:
+        """``POST /apis/authorization.k8s.io/v1/selfsubjectaccessreviews`` (``kubectl auth
+        can-i``): may ``user`` do what the review's ``spec.resourceAttributes`` say?"""
+        spec = body.get("spec") if isinstance(body, dict) else None
+        attrs = (spec or {}).get("resourceAttributes")
+        if not isinstance(attrs, dict):
+            if isinstance((spec or {}).get("nonResourceAttributes"), dict):
+                ok = (
+                    not self.rbac or MASTERS in user.groups or "system:authenticated" in user.groups
+                )
+                return _review(body, ok, "non-resource URLs: discovery is open to every user")
+            raise statuses.bad_request("spec.resourceAttributes is required")
+        a = Attributes(
+            verb=str(attrs.get("verb") or ""),
+            group=str(attrs.get("group") or ""),
+            resource=str(attrs.get("resource") or ""),
+            subresource=str(attrs.get("subresource") or ""),
+            namespace=str(attrs.get("namespace") or ""),
+            name=str(attrs.get("name") or ""),
+        )
+        if not a.verb or not a.resource:
+            raise statuses.bad_request("spec.resourceAttributes needs verb and resource")
+        ok = self.allows(user, a)
+        return _review(body, ok, "" if ok else forbidden_message(user, a))
+
+
+def _review(body: Any, allowed_: bool, reason: str) -> dict[str, Any]:
+    out = dict(body) if isinstance(body, dict) else {}
+    out.setdefault("apiVersion", "authorization.k8s.io/v1")
+    out.setdefault("kind", "SelfSubjectAccessReview")
+    out["metadata"] = {"creationTimestamp": None}
+    out["status"] = {"allowed": allowed_, **({"reason": reason} if reason else {})}
+    return out

@@ -1,7 +1,7 @@
 """The few protobuf request bodies kubectl sends, decoded to JSON objects.
 
 kubectl 1.37's typed commands (``kubectl create configmap|secret|namespace|
-serviceaccount|deployment|job``, ``kubectl run``) and helm's deletes
+serviceaccount|deployment|job``, ``kubectl run``, ``kubectl auth can-i``) and helm's deletes
 (DeleteOptions) send ``application/vnd.kubernetes.protobuf`` bodies, and
 client-go has no fallback to JSON on 415 for protobuf (only for CBOR). So the
 server decodes the Kubernetes protobuf envelope (``k8s\\x00`` + a
@@ -296,6 +296,23 @@ def _job(buf: bytes) -> dict[str, Any]:
     return o
 
 
+def _access_review(buf: bytes) -> dict[str, Any]:
+    """authorization/v1 SelfSubjectAccessReview (``kubectl auth can-i``): spec only."""
+    resource = {1: "namespace", 2: "verb", 3: "group", 4: "version", 5: "resource"}
+    resource |= {6: "subresource", 7: "name"}
+    spec: dict[str, Any] = {}
+    for n, v in fields(buf):
+        if n != 2 or not isinstance(v, bytes):
+            continue
+        for sn, sv in fields(v):
+            if not isinstance(sv, bytes):
+                continue
+            names = resource if sn == 1 else {1: "path", 2: "verb"} if sn == 2 else {}
+            attrs = {names[an]: _s(av) for an, av in fields(sv) if an in names and av}
+            spec["resourceAttributes" if sn == 1 else "nonResourceAttributes"] = attrs
+    return {"spec": spec}
+
+
 _KINDS: dict[tuple[str, str], Callable[[bytes], dict[str, Any]]] = {
     ("v1", "ConfigMap"): _configmap,
     ("v1", "Secret"): _secret,
@@ -304,6 +321,7 @@ _KINDS: dict[tuple[str, str], Callable[[bytes], dict[str, Any]]] = {
     ("v1", "Pod"): _pod,
     ("apps/v1", "Deployment"): _deployment,
     ("batch/v1", "Job"): _job,
+    ("authorization.k8s.io/v1", "SelfSubjectAccessReview"): _access_review,
 }
 
 

@@ -410,3 +410,32 @@ def test_certificates_are_issued_once_per_address_set_under_one_ca(tmp_path: Pat
     ca = x509.load_pem_x509_certificate((tmp_path / "pki" / "ca.crt").read_bytes())
     assert cert.issuer == ca.subject
     cert.verify_directly_issued_by(ca)
+
+
+def test_kubectl_auth_can_i_and_as_answer_for_a_service_account(rbac_cluster: Cluster) -> None:
+    """`kubectl auth can-i` (SelfSubjectAccessReview, sent as protobuf) and `--as`
+    (impersonation, which only someone allowed to impersonate may use)."""
+    rbac_cluster.kubectl("apply", "-f", "-", input=MANIFEST)
+    reader = "--as=system:serviceaccount:default:reader"
+
+    def can_i(*args: str) -> tuple[int, str]:
+        proc = rbac_cluster.kubectl("auth", "can-i", *args, check=False)
+        return proc.returncode, proc.stdout.strip()
+
+    assert can_i("delete", "nodes") == (0, "yes")  # the admin
+    assert can_i("list", "pods", reader) == (0, "yes")
+    code, out = can_i("list", "secrets", reader)
+    assert code == 1 and out.startswith("no - secrets is forbidden")
+    assert can_i("list", "pods", "-n", "kube-system", reader)[0] == 1
+    assert can_i("get", "pods", "--subresource=log", reader)[0] == 1
+    assert "No resources found" in rbac_cluster.kubectl("get", "pods", reader).stderr
+    denied = rbac_cluster.kubectl("get", "secrets", reader, check=False)
+    assert denied.returncode == 1 and "Forbidden" in denied.stderr
+    # A ServiceAccount may not impersonate anyone it is not granted.
+    token = _token(rbac_cluster, "default", "reader")
+    code, body = rbac_cluster.request(
+        "GET",
+        "/api/v1/namespaces/default/secrets",
+        headers={"Authorization": f"Bearer {token}", "Impersonate-User": "pot-admin"},
+    )
+    assert code == 403 and 'cannot impersonate resource "users"' in body["message"]
