@@ -99,7 +99,6 @@ class ApiServer:
             raise errors.ConfigError(
                 f"--authorization-mode: {authorization!r} is not one of {', '.join(MODES)}"
             )
-        # Minted tokens stay valid across restarts: the key lives in the state directory.
         self.store = Store(directory)
         # Minted tokens stay valid across restarts: the key lives in the state directory.
         self.gate = authorizing.Gate(

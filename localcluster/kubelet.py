@@ -39,6 +39,7 @@ from pot.localcluster import (
     events,
     kubelet_status,
     nodes,
+    pki,
     podhosts,
     podnet,
 )
@@ -213,7 +214,7 @@ class Kubelet:
         self.cleanup_leftovers()
         https = self.api.endpoint.server.startswith("https")
         if https:  # RBAC mode: pods trust the cluster CA (pot.localcluster.pki)
-            self.pod_api_ca = (self.config.cluster_dir / "pki" / "ca.crt").read_bytes()
+            self.pod_api_ca = pki.ca_pem(self.config.cluster_dir)
         if self.config.pod_network:
             self.net = podnet.ensure_network(self.state_dir, self.config.cluster_dir)
             tls = apiforward.relay_tls(self.config.cluster_dir, self.net.gateway) if https else None

@@ -250,7 +250,7 @@ def up(
 
         crt, key = pki.issue(directory, "apiserver", ips=["127.0.0.1"], dns=["localhost"])
         argv += ["--tls-cert", str(crt), "--tls-key", str(key)]
-        ca = (directory / "pki" / "ca.crt").read_bytes()
+        ca = pki.ca_pem(directory)
         token = authorizing.Tokens(files.secret_key(directory / "state" / "auth.key")).admin()
     (directory / "apiserver.scheme").write_text("https" if authorization == "RBAC" else "http")
     if previous:

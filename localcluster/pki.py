@@ -42,6 +42,11 @@ def _name(common: str) -> x509.Name:
     return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common)])
 
 
+def ca_pem(directory: Path) -> bytes:
+    """The cluster CA's certificate (PEM), which kubeconfigs carry."""
+    return (directory / "pki" / "ca.crt").read_bytes()
+
+
 def ca(directory: Path) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
     """The cluster CA under ``directory/pki``, made on first use."""
     crt, key_path = directory / "pki" / "ca.crt", directory / "pki" / "ca.key"
@@ -130,6 +135,6 @@ def server_context(crt: Path, key: Path) -> ssl.SSLContext:
 
 def client_context(directory: Path) -> ssl.SSLContext:
     """Trusts the cluster CA only."""
-    ctx = ssl.create_default_context(cafile=str(directory / "pki" / "ca.crt"))
+    ctx = ssl.create_default_context(cadata=ca_pem(directory).decode())
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
     return ctx

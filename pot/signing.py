@@ -9,6 +9,7 @@ or deployment recovers to a different address and is refused.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -120,8 +121,6 @@ the task, its spec, and the miner address of each node rank (empty: not bound)."
 
 def spec_hash(spec: Any) -> bytes:
     """keccak256 of the spec's canonical JSON (sorted keys, no spaces, UTF-8)."""
-    import json
-
     text = json.dumps(spec, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     return bytes(keccak(text.encode()))
 

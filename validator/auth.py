@@ -29,7 +29,7 @@ from typing import Any
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
-from eth_utils import keccak, to_checksum_address
+from eth_utils import is_address, keccak, to_checksum_address
 
 from pot import errors, keys
 from pot.validator import pbft
@@ -106,16 +106,9 @@ def load_peers(path: str | os.PathLike[str]) -> Peers:
 def _operator(value: Any, where: str) -> str | None:
     if value is None:
         return None
-    text = str(value)
-    if len(text) != 42 or not text.startswith("0x"):
+    if not isinstance(value, str) or not is_address(value):
         raise errors.ConfigError(f"{where}: operator must be a 0x-prefixed 20-byte address")
-    try:
-        bytes.fromhex(text[2:])
-    except ValueError:
-        raise errors.ConfigError(
-            f"{where}: operator must be a 0x-prefixed 20-byte address"
-        ) from None
-    return text
+    return value
 
 
 def parse_peers(doc: Any, where: str = "peers.json") -> Peers:
