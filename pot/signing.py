@@ -24,6 +24,10 @@ DOMAIN_VERSION = "1"
 
 Types = Mapping[str, list[dict[str, str]]]
 
+SECP256K1_N = 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEBAAEDCE6AF48A03BBFD25E8CD0364141
+"""The order of secp256k1's group: a signature's s and n - s both verify; only s <= n/2 is
+canonical (EIP-2; OpenZeppelin's ECDSA refuses the other)."""
+
 
 def domain(chain_id: int, contract: str) -> dict[str, Any]:
     """The EIP-712 domain of a pot deployment."""
@@ -91,13 +95,25 @@ def recover(
     primary: str,
     message: Mapping[str, Any],
 ) -> str:
-    """The checksummed address that made ``signature``; ProtocolError if malformed."""
+    """The checksummed address that made ``signature``; ProtocolError if malformed.
+
+    Only canonical signatures are accepted: v of 27 or 28 and s in the lower half of the
+    curve order, as the settlement contract's ECDSA check wants. eth_account would also
+    recover v = 0/1 and high-s forms; the contract refuses them, so a replica that stored
+    one (each replica keeps a peer's first allocation signature) would hand every sidecar a
+    quorum that can never settle.
+    """
     try:
         raw = bytes.fromhex(signature.removeprefix("0x"))
     except (ValueError, AttributeError) as exc:
         raise errors.ProtocolError("signature is not hex") from exc
     if len(raw) != 65:
         raise errors.ProtocolError(f"signature must be 65 bytes, got {len(raw)}")
+    if raw[64] not in (27, 28):
+        raise errors.ProtocolError(f"signature v must be 27 or 28, got {raw[64]}")
+    r, s = int.from_bytes(raw[:32], "big"), int.from_bytes(raw[32:64], "big")
+    if not 0 < r < SECP256K1_N or not 0 < s <= SECP256K1_N // 2:
+        raise errors.ProtocolError("signature is not canonical (r or s out of range, or high s)")
     try:
         return str(
             Account.recover_message(_encode(domain_data, types, primary, message), signature=raw)

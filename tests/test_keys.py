@@ -71,3 +71,30 @@ def test_eip712_sign_recover_bound_to_domain() -> None:
     assert signing.recover(sig, dom, types, "Ping", {"n": 8}) != k.address
     with pytest.raises(errors.ProtocolError, match="65 bytes"):
         signing.recover("0x1234", dom, types, "Ping", {"n": 7})
+
+
+def malleable_forms(sig: str) -> dict[str, str]:
+    """The same signature in the forms eth_account recovers but the contract refuses."""
+    raw = bytes.fromhex(sig.removeprefix("0x"))
+    r, s, v = raw[:32], int.from_bytes(raw[32:64], "big"), raw[64]
+    high_s = (signing.SECP256K1_N - s).to_bytes(32, "big")
+    flipped = 55 - v  # 27 <-> 28: the high-s form recovers the same key with the other parity
+    return {
+        "high_s": "0x" + (r + high_s + bytes((flipped,))).hex(),
+        "v_0_1": "0x" + (r + s.to_bytes(32, "big") + bytes((v - 27,))).hex(),
+        "zero_r": "0x" + (bytes(32) + raw[32:]).hex(),
+    }
+
+
+@pytest.mark.parametrize("form", ["high_s", "v_0_1", "zero_r"])
+def test_only_canonical_signatures_recover(form: str) -> None:
+    """A peer must not be able to store a signature the settlement contract will refuse
+    (each replica keeps a peer's first allocation signature; a refused one would block the
+    quorum). eth_account alone accepts the first two; the contract's ECDSA refuses all."""
+    k = keys.generate()
+    types = {"Ping": [{"name": "n", "type": "uint256"}]}
+    dom = signing.domain(31337, "0x5FbDB2315678afecb367f032d93F642f64180aa3")
+    sig = signing.sign(k, dom, types, "Ping", {"n": 7})
+    bad = malleable_forms(sig)[form]
+    with pytest.raises(errors.ProtocolError, match=r"canonical|27 or 28"):
+        signing.recover(bad, dom, types, "Ping", {"n": 7})

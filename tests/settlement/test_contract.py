@@ -9,6 +9,7 @@ from eth_utils import keccak
 from pot import keys
 from pot.settlement import allocations, contracts
 from pot.settlement import chain as chaining
+from tests.test_keys import malleable_forms
 
 from .conftest import ETH, World
 
@@ -101,6 +102,7 @@ def test_full_round(world: World) -> None:
         "above_escrow",
         "length_mismatch",
         "unfunded",
+        "malleable",
     ],
 )
 def test_rejection(shared_world: World, case: str) -> None:
@@ -122,6 +124,7 @@ def test_rejection(shared_world: World, case: str) -> None:
         "above_escrow": "InsufficientEscrow",
         "length_mismatch": "LengthMismatch",
         "unfunded": "TaskNotFunded",
+        "malleable": "InvalidSignature",
     }[case]
     if case == "two_of_four":
         sigs = w.sign(alloc, v[:2])
@@ -138,6 +141,11 @@ def test_rejection(shared_world: World, case: str) -> None:
         sigs = w.sign(alloc, v[:3], chain_id=w.chain_id + 1)
     elif case == "other_contract":
         sigs = w.sign(alloc, v[:3], contract="0x" + "11" * 20)
+    elif case == "malleable":
+        # The high-s twin of a valid signature: eth_account recovers it, the contract does
+        # not, and so neither does pot.signing (tests/test_keys.py).
+        twin = malleable_forms("0x" + bytes(sigs[0]).hex())["high_s"]
+        sigs = [bytes.fromhex(twin[2:]), *sigs[1:]]
     if case == "length_mismatch":
         args = list(alloc.settle_args(sigs))
         args[3] = [ETH, ETH]
@@ -151,7 +159,14 @@ def test_rejection(shared_world: World, case: str) -> None:
         return
     _reverts(expected, lambda: w.estimate_settle(alloc, sigs))
     # The rejected allocation can still settle later with a proper quorum (nothing was marked).
-    if case in {"two_of_four", "duplicate_signer", "unsorted", "unregistered", "other_chain"}:
+    if case in {
+        "two_of_four",
+        "duplicate_signer",
+        "unsorted",
+        "unregistered",
+        "other_chain",
+        "malleable",
+    }:
         assert w.estimate_settle(alloc, w.sign(alloc, v[:3])) > 0
 
 
