@@ -443,3 +443,27 @@ def test_transition_rule_uses_old_self() -> None:
     assert schemas.validate(schema, {"x": 2}, old={"x": 1}) == []
     (cause,) = schemas.validate(schema, {"x": 0}, old={"x": 1})
     assert "may not shrink" in cause.message
+
+
+def test_task_spec_is_immutable(repo_root: Path, crd_schemas: dict[str, schemas.Schema]) -> None:
+    """The validators register the spec, trainers and escrow are bound to it: an update may not
+    change it (CEL transition rule), while re-applying the same manifest — without the
+    defaults the server filled in — and changing metadata or status stay allowed."""
+    schema = crd_schemas["TrainingTask"]
+    doc = next(d for label, d in example_docs(repo_root) if label == "task.yaml:mlp-demo")
+    stored, causes = schemas.admit(schema, copy.deepcopy(doc))
+    assert causes == []
+    same, causes = schemas.admit(schema, copy.deepcopy(doc), old=stored)
+    assert causes == []
+    with_status = {**copy.deepcopy(stored), "status": {"phase": "Training"}}
+    assert schemas.admit(schema, with_status, old=stored)[1] == []
+    for mutate in (
+        lambda d: d["spec"]["hyperparameters"].update(lr=0.5),
+        lambda d: d["spec"]["resources"].update(nodes=3),
+        lambda d: d["spec"]["runPolicy"].update(backoffLimit=9),
+    ):
+        changed = copy.deepcopy(doc)
+        mutate(changed)
+        _, causes = schemas.admit(schema, changed, old=stored)
+        assert [c.field for c in causes] == ["spec"], [str(c) for c in causes]
+        assert "spec is immutable" in causes[0].message
