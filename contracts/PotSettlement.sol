@@ -45,6 +45,10 @@ contract PotSettlement is EIP712, ReentrancyGuard {
     }
 
     uint256 public immutable withdrawalDelay;
+    /// @notice How long a task's escrow must sit untouched (no funding, no settlement) before
+    /// its funder may take it back: a task that failed, was deleted or was overfunded would
+    /// otherwise lock its escrow forever. Long enough that no live task is ever robbed of it.
+    uint256 public constant RECLAIM_AFTER = 90 days;
     uint256 public epoch;
     uint256 public threshold;
     address[] private _validators;
@@ -55,6 +59,8 @@ contract PotSettlement is EIP712, ReentrancyGuard {
     /// @dev Pull-payment balances per token (address(0) = ETH) and account.
     mapping(address => mapping(address => uint256)) public credits;
     mapping(address => Stake) public stakes;
+    /// @dev When each task's escrow last moved (funded or settled): starts RECLAIM_AFTER.
+    mapping(bytes32 => uint256) public lastActivity;
 
     event ValidatorSetRotated(uint256 indexed epoch, address[] validators, uint256 threshold);
     event TaskFunded(bytes32 indexed taskId, address indexed funder, address token, uint256 amount, uint256 escrow);
@@ -91,6 +97,8 @@ contract PotSettlement is EIP712, ReentrancyGuard {
     error StakeLocked(uint256 unlockAt);
     error NothingToWithdraw();
     error TransferFailed(address to);
+    error NotFunder(address funder);
+    error ReclaimLocked(uint256 unlockAt);
 
     constructor(address[] memory validators_, uint256 threshold_, uint256 withdrawalDelay_)
         EIP712("pot", "1")
@@ -182,6 +190,7 @@ contract PotSettlement is EIP712, ReentrancyGuard {
     }
 
     function _taskFor(bytes32 taskId, address token) private returns (Task storage task) {
+        lastActivity[taskId] = block.timestamp;
         task = tasks[taskId];
         if (task.funder == address(0)) {
             task.funder = msg.sender;
@@ -190,6 +199,24 @@ contract PotSettlement is EIP712, ReentrancyGuard {
             if (task.funder != msg.sender) revert FunderMismatch(task.funder);
             if (task.token != token) revert TokenMismatch(task.token);
         }
+    }
+
+    /// @notice Take back what is left of a task's escrow once it sat untouched for
+    /// RECLAIM_AFTER: it is credited to the funder, who withdraws it like any other credit (no
+    /// transfer here, so nothing to reenter). A settlement after that finds no escrow and
+    /// reverts InsufficientEscrow, paying nobody twice.
+    function reclaim(bytes32 taskId) external {
+        Task storage task = tasks[taskId];
+        address funder = task.funder;
+        if (funder == address(0)) revert TaskNotFunded(taskId);
+        if (msg.sender != funder) revert NotFunder(funder);
+        uint256 unlockAt = lastActivity[taskId] + RECLAIM_AFTER;
+        if (block.timestamp < unlockAt) revert ReclaimLocked(unlockAt);
+        uint256 amount = task.escrow;
+        if (amount == 0) revert NothingToWithdraw();
+        task.escrow = 0;
+        credits[task.token][funder] += amount;
+        emit Refunded(taskId, funder, amount);
     }
 
     // ---------------------------------------------------------------- settlement
@@ -213,6 +240,7 @@ contract PotSettlement is EIP712, ReentrancyGuard {
         // checks-effects-interactions: marked settled before anything is credited (and settle
         // makes no external call at all).
         settled[taskId][round] = true;
+        lastActivity[taskId] = block.timestamp;
         Task storage task = tasks[taskId];
         address funder = task.funder;
         if (funder == address(0)) revert TaskNotFunded(taskId);

@@ -1,0 +1,85 @@
+"""A task's escrow is never locked for good: after RECLAIM_AFTER without funding or settlement
+its funder takes back what is left (a failed or deleted task, or an overfunded one), and only
+the funder; a settlement after that pays nobody from the emptied escrow."""
+
+from __future__ import annotations
+
+from pot import keys
+from pot.settlement import allocations
+from pot.settlement import chain as chaining
+
+from .conftest import ETH, World
+
+
+def _reverts(name: str, fn: object) -> chaining.Reverted:
+    try:
+        fn()  # type: ignore[operator]
+    except chaining.Reverted as exc:
+        assert exc.name == name, exc
+        return exc
+    raise AssertionError(f"expected {name}")
+
+
+def _later(w: World, seconds: int) -> None:
+    w.dev.call("evm_increaseTime", hex(seconds))
+    w.dev.mine(1)
+
+
+def test_funder_reclaims_leftover_escrow_only_after_the_delay(world: World) -> None:
+    w = world
+    c = w.contract
+    delay = c.functions.RECLAIM_AFTER().call()
+    assert delay == 90 * 24 * 3600
+    task = w.task()
+    funder = w.key(10 * ETH)
+    w.fund_task(task, 5 * ETH, funder)
+    payee = w.key()
+    alloc = allocations.Allocation(task=task, round=0, payees=(payee.address,), amounts=(3 * ETH,))
+    tid = alloc.task_id
+
+    def reclaim(who: keys.Key) -> None:
+        w.rpc.transact(who, c.functions.reclaim(tid), abi=c.abi, what="reclaim")
+
+    # Too early; and never by anyone but the funder.
+    err = _reverts("ReclaimLocked", lambda: reclaim(funder))
+    assert err.error_args[0] >= w.rpc.w3.eth.get_block("latest")["timestamp"] + delay - 5
+    _reverts("NotFunder", lambda: reclaim(w.key()))
+    _reverts(
+        "TaskNotFunded",
+        lambda: w.rpc.transact(funder, c.functions.reclaim(b"\x01" * 32), abi=c.abi),
+    )
+    # A settlement restarts the clock: 60 days after funding, settle; 60 more days is not enough.
+    _later(w, 60 * 24 * 3600)
+    w.settle(alloc, w.sign(alloc))
+    _later(w, 60 * 24 * 3600)
+    _reverts("ReclaimLocked", lambda: reclaim(funder))
+    _later(w, 31 * 24 * 3600)
+    reclaim(funder)
+    assert c.functions.tasks(tid).call()[2] == 0
+    assert w.credit(funder.address) == 2 * ETH  # the overfunded 2 ETH, as a pull credit
+    assert w.credit(payee.address) == 3 * ETH  # what was settled stays the payee's
+    _reverts("NothingToWithdraw", lambda: reclaim(funder))
+    # A late allocation for the task (another round) finds no escrow and pays nobody.
+    late = allocations.Allocation(task=task, round=1, payees=(payee.address,), amounts=(ETH,))
+    _reverts("InsufficientEscrow", lambda: w.estimate_settle(late, w.sign(late)))
+    before = w.rpc.w3.eth.get_balance(funder.address)
+    r = w.rpc.transact(funder, c.functions.withdraw(), abi=c.abi)
+    fee = r["gasUsed"] * r["effectiveGasPrice"]
+    assert w.rpc.w3.eth.get_balance(funder.address) == before + 2 * ETH - fee
+
+
+def test_unsettled_task_escrow_comes_back_whole(world: World) -> None:
+    """The task failed (no allocation ever): the whole escrow returns, topped-up part included."""
+    w = world
+    c = w.contract
+    task = w.task()
+    funder = w.key(10 * ETH)
+    w.fund_task(task, 2 * ETH, funder)
+    _later(w, 89 * 24 * 3600)
+    w.fund_task(task, ETH, funder)  # a top-up restarts the clock
+    _later(w, 2 * 24 * 3600)
+    tid = allocations.Allocation(task=task, round=0, payees=(), amounts=()).task_id
+    _reverts("ReclaimLocked", lambda: w.rpc.transact(funder, c.functions.reclaim(tid), abi=c.abi))
+    _later(w, 88 * 24 * 3600)
+    w.rpc.transact(funder, c.functions.reclaim(tid), abi=c.abi)
+    assert w.credit(funder.address) == 3 * ETH
