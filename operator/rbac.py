@@ -1,14 +1,34 @@
 """The operator's least-privilege RBAC rules, as data.
 
-``pot.charting`` renders exactly these rules into the Helm chart's
-ClusterRole (charts/pot-operator/files/operator-rules.yaml), so the chart
-grants what this code needs and nothing more; a test fails on drift. Pure.
+Two sets. ``OPERATOR_RULES`` is the ClusterRole: what the operator does in
+every namespace it watches. ``LEASE_RULES`` is a Role bound only in the
+operator's own (release) namespace: its leader-election Lease. A Lease grant
+in the ClusterRole would let the operator rewrite every Lease in the cluster,
+kube-scheduler's and kube-controller-manager's leader leases and the nodes'
+heartbeats included, when all it needs is its own (``operator/leadership.py``).
 
-Why each rule: the custom resources are watched and their status written;
-children are created, patched (gate release, drift repair) and deleted (gang
-restarts); Secrets are only read (miner-key names and addresses, validator public keys:
-never written, never logged); Nodes are read for gang fit; Events are
-posted at every transition; a coordination Lease elects the active replica.
+``pot.charting`` renders ``OPERATOR_RULES`` into the chart's ClusterRole
+(charts/pot-operator/files/operator-rules.yaml); the chart's Role carries
+``LEASE_RULES``. Tests fail when either differs from this module. Pure.
+
+Every verb below is one the code makes; nothing else is granted:
+
+- kopf watches TrainingTasks, ValidatorSets, Pods, Nodes and Secrets, and the
+  startup listing (``handlers._prime``) lists them: ``list``, ``watch``. kopf
+  only has event handlers here, so it never patches what it watches (no
+  finalizers, no progress annotations), and its own Event posting is off
+  (``handlers.startup``): the status writes are ours, ``patch`` on ``/status``.
+- Children are created, then patched to the desired state when they exist
+  (``kubeapi.Client.apply``, the StatefulSet's JSON patch, the pods' gate
+  release). Only pods (gang restarts) and Volcano PodGroups (the previous
+  attempt's) are deleted; everything else goes by ownerReference garbage
+  collection. The stores' PersistentVolumeClaims are only created.
+- Secrets are only read (miner-key names and addresses, validator public
+  keys: never written, never logged); a ValidatorSet's keys Secret by ``get``.
+- Events: one core/v1 ``create`` per transition (``posting.post_event``).
+- kopf watches CRDs to notice resources appearing, and namespaces to follow
+  ``POT_WATCH_NAMESPACES`` patterns.
+
 No wildcard verbs or resources, no escalate/bind, no RBAC writes (the
 validators need no API access, so the operator never creates Roles).
 """
@@ -18,54 +38,52 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-_READ = ["get", "list", "watch"]
-_OWN = ["get", "list", "watch", "create", "patch", "delete"]
+_WATCH = ["list", "watch"]
+_APPLY = ["create", "patch"]
+
+LEASE_NAME = "pot-operator"
+"""The leader-election Lease (the default of ``POT_LEASE_NAME``, which the chart keeps)."""
 
 OPERATOR_RULES: Sequence[Mapping[str, Any]] = (
-    {
-        "apiGroups": ["pot.dev"],
-        "resources": ["trainingtasks", "validatorsets"],
-        "verbs": [*_READ, "patch"],
-    },
+    {"apiGroups": ["pot.dev"], "resources": ["trainingtasks", "validatorsets"], "verbs": [*_WATCH]},
     {
         "apiGroups": ["pot.dev"],
         "resources": ["trainingtasks/status", "validatorsets/status"],
-        "verbs": ["get", "patch"],
+        "verbs": ["patch"],
     },
+    {"apiGroups": [""], "resources": ["pods"], "verbs": [*_WATCH, *_APPLY, "delete"]},
     {
         "apiGroups": [""],
-        "resources": [
-            "pods",
-            "services",
-            "configmaps",
-            "serviceaccounts",
-            "persistentvolumeclaims",
-        ],
-        "verbs": _OWN,
+        "resources": ["services", "configmaps", "serviceaccounts"],
+        "verbs": [*_APPLY],
     },
-    {"apiGroups": [""], "resources": ["secrets"], "verbs": _READ},
-    {"apiGroups": [""], "resources": ["nodes"], "verbs": _READ},
-    {"apiGroups": [""], "resources": ["events"], "verbs": ["create", "patch"]},
-    {"apiGroups": ["events.k8s.io"], "resources": ["events"], "verbs": ["create", "patch"]},
-    {"apiGroups": ["apps"], "resources": ["statefulsets"], "verbs": _OWN},
+    {"apiGroups": [""], "resources": ["persistentvolumeclaims"], "verbs": ["create"]},
+    {"apiGroups": [""], "resources": ["secrets"], "verbs": ["get", *_WATCH]},
+    {"apiGroups": [""], "resources": ["nodes"], "verbs": [*_WATCH]},
+    {"apiGroups": [""], "resources": ["events"], "verbs": ["create"]},
+    {"apiGroups": ["apps"], "resources": ["statefulsets"], "verbs": [*_APPLY]},
+    {"apiGroups": ["policy"], "resources": ["poddisruptionbudgets"], "verbs": [*_APPLY]},
     # A gang queued on Volcano gets a PodGroup (minMember = nodes) per attempt.
     {
         "apiGroups": ["scheduling.volcano.sh"],
         "resources": ["podgroups"],
         "verbs": ["create", "delete"],
     },
-    {"apiGroups": ["policy"], "resources": ["poddisruptionbudgets"], "verbs": _OWN},
-    {
-        "apiGroups": ["coordination.k8s.io"],
-        "resources": ["leases"],
-        "verbs": ["get", "create", "update"],
-    },
-    # kopf watches CRDs to notice resources appearing, and lists namespaces
-    # to follow POT_WATCH_NAMESPACES patterns.
     {
         "apiGroups": ["apiextensions.k8s.io"],
         "resources": ["customresourcedefinitions"],
-        "verbs": _READ,
+        "verbs": [*_WATCH],
     },
-    {"apiGroups": [""], "resources": ["namespaces"], "verbs": _READ},
+    {"apiGroups": [""], "resources": ["namespaces"], "verbs": [*_WATCH]},
+)
+
+LEASE_RULES: Sequence[Mapping[str, Any]] = (
+    # A create names no object when RBAC checks it, so resourceNames cannot narrow it.
+    {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["create"]},
+    {
+        "apiGroups": ["coordination.k8s.io"],
+        "resources": ["leases"],
+        "resourceNames": [LEASE_NAME],
+        "verbs": ["get", "update"],
+    },
 )

@@ -14,11 +14,12 @@ import asyncio
 import base64
 import datetime
 import logging
+from collections.abc import Mapping
 from typing import Any
 
 from eth_account import Account
 
-from pot import errors
+from pot import errors, urls
 from pot.operator import (
     builders_validators,
     checks,
@@ -32,6 +33,7 @@ from pot.operator import (
 from pot.operator.runtime import VSET, Runtime
 
 log = logging.getLogger("pot.operator")
+JSON_PATCH = "application/json-patch+json"
 
 PLURALS = {
     "ServiceAccount": "serviceaccounts",
@@ -96,16 +98,42 @@ async def apply_children(
             await kube.apply(child, plural)
             continue
         if await kube.create(child, plural) is None:
-            # Only these StatefulSet fields may change after creation.
-            patch = {
-                "metadata": {"labels": child["metadata"]["labels"]},
-                "spec": {
-                    k: child["spec"][k]
-                    for k in ("replicas", "template", "persistentVolumeClaimRetentionPolicy")
-                },
-            }
-            await kube.patch("apps/v1", plural, ns, meta["name"], patch)
+            await kube.patch(
+                "apps/v1",
+                plural,
+                ns,
+                meta["name"],
+                statefulset_update(child),
+                content_type=JSON_PATCH,
+            )
     return None
+
+
+def _pointer(*keys: str) -> str:
+    """RFC 6901 JSON pointer of ``keys`` (a label key's ``/`` becomes ``~1``)."""
+    return "".join("/" + k.replace("~", "~0").replace("/", "~1") for k in keys)
+
+
+def statefulset_update(built: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The JSON patch (RFC 6902) that brings the existing StatefulSet to ``built``.
+
+    Only replicas, the pod template and the PVC retention policy may change
+    after creation. Each is replaced whole ("add" replaces a member that
+    exists), not merged: a JSON merge patch keeps every key it does not
+    mention, so a nodeSelector or tolerations dropped from the ValidatorSet,
+    or one key of a nodeSelector, would stay on the replicas for good. Labels
+    are set one by one, so labels others put on the StatefulSet survive.
+    """
+    spec = built["spec"]
+    ops: list[dict[str, Any]] = [
+        {"op": "add", "path": _pointer("metadata", "labels", key), "value": value}
+        for key, value in built["metadata"]["labels"].items()
+    ]
+    ops += [
+        {"op": "add", "path": _pointer("spec", key), "value": spec[key]}
+        for key in ("replicas", "template", "persistentVolumeClaimRetentionPolicy")
+    ]
+    return ops
 
 
 def _ordinal(pod: dict[str, Any]) -> int:
@@ -153,26 +181,44 @@ async def chain_condition(rt: Runtime, spec: dict[str, Any]) -> tuple[conditions
     from pot.settlement import receipts
 
     chain = spec.get("chain") or {}
-    url = chain.get("rpcUrl") or rt.config.chain_rpc_url
-    if not url:
-        # rpcSecretRef: the URL is secret and stays with the replicas.
+    ref = chain.get("rpcSecretRef")
+    if ref and not chain.get("rpcUrl"):
+        # The replicas' URL stays in their Secret: the operator never reads it, and its own
+        # POT_CHAIN_RPC_URL may be another endpoint, or another chain altogether.
         return (
             "Unknown",
             "RpcUrlInSecret",
-            "the chain RPC URL is in a Secret; only the replicas use it",
+            f'the chain RPC URL is in Secret "{ref.get("name", "")}" '
+            "(spec.chain.rpcSecretRef), which only the settlement sidecars read; "
+            "the operator does not check that chain",
         )
+    # The URL peers.json carries (builders_validators.build_peers).
+    url = chain.get("rpcUrl") or rt.config.chain_rpc_url
+    if not url:
+        return (
+            "Unknown",
+            "RpcUrlMissing",
+            "spec.chain sets neither rpcUrl nor rpcSecretRef, and the operator has no "
+            "POT_CHAIN_RPC_URL: settlement cannot reach a chain",
+        )
+    # A hosted RPC URL carries its API key: messages name only scheme, host and port.
+    shown = urls.redact(url)
     try:
         got = await asyncio.to_thread(receipts.chain_id, url, timeout=rt.config.http_timeout)
     except errors.ChainError as exc:
-        return "False", "ChainUnreachable", f"{exc}; settlement waits and retries with backoff"
+        return (
+            "False",
+            "ChainUnreachable",
+            f"{urls.redact_text(str(exc))}; settlement waits and retries with backoff",
+        )
     want = int(chain.get("chainId") or 0)
     if want and got != want:
         return (
             "False",
             "ChainIdMismatch",
-            f"chain RPC {url} serves chain id {got}, spec.chain.chainId is {want}",
+            f"chain RPC {shown} serves chain id {got}, spec.chain.chainId is {want}",
         )
-    return "True", "ChainAnswers", f"chain RPC {url} answers (chain id {got})"
+    return "True", "ChainAnswers", f"chain RPC {shown} answers (chain id {got})"
 
 
 async def reconcile(

@@ -91,6 +91,8 @@ def test_rendered_manifests_validate(helm: str, repo_root: Path, extra: tuple[st
         "Deployment",
         "ClusterRole",
         "ClusterRoleBinding",
+        "Role",
+        "RoleBinding",
         "ServiceAccount",
         "CustomResourceDefinition",
     } <= kinds
@@ -135,14 +137,42 @@ def test_operator_key_is_generated_mounted_and_replaceable(helm: str, repo_root:
 
 
 def test_rbac_is_least_privilege(helm: str, repo_root: Path) -> None:
-    (role,) = [d for d in render(helm, repo_root) if d["kind"] == "ClusterRole"]
+    docs = render(helm, repo_root)
+    (role,) = [d for d in docs if d["kind"] == "ClusterRole"]
     for rule in role["rules"]:
         assert "*" not in rule["verbs"] and "*" not in rule["resources"], rule
         if "secrets" in rule["resources"]:
             assert set(rule["verbs"]) <= {"get", "list", "watch"}, (
                 "the operator never writes Secrets"
             )
+        assert "leases" not in rule["resources"], "Leases belong in the namespaced Role"
     assert not any("escalate" in r["verbs"] or "bind" in r["verbs"] for r in role["rules"])
+
+
+def test_leader_election_is_a_role_in_the_release_namespace(helm: str, repo_root: Path) -> None:
+    """The Lease rules are pot.operator.rbac.LEASE_RULES, bound in the release namespace only
+    (the template writes them out, so this is the drift check for them)."""
+    from pot.operator import rbac
+
+    docs = render(helm, repo_root)
+    (role,) = [d for d in docs if d["kind"] == "Role"]
+    (binding,) = [d for d in docs if d["kind"] == "RoleBinding"]
+    (account,) = [d for d in docs if d["kind"] == "ServiceAccount"]
+    assert role["rules"] == [dict(rule) for rule in rbac.LEASE_RULES]
+    assert role["metadata"]["namespace"] == binding["metadata"]["namespace"] == "pot-system"
+    assert binding["roleRef"] == {
+        "apiGroup": "rbac.authorization.k8s.io",
+        "kind": "Role",
+        "name": role["metadata"]["name"],
+    }
+    assert binding["subjects"] == [
+        {"kind": "ServiceAccount", "name": account["metadata"]["name"], "namespace": "pot-system"}
+    ]
+    # The operator's Lease is the one the Role names, in the pod's (the release) namespace.
+    (deployment,) = [d for d in docs if d["kind"] == "Deployment"]
+    env = {e["name"]: e for e in deployment["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert "POT_LEASE_NAME" not in env and "POT_LEASE_NAMESPACE" not in env
+    assert env["POD_NAMESPACE"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.namespace"
 
 
 def test_network_policies_fence_validator_ports(helm: str, repo_root: Path) -> None:

@@ -277,11 +277,24 @@ def test_a_bad_or_revoked_token_gets_401(rbac_cluster: Cluster) -> None:
     assert code == 404
 
 
-def test_the_operators_own_rules_let_it_work_and_not_write_secrets(
+LEASES = "/apis/coordination.k8s.io/v1/namespaces/{}/leases"
+
+
+def _lease(ns: str, name: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "coordination.k8s.io/v1",
+        "kind": "Lease",
+        "metadata": {"name": name, "namespace": ns},
+        "spec": {"holderIdentity": "someone", "leaseDurationSeconds": 15},
+    }
+
+
+def test_the_operators_own_rules_let_it_work_and_nothing_more(
     rbac_cluster: Cluster, repo_root: Path
 ) -> None:
-    """The ClusterRole the chart renders from pot.operator.rbac, bound to a ServiceAccount as
-    the chart binds it: what the operator does is allowed, what it must not do is refused."""
+    """The ClusterRole and the leader-election Role the chart renders from
+    pot.operator.rbac, bound as the chart binds them (release namespace "default"): what the
+    operator does is allowed; other Leases, Secret writes and verbs no code uses are refused."""
     chart = repo_root / "charts" / "pot-operator"
     rendered = rbac_cluster.helm(
         "template",
@@ -303,12 +316,51 @@ def test_the_operators_own_rules_let_it_work_and_not_write_secrets(
     token = _token(rbac_cluster, "default", sa)
     for method, path in (
         ("GET", "/apis/pot.dev/v1alpha1/namespaces/default/trainingtasks"),
+        ("GET", "/apis/pot.dev/v1alpha1/validatorsets?watch=true&timeoutSeconds=1"),
         ("GET", "/api/v1/namespaces/default/secrets"),
+        ("GET", "/api/v1/namespaces/default/secrets/keys"),
         ("GET", "/api/v1/nodes"),
         ("GET", "/api/v1/namespaces/default/pods?watch=true&timeoutSeconds=1"),
+        ("DELETE", "/api/v1/namespaces/default/pods/gone"),
+        ("PATCH", "/apis/apps/v1/namespaces/default/statefulsets/gone"),
     ):
-        code, body = _as(rbac_cluster, token, method, path)
-        assert code in (200, 404), (path, body)  # 404: the CRD is not installed here
+        code, body = _as(rbac_cluster, token, method, path, {} if method == "PATCH" else None)
+        assert code != 403, (method, path, body)  # allowed (then 404: no such object or CRD)
+    event = {
+        "apiVersion": "v1",
+        "kind": "Event",
+        "metadata": {"generateName": "t.", "namespace": "default"},
+        "involvedObject": {"kind": "Pod", "name": "p", "namespace": "default"},
+        "reason": "Test",
+        "message": "m",
+    }
+    code, body = _as(rbac_cluster, token, "POST", "/api/v1/namespaces/default/events", event)
+    assert code == 201, body
+
+    # Its own Lease, in its own namespace: created, read and renewed (operator/leadership.py).
+    own = LEASES.format("default")
+    code, body = _as(rbac_cluster, token, "POST", own, _lease("default", "pot-operator"))
+    assert code == 201, body
+    code, lease = _as(rbac_cluster, token, "GET", f"{own}/pot-operator")
+    assert code == 200, lease
+    lease["spec"]["holderIdentity"] = "pot-operator-0"
+    code, body = _as(rbac_cluster, token, "PUT", f"{own}/pot-operator", lease)
+    assert code == 200, body
+    # No other Lease: not another in its namespace, and never the control plane's.
+    rbac_cluster.kubectl("create", "namespace", "kube-system", check=False)
+    for ns, name in (("kube-system", "kube-scheduler"), ("default", "someone-elses")):
+        code, body = rbac_cluster.request("POST", LEASES.format(ns), _lease(ns, name))
+        assert code == 201, body  # as the admin
+        code, theirs = rbac_cluster.request("GET", f"{LEASES.format(ns)}/{name}")
+        theirs["spec"]["holderIdentity"] = "the-operator"
+        for method, body in (("GET", None), ("PUT", theirs), ("DELETE", None)):
+            code, refused = _as(rbac_cluster, token, method, f"{LEASES.format(ns)}/{name}", body)
+            assert code == 403, (method, ns, name, refused)
+    code, _ = _as(rbac_cluster, token, "POST", LEASES.format("kube-system"), _lease("x", "x"))
+    assert code == 403
+    assert _as(rbac_cluster, token, "GET", "/apis/coordination.k8s.io/v1/leases")[0] == 403
+
+    # Secrets are read-only; nodes and RBAC are not the operator's to change or read.
     secret = {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "s"}, "data": {}}
     code, body = _as(rbac_cluster, token, "POST", "/api/v1/namespaces/default/secrets", secret)
     assert code == 403, body
@@ -316,6 +368,23 @@ def test_the_operators_own_rules_let_it_work_and_not_write_secrets(
     assert code == 403
     code, _ = _as(rbac_cluster, token, "GET", "/apis/rbac.authorization.k8s.io/v1/clusterroles")
     assert code == 403
+    # Verbs no code uses: children go by garbage collection, nothing lists or watches them.
+    for method, path in (
+        ("DELETE", "/api/v1/namespaces/default/configmaps/c"),
+        ("GET", "/api/v1/namespaces/default/configmaps"),
+        ("DELETE", "/api/v1/namespaces/default/services/s"),
+        ("GET", "/api/v1/namespaces/default/services?watch=true&timeoutSeconds=1"),
+        ("DELETE", "/api/v1/namespaces/default/serviceaccounts/a"),
+        ("DELETE", "/api/v1/namespaces/default/persistentvolumeclaims/p"),
+        ("GET", "/api/v1/namespaces/default/persistentvolumeclaims"),
+        ("DELETE", "/apis/apps/v1/namespaces/default/statefulsets/s"),
+        ("GET", "/apis/apps/v1/statefulsets"),
+        ("DELETE", "/apis/policy/v1/namespaces/default/poddisruptionbudgets/p"),
+        ("PATCH", "/api/v1/namespaces/default/events/e"),
+        ("POST", "/apis/events.k8s.io/v1/namespaces/default/events"),
+    ):
+        code, body = _as(rbac_cluster, token, method, path, {} if method != "GET" else None)
+        assert code == 403, (method, path, body)
 
 
 def _docs(text: str) -> list[dict[str, Any]]:
