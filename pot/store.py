@@ -18,7 +18,9 @@ Two backends share one interface:
 
 from __future__ import annotations
 
+import http.client
 import os
+import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -91,12 +93,33 @@ class FilesystemStore:
         return cids.is_valid(cid) and self.path(cid).is_file()
 
 
-class HttpStore:
-    """Read-only client of a remote store; verifies every blob it returns."""
+MAX_BLOB = 4 << 30
+"""Largest blob an ``HttpStore`` reads (4 GiB): a checkpoint of a model of about
+500M float32 parameters with Adam state; a peer cannot make a validator allocate more."""
+DEADLINE = 600.0
+"""Seconds an ``HttpStore`` read may take in all (a peer dripping one byte a second
+would otherwise hold the reader for ever; the socket timeout is per read)."""
+_CHUNK = 1 << 20
 
-    def __init__(self, base_url: str, *, timeout: float = 30.0) -> None:
+
+class HttpStore:
+    """Read-only client of a remote store; verifies every blob it returns.
+
+    A peer is untrusted: a read is bounded in size (``max_bytes``) and in total time
+    (``deadline``), and exceeding either is a ``StoreError``."""
+
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        timeout: float = 30.0,
+        max_bytes: int = MAX_BLOB,
+        deadline: float = DEADLINE,
+    ) -> None:
         self.base_url = base_url.rstrip("/")
         self.timeout = timeout
+        self.max_bytes = max_bytes
+        self.deadline = deadline
 
     def __repr__(self) -> str:
         return f"HttpStore({self.base_url!r})"
@@ -108,16 +131,32 @@ class HttpStore:
     def put(self, data: bytes) -> str:
         raise errors.StoreError(f"{self.base_url}: remote stores are read-only")
 
+    def _read(self, resp: http.client.HTTPResponse, url: str, until: float) -> bytes:
+        length = resp.getheader("Content-Length")
+        if length is not None and length.isdigit() and int(length) > self.max_bytes:
+            raise errors.StoreError(f"{url}: {length} bytes, more than {self.max_bytes}")
+        buf = bytearray()
+        while chunk := resp.read1(_CHUNK):  # returns what one socket read brings
+            buf += chunk
+            if len(buf) > self.max_bytes:
+                raise errors.StoreError(f"{url}: more than {self.max_bytes} bytes")
+            if time.monotonic() > until:
+                raise errors.StoreError(
+                    f"{url}: not read in {self.deadline:g} s ({len(buf)} bytes so far)"
+                )
+        return bytes(buf)
+
     def get(self, cid: str) -> bytes:
         url = self._url(cid)
+        until = time.monotonic() + self.deadline
         try:
             with urllib.request.urlopen(url, timeout=self.timeout) as resp:  # noqa: S310 (http(s) peer URL)
-                data: bytes = resp.read()
+                data = self._read(resp, url, until)
         except urllib.error.HTTPError as exc:
             if exc.code == 404:
                 raise errors.BlobNotFound(f"blob {cid} not found at {self.base_url}") from exc
             raise errors.StoreError(f"{url}: HTTP {exc.code}") from exc
-        except (urllib.error.URLError, OSError) as exc:
+        except (urllib.error.URLError, OSError, http.client.HTTPException) as exc:
             raise errors.StoreError(f"{self.base_url}: unreachable ({exc})") from exc
         if not cids.matches(cid, data):
             raise errors.BlobCorrupt(

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import http.server
 import os
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -133,3 +135,54 @@ def test_http_store_unreachable() -> None:
     remote = store.HttpStore("http://127.0.0.1:9", timeout=2)
     with pytest.raises(errors.StoreError, match="unreachable"):
         remote.get(cids.cid_of(b"x"))
+
+
+class _Hostile(http.server.BaseHTTPRequestHandler):
+    """A peer that claims a huge blob, or drips one byte at a time."""
+
+    protocol_version = "HTTP/1.0"
+
+    def do_GET(self) -> None:
+        self.send_response(200)
+        if self.path.endswith("/huge"):
+            self.send_header("Content-Length", str(1 << 42))
+            self.end_headers()
+            self.wfile.write(b"x" * 10)
+            return
+        self.end_headers()
+        try:
+            for _ in range(200):
+                self.wfile.write(b"x")
+                self.wfile.flush()
+                time.sleep(0.02)
+        except OSError:
+            pass
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def hostile() -> Iterator[store.HttpStore]:
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Hostile)
+    srv.daemon_threads = True
+    thread = threading.Thread(target=srv.serve_forever, daemon=True)
+    thread.start()
+    yield store.HttpStore(f"http://127.0.0.1:{srv.server_address[1]}", max_bytes=1000, deadline=0.5)
+    srv.shutdown()
+    srv.server_close()
+
+
+def test_http_store_refuses_oversized_blob(
+    hostile: store.HttpStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(hostile, "_url", lambda cid: f"{hostile.base_url}/huge")
+    with pytest.raises(errors.StoreError, match="more than 1000"):
+        hostile.get(cids.cid_of(b"x"))
+
+
+def test_http_store_gives_up_on_a_drip(hostile: store.HttpStore) -> None:
+    began = time.monotonic()
+    with pytest.raises(errors.StoreError, match=r"not read in 0\.5 s"):
+        hostile.get(cids.cid_of(b"x"))
+    assert time.monotonic() - began < 2

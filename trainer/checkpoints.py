@@ -25,10 +25,12 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import struct
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -49,6 +51,8 @@ _DTYPES: dict[str, torch.dtype] = {
 }
 _NAMES = {v: k for k, v in _DTYPES.items()}
 MAX_HEADER = 16 << 20
+MAX_DEPTH = 8
+"""Deepest header nesting ``decode`` parses (``encode`` writes 4 levels)."""
 
 
 @dataclass(kw_only=True, slots=True)
@@ -65,6 +69,16 @@ class Checkpoint:
     """Model state dict."""
     optim: dict[int, dict[str, Any]] = field(default_factory=dict)
     """Optimizer state by parameter index: tensors and scalars."""
+
+    def moments(self) -> dict[str, torch.Tensor]:
+        """Float optimizer state other than step counts, by key (``exp_avg``, ...), each
+        flattened across parameters into one float64 vector."""
+        parts: dict[str, list[torch.Tensor]] = {}
+        for idx in sorted(self.optim):
+            for key, v in sorted(self.optim[idx].items()):
+                if isinstance(v, torch.Tensor) and v.is_floating_point() and key != "step":
+                    parts.setdefault(key, []).append(v.reshape(-1).double())
+        return {key: torch.cat(vs) for key, vs in parts.items()}
 
     def weights(self) -> torch.Tensor:
         """All floating-point model tensors flattened into one float64 vector."""
@@ -160,57 +174,151 @@ def _corrupt(message: str) -> errors.ProofError:
     return errors.ProofError(f"checkpoint does not decode: {message}")
 
 
+_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"')
+_NOT_BRACKET = re.compile(rb"[^\[\]{}]")
+_OPEN = np.frombuffer(b"[{", dtype=np.uint8)
+
+
+def _depth(text: bytes) -> int:
+    """How deeply ``text``'s JSON arrays and objects nest (brackets in strings skipped).
+
+    Checked before ``json.loads``: its C parser recurses once per level and the
+    process's recursion limit is raised (py_ecc), so 100 KB of ``[`` crashed the
+    interpreter instead of raising. Vectorised: a 16 MiB header costs milliseconds."""
+    brackets = np.frombuffer(_NOT_BRACKET.sub(b"", _STRING.sub(b"", text)), dtype=np.uint8)
+    if not brackets.size:
+        return 0
+    steps = np.where(np.isin(brackets, _OPEN), 1, -1)
+    return int(np.cumsum(steps).max())
+
+
+def _dim(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise _corrupt(f"bad dimension {value!r}")
+    return value
+
+
 def decode(data: bytes) -> Checkpoint:
-    """Parse untrusted checkpoint bytes; ProofError if they are not a checkpoint."""
+    """Parse untrusted checkpoint bytes; ProofError if they are not a checkpoint.
+
+    Every tensor's bytes must follow the previous one's with no gap or overlap
+    and the last must end the blob (``encode`` writes exactly that), so decoding
+    never copies more than the blob's own size however the header is forged."""
     if len(data) < 12 or data[:8] != MAGIC:
         raise _corrupt("bad magic")
     (hlen,) = struct.unpack("<I", data[8:12])
     if hlen > min(MAX_HEADER, len(data) - 12):
         raise _corrupt("header length out of range")
+    head = bytes(data[12 : 12 + hlen])
+    if _depth(head) > MAX_DEPTH:
+        raise _corrupt(f"header nests deeper than {MAX_DEPTH} levels")
     try:
-        header = json.loads(data[12 : 12 + hlen])
-    except (ValueError, UnicodeDecodeError) as exc:
+        header = json.loads(head)
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
         raise _corrupt(f"header is not JSON ({exc})") from None
     if not isinstance(header, dict) or header.get("format") != FORMAT:
         raise _corrupt("unknown format")
     body = memoryview(data)[12 + hlen :]
     tensors: dict[str, torch.Tensor] = {}
     try:
+        end = 0
         for entry in header["tensors"]:
             name, dtype = str(entry["name"]), _DTYPES[entry["dtype"]]
-            shape = [int(d) for d in entry["shape"]]
-            off, n = int(entry["offset"]), int(entry["nbytes"])
+            if not name.startswith(("model/", "optim/")):
+                raise _corrupt(f"tensor {name}: not model/ or optim/ state")
+            shape = [_dim(d) for d in entry["shape"]]
+            off, n = _dim(entry["offset"]), _dim(entry["nbytes"])
             itemsize = torch.empty(0, dtype=dtype).element_size()
-            if off < 0 or n < 0 or off + n > len(body) or n != math.prod(shape) * itemsize:
-                raise _corrupt(f"tensor {name} out of bounds or mis-sized")
+            if off != end or off + n > len(body) or n != math.prod(shape) * itemsize:
+                raise _corrupt(f"tensor {name} out of bounds, overlapping or mis-sized")
+            end = off + n
             if name in tensors:
                 raise _corrupt(f"tensor {name} twice")
             buf = bytearray(body[off : off + n])
             flat = torch.frombuffer(buf, dtype=dtype) if n else torch.empty(0, dtype=dtype)
             tensors[name] = flat.reshape(shape)
+        if end != len(body):
+            raise _corrupt(f"{len(body) - end} bytes after the last tensor")
         model = {k[6:]: v for k, v in tensors.items() if k.startswith("model/")}
         optim: dict[int, dict[str, Any]] = {}
         for idx, entry in header["optimizerState"].items():
             optim[int(idx)] = {
-                key: tensors[v["tensor"]] if isinstance(v, dict) else v for key, v in entry.items()
+                str(key): _optim_tensor(tensors, v, f"optim/{idx}/{key}")
+                if isinstance(v, dict)
+                else _scalar(v)
+                for key, v in entry.items()
             }
-        step, opt_steps = int(header["step"]), int(header["optimizerSteps"])
+        if set(tensors) - {f"model/{k}" for k in model} - _names(optim):
+            raise _corrupt("a tensor that no state refers to")
+        step, opt_steps = _dim(header["step"]), _dim(header["optimizerSteps"])
         seed = int(header["rng"]["seed"])
-    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+    except (KeyError, TypeError, ValueError, AttributeError, RuntimeError, OverflowError) as exc:
         raise _corrupt(f"bad header field ({exc!r})") from None
     return Checkpoint(step=step, optimizer_steps=opt_steps, seed=seed, model=model, optim=optim)
+
+
+def _optim_tensor(tensors: dict[str, torch.Tensor], ref: dict[str, Any], name: str) -> torch.Tensor:
+    """The tensor an optimizer state entry refers to: its own, by its canonical name."""
+    if ref != {"tensor": name}:
+        raise _corrupt(f"{name} refers to {ref!r:.60}")
+    return tensors[name]
+
+
+def _names(optim: dict[int, dict[str, Any]]) -> set[str]:
+    return {
+        f"optim/{idx}/{key}"
+        for idx, entry in optim.items()
+        for key, v in entry.items()
+        if isinstance(v, torch.Tensor)
+    }
+
+
+def _scalar(value: Any) -> int | float | bool | None:
+    """An optimizer state value that is not a tensor: a JSON scalar, nothing nested."""
+    if value is None or isinstance(value, (int, float, bool)):
+        return value
+    raise _corrupt(f"optimizer state value {value!r:.40} is not a number")
+
+
+def _fits(ckpt: Checkpoint, model: nn.Module, optimizer: torch.optim.Optimizer) -> str:
+    """Why ``ckpt`` cannot be loaded as-is (or ""): names, shapes and dtypes must be the
+    model's. ``load_state_dict`` casts dtypes silently and the optimizer takes state
+    of any shape, which then failed a later replay step with a RuntimeError (an audit
+    error, never the miner's fault)."""
+    own = model.state_dict()
+    if list(ckpt.model) != list(own):
+        return "model state names are not the model's"
+    for key, t in ckpt.model.items():
+        if t.shape != own[key].shape or t.dtype != own[key].dtype:
+            return f"model/{key} is {t.dtype}{list(t.shape)}, not {own[key].dtype}{list(own[key].shape)}"
+    params = [p for g in optimizer.param_groups for p in g["params"]]
+    for idx, entry in ckpt.optim.items():
+        if not 0 <= idx < len(params):
+            return "optimizer state for a parameter that does not exist"
+        p = params[idx]
+        for key, v in entry.items():
+            if not isinstance(v, torch.Tensor):
+                continue
+            if key == "step":
+                if v.numel() != 1 or not 0 <= float(v) <= ckpt.optimizer_steps:
+                    return f"optim/{idx}/step is not a count of at most {ckpt.optimizer_steps}"
+            elif v.shape != p.shape or v.dtype != p.dtype:
+                return (
+                    f"optim/{idx}/{key} is {v.dtype}{list(v.shape)}, not {p.dtype}{list(p.shape)}"
+                )
+    return ""
 
 
 def restore(ckpt: Checkpoint, model: nn.Module, optimizer: torch.optim.Optimizer) -> None:
     """Load ``ckpt`` into ``model`` and ``optimizer``; ProofError if it does not fit."""
     inner = _unwrap(model)
     device = next(inner.parameters()).device
+    wrong = _fits(ckpt, inner, optimizer)
+    if wrong:
+        raise _corrupt(f"does not fit the model ({wrong})")
     try:
         inner.load_state_dict(ckpt.model, strict=True)
         sd = optimizer.state_dict()
-        n_params = sum(len(g["params"]) for g in sd["param_groups"])
-        if any(not 0 <= idx < n_params for idx in ckpt.optim):
-            raise _corrupt("optimizer state for a parameter that does not exist")
         sd["state"] = {
             idx: {
                 k: v.to(device) if isinstance(v, torch.Tensor) and k != "step" else v
@@ -221,6 +329,44 @@ def restore(ckpt: Checkpoint, model: nn.Module, optimizer: torch.optim.Optimizer
         optimizer.load_state_dict(sd)
     except (RuntimeError, KeyError, ValueError, TypeError) as exc:
         raise _corrupt(f"does not fit the model ({exc})") from None
+
+
+def mismatch(mine: Checkpoint, theirs: Checkpoint) -> str:
+    """What differs between two checkpoints outside their float state (or "").
+
+    Tolerance mode compares float tensors under a distance; everything else a
+    replay reproduces exactly (header, names, shapes, dtypes, integer buffers,
+    optimizer step counts and scalars) must be equal, or a miner could move the
+    chain through state that is committed but never checked (forged Adam moments
+    with a huge step count teleported the weights in one step)."""
+    if (mine.step, mine.optimizer_steps, mine.seed) != (
+        theirs.step,
+        theirs.optimizer_steps,
+        theirs.seed,
+    ):
+        return "header (step, optimizer steps, seed) differs"
+    if list(mine.model) != list(theirs.model):
+        return "model state names differ"
+    pairs = [(f"model/{k}", a, theirs.model[k]) for k, a in mine.model.items()]
+    if sorted(mine.optim) != sorted(theirs.optim):
+        return "optimizer state covers other parameters"
+    for idx in sorted(mine.optim):
+        a_entry, b_entry = mine.optim[idx], theirs.optim[idx]
+        if sorted(a_entry) != sorted(b_entry):
+            return f"optim/{idx}: other state keys"
+        for key in sorted(a_entry):
+            a, b, name = a_entry[key], b_entry[key], f"optim/{idx}/{key}"
+            if isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor):
+                pairs.append((name, a, b))
+            elif isinstance(a, torch.Tensor) or isinstance(b, torch.Tensor) or a != b:
+                return f"{name} is {b!r:.40}, the replay has {a!r:.40}"
+    for name, a, b in pairs:
+        if a.dtype != b.dtype or a.shape != b.shape:
+            return f"{name} is {b.dtype}{list(b.shape)}, the replay has {a.dtype}{list(a.shape)}"
+        exact = not a.is_floating_point() or name.endswith("/step")
+        if exact and not torch.equal(a, b):
+            return f"{name} differs from the replay"
+    return ""
 
 
 def make_optimizer(spec: tasks.TaskSpec, params: Any) -> torch.optim.Optimizer:

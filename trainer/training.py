@@ -15,6 +15,9 @@ startStep / k``). On (re)start the gang agrees on the furthest committed
 checkpoint of any node; a node that is behind (it died before committing)
 receives that checkpoint and the segment bodies it missed from the leader and
 signs them as its own, so every node's index sequence stays contiguous.
+A failed background commit (a full disk) stops the trainer at the next segment
+boundary with a ``TrainingError``: training on would chain later segments to a
+CID that was never stored, so ``state.json`` stays at the last good commit.
 """
 
 from __future__ import annotations
@@ -250,6 +253,7 @@ class Trainer:
             save_spec(opts.store_dir, spec, opts.raw_spec)
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="pot-commit")
         self._pending: list[Future[None]] = []
+        self._commit_failed = False  # set by the commit thread; later commits are skipped
         self.losses: list[float] = []
         self._chain_cid = ""
         self.proof_seconds = 0.0  # main-thread time spent on the proof (bench)
@@ -329,6 +333,15 @@ class Trainer:
         chains each start CID to the previous end CID."""
 
         def work() -> None:
+            if self._commit_failed:  # chaining on would start from a stale CID
+                raise errors.TrainingError("not committed: an earlier commit failed")
+            try:
+                commit()
+            except BaseException:
+                self._commit_failed = True
+                raise
+
+        def commit() -> None:
             cpu = time.thread_time()
             raw = checkpoints.encode(ckpt)
             end_cid = self.blobs.put(raw)
@@ -369,12 +382,29 @@ class Trainer:
             )
             self.commit_cpu_seconds += time.thread_time() - cpu
 
+        self._check_commits()
         self._pending.append(self._pool.submit(work))
 
+    def _check_commits(self, *, wait: bool = False) -> None:
+        """Raise ``TrainingError`` if a background commit failed (all of them if ``wait``).
+
+        Checked at every segment boundary: training on after a lost commit chained
+        later segments to a CID no validator can fetch and moved ``state.json`` past
+        the lost index, so the node earned nothing for the rest of the task. Stopping
+        leaves ``state.json`` at the last good commit, where a restart resumes."""
+        for fut in list(self._pending):
+            if not (wait or fut.done()):
+                continue
+            self._pending.remove(fut)
+            exc = fut.exception()
+            if exc is not None:
+                raise errors.TrainingError(
+                    f"committing a segment failed ({exc}); state.json is at step "
+                    f"{self.state.step}, where a restart resumes"
+                ) from exc
+
     def _drain(self) -> None:
-        for fut in self._pending:
-            fut.result()
-        self._pending.clear()
+        self._check_commits(wait=True)
 
     # --- the loop ---------------------------------------------------------------------------
 

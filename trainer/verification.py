@@ -20,9 +20,15 @@ doing.
 
 All nodes of a DDP gang commit the same start and end checkpoints for the
 same steps, so the replay outcome is cached by content (CIDs, data spec,
-losses, hyperparameters): a validator replays a step range once, however many
-nodes' segments claim it; each node's segment still gets its own signature
-and arithmetic checks.
+losses, hyperparameters) and by what judges it (task, metric, threshold): a
+validator replays a step range once, however many nodes' segments claim it;
+each node's segment still gets its own signature, arithmetic and blob checks.
+Blobs are fetched outside the lock that serialises replays.
+
+Tolerance mode compares float tensors (weights, and each optimizer moment)
+under the task's distance; everything else in the end checkpoint (header,
+names, shapes, dtypes, integer buffers, optimizer step counts) must equal the
+replay exactly (``checkpoints.mismatch``).
 """
 
 from __future__ import annotations
@@ -31,7 +37,7 @@ import math
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -52,7 +58,7 @@ class Policy:
     spec: tasks.TaskSpec
     """The registered task spec (hyperparameters, proof settings)."""
     world: segments.World | None = None
-    """Expected gang layout; None accepts any with ``spec.nodes`` nodes."""
+    """Expected gang layout; None: the spec's (``expected_world``)."""
     expected_miner: str | None = None
     """The address the segment must be signed by (None: its ``miner`` field)."""
     previous: segments.Segment | None = None
@@ -95,6 +101,14 @@ class Verdict:
         return f"invalid: {name}: {self.detail}"
 
 
+def expected_world(spec: tasks.TaskSpec) -> segments.World:
+    """The gang the operator launches for ``spec``: ``resources.nodes`` pods of
+    ``max(gpusPerNode, 1)`` workers (operator/builders_trainers.py sets
+    ``PET_NPROC_PER_NODE`` so). A replay costs one micro-batch per rank per step,
+    so a segment claiming a larger world would make the validator do more work."""
+    return segments.World(nnodes=spec.nodes, nproc_per_node=max(spec.gpus_per_node, 1))
+
+
 def _reject(reason: Rejection, detail: str, **kw: Any) -> Verdict:
     return Verdict(valid=False, reason=reason, detail=detail, **kw)
 
@@ -123,7 +137,17 @@ class _Outcome:
     distance: float | None
 
 
+class _WrongData(Exception):
+    """The replay's first loss is not the segment's: it stopped after one step."""
+
+    def __init__(self, loss: float) -> None:
+        super().__init__(loss)
+        self.loss = loss
+
+
 _lock = threading.Lock()
+"""Held while a replay runs (it trains the shared built model) and around the caches;
+never across a network fetch, so a slow miner's store stalls only its own audit."""
 _builds: OrderedDict[tuple[str, str | None], tuple[models.Built, str]] = OrderedDict()
 _outcomes: OrderedDict[bytes, _Outcome] = OrderedDict()
 _CACHE = 64
@@ -141,13 +165,19 @@ def _built(spec: tasks.TaskSpec, blobs: store.ContentStore) -> tuple[models.Buil
     """The spec's model and data, and its initial checkpoint's CID (cached: the dataset
     blob is fetched and the model built once per task)."""
     key = (spec.hyperparams_hash(), spec.dataset_cid)
-    entry = _builds.get(key)
-    if entry is None:
-        built = models.build(spec, models.load_dataset(spec, blobs))
-        entry = (built, initial_cid(built, spec))
-        _builds[key] = entry
-        while len(_builds) > 4:
-            _builds.popitem(last=False)
+    with _lock:
+        entry = _builds.get(key)
+    if entry is not None:
+        return entry
+    dataset = models.load_dataset(spec, blobs)  # a network fetch: outside the lock
+    with _lock:  # build seeds the global RNG; a replay must not run meanwhile
+        entry = _builds.get(key)
+        if entry is None:
+            built = models.build(spec, dataset)
+            entry = (built, initial_cid(built, spec))
+            _builds[key] = entry
+            while len(_builds) > 4:
+                _builds.popitem(last=False)
     return entry
 
 
@@ -166,8 +196,12 @@ def replay(
     *,
     steps: int,
     device: torch.device,
+    first_loss_ok: Callable[[float], bool] | None = None,
 ) -> tuple[checkpoints.Checkpoint, list[float]]:
-    """Re-execute ``steps`` steps of every rank from ``start``; the end state and losses."""
+    """Re-execute ``steps`` steps of every rank from ``start``; the end state and losses.
+
+    ``first_loss_ok`` sees the first step's loss; if it returns False the replay
+    stops there (``_WrongData``): a segment trained on other data costs one step."""
     model = built.model.to(device)
     optimizer = checkpoints.make_optimizer(spec, model.parameters())
     checkpoints.restore(start, model, optimizer)
@@ -194,6 +228,8 @@ def replay(
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
             losses.append(stepping.mean_loss(rank_losses))
+            if first_loss_ok is not None and len(losses) == 1 and not first_loss_ok(losses[0]):
+                raise _WrongData(losses[0])
     end = checkpoints.capture(
         model,
         optimizer,
@@ -234,15 +270,23 @@ def _replay_outcome(
     end: checkpoints.Checkpoint,
 ) -> _Outcome:
     device = torch.device(policy.device)
+    rtol = 0.0 if spec.deterministic else policy.loss_rtol
     try:
-        replayed, losses = replay(built, spec, dspec, start, steps=seg.steps, device=device)
+        replayed, losses = replay(
+            built,
+            spec,
+            dspec,
+            start,
+            steps=seg.steps,
+            device=device,
+            first_loss_ok=lambda loss: _close(loss, seg.losses[0], rtol),
+        )
     except errors.ProofError as exc:
         return _Outcome(Rejection.CORRUPT_BLOB, f"start checkpoint: {exc}", None)
-    rtol = 0.0 if spec.deterministic else policy.loss_rtol
-    if not _close(losses[0], seg.losses[0], rtol):
+    except _WrongData as exc:
         return _Outcome(
             Rejection.WRONG_DATA_SPEC,
-            f"step {seg.start_step}: loss on the task's data is {losses[0]!r}, the segment "
+            f"step {seg.start_step}: loss on the task's data is {exc.loss!r}, the segment "
             f"says {seg.losses[0]!r} (trained on other data)",
             None,
         )
@@ -251,6 +295,9 @@ def _replay_outcome(
         return _Outcome(Rejection.NON_FINITE, "the replay diverged to NaN/Inf", None)
     metric = policy.metric or spec.metric
     dist = distance(metric, mine, theirs)
+    wrong = checkpoints.mismatch(replayed, end)
+    if wrong:  # fields a replay reproduces exactly, in either mode
+        return _Outcome(Rejection.NOT_BIT_EXACT, f"end checkpoint: {wrong}", dist)
     if spec.deterministic:
         cid = cids.cid_of(checkpoints.encode(replayed))
         if cid != seg.end_cid:
@@ -266,6 +313,17 @@ def _replay_outcome(
             f"{metric} distance {dist:.3g} > threshold {threshold:.3g}",
             dist,
         )
+    # The optimizer's moments carry the next segment's updates: forged ones would
+    # move the chain without a replayable step, so they are held to the same bar.
+    theirs_moments = end.moments()
+    for key, vector in sorted(replayed.moments().items()):
+        moved = distance(metric, vector, theirs_moments[key])
+        if not moved <= threshold:
+            return _Outcome(
+                Rejection.DISTANCE_OVER_THRESHOLD,
+                f"optimizer {key}: {metric} distance {moved:.3g} > threshold {threshold:.3g}",
+                dist,
+            )
     for i, (a, b) in enumerate(zip(losses, seg.losses, strict=True)):
         if not _close(a, b, rtol):
             return _Outcome(
@@ -355,13 +413,9 @@ def _static_checks(seg: segments.Segment, policy: Policy) -> Verdict | None:
         )
     if seg.hyperparams_hash != spec.hyperparams_hash():
         return _reject(Rejection.HYPERPARAMS_MISMATCH, "hyperparamsHash is not the task's")
-    world = policy.world
-    if world is not None and seg.world != world:
+    world = policy.world or expected_world(spec)
+    if seg.world != world:
         return _reject(Rejection.WRONG_WORLD, f"world {seg.world.record()} != {world.record()}")
-    if world is None and seg.world.nnodes != spec.nodes:
-        return _reject(
-            Rejection.WRONG_WORLD, f"{seg.world.nnodes} nodes, the task has {spec.nodes}"
-        )
     if not all(math.isfinite(x) for x in seg.losses):
         return _reject(Rejection.NON_FINITE, "a recorded loss is NaN or infinite")
     return None
@@ -383,73 +437,82 @@ def verify_segment(
     if verdict is not None:
         return verdict
     spec = policy.spec
+    try:
+        built, initial = _built(spec, blobs)
+    except errors.BlobCorrupt as exc:  # the miner served bytes that are not the dataset
+        return _reject(Rejection.CORRUPT_BLOB, str(exc))
+    except errors.StoreError as exc:
+        return _reject(Rejection.MISSING_BLOB, str(exc))
+    try:
+        dspec = data.DataSpec.from_record(seg.data_spec)
+    except segments.Rejected as exc:
+        return _reject(exc.reason, exc.detail)
+    expected = data.DataSpec(
+        seed=spec.seed,
+        dataset=spec.dataset_ref,
+        size=len(built.data),
+        batch_size=spec.batch_size,
+        world_size=seg.world.world_size,
+    )
+    if dspec != expected:
+        return _reject(
+            Rejection.WRONG_DATA_SPEC, f"data spec {dspec.record()} != {expected.record()}"
+        )
+    if seg.start_step == 0 and seg.start_cid != initial:
+        # Without this anchor a miner could start from weights trained elsewhere and
+        # every segment would still replay (Proof-of-Learning, Jia et al., §4: the
+        # verifier must know the initialisation).
+        return _reject(
+            Rejection.BROKEN_CHAIN,
+            f"segment 0 starts from {seg.start_cid}, not the task's initial checkpoint "
+            f"{initial} (built from the seed)",
+        )
+    # Everything that decides the outcome: a strict task must not be answered from a
+    # lenient twin's replay of the same content (same hyperparameters, other tolerance).
+    key = tasks.canonical_json(
+        [
+            policy.task,
+            seg.start_cid,
+            seg.end_cid,
+            seg.start_step,
+            seg.steps,
+            seg.hyperparams_hash,
+            dspec.record(),
+            list(seg.losses),
+            [seg.final, dict(seg.metrics)],
+            [policy.metric or spec.metric, policy.threshold or spec.threshold],
+            [spec.deterministic, policy.loss_rtol, policy.device],
+        ]
+    )
+    # Blobs are fetched and checked for every segment (each node must serve what it
+    # claims), outside the lock; only the replay's outcome is shared by content.
+    start = _load(blobs, seg.start_cid, "start")
+    if isinstance(start, Verdict):
+        return start
+    end = _load(blobs, seg.end_cid, "end")
+    if isinstance(end, Verdict):
+        return end
+    if start.step != seg.start_step or end.step != seg.end_step:
+        return _reject(
+            Rejection.STEP_GAP,
+            f"checkpoints are at steps {start.step}..{end.step}, the segment claims "
+            f"{seg.start_step}..{seg.end_step}",
+        )
+    taken = end.optimizer_steps - start.optimizer_steps
+    if taken != seg.steps:
+        return _reject(
+            Rejection.STEP_GAP,
+            f"{taken} optimizer steps between the checkpoints, the segment claims "
+            f"{seg.steps} (a skipped step)",
+        )
+    if start.seed != spec.seed or end.seed != spec.seed:
+        return _reject(
+            Rejection.CORRUPT_BLOB,
+            f"checkpoint RNG seeds {start.seed}, {end.seed}; the task's is {spec.seed}",
+        )
+    if not bool(torch.isfinite(end.weights()).all()):
+        return _reject(Rejection.NON_FINITE, "end checkpoint has NaN/Inf weights")
     with _lock:
-        try:
-            built, initial = _built(spec, blobs)
-        except errors.BlobCorrupt as exc:  # the miner served bytes that are not the dataset
-            return _reject(Rejection.CORRUPT_BLOB, str(exc))
-        except errors.StoreError as exc:
-            return _reject(Rejection.MISSING_BLOB, str(exc))
-        try:
-            dspec = data.DataSpec.from_record(seg.data_spec)
-        except segments.Rejected as exc:
-            return _reject(exc.reason, exc.detail)
-        expected = data.DataSpec(
-            seed=spec.seed,
-            dataset=spec.dataset_ref,
-            size=len(built.data),
-            batch_size=spec.batch_size,
-            world_size=seg.world.world_size,
-        )
-        if dspec != expected:
-            return _reject(
-                Rejection.WRONG_DATA_SPEC, f"data spec {dspec.record()} != {expected.record()}"
-            )
-        if seg.start_step == 0 and seg.start_cid != initial:
-            # Without this anchor a miner could start from weights trained elsewhere and
-            # every segment would still replay (Proof-of-Learning, Jia et al., §4: the
-            # verifier must know the initialisation).
-            return _reject(
-                Rejection.BROKEN_CHAIN,
-                f"segment 0 starts from {seg.start_cid}, not the task's initial checkpoint "
-                f"{initial} (built from the seed)",
-            )
-        key = tasks.canonical_json(
-            [
-                seg.start_cid,
-                seg.end_cid,
-                seg.start_step,
-                seg.steps,
-                seg.hyperparams_hash,
-                dspec.record(),
-                list(seg.losses),
-                [seg.final, dict(seg.metrics)],
-                [policy.metric, policy.threshold, policy.loss_rtol, policy.device],
-            ]
-        )
-        # Blobs are fetched and checked for every segment (each node must serve
-        # what it claims); only the replay's outcome is shared by content.
-        start = _load(blobs, seg.start_cid, "start")
-        if isinstance(start, Verdict):
-            return start
-        end = _load(blobs, seg.end_cid, "end")
-        if isinstance(end, Verdict):
-            return end
-        if start.step != seg.start_step or end.step != seg.end_step:
-            return _reject(
-                Rejection.STEP_GAP,
-                f"checkpoints are at steps {start.step}..{end.step}, the segment claims "
-                f"{seg.start_step}..{seg.end_step}",
-            )
-        taken = end.optimizer_steps - start.optimizer_steps
-        if taken != seg.steps:
-            return _reject(
-                Rejection.STEP_GAP,
-                f"{taken} optimizer steps between the checkpoints, the segment claims "
-                f"{seg.steps} (a skipped step)",
-            )
-        if not bool(torch.isfinite(end.weights()).all()):
-            return _reject(Rejection.NON_FINITE, "end checkpoint has NaN/Inf weights")
         cached = _outcomes.get(key)
         if cached is None:
             cached = _replay_outcome(

@@ -15,11 +15,14 @@ import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
 from pot import keys
+
+if TYPE_CHECKING:
+    from pot.trainer import verification
 
 ROOT = Path(__file__).resolve().parents[2]
 TORCHRUN = Path(sys.executable).with_name("torchrun")
@@ -64,6 +67,32 @@ class Run:
     key: keys.Key
     advertise: str = "http://127.0.0.1:8090"
     """The ``storeUrl`` segments carry (serve ``store`` there to audit over HTTP)."""
+    nproc: int = 1
+    """Workers per node it was trained with (``torchrun`` sets it)."""
+
+    def policy(self, **fields: Any) -> verification.Policy:
+        """A verification policy for this run's segments.
+
+        The gang is the one this run was launched with: tests run 2 CPU ranks per
+        node, where the operator would launch ``max(gpusPerNode, 1)``."""
+        from pot.trainer import segments, tasks, verification
+
+        world = segments.World(nnodes=1, nproc_per_node=self.nproc)
+        return verification.Policy(
+            task=TASK, spec=tasks.from_spec(self.spec), **{"world": world, **fields}
+        )
+
+    def validator_spec(self) -> dict[str, Any]:
+        """The spec as a validator of this run's gang reads it: ``gpusPerNode`` is the
+        workers per node, so the expected world is the one this run used."""
+        resources = {**self.spec.get("resources", {}), "gpusPerNode": self.nproc}
+        return {**self.spec, "resources": resources}
+
+    def verify_spec(self) -> Path:
+        """``validator_spec`` as a file, for ``pot proof verify --spec``."""
+        path = self.root / "verify-spec.json"
+        path.write_text(json.dumps(self.validator_spec()))
+        return path
 
     @property
     def store(self) -> Path:
@@ -117,6 +146,7 @@ def torchrun(
     run: Run, nproc: int = 2, *, wait: bool = True, pythonpath: Path | None = None
 ) -> subprocess.Popen[str]:
     """``torchrun`` the trainer on loopback; ``pythonpath`` is prepended for user models."""
+    run.nproc = nproc
     cmd = [
         str(TORCHRUN),
         "--nnodes",

@@ -72,7 +72,7 @@ def test_trains_on_a_csv_blob_and_every_segment_replays(csv_run: Run) -> None:
     losses = [x for s in segs for x in s.losses]
     assert sum(losses[-10:]) / 10 < 0.5 * sum(losses[:10]) / 10, losses
     verification.clear_caches()
-    policy = verification.Policy(task=TASK, spec=tasks.from_spec(csv_run.spec))
+    policy = csv_run.policy()
     blobs = store.FilesystemStore(csv_run.store)
     previous = None
     for seg in segs:
@@ -93,7 +93,7 @@ def test_validator_fetches_the_dataset_from_the_miner(csv_run: Run, tmp_path: Pa
         verification.clear_caches()
         auditor = auditing.ReplayAuditor(tmp_path / "cache")
         for seg in _segments(csv_run):
-            assert auditor.audit(TASK, csv_run.spec, seg.record()) == (True, "")
+            assert auditor.audit(TASK, csv_run.validator_spec(), seg.record()) == (True, "")
     finally:
         server.stop()
     assert store.FilesystemStore(tmp_path / "cache").has(csv_run.spec["dataset"]["cid"])
@@ -112,7 +112,7 @@ def test_validator_names_a_missing_or_corrupt_dataset(
     else:
         path.write_bytes(path.read_bytes()[:-10])
     verification.clear_caches()
-    policy = verification.Policy(task=TASK, spec=tasks.from_spec(csv_run.spec))
+    policy = csv_run.policy()
     verdict = verification.verify_segment(_segments(csv_run)[1], blobs, policy)
     assert verdict.reason is (R.MISSING_BLOB if damage == "missing" else R.CORRUPT_BLOB)
     assert verdict.detail.startswith("spec.dataset.cid: "), verdict.detail

@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 
 from pot import store
-from pot.trainer import segments, tasks, verification
+from pot.trainer import segments, verification
 
-from .conftest import TASK, Run, gpt_spec, mlp_spec, new_run, torchrun
+from .conftest import Run, gpt_spec, mlp_spec, new_run, torchrun
 
 pytestmark = pytest.mark.slow
 
@@ -24,7 +24,7 @@ def _segments(run: Run) -> list[segments.Segment]:
 
 
 def _verify_all(run: Run) -> list[verification.Verdict]:
-    policy = verification.Policy(task=TASK, spec=tasks.from_spec(run.spec))
+    policy = run.policy()
     blobs = store.FilesystemStore(run.store)
     out = []
     previous = None

@@ -17,7 +17,7 @@ import pytest
 from pot import errors, store
 from pot.trainer import models, segments, tasks, verification
 
-from .conftest import ROOT, TASK, new_run, run_cli_alone, torchrun
+from .conftest import ROOT, new_run, run_cli_alone, torchrun
 
 HERE = Path(__file__).resolve().parent
 DOC = ROOT / "docs" / "trainer.md"
@@ -48,7 +48,7 @@ def test_user_model_trains_under_torchrun_and_every_segment_verifies(
     # The validator imports the same module to replay (the image must ship it).
     monkeypatch.syspath_prepend(str(HERE))
     verification.clear_caches()
-    policy = verification.Policy(task=TASK, spec=tasks.from_spec(run.spec))
+    policy = run.policy()
     blobs = store.FilesystemStore(run.store)
     previous = None
     for seg in segs:

@@ -33,8 +33,7 @@ def _seg(run: Run, index: int) -> segments.Segment:
 
 
 def _verify(run: Run, seg: segments.Segment | bytes, **policy: object) -> verification.Verdict:
-    pol = verification.Policy(task=TASK, spec=tasks.from_spec(run.spec), **policy)  # type: ignore[arg-type]
-    return verification.verify_segment(seg, store.FilesystemStore(run.store), pol)
+    return verification.verify_segment(seg, store.FilesystemStore(run.store), run.policy(**policy))
 
 
 def _resign(run: Run, seg: segments.Segment, **changes: object) -> segments.Segment:
@@ -172,13 +171,35 @@ def test_cli_exit_codes(copy: Run) -> None:
     cli._register()
     runner = CliRunner()
     good = copy.segment_files()[0]
-    result = runner.invoke(cli.app, ["proof", "verify", str(good), "--store", str(copy.store)])
+    result = runner.invoke(
+        cli.app,
+        [
+            "proof",
+            "verify",
+            str(good),
+            "--store",
+            str(copy.store),
+            "--spec",
+            str(copy.verify_spec()),
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert result.output.startswith("valid")
     seg = _seg(copy, 0)
     bad = copy.root / "bad.json"
     bad.write_bytes(segments.to_json(_resign(copy, seg, data_spec={**seg.data_spec, "seed": 9})))
-    result = runner.invoke(cli.app, ["proof", "verify", str(bad), "--store", str(copy.store)])
+    result = runner.invoke(
+        cli.app,
+        [
+            "proof",
+            "verify",
+            str(bad),
+            "--store",
+            str(copy.store),
+            "--spec",
+            str(copy.verify_spec()),
+        ],
+    )
     assert result.exit_code == 1
     assert result.output.strip().splitlines() == [result.output.strip()]
     assert "WRONG_DATA_SPEC" in result.output
