@@ -453,7 +453,7 @@ def test_task_spec_is_immutable(repo_root: Path, crd_schemas: dict[str, schemas.
     doc = next(d for label, d in example_docs(repo_root) if label == "task.yaml:mlp-demo")
     stored, causes = schemas.admit(schema, copy.deepcopy(doc))
     assert causes == []
-    same, causes = schemas.admit(schema, copy.deepcopy(doc), old=stored)
+    _, causes = schemas.admit(schema, copy.deepcopy(doc), old=stored)
     assert causes == []
     with_status = {**copy.deepcopy(stored), "status": {"phase": "Training"}}
     assert schemas.admit(schema, with_status, old=stored)[1] == []

@@ -14,8 +14,10 @@ Task lifecycle (issue 6):
 2. ``segment`` (from trainers): the miner's EIP-712 signature is checked by
    the API *before* ordering and again here (a faulty primary could order an
    unchecked one). ``(miner, index)`` is idempotent; a different body under a
-   taken index is ``CONFLICTING_SEGMENT``; node rank r is bound to the first
-   address that signs for it. Chain: a miner's segment i must start where its
+   taken index is ``CONFLICTING_SEGMENT``; node rank r (in range) is bound to
+   the first address that signs for it. Addresses are normalised on the way in
+   (keys lower-case, records checksummed): one miner, one payee, whatever the
+   capitalisation. Chain: a miner's segment i must start where its
    segment i-1 ended (``startCid`` = ``endCid``), checked when both are in,
    whichever arrives first; the later one is refused ``BROKEN_CHAIN`` (not
    stored, listed in the task's rejections, not slashed: like
@@ -51,15 +53,18 @@ Task lifecycle (issue 6):
    A segment nobody challenged is accepted without a public replay.
 6. Each replica orders a signed ``audited`` request once every node's
    ``final`` segment is in and it has finished its private audits of the
-   task (its challenges already ordered). When 2f+1 have (so at least f+1
-   correct replicas looked), and every public segment is decided, round 0's
-   allocation is computed (``rewards.allocate``): miners
-   with a rejected segment are slashed their ``minerStake`` and get nothing.
-   Work counts only in a miner's gap-free chain from index 0, and the target
-   metric is read from a final segment that such a chain reaches. Each replica
-   signs it (EIP-712 ``Allocation`` via
-   ``pot.settlement.allocations``) and orders an ``allocsig`` request, so every
-   replica serves the same ≥ 2f+1 signatures.
+   task (its challenges already ordered); an earlier one is ``NOT_READY``.
+   A segment that arrives after the first ``audited`` is public, one after the
+   2f+1-th is ``TASK_CLOSED`` (it would be paid with nobody's private draw).
+   When 2f+1 have (so at least f+1 correct replicas looked), and every public
+   segment is decided, round 0's allocation is computed (``rewards.allocate``):
+   miners with a rejected segment are slashed their ``minerStake`` and get
+   nothing. Work counts only in a miner's gap-free chain from index 0, and the
+   target metric is read from a valid final segment such a chain reaches (the
+   lowest rank's highest index; nothing depends on dict order, which
+   ``restore`` changes). Each replica signs it (EIP-712 ``Allocation`` via
+   ``pot.settlement.allocations``) and orders an ``allocsig`` request, so
+   every replica serves the same ≥ 2f+1 signatures.
 """
 
 from __future__ import annotations
@@ -69,6 +74,8 @@ import logging
 from collections import Counter
 from dataclasses import dataclass
 from typing import Any
+
+from eth_utils import to_checksum_address
 
 from pot import errors, ids, signing
 from pot.settlement import allocations
@@ -105,6 +112,9 @@ class Validators:
 
 
 _DECODER = json.JSONDecoder()
+MAX_OP_DEPTH = 128
+"""Deepest op nesting decoded (the API stops bodies at 64; a faulty replica can order any op,
+and the C decoder's recursion segfaults every replica that executes a deep one, on replay too)."""
 _CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 """One encoder for every replica's every result (``json.dumps`` with options builds a new one
 per call, which was half the cost of executing a small request)."""
@@ -132,6 +142,8 @@ class App:
         try:
             # Ops are canonical JSON in UTF-8 (``op``): no encoding to sniff, no whitespace
             # around; anything else is refused, the same way on every replica.
+            if m.too_deep(request.op, MAX_OP_DEPTH):
+                return _MALFORMED
             text = request.op.decode()
             doc, end = _DECODER.raw_decode(text)
             if end != len(text):
@@ -209,9 +221,15 @@ class App:
             return _no(Rejection.UNKNOWN_TASK)
         if t["allocation"] is not None:
             return _no(Rejection.TASK_CLOSED)
+        # One spelling per address: keys lower-case, payees, slashes and views checksummed, so
+        # no capitalisation of ``miner`` splits one miner into a slashed one and a paid one.
         miner = seg.miner.lower()
+        payee = to_checksum_address(miner)
+        # Range first: an out-of-range rank must not bind (and grow the state).
+        if not 0 <= seg.node_rank < t["info"]["nodes"]:
+            return _no(Rejection.UNKNOWN_MINER)
         bound = t["ranks"].setdefault(str(seg.node_rank), miner)
-        if bound != miner or seg.node_rank >= t["info"]["nodes"]:
+        if bound != miner:
             return _no(Rejection.UNKNOWN_MINER)
         digest = segments.digest(seg)
         key = f"{miner}/{seg.index}"
@@ -219,24 +237,24 @@ class App:
         if old is not None:
             if old["digest"] == digest:
                 return {"ok": True, "digest": digest, "duplicate": True}
-            t["rejections"].append(
-                {
-                    "miner": seg.miner,
-                    "index": seg.index,
-                    "reason": Rejection.CONFLICTING_SEGMENT.name,
-                }
-            )
+            _reject(t, payee, seg.index, Rejection.CONFLICTING_SEGMENT.name)
             return _no(Rejection.CONFLICTING_SEGMENT)
+        audited = t.get("audited", [])
+        if len(audited) >= self.v.quorum:
+            # 2f+1 finished their private audits: this one would be paid with nobody's draw.
+            # Honest trainers are done: correct replicas say "audited" once every final is in.
+            return _no(Rejection.TASK_CLOSED)
         broken = _chain_break(t, miner, seg)
         if broken is not None:
-            entry = {"miner": seg.miner, "index": seg.index, "reason": Rejection.BROKEN_CHAIN.name}
-            if entry not in t["rejections"]:
-                t["rejections"].append(entry)
+            _reject(t, payee, seg.index, Rejection.BROKEN_CHAIN.name)
             return {**_no(Rejection.BROKEN_CHAIN), "detail": broken}
-        sampled = seg.final or seg.index == 0  # public; the rest only by private draws
+        # Public: segment 0, finals, and any segment after an "audited" (that replica will not
+        # draw for it and f faulty ones may complete the quorum at once; a late honest one is
+        # replayed by all and still paid). The rest only by private draws.
+        sampled = seg.final or seg.index == 0 or bool(audited)
         t["segments"][key] = {
             "digest": digest,
-            "miner": seg.miner,
+            "miner": payee,
             "index": seg.index,
             "rank": seg.node_rank,
             "startCid": seg.start_cid,
@@ -304,9 +322,7 @@ class App:
         if rec["decided"] is False:
             reasons = Counter(v[1] for v in rec["verdicts"].values() if not v[0])
             rec["reason"] = sorted(reasons.items(), key=lambda kv: (-kv[1], kv[0]))[0][0]
-            t["rejections"].append(
-                {"miner": rec["miner"], "index": rec["index"], "reason": rec["reason"]}
-            )
+            _reject(t, rec["miner"], rec["index"], rec["reason"])
         if rec["decided"] is True and rec["index"] == 0 and t.get("initialCid") is None:
             t["initialCid"] = rec["startCid"]  # replayed from the seed's checkpoint (>= f+1)
         if rec["decided"] is not None:
@@ -347,6 +363,10 @@ class App:
             return _no(Rejection.BAD_VERDICT)
         if signer.lower() != self.v.addresses[replica].lower():
             return _no(Rejection.BAD_VERDICT)
+        if not self.finals_in(doc["task"]):
+            # A correct replica says it only once every final is in (``awaiting_audited``; the
+            # state only grows). An earlier one would make every later segment public.
+            return _no(Rejection.NOT_READY)
         audited = t.setdefault("audited", [])
         if replica not in audited:
             audited.append(replica)
@@ -362,7 +382,9 @@ class App:
     def _maybe_allocate(self, task: str) -> None:
         t = self.tasks[task]
         info = t["info"]
-        segs = list(t["segments"].values())
+        # (miner, index) order, never the dict's: ``restore`` (sorted-key JSON) inserts in
+        # another order, and a restored replica must sign the same allocation.
+        segs = sorted(t["segments"].values(), key=lambda s: (s["miner"].lower(), s["index"]))
         if (
             t["allocation"] is not None
             or not self.finals_in(task)
@@ -370,35 +392,38 @@ class App:
             or any(s["decided"] is None for s in segs)
         ):
             return
-        chained = _chained(segs)
+        chained = rewards.chained((s["miner"].lower(), s["index"]) for s in segs)
         miners: dict[str, rewards.MinerWork] = {}
         for s in segs:
-            w = miners.get(s["miner"], rewards.MinerWork(stake=info["minerStake"], samples=0))
+            payee = to_checksum_address(s["miner"])  # already is, unless from an older state
+            w = miners.get(payee, rewards.MinerWork(stake=info["minerStake"], samples=0))
             # Rejected because the validators' own audits failed (their commonest
             # reason): unverified, so unpaid, but not the miner's fault: no slash.
             ours = s["decided"] is False and s.get("reason") == AUDIT_ERROR
             rejected = w.rejected or (s["decided"] is False and not ours)
             paid = s["decided"] and (s["miner"].lower(), s["index"]) in chained
             samples = w.samples + (s["samples"] if paid else 0)
-            miners[s["miner"]] = rewards.MinerWork(
+            miners[payee] = rewards.MinerWork(
                 stake=info["minerStake"], samples=samples, rejected=rejected
             )
         met = True
         target = info.get("target")
         if target is not None:
-            # Only a chain from the seed's checkpoint to the final segment vouches for
-            # the final metrics.
+            # Only a chain from the seed's checkpoint to the final segment vouches for its
+            # metrics, and only a final the auditors decided valid (a rejected one's metrics
+            # are its miner's claim). Of several, the lowest rank's last one: an order every
+            # replica sees alike, whatever order the finals were committed in.
             vouched = [
-                s for s in segs if s["final"] and (s["miner"].lower(), s["index"]) in chained
+                s
+                for s in segs
+                if s["final"]
+                and s["decided"] is True
+                and (s["miner"].lower(), s["index"]) in chained
             ]
-            final = min(vouched, key=lambda s: s["rank"]) if vouched else None
-            value = None if final is None else final["metrics"].get(target["name"])
-            if not isinstance(value, int | float):
-                met = False
-            elif target["direction"] == "minimize":
-                met = value <= target["threshold"]
-            else:
-                met = value >= target["threshold"]
+            final = min(vouched, key=lambda s: (s["rank"], -s["index"])) if vouched else None
+            met = rewards.meets(
+                None if final is None else final["metrics"].get(target["name"]), target
+            )
         vals = dict(zip(self.v.addresses, self.v.stakes, strict=True))
         a = rewards.allocate(
             pool=info["pool"],
@@ -543,20 +568,16 @@ def _no(reason: Rejection) -> dict[str, Any]:
 _MALFORMED = canonical(_no(Rejection.MALFORMED))
 
 
-def _chained(segs: list[dict[str, Any]]) -> set[tuple[str, int]]:
-    """(miner, index) of the segments each miner chained from index 0 without a gap.
+MAX_REJECTIONS = 256
+"""Entries a task's ``rejections`` keeps (for the view; decisions live in the segment records),
+so repeated refusals cannot grow the state without bound."""
 
-    Only these earn: a miner that withholds segment i cannot have i+1 start from
-    weights of its choosing (the chain check needs both ends) and be paid for it.
-    """
-    have = {(s["miner"].lower(), s["index"]) for s in segs}
-    out: set[tuple[str, int]] = set()
-    for who in {miner for miner, _ in have}:
-        i = 0
-        while (who, i) in have:
-            out.add((who, i))
-            i += 1
-    return out
+
+def _reject(t: dict[str, Any], miner: str, index: int, reason: str) -> None:
+    """List a refusal in the task's view, once, and only the first ``MAX_REJECTIONS``."""
+    entry = {"miner": miner, "index": index, "reason": reason}
+    if len(t["rejections"]) < MAX_REJECTIONS and entry not in t["rejections"]:
+        t["rejections"].append(entry)
 
 
 def _chain_break(t: dict[str, Any], miner: str, seg: segments.Segment) -> str | None:

@@ -48,6 +48,7 @@ class Rejection(enum.Enum):
     CONFLICTING_SEGMENT = "conflicting_segment"  # another segment already holds this (miner, index)
     BROKEN_CHAIN = "broken_chain"  # startCid != the miner's previous endCid (index 0: initial ckpt)
     UNKNOWN_MINER = "unknown_miner"  # a node rank already bound to another miner address
-    TASK_CLOSED = "task_closed"  # the task's allocation is already computed
+    TASK_CLOSED = "task_closed"  # allocation computed, or 2f+1 replicas done auditing the task
+    NOT_READY = "not_ready"  # an ``audited`` claim before every node's final segment is in
     NOT_ASSIGNED = "not_assigned"  # a verdict for a segment that was not sampled for audit
     BAD_VERDICT = "bad_verdict"  # a verdict or allocation signature from a non-replica

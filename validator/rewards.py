@@ -15,8 +15,9 @@ to all miners, S_i·P_i ∝ S_i·samples_i and we weight by that product.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 BPS = 10_000
 
@@ -55,7 +56,7 @@ def split(total: int, weights: Mapping[str, int]) -> dict[str, int]:
     shares = {k: total * w // denom for k, w in weights.items()}
     left = total - sum(shares.values())
     # Remainders are total*w mod denom; compare as integers, never as floats.
-    order = sorted(weights, key=lambda k: (-(total * weights[k] % denom), k.lower()))
+    order = sorted(weights, key=lambda k: (-(total * weights[k] % denom), k.lower(), k))
     for k in order[:left]:
         shares[k] += 1
     return shares
@@ -78,7 +79,9 @@ def allocate(
     """
     if pool < 0 or not 0 <= fee_bps <= BPS:
         raise ValueError("pool must be >= 0 and fee_bps in 0..10000")
-    slashed = sorted((a for a, w in miners.items() if w.rejected), key=str.lower)
+    # Every order below is total and independent of the mappings' insertion order: replicas
+    # that rebuilt their state from a snapshot iterate it in another order (app.restore).
+    slashed = sorted((a for a, w in miners.items() if w.rejected), key=lambda a: (a.lower(), a))
     weights = {a: w.stake * w.samples for a, w in miners.items() if not w.rejected}
     paid = target_met and sum(weights.values()) > 0 and pool > 0
     amounts: dict[str, int] = {}
@@ -96,7 +99,11 @@ def allocate(
             for a, x in part.items():
                 key = a.lower()
                 amounts[key] = amounts.get(key, 0) + x
-        canon = {a.lower(): a for a in (*weights, *vstakes)}
+        # One spelling per paid address; if a miner and a validator spell one differently,
+        # the smallest spelling (a checksummed one sorts before all-lower-case), not the last.
+        canon: dict[str, str] = {}
+        for a in sorted({*weights, *vstakes}):
+            canon.setdefault(a.lower(), a)
         pairs = sorted((a, x) for a, x in amounts.items() if x > 0)
         payees = tuple(canon[a] for a, _ in pairs)
         values = tuple(x for _, x in pairs)
@@ -109,3 +116,27 @@ def allocate(
         slash_amounts=tuple(miners[a].stake for a in slashed),
         target_met=paid,
     )
+
+
+def chained(have: Iterable[tuple[str, int]]) -> set[tuple[str, int]]:
+    """Of the (miner, index) pairs in ``have``, those each miner chained from index 0
+    without a gap. Only these earn: a miner that withholds segment i cannot have i+1 start
+    from weights of its choosing (the chain check needs both ends) and be paid for it."""
+    pairs = set(have)
+    out: set[tuple[str, int]] = set()
+    for who in {miner for miner, _ in pairs}:
+        i = 0
+        while (who, i) in pairs:
+            out.add((who, i))
+            i += 1
+    return out
+
+
+def meets(value: Any, target: Mapping[str, Any]) -> bool:
+    """Whether a final metric ``value`` meets the task's target metric (``specs``): a
+    missing or non-numeric value does not."""
+    if not isinstance(value, int | float):
+        return False
+    if target["direction"] == "minimize":
+        return bool(value <= target["threshold"])
+    return bool(value >= target["threshold"])

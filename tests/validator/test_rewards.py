@@ -108,3 +108,35 @@ def test_fee_split_by_stake_and_target_gate() -> None:
 def test_split_exact_with_remainders() -> None:
     assert rewards.split(10, {"0xa": 1, "0xb": 1, "0xc": 1}) == {"0xa": 4, "0xb": 3, "0xc": 3}
     assert sum(rewards.split(10**30 + 1, {"0xa": 3, "0xb": 7}).values()) == 10**30 + 1
+
+
+def test_spellings_of_one_address_come_out_the_same_in_any_order() -> None:
+    """A validator that also mines, spelt differently in each role: the payee's spelling does
+    not depend on which mapping was built first (a restored replica's order differs)."""
+    upper = "0x" + "AB" * 20
+    lower = upper.lower()
+    miners = {
+        upper: rewards.MinerWork(stake=1, samples=3),
+        ADDRS[0]: rewards.MinerWork(stake=1, samples=5),
+    }
+    results = {
+        rewards.allocate(
+            pool=10**6,
+            fee_bps=500,
+            miners=dict(m_items),
+            validators=dict(v_items),
+        )
+        for m_items in (list(miners.items()), list(reversed(miners.items())))
+        for v_items in ([(lower, 1), *VALIDATORS.items()], [*VALIDATORS.items(), (lower, 1)])
+    }
+    assert len(results) == 1
+    (alloc,) = results
+    assert [p.lower() for p in alloc.payees].count(lower) == 1
+
+
+def test_chained_and_target() -> None:
+    assert rewards.chained([("a", 0), ("a", 1), ("a", 3), ("b", 1)]) == {("a", 0), ("a", 1)}
+    minimize = {"name": "evalLoss", "threshold": 0.5, "direction": "minimize"}
+    assert rewards.meets(0.5, minimize) and not rewards.meets(0.6, minimize)
+    assert not rewards.meets(None, minimize) and not rewards.meets("0.1", minimize)
+    assert rewards.meets(2, {**minimize, "direction": "maximize"})
