@@ -14,11 +14,22 @@ Pods are identical within a gang, so the count is exact: a node hosts
 ``min over resources of floor(free / request)`` of them, and the gang fits
 when those add up to the gang size. Nodes are filtered as the scheduler does
 (ready, schedulable, nodeSelector, NoSchedule/NoExecute taints tolerated).
-Pure: the shell feeds nodes and per-node usage from its watches.
+
+Free means allocatable minus what bound pods use *and* minus what is already
+promised: the released pods of other gangs that the scheduler has not bound
+yet (and pods being created released right now) have no node, so the usage
+of bound pods cannot show them. Each of these ``Claim``s is placed first fit,
+in node-name order, on the nodes this gang could use, where it may go and
+has room, and the room it takes is held there. That is conservative: a claim
+that would land elsewhere still holds room here until it binds, which only
+delays a gang by the seconds binding takes, whereas counting it nowhere let
+two gangs be released onto the same GPUs. Pure: the shell feeds nodes,
+per-node usage and the claims from its watches.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -40,6 +51,21 @@ class NodeInfo:
     taints: tuple[Mapping[str, Any], ...] = ()
     ready: bool = True
     unschedulable: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Claim:
+    """Released pods (``count`` alike) that the scheduler has not bound yet: they
+    will take room on some node, so a count must not hand that room out again."""
+
+    requests: Mapping[str, int]
+    selector: Mapping[str, str] = field(default_factory=dict)
+    tolerations: tuple[Mapping[str, Any], ...] = ()
+    count: int = 1
+
+    def shape(self) -> str:
+        """Equal for claims of pods alike (the shell groups them: one placement each)."""
+        return json.dumps([self.requests, self.selector, self.tolerations], sort_keys=True)
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,6 +140,29 @@ def pod_requests(pod: Body) -> dict[str, int]:
     return total
 
 
+def claim_of(pod: Body) -> Claim:
+    """The claim of one released, unbound pod (its requests, selector and tolerations)."""
+    spec = pod.get("spec") or {}
+    return Claim(
+        requests=pod_requests(pod),
+        selector=dict(spec.get("nodeSelector") or {}),
+        tolerations=tuple(spec.get("tolerations") or ()),
+    )
+
+
+def awaits_placement(pod: Body) -> bool:
+    """A pod released to the default scheduler and not bound yet (not gated, not
+    leaving). Pods of Kueue or Volcano are theirs to admit and never counted."""
+    meta, spec = pod.get("metadata") or {}, pod.get("spec") or {}
+    if spec.get("nodeName") or spec.get("schedulingGates") or meta.get("deletionTimestamp"):
+        return False
+    if spec.get("schedulerName", "default-scheduler") != "default-scheduler":
+        return False
+    if names.KUEUE_QUEUE in (meta.get("labels") or {}):
+        return False
+    return (pod.get("status") or {}).get("phase") not in ("Succeeded", "Failed")
+
+
 def is_active(pod: Body) -> bool:
     """A bound pod that still holds its node's resources."""
     phase = (pod.get("status") or {}).get("phase")
@@ -177,6 +226,41 @@ def _amount(key: str, value: int) -> str:
     return quantities.render(key, value)
 
 
+def _plus(a: Mapping[str, int], b: Mapping[str, int], times: int = 1) -> dict[str, int]:
+    """``a + times * b``, per resource."""
+    out = dict(a)
+    for key, value in b.items():
+        out[key] = out.get(key, 0) + value * times
+    return out
+
+
+def hold(
+    pending: Sequence[Claim],
+    nodes: Sequence[NodeInfo],
+    used: Mapping[str, Mapping[str, int]],
+) -> dict[str, dict[str, int]]:
+    """Room held on ``nodes`` for the claims: each placed first fit, by node name,
+    where it may go (ready, schedulable, its selector and tolerations) and fits."""
+    held: dict[str, dict[str, int]] = {}
+    open_nodes = sorted((n for n in nodes if n.ready and not n.unschedulable), key=lambda n: n.name)
+    for claim in pending:
+        left = claim.count
+        for node in open_nodes:
+            if left <= 0:
+                break
+            if not eligible(node, claim.selector, claim.tolerations):
+                continue
+            taken = held.get(node.name, {})
+            room, _ = _per_node(
+                claim.requests, node.allocatable, _plus(used.get(node.name, {}), taken)
+            )
+            placed = min(room, left)
+            if placed:
+                held[node.name] = _plus(taken, {**claim.requests, "pods": 1}, placed)
+                left -= placed
+    return held
+
+
 def fit(
     demand: Mapping[str, int],
     wanted: int,
@@ -185,9 +269,16 @@ def fit(
     *,
     selector: Mapping[str, str],
     tolerations: Sequence[Mapping[str, Any]],
+    pending: Sequence[Claim] = (),
 ) -> Fit:
-    """Count the gang against the nodes, now and on an empty cluster."""
+    """Count the gang against the nodes, now and on an empty cluster.
+
+    Now: allocatable minus bound usage minus the room ``hold`` keeps for
+    ``pending`` (released pods of other gangs, not bound yet). Ever: allocatable
+    alone, so "can never fit" never depends on what runs or waits.
+    """
     candidates = [n for n in nodes if eligible(n, selector, tolerations)]
+    held = hold(pending, candidates, used)
     want_text = ", ".join(f"{_amount(k, v)} {k}" for k, v in sorted(demand.items()) if v)
     ever = 0
     now = 0
@@ -195,8 +286,10 @@ def fit(
     for node in sorted(candidates, key=lambda n: n.name):
         cap_ever, _ = _per_node(demand, node.allocatable, {})
         ever += cap_ever
+        taken = held.get(node.name, {})
+        busy = _plus(used.get(node.name, {}), taken)
         if node.ready and not node.unschedulable:
-            cap_now, limit_now = _per_node(demand, node.allocatable, used.get(node.name, {}))
+            cap_now, limit_now = _per_node(demand, node.allocatable, busy)
         else:
             cap_now, limit_now = 0, "NotReady" if not node.ready else "cordoned"
         now += cap_now
@@ -204,13 +297,16 @@ def fit(
             if limit_now in ("NotReady", "cordoned"):
                 details.append(f"{node.name}: {limit_now}")
             else:
-                free = node.allocatable.get(limit_now, 0) - used.get(node.name, {}).get(
-                    limit_now, 0
-                )
+                free = node.allocatable.get(limit_now, 0) - busy.get(limit_now, 0)
                 total = node.allocatable.get(limit_now, 0)
-                details.append(
-                    f"{node.name}: {_amount(limit_now, max(free, 0))} of {_amount(limit_now, total)} {limit_now} free"
-                )
+                text = f"{node.name}: {_amount(limit_now, max(free, 0))} of {_amount(limit_now, total)} {limit_now} free"
+                if taken.get(limit_now):
+                    many = taken["pods"]
+                    text += (
+                        f" ({_amount(limit_now, taken[limit_now])} held for {many} released "
+                        f"pod{'s' if many != 1 else ''} not bound yet)"
+                    )
+                details.append(text)
         else:
             details.append(f"{node.name}: room for {cap_now}")
     head = f"gang of {wanted} pods × ({want_text or 'nothing'})"

@@ -13,15 +13,22 @@ of its gang is bound and running; while gated it is Scheduling with a reason
 (``InsufficientCapacity`` naming the numbers). A failed or vanished member
 restarts the whole gang (#1579, #2000), counted against
 ``runPolicy.backoffLimit``; the trainers resume from their last committed
-checkpoint (their state volume survives, docs/protocol.md). Every phase or
+checkpoint (their state volume survives, docs/protocol.md). A member whose
+node is lost (NotReady or deleted) counts as failed, and its pod is force-
+deleted: no kubelet is left to confirm a graceful delete. Every phase or
 reason change emits one Event (#1711).
+
+Everything a decision depends on is in the World or in the task's status,
+never in the operator's memory: the gang timeout counts from the
+``lastTransitionTime`` of ``GangScheduled=Unknown`` (set at the release), so
+an operator restarted by a Helm upgrade still takes a stuck gang down.
 """
 
 from __future__ import annotations
 
 import copy
 import datetime
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -34,6 +41,7 @@ PENDING, SCHEDULING, TRAINING = "Pending", "Scheduling", "Training"
 VERIFYING, SETTLING, SUCCEEDED, FAILED = "Verifying", "Settling", "Succeeded", "Failed"
 TERMINAL = (SUCCEEDED, FAILED)
 DEFAULT_BACKOFF_LIMIT = 3
+WAITING = "; waiting for the scheduler"
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,6 +58,7 @@ class PodView:
     deleting: bool = False
     message: str = ""
     node_lost: bool = False
+    """Bound to a node that is NotReady or gone: its kubelet cannot confirm anything."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,7 +94,10 @@ class World:
     pods: Sequence[PodView] = ()
     registration: Registration | None = None
     progress: Mapping[str, Any] | None = None
-    released_for: float = 0.0
+    pending: Sequence[gang.Claim] = ()
+    """Released pods of *other* gangs not bound yet (and creates in flight): room promised."""
+    create_rejected: str = ""
+    """The API server refused to create this gang's pods for their spec (422 and the like)."""
     grace: float = 30.0
     gang_timeout: float = 120.0
     poll: float = 5.0
@@ -111,8 +123,12 @@ class Plan:
     requeue: float | None = None
 
 
-def pod_view(pod: Body) -> PodView | None:
-    """Parse a trainer pod; None for pods without the operator's labels."""
+def pod_view(pod: Body, nodes: Mapping[str, gang.NodeInfo] | None = None) -> PodView | None:
+    """Parse a trainer pod; None for pods without the operator's labels.
+
+    With ``nodes`` (the watched Nodes by name) a pod bound to a node that is
+    missing or not Ready is marked ``node_lost``.
+    """
     meta, spec, status = pod.get("metadata") or {}, pod.get("spec") or {}, pod.get("status") or {}
     labels = meta.get("labels") or {}
     try:
@@ -131,6 +147,11 @@ def pod_view(pod: Body) -> PodView | None:
         for cond in status.get("conditions") or []:
             if cond.get("type") == "PodScheduled" and cond.get("status") == "False":
                 message = cond.get("message") or cond.get("reason") or ""
+    node = spec.get("nodeName") or None
+    info = nodes.get(node) if nodes is not None and node else None
+    lost = nodes is not None and node is not None and (info is None or not info.ready)
+    if lost and phase not in TERMINAL:
+        message = f"its node {node} is {'NotReady' if info else 'gone'}"
     return PodView(
         name=meta.get("name", ""),
         rank=rank,
@@ -138,9 +159,10 @@ def pod_view(pod: Body) -> PodView | None:
         uid=meta.get("uid", ""),
         phase=phase,
         gated=bool(spec.get("schedulingGates")),
-        node=spec.get("nodeName") or None,
+        node=node,
         deleting=bool(meta.get("deletionTimestamp")),
         message=message,
+        node_lost=lost,
     )
 
 
@@ -185,8 +207,17 @@ class _Machine:
                 self.cond(ctype, "False", reason, message)
         self.status.setdefault("completionTime", timestamp(self.w.now))
         # Kubeflow #1579: no member of a failed gang keeps running.
-        self.plan.delete = [p for p in self.w.pods if not p.deleting and p.phase not in TERMINAL]
+        self.take_down(p for p in self.w.pods if p.phase not in TERMINAL)
         return self.finish()
+
+    def take_down(self, pods: Iterable[PodView]) -> None:
+        """Delete ``pods``; those on a lost node by force, as the pod GC would: no
+        kubelet is left to confirm a graceful delete, so it would stay Terminating
+        forever and block the gang's names. The node is unreachable, so the old
+        process cannot rejoin the gang."""
+        pods = list(pods)
+        self.plan.delete = [p for p in pods if not p.deleting and not p.node_lost]
+        self.plan.force_delete = [p for p in pods if p.node_lost]
 
     def finish(self, requeue: float | None = None) -> Plan:
         self.status["observedGeneration"] = self.gen
@@ -202,9 +233,15 @@ class _Machine:
         problems = checks.spec_problems(self.w.task)
         if problems:
             return self.fail(checks.INVALID_SPEC, "; ".join(p.message for p in problems))
-        deadline = self.deadline_passed()
-        if deadline:
-            return self.fail("DeadlineExceeded", deadline)
+        if self.w.create_rejected:
+            return self.fail(checks.INVALID_SPEC, self.w.create_rejected)
+        # Like a Job's, the deadline bounds the run, not the payout: once the gang
+        # has finished training, verification and settlement are the validators'
+        # and the chain's, and failing the task then would contradict the contract.
+        if old_phase in ("", PENDING, SCHEDULING, TRAINING) and not self.trained():
+            deadline = self.deadline_passed()
+            if deadline:
+                return self.fail("DeadlineExceeded", deadline)
         if old_phase in ("", PENDING):
             plan = self.pending()
             if plan is not None:
@@ -214,18 +251,44 @@ class _Machine:
         return self.gang()
 
     def finished(self, phase: str) -> Plan:
-        pods = [p for p in self.w.pods if not p.deleting]
+        pods = list(self.w.pods)
         if phase == FAILED:
-            self.plan.delete = [p for p in pods if p.phase not in TERMINAL]
+            self.take_down(p for p in pods if p.phase not in TERMINAL)
         ttl = (self.spec.get("runPolicy") or {}).get("ttlSecondsAfterFinished")
         done = conditions.parse_time(self.status.get("completionTime"))
-        if ttl is not None and done is not None and pods:
+        if ttl is not None and done is not None and any(not p.deleting for p in pods):
             left = (done - self.w.now).total_seconds() + float(ttl)
             if left <= 0:
-                self.plan.delete = pods
+                self.take_down(pods)
             else:
                 return self.finish(requeue=left)
         return self.finish()
+
+    def trained(self) -> bool:
+        """Every rank of the current attempt completed: training is over."""
+        done = {
+            p.rank
+            for p in self.w.pods
+            if p.attempt == self.restarts and not p.deleting and p.phase == "Succeeded"
+        }
+        return len(done) >= self.nodes
+
+    def released_for(self) -> float:
+        """Seconds since the gang's gates came off (0 unless it waits for the scheduler).
+
+        Read from the status, not from memory: ``GangScheduled`` turns Unknown
+        at the release, and its lastTransitionTime survives an operator restart.
+        """
+        cond = conditions.find(self.status.get("conditions"), conditions.GANG_SCHEDULED)
+        if not cond or cond.get("status") != "Unknown":
+            return 0.0
+        since = conditions.parse_time(cond.get("lastTransitionTime"))
+        return max((self.w.now - since).total_seconds(), 0.0) if since else 0.0
+
+    def released(self, msg: str) -> None:
+        """Record a release (or confirm one): GangScheduled Unknown until every pod is bound."""
+        self.phase(SCHEDULING, "Released", msg)
+        self.cond(conditions.GANG_SCHEDULED, "Unknown", "Released", msg + WAITING)
 
     def deadline_passed(self) -> str:
         limit = (self.spec.get("runPolicy") or {}).get("activeDeadlineSeconds")
@@ -288,6 +351,7 @@ class _Machine:
             self.w.used,
             selector=self.w.selector,
             tolerations=self.w.tolerations,
+            pending=self.w.pending,
         )
 
     def gang(self) -> Plan:
@@ -296,19 +360,20 @@ class _Machine:
         live = [p for p in current if not p.deleting]
         if stale or len(live) < len(current):
             # An old attempt (or a pod being taken down) still holds the names:
-            # wait until it is gone before creating the next attempt.
-            self.plan.delete = [p for p in stale if not p.deleting]
-            # A pod on a lost node never confirms its termination (its kubelet is
-            # gone) and would block the gang's names forever: force it, as the pod
-            # GC would. The node is unreachable, so the old process cannot rejoin.
-            self.plan.force_delete = [p for p in self.w.pods if p.deleting and p.node_lost]
+            # wait until it is gone before creating the next attempt. A pod on a
+            # lost node would never go (take_down forces it).
+            self.take_down(p for p in self.w.pods if p.attempt != self.restarts or p.deleting)
             if self.status.get("phase") in ("", PENDING):
                 self.phase(SCHEDULING, "Creating", f"creating a gang of {self.nodes} pods")
             return self.finish(requeue=1.0)
         by_rank = {p.rank: p for p in live}
         missing = [r for r in range(self.nodes) if r not in by_rank]
         released = any(not p.gated for p in live) or self.old.get("phase") == TRAINING
-        failed = [p for p in live if p.phase == "Failed"]
+        # A member on a lost node is as good as failed: the survivors would
+        # hang in their next collective (Kubeflow #2000).
+        failed = [
+            p for p in live if p.phase == "Failed" or (p.node_lost and p.phase != "Succeeded")
+        ]
         if released and (failed or (missing and self.old.get("phase") == TRAINING)):
             return self.restart(failed, missing)
         if missing:
@@ -321,8 +386,7 @@ class _Machine:
                 # rendezvous, and if the missing ones cannot be placed the gang
                 # timeout below takes the gang down and regates it.
                 self.plan.create_released = True
-                msg = f"all {self.nodes} pods released together"
-                self.phase(SCHEDULING, "Released", msg)
+                self.released(f"all {self.nodes} pods released together")
                 return self.finish(requeue=1.0)
             if len(missing) == self.nodes and not self.w.queued:
                 # A fresh gang: count it now. One that fits is created ungated
@@ -333,14 +397,7 @@ class _Machine:
                     return self.fail(checks.UNSCHEDULABLE, fit.message)
                 if fit.fits_now:
                     self.plan.create_released = True
-                    msg = f"all {self.nodes} pods released together"
-                    self.phase(SCHEDULING, "Released", msg)
-                    self.cond(
-                        conditions.GANG_SCHEDULED,
-                        "False",
-                        "Released",
-                        msg + "; waiting for the scheduler",
-                    )
+                    self.released(f"all {self.nodes} pods released together")
                     return self.finish(requeue=1.0)
                 self.phase(SCHEDULING, checks.INSUFFICIENT, fit.message)
                 self.cond(conditions.GANG_SCHEDULED, "False", checks.INSUFFICIENT, fit.message)
@@ -377,7 +434,12 @@ class _Machine:
             )
             return self.finish(requeue=self.w.poll)
         if unbound:
-            if self.w.released_for > self.w.gang_timeout:
+            # The same condition as at release: no status write while nothing
+            # changed (a status without it, say an older operator's, starts the
+            # gang timeout now).
+            msg = f"all {self.nodes} pods released together"
+            self.cond(conditions.GANG_SCHEDULED, "Unknown", "Released", msg + WAITING)
+            if self.released_for() > self.w.gang_timeout:
                 why = unbound[0].message or "not scheduled"
                 msg = (
                     f"released gang not placed within {self.w.gang_timeout:.0f}s "
@@ -385,10 +447,9 @@ class _Machine:
                 )
                 self.phase(SCHEDULING, checks.INSUFFICIENT, msg, warn=True)
                 self.cond(conditions.GANG_SCHEDULED, "False", checks.INSUFFICIENT, msg)
-                self.plan.delete = live
+                self.take_down(live)
                 return self.finish(requeue=1.0)
-            # The same message as at release: no status write while nothing changed.
-            self.phase(SCHEDULING, "Released", f"all {self.nodes} pods released together")
+            self.phase(SCHEDULING, "Released", msg)
             return self.finish(requeue=min(self.w.poll, 2.0))
         running = [p for p in live if p.phase in ("Running", "Succeeded")]
         if len(running) < len(live):
@@ -423,11 +484,7 @@ class _Machine:
             self.cond(conditions.GANG_SCHEDULED, "False", checks.INSUFFICIENT, fit.message)
             return self.finish(requeue=self.w.poll)
         self.plan.release = [p.name for p in sorted(live, key=lambda p: p.rank)]
-        msg = f"all {self.nodes} pods released together"
-        self.phase(SCHEDULING, "Released", msg)
-        self.cond(
-            conditions.GANG_SCHEDULED, "False", "Released", msg + "; waiting for the scheduler"
-        )
+        self.released(f"all {self.nodes} pods released together")
         return self.finish(requeue=1.0)
 
     def restart(self, failed: list[PodView], missing: list[int]) -> Plan:
@@ -448,7 +505,7 @@ class _Machine:
         self.phase(SCHEDULING, "GangRestarting", msg, warn=True)
         self.cond(conditions.TRAINING, "False", "GangRestarting", msg)
         self.cond(conditions.GANG_SCHEDULED, "False", "GangRestarting", msg)
-        self.plan.delete = [p for p in self.w.pods if not p.deleting]
+        self.take_down(self.w.pods)
         return self.finish(requeue=1.0)
 
     def mirror_progress(self) -> None:

@@ -14,12 +14,18 @@ and pods the operator has just created or deleted are remembered as
 "expectations" until the watch confirms them, so a reconcile never recreates
 a pod it made a moment ago (which would be a 409, or after a restart, a
 duplicate).
+
+Room promised but not yet taken is kept too: every released trainer pod the
+scheduler has not bound yet holds a ``gang.Claim`` (from the watch, or
+reserved by the shell the moment it decides to create or release a gang,
+before its first write), so the next gang's count sees it (``pending``).
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import dataclasses
 import re
 import time
 from collections.abc import Mapping
@@ -75,6 +81,23 @@ def slim_pod(pod: Mapping[str, Any]) -> Body:
 
 
 @dataclass(slots=True)
+class Claimed:
+    """One released pod not bound yet: whose it is and what it will take."""
+
+    task: tuple[str, str]
+    claim: gang.Claim
+    reserved: float | None = None
+    """When the shell reserved it (monotonic); None once the watch shows the pod."""
+    shape: str = ""
+    """``claim.shape()``, computed once: claims of pods alike are counted as one group."""
+
+    @classmethod
+    def of(cls, task: tuple[str, str], claim: gang.Claim, reserved: float | None) -> Claimed:
+        """A claim with its shape."""
+        return cls(task, claim, reserved, claim.shape())
+
+
+@dataclass(slots=True)
 class Expectations:
     """Pods created/deleted by us and not yet seen so by the watch."""
 
@@ -106,7 +129,10 @@ class Runtime:
         self.pod_usage: dict[tuple[str, str], tuple[str, dict[str, int]]] = {}
         self.node_used: dict[str, dict[str, int]] = {}
         self.expect: dict[tuple[str, str], Expectations] = {}
-        self.released_at: dict[tuple[str, str], float] = {}
+        self.claims: dict[tuple[str, str], Claimed] = {}
+        """By (namespace, pod name): released trainer pods not bound yet."""
+        self.rejections: dict[tuple[str, str], tuple[str, str]] = {}
+        """By task: (its uid, why) once the API server refused its pods for their spec."""
         self.active = True
         self.primed = False
 
@@ -135,8 +161,10 @@ class Runtime:
         if deleted:
             self.queue.forget(key)
             self.expect.pop(key[1:], None)
-            self.released_at.pop(key[1:], None)
             self.progress.pop(key[1:], None)
+            self.rejections.pop(key[1:], None)
+            for pkey in [k for k, c in self.claims.items() if c.task == key[1:]]:
+                del self.claims[pkey]
         else:
             self.queue.add(key)
 
@@ -161,7 +189,7 @@ class Runtime:
 
     def observe_pod(self, body: Body, deleted: bool) -> None:
         """Any pod changed: account its node usage; wake its task or ValidatorSet."""
-        body = slim_pod(body)
+        full, body = body, slim_pod(body)
         meta, spec = body["metadata"], body.get("spec") or {}
         ns, name = meta["namespace"], meta["name"]
         pkey = (ns, name)
@@ -184,6 +212,7 @@ class Runtime:
             return
         if names.LABEL_TASK in labels:
             tkey = (ns, labels[names.LABEL_TASK])
+            self._claim(tkey, pkey, full, deleted)
             pods = self.task_pods.setdefault(tkey, {})
             exp = self.expect.get(tkey)
             if deleted:
@@ -205,6 +234,52 @@ class Runtime:
             else:
                 self.put_pod(vpods, body)
             self.vset_queue.add((VSET, *vkey))
+
+    def _claim(
+        self, tkey: tuple[str, str], pkey: tuple[str, str], pod: Body, deleted: bool
+    ) -> None:
+        """Track a trainer pod's claim: held from its release until it binds or goes."""
+        spec = pod.get("spec") or {}
+        if not deleted and gang.awaits_placement(pod):
+            self.claims[pkey] = Claimed.of(tkey, gang.claim_of(pod), None)
+        elif deleted or not spec.get("schedulingGates"):
+            # Bound, finished, leaving or gone (a gated view is older than the
+            # release the shell reserved for: it leaves the reservation alone).
+            gone = self.claims.pop(pkey, None)
+            if gone is not None and not spec.get("nodeName"):
+                self._wake_waiting()  # released room came back unused
+
+    def reserve(self, key: tuple[str, str], pods: list[str], claim: gang.Claim) -> None:
+        """Hold room for pods about to be created released (or released): from
+        the decision on, before the first write, so that no other gang's count
+        made meanwhile hands the same room out again."""
+        now = time.monotonic()
+        for name in pods:
+            held = self.claims.get((key[0], name))
+            if held is None or held.reserved is not None:  # the watch's word stands
+                self.claims[(key[0], name)] = Claimed.of(key, claim, now)
+
+    def unreserve(self, key: tuple[str, str], pods: list[str]) -> None:
+        """Drop reservations of pods never created or released (their writes failed),
+        unless the watch has shown the pod meanwhile."""
+        for name in pods:
+            held = self.claims.get((key[0], name))
+            if held is not None and held.task == key and held.reserved is not None:
+                del self.claims[(key[0], name)]
+
+    def pending(self, exclude: tuple[str, str]) -> list[gang.Claim]:
+        """The claims of every gang but ``exclude``'s, pods alike grouped."""
+        now = time.monotonic()
+        counts: dict[str, int] = {}
+        claims: dict[str, gang.Claim] = {}
+        for pkey, held in list(self.claims.items()):
+            if held.reserved is not None and now - held.reserved > EXPECTATION_TTL:
+                del self.claims[pkey]  # the create never showed up: not a claim any more
+                continue
+            if held.task != exclude:
+                counts[held.shape] = counts.get(held.shape, 0) + 1
+                claims.setdefault(held.shape, held.claim)
+        return [dataclasses.replace(claims[s], count=counts[s]) for s in sorted(counts)]
 
     def _wake_waiting(self, namespace: str | None = None) -> None:
         """Reconcile tasks waiting for capacity (their gang may fit now)."""

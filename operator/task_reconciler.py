@@ -8,6 +8,13 @@ next reconcile: names are deterministic (a repeated create is a 409, never a
 second pod), deletes are uid-preconditioned, releases are plain removals, and
 a gang created ungated but cut short by a crash is completed, not restarted
 (``phases``: released, never trained, ranks missing).
+
+Two things are settled here, before the first write: the room of a gang about
+to be created released (or released) is reserved in the runtime, so that a
+count made by another worker while these writes are in flight cannot hand it
+out again; and a pod the API server refuses for its spec (422, or a missing
+PriorityClass) is remembered, so that the next pass fails the task with the
+server's words instead of retrying a create that can never succeed.
 """
 
 from __future__ import annotations
@@ -22,6 +29,7 @@ from typing import Any
 from pot import errors
 from pot.operator import (
     builders_trainers,
+    gang,
     kubeapi,
     metrics,
     names,
@@ -101,7 +109,9 @@ async def reconcile(
     status = task.get("status") or {}
     now = datetime.datetime.now(datetime.UTC)
     views = [
-        v for v in (phases.pod_view(p) for p in rt.expected_pods(key).values()) if v is not None
+        v
+        for v in (phases.pod_view(p, rt.nodes) for p in rt.expected_pods(key).values())
+        if v is not None
     ]
     vset_name = (spec.get("validatorSetRef") or {}).get("name", "")
     vset_body = rt.vsets.get((namespace, vset_name))
@@ -133,7 +143,7 @@ async def reconcile(
         receipt = await chain_receipt(cfg, vset_body, task_id, progress)
         if receipt is not None:
             progress = {**progress, "settlement": receipt}
-    started = rt.released_at.get(key)
+    rejected_uid, rejected = rt.rejections.get(key, ("", ""))
     world = phases.World(
         task=task,
         now=now,
@@ -146,7 +156,8 @@ async def reconcile(
         queued=queued,
         pods=views,
         progress=progress,
-        released_for=(time.monotonic() - started) if started else 0.0,
+        pending=rt.pending(key),
+        create_rejected=rejected if rejected_uid == task["metadata"].get("uid") else "",
         grace=cfg.ref_grace,
         gang_timeout=cfg.gang_timeout,
         poll=cfg.poll_interval,
@@ -167,10 +178,33 @@ async def reconcile(
             world.registration = phases.Registration("rejected", str(exc))
         except validators_client.Unavailable as exc:
             world.registration = phases.Registration("unavailable", str(exc))
+        world.pending = rt.pending(key)  # other gangs may have been released meanwhile
         plan = phases.decide(world)
     if plan.requeue is not None and plan.status.get("phase") in PROGRESS_PHASES:
         plan.requeue = max(plan.requeue, min(cfg.progress_interval, cfg.poll_interval * 3))
     await apply(rt, kube, task, plan, now)
+
+
+def refusal(task: Mapping[str, Any], exc: kubeapi.ApiError) -> str | None:
+    """The API server's words when it refused a trainer pod for its spec, or None
+    when the refusal may pass (RBAC, quota, a namespace being deleted: retried).
+
+    422 is the pod's validation (a toleration with ``operator: Exists`` and a
+    value, an unknown taint effect). 403/404 count only when they name the
+    spec's PriorityClass (the Priority admission plugin: "no PriorityClass with
+    name ... was found").
+    """
+    text = str(exc)
+    # "422 Invalid: POST /api/v1/...: Pod "x" is invalid: ..." -> the server's message.
+    parts = text.split(": ", 2)
+    message = parts[2] if len(parts) == 3 else text
+    if exc.code == 422:
+        return message
+    res = (task.get("spec") or {}).get("resources") or {}
+    pclass = str(res.get("priorityClassName") or "")
+    if exc.code in (403, 404) and pclass and pclass in message and "priorityclass" in text.lower():
+        return f"spec.resources.priorityClassName: {message}"
+    return None
 
 
 async def apply(
@@ -182,10 +216,37 @@ async def apply(
 ) -> None:
     """Carry out a plan (see the module docstring for the order and why)."""
     meta = task["metadata"]
-    ns, name = meta["namespace"], meta["name"]
-    key = (ns, name)
+    key = (meta["namespace"], meta["name"])
     if not rt.active:
         return
+    # Synchronously, before the first await: from here on other counts see the room.
+    claimed: list[str] = []
+    if builders_trainers.queue_of(task) is None:
+        if plan.create_released:
+            claimed += [names.trainer_pod(meta["name"], r) for r in plan.create_ranks]
+        claimed += plan.release
+    if claimed:
+        template = builders_trainers.build_pod_spec(task, 0, plan.attempt, rt.config, gated=False)
+        rt.reserve(key, claimed, gang.claim_of(template))
+    unsent = set(claimed)
+    try:
+        await _apply(rt, kube, task, plan, now, unsent=unsent)
+    finally:
+        rt.unreserve(key, sorted(unsent))  # the writes that never happened hold nothing
+
+
+async def _apply(
+    rt: Runtime,
+    kube: kubeapi.Client,
+    task: dict[str, Any],
+    plan: phases.Plan,
+    now: datetime.datetime,
+    *,
+    unsent: set[str],
+) -> None:
+    meta = task["metadata"]
+    ns, name = meta["namespace"], meta["name"]
+    key = (ns, name)
     if plan.status_changed:
         fresh = await posting.write_status(kube, names.TASKS, task, plan.status)
         if fresh is None:  # stale view: redo from the newer object the watch brings
@@ -203,8 +264,7 @@ async def apply(
         rt.expect_deleted(key, pod.uid)
     for pod in plan.force_delete:
         await kube.delete("v1", "pods", ns, pod.name, uid=pod.uid, grace=0)
-    if plan.delete:
-        rt.released_at.pop(key, None)  # a new gang (restart or regate) gets a fresh timer
+        rt.expect_deleted(key, pod.uid)
     if plan.ensure_children:
         await kube.create(builders_trainers.build_service_spec(task), "services")
         if rt.config.store_volume == "pvc":
@@ -236,11 +296,24 @@ async def apply(
         body = builders_trainers.build_pod_spec(
             task, rank, plan.attempt, rt.config, gated=not plan.create_released
         )
-        created = await kube.create(body, "pods")
+        try:
+            created = await kube.create(body, "pods")
+        except kubeapi.ApiError as exc:
+            why = refusal(task, exc)
+            if why is None:
+                raise
+            # Never again: the next pass fails the task, naming the field.
+            log.warning("task %s/%s: the API server refused its pod: %s", ns, name, why)
+            rt.rejections[key] = (
+                meta.get("uid", ""),
+                f"the API server refused trainer pod {body['metadata']['name']}: {why}",
+            )
+            rt.queue.add((TASK, ns, name), 0)
+            return
         if created is not None:
             rt.expect_created(key, created)
+            unsent.discard(body["metadata"]["name"])
     if plan.create_released and plan.create_ranks:
-        rt.released_at.setdefault(key, time.monotonic())
         metrics.GANG_RELEASES.inc()
     if plan.release:
         for pod_name in plan.release:
@@ -250,8 +323,8 @@ async def apply(
                 )
             except kubeapi.NotFound:
                 continue
+            unsent.discard(pod_name)
             Runtime.put_pod(rt.task_pods.setdefault(key, {}), runtime.slim_pod(fresh_pod))
-        rt.released_at.setdefault(key, time.monotonic())
         metrics.GANG_RELEASES.inc()
     if plan.requeue is not None:
         rt.queue.add((TASK, ns, name), plan.requeue)

@@ -270,3 +270,33 @@ def test_volcano_queued_task_gets_a_podgroup_and_no_gate(cluster: Any, operator:
     # No Volcano scheduler runs here: the gang honestly waits for its admission.
     wait_for("Queued", lambda: _status(cluster, ns, "vq").get("reason") == "Queued")
     assert all(not p.spec.node_name for p in cluster.pods(ns, "pot.dev/task=vq"))
+
+
+def test_two_gangs_wanting_the_same_gpus_are_never_both_released(
+    cluster: Any, operator: Any
+) -> None:
+    """Created together, each wanting every GPU of both rigs: one runs, the other
+    waits gated until it is done. Counting only bound pods released both, and the
+    second gang sat unschedulable on capacity the first already held."""
+    ns = cluster.namespace("compete")
+    _vset_ready(cluster, ns)
+    whole = {"nodes": 2, "gpusPerNode": 4, "backend": "nccl", "cpu": "1", "memory": "1Gi"}
+    for name in ("first", "second"):
+        cluster.apply_task(
+            ns,
+            name,
+            resources=whole,
+            hyperparameters__steps=40,
+            model__config={"standinSeconds": 0.05},
+        )
+    for name in ("first", "second"):
+        wait_for(
+            f"{name} Verifying",
+            lambda n=name: _status(cluster, ns, n).get("phase") == "Verifying",
+            timeout=90,
+        )
+    events = cluster.core.list_namespaced_event(ns).items
+    waited = {e.involved_object.name for e in events if e.reason == "InsufficientCapacity"}
+    assert len(waited) == 1, waited
+    unplaced = [e.message for e in events if e.reason == "FailedScheduling"]
+    assert unplaced == []  # no released pod ever found its room taken

@@ -259,6 +259,37 @@ def test_stale_attempt_pods_are_deleted(task: dict[str, Any], nodes: list[gang.N
     } and not plan.create_ranks
 
 
+@pytest.mark.parametrize(
+    ("phase", "progress"),
+    [("Verifying", None), ("Settling", {"allocation": {"digest": "0x1"}})],
+)
+def test_deadline_never_fails_a_task_that_finished_training(
+    task: dict[str, Any], nodes: list[gang.NodeInfo], phase: str, progress: Any
+) -> None:
+    """Like a Job's, activeDeadlineSeconds bounds the run: a gang that completed
+    is verified and paid however long the validators and the chain take."""
+    task["spec"]["runPolicy"]["activeDeadlineSeconds"] = 10
+    task["status"] = {"phase": phase, "reason": "x", "startTime": "2026-01-01T00:00:00Z"}
+    done = pods(2, gated=False, node="rig-0", phase="Succeeded")
+    plan = phases.decide(world(task, nodes, pods=done, progress=progress))
+    assert plan.status["phase"] == ("Settling" if progress else "Verifying")
+    receipt = {"txHash": "0xabc", "block": 7, "payouts": []}
+    plan = phases.decide(
+        world(
+            step(task, plan), nodes, pods=done, progress={"allocation": {}, "settlement": receipt}
+        )
+    )
+    assert plan.status["phase"] == "Succeeded" and plan.status["reason"] == "Settled"
+    # The pass that sees the gang complete does not fail it either.
+    task["status"] = {
+        "phase": "Training",
+        "reason": "GangRunning",
+        "startTime": "2026-01-01T00:00:00Z",
+    }
+    plan = phases.decide(world(task, nodes, pods=done))
+    assert plan.status["phase"] == "Verifying"
+
+
 def test_deadline_and_ttl(task: dict[str, Any], nodes: list[gang.NodeInfo]) -> None:
     task["spec"]["runPolicy"].update(activeDeadlineSeconds=10, ttlSecondsAfterFinished=60)
     task["status"] = {"phase": "Training", "startTime": "2026-01-01T00:00:00Z"}
@@ -294,6 +325,9 @@ def test_released_gang_stuck_unbound_is_regated(
     task: dict[str, Any], nodes: list[gang.NodeInfo]
 ) -> None:
     task["status"] = {"phase": "Scheduling", "restarts": 0}
+    plan = phases.decide(world(task, nodes))  # a fresh gang that fits: released at T0
+    assert plan.create_released and cond(plan, "GangScheduled")["status"] == "Unknown"
+    task = step(task, plan)
     unbound = [
         phases.PodView(
             name=f"mlp-demo-node-{r}",
@@ -305,11 +339,60 @@ def test_released_gang_stuck_unbound_is_regated(
         )
         for r in range(2)
     ]
-    plan = phases.decide(world(task, nodes, pods=unbound, released_for=10, gang_timeout=60))
-    assert not plan.delete and plan.status["reason"] == "Released"
-    plan = phases.decide(world(task, nodes, pods=unbound, released_for=61, gang_timeout=60))
+    later = T0 + datetime.timedelta(seconds=10)
+    plan = phases.decide(world(task, nodes, pods=unbound, now=later, gang_timeout=60))
+    assert not plan.delete and plan.status["reason"] == "Released" and not plan.status_changed
+    later = T0 + datetime.timedelta(seconds=61)
+    plan = phases.decide(world(task, nodes, pods=unbound, now=later, gang_timeout=60))
     assert len(plan.delete) == 2 and plan.status["reason"] == "InsufficientCapacity"
     assert plan.status.get("restarts", 0) == 0  # not a failure of the task
+    assert cond(plan, "GangScheduled")["status"] == "False"  # the next release times afresh
+
+
+def test_gang_timeout_survives_an_operator_restart(
+    task: dict[str, Any], nodes: list[gang.NodeInfo]
+) -> None:
+    """The release time is read from the status: a restarted operator (nothing in
+    memory, as after every Helm upgrade) still takes a partly bound gang down."""
+    released = "2026-01-01T00:00:00Z"
+    task["status"] = {
+        "phase": "Scheduling",
+        "reason": "Released",
+        "message": "all 2 pods released together",
+        "restarts": 0,
+        "conditions": [
+            {"type": "Registered", "status": "True", "lastTransitionTime": released},
+            {
+                "type": "GangScheduled",
+                "status": "Unknown",
+                "reason": "Released",
+                "message": "all 2 pods released together; waiting for the scheduler",
+                "lastTransitionTime": released,
+            },
+        ],
+    }
+    partly = [
+        phases.PodView(name="mlp-demo-node-0", rank=0, attempt=0, gated=False, node="rig-0"),
+        phases.PodView(name="mlp-demo-node-1", rank=1, attempt=0, gated=False, message="0/2 fit"),
+    ]
+    plan = phases.decide(world(task, nodes, pods=partly, gang_timeout=30))  # T0 = release + 60s
+    assert plan.status["reason"] == "InsufficientCapacity" and len(plan.delete) == 2
+    assert "not placed within 30s" in plan.status["message"] and "0/2 fit" in plan.status["message"]
+
+
+def test_a_status_without_the_release_condition_starts_the_timer(
+    task: dict[str, Any], nodes: list[gang.NodeInfo]
+) -> None:
+    """A released gang whose status lacks GangScheduled=Unknown (an older operator
+    wrote it) is timed from now: never taken down at once, never forgotten."""
+    task["status"] = {"phase": "Scheduling", "reason": "Released", "restarts": 0}
+    unbound = pods(2, gated=False)
+    plan = phases.decide(world(task, nodes, pods=unbound, gang_timeout=30))
+    assert not plan.delete and plan.status_changed
+    assert cond(plan, "GangScheduled")["lastTransitionTime"] == "2026-01-01T00:01:00Z"
+    later = T0 + datetime.timedelta(seconds=31)
+    plan = phases.decide(world(step(task, plan), nodes, pods=unbound, now=later, gang_timeout=30))
+    assert len(plan.delete) == 2
 
 
 def test_failed_task_never_leaves_pods_running(
@@ -364,3 +447,101 @@ def test_pods_stuck_on_a_lost_node_are_forced(
     leaving = phases.PodView(name="mlp-demo-node-0", rank=0, attempt=0, deleting=True, node="rig-0")
     plan = phases.decide(world(task, nodes, pods=[stuck, leaving]))
     assert plan.force_delete == [stuck] and not plan.create_ranks
+
+
+def _lost_world(task: dict[str, Any], make_node: Any, *, terminating: bool) -> phases.World:
+    """A running gang whose rank 1 sits on rig-1, which stopped reporting (NotReady)."""
+    task["status"] = {"phase": "Training", "reason": "GangRunning", "restarts": 0}
+    watched = {
+        "rig-0": gang.node_info(make_node("rig-0")),
+        "rig-1": gang.node_info(make_node("rig-1", ready=False)),
+    }
+    bodies = []
+    for rank in range(2):
+        meta: dict[str, Any] = {
+            "name": f"mlp-demo-node-{rank}",
+            "uid": f"u{rank}",
+            "labels": {"pot.dev/node-rank": str(rank), "pot.dev/attempt": "0"},
+        }
+        if rank == 1 and terminating:  # evicted by the taint manager; no kubelet confirms
+            meta["deletionTimestamp"] = "2026-01-01T00:00:50Z"
+        bodies.append(
+            {"metadata": meta, "spec": {"nodeName": f"rig-{rank}"}, "status": {"phase": "Running"}}
+        )
+    views = [v for v in (phases.pod_view(b, watched) for b in bodies) if v is not None]
+    return world(task, list(watched.values()), pods=views)
+
+
+def test_pod_view_marks_pods_on_lost_nodes(make_node: Any) -> None:
+    body = {
+        "metadata": {
+            "name": "t-node-0",
+            "labels": {"pot.dev/node-rank": "0", "pot.dev/attempt": "0"},
+        },
+        "spec": {"nodeName": "rig-9"},
+        "status": {"phase": "Running"},
+    }
+    ready = {"rig-9": gang.node_info(make_node("rig-9"))}
+    down = {"rig-9": gang.node_info(make_node("rig-9", ready=False))}
+    assert not _view(body, ready).node_lost
+    assert _view(body, down).node_lost and _view(body, down).message == "its node rig-9 is NotReady"
+    assert _view(body, {}).node_lost and "is gone" in _view(body, {}).message
+    assert not _view(body, None).node_lost  # no node view given: nothing claimed
+
+
+def _view(body: dict[str, Any], nodes: Any) -> phases.PodView:
+    view = phases.pod_view(body, nodes)
+    assert view is not None
+    return view
+
+
+def test_member_terminating_on_a_lost_node_is_forced_and_the_gang_restarts(
+    task: dict[str, Any], make_node: Any
+) -> None:
+    w = _lost_world(task, make_node, terminating=True)
+    plan = phases.decide(w)
+    assert [p.name for p in plan.force_delete] == ["mlp-demo-node-1"] and not plan.create_ranks
+    # Forced, it is gone: the missing member restarts the whole gang.
+    w.pods = [p for p in w.pods if p.rank == 0]
+    plan = phases.decide(w)
+    assert plan.status["reason"] == "GangRestarting" and plan.status["restarts"] == 1
+    assert [p.name for p in plan.delete] == ["mlp-demo-node-0"]
+
+
+def test_member_on_a_lost_node_restarts_the_gang_at_once(
+    task: dict[str, Any], make_node: Any
+) -> None:
+    """Not yet evicted (still "Running" on a NotReady node): as good as failed."""
+    plan = phases.decide(_lost_world(task, make_node, terminating=False))
+    assert plan.status["phase"] == "Scheduling" and plan.status["reason"] == "GangRestarting"
+    assert "mlp-demo-node-1: its node rig-1 is NotReady" in plan.status["message"]
+    assert [p.name for p in plan.delete] == ["mlp-demo-node-0"]
+    assert [p.name for p in plan.force_delete] == ["mlp-demo-node-1"]
+
+
+def test_pod_refused_by_the_api_server_fails_the_task_naming_the_field(
+    task: dict[str, Any], nodes: list[gang.NodeInfo]
+) -> None:
+    task["status"] = {"phase": "Scheduling", "reason": "Released", "restarts": 0}
+    why = (
+        'the API server refused trainer pod mlp-demo-node-0: Pod "mlp-demo-node-0" is invalid: '
+        'spec.tolerations[0].operator: Invalid value: "Exists": value must be empty'
+    )
+    plan = phases.decide(world(task, nodes, create_rejected=why))
+    assert plan.status["phase"] == "Failed" and plan.status["reason"] == "InvalidSpec"
+    assert "spec.tolerations[0].operator" in plan.status["message"] and not plan.create_ranks
+    assert [e.reason for e in plan.events] == ["InvalidSpec"]
+
+
+def test_released_pods_of_another_gang_hold_their_room(
+    task: dict[str, Any], make_node: Any
+) -> None:
+    """Released, not bound yet: no node shows their usage, but the count must."""
+    task["spec"]["resources"].update(nodes=1, gpusPerNode=4, backend="nccl")
+    one = [gang.node_info(make_node("rig-0", gpus=4))]
+    other = gang.Claim(requests={"cpu": 1000, "memory": 2**30, "nvidia.com/gpu": 4})
+    task["status"] = {"phase": "Scheduling", "restarts": 0}
+    plan = phases.decide(world(task, one, pending=[other]))
+    assert not plan.create_released and plan.status["reason"] == "InsufficientCapacity"
+    assert "held for 1 released pod not bound yet" in plan.status["message"]
+    assert phases.decide(world(task, one)).create_released

@@ -239,3 +239,48 @@ def test_secrets_leave_miner_addresses_and_no_key_material() -> None:
     assert hex0 not in held and hex1 not in held
     rt.observe_secret(secret, deleted=True)
     assert ("farm", "miner-keys") not in rt.miner_addresses
+
+
+def test_gang_fit_holds_room_for_released_unbound_pods(make_node: Any) -> None:
+    """Claims take room first fit, by name, where they may go; "ever" ignores them."""
+    nodes = [gang.node_info(make_node("rig-0")), gang.node_info(make_node("rig-1"))]
+    demand = {"cpu": 1000, "nvidia.com/gpu": 4}
+    claim = gang.Claim(requests={"cpu": 1000, "nvidia.com/gpu": 2}, count=3)
+    assert gang.hold([claim], nodes, {}) == {
+        "rig-0": {"cpu": 2000, "nvidia.com/gpu": 4, "pods": 2},
+        "rig-1": {"cpu": 1000, "nvidia.com/gpu": 2, "pods": 1},
+    }
+    fit = gang.fit(demand, 1, nodes, {}, selector={}, tolerations=[], pending=[claim])
+    assert fit.now == 0 and fit.fits_ever and not fit.fits_now
+    assert "rig-1: 2 of 4 nvidia.com/gpu free (2 held for 1 released pod not bound yet)" in (
+        fit.message
+    )
+    # A claim confined elsewhere by its own selector holds nothing on these nodes.
+    away = gang.Claim(requests={"nvidia.com/gpu": 4}, selector={"product": "h100"})
+    assert gang.fit(demand, 2, nodes, {}, selector={}, tolerations=[], pending=[away]).fits_now
+    # More claims than room: the rest waits like any pod; "can never fit" is unchanged.
+    crowd = gang.Claim(requests={"nvidia.com/gpu": 4}, count=5)
+    assert gang.hold([crowd], nodes, {})["rig-1"]["pods"] == 1
+    huge = gang.fit(
+        {"nvidia.com/gpu": 8}, 1, nodes, {}, selector={}, tolerations=[], pending=[crowd]
+    )
+    assert "can never fit" in huge.message and "room for 0" in huge.message
+
+
+def test_only_released_unbound_default_scheduled_pods_claim() -> None:
+    pod: dict[str, Any] = {
+        "metadata": {"labels": {}},
+        "spec": {"containers": [{"resources": {"limits": {"nvidia.com/gpu": "2"}}}]},
+        "status": {"phase": "Pending"},
+    }
+    assert gang.awaits_placement(pod)
+    assert gang.claim_of(pod).requests == {"nvidia.com/gpu": 2}
+    for change in (
+        {"spec": {**pod["spec"], "nodeName": "rig-0"}},
+        {"spec": {**pod["spec"], "schedulingGates": [{"name": "pot.dev/gang"}]}},
+        {"spec": {**pod["spec"], "schedulerName": "volcano"}},
+        {"metadata": {"labels": {"kueue.x-k8s.io/queue-name": "q"}}},
+        {"metadata": {"labels": {}, "deletionTimestamp": "2026-01-01T00:00:00Z"}},
+        {"status": {"phase": "Failed"}},
+    ):
+        assert not gang.awaits_placement({**pod, **change}), change

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pot.operator import names, runtime
+from pot.operator import gang, names, runtime
 from pot.operator.config import Config
 
 
@@ -71,3 +71,28 @@ def test_expectations_are_keyed_by_uid() -> None:
     )  # same name, new pod
     rt.observe_pod(new, False)
     assert rt.expect[key].created == {}
+
+
+def test_claims_from_reservation_to_binding() -> None:
+    """A released pod holds room from the decision until it binds or goes."""
+    rt = runtime.Runtime(Config())
+    key, other = ("ns", "t"), ("ns", "u")
+    claim = gang.Claim(requests={"nvidia.com/gpu": 2})
+    rt.reserve(key, ["t-node-0", "t-node-1"], claim)
+    assert [c.count for c in rt.pending(other)] == [2] and rt.pending(key) == []
+    # A view older than the release (still gated) leaves the reservation alone.
+    gated = _pod("t-node-0", "u0", "1", gpus=2)
+    gated["spec"]["schedulingGates"] = [{"name": names.GANG_GATE}]
+    rt.observe_pod(gated, False)
+    assert [c.count for c in rt.pending(other)] == [2]
+    rt.observe_pod(_pod("t-node-0", "u0", "2", gpus=2), False)  # released, unbound: the watch's
+    rt.unreserve(key, ["t-node-0", "t-node-1"])  # t-node-1's create failed
+    assert [c.count for c in rt.pending(other)] == [1]
+    rt.observe_pod(_pod("t-node-0", "u0", "3", node="rig-0", gpus=2), False)  # bound
+    assert rt.pending(other) == [] and rt.node_used["rig-0"]["nvidia.com/gpu"] == 2
+    # A reservation the watch never confirms lapses.
+    rt.reserve(key, ["t-node-1"], claim)
+    held = rt.claims[("ns", "t-node-1")]
+    assert held.reserved is not None
+    held.reserved -= runtime.EXPECTATION_TTL + 1  # made that long ago
+    assert rt.pending(other) == [] and rt.claims == {}
