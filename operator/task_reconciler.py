@@ -26,7 +26,7 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from pot import errors
+from pot import errors, urls
 from pot.operator import (
     builders_trainers,
     gang,
@@ -88,7 +88,10 @@ async def chain_receipt(
             receipts.find, rpc_url, contract, task_id, timeout=cfg.http_timeout
         )
     except errors.ChainError as exc:
-        log.warning("task %s: settlement receipt not readable: %s", task_id, exc)
+        # The URL may come from a Secret and carry an API key: never log it whole.
+        log.warning(
+            "task %s: settlement receipt not readable: %s", task_id, urls.redact_text(str(exc))
+        )
         return None
     if receipt is not None:
         for payout in receipt["payouts"]:

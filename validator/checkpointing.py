@@ -107,6 +107,18 @@ def on_state_request(rep: Replica, r: m.StateRequest, out: list[Action]) -> Reje
     if rep.h < r.seq or rep.h == 0:
         return Rejection.STALE
     d, snap = rep.own_cks[rep.h]
+    if len(snap) > m.MAX_SNAPSHOT:  # no peer would accept it: say so rather than send in vain
+        rep.stats["state_too_big"] += 1
+        log.error(
+            "replica %d: checkpoint %d's snapshot is %d bytes, over the %d a STATE-REPLY may "
+            "carry; replica %d cannot catch up by state transfer",
+            rep.id,
+            rep.h,
+            len(snap),
+            m.MAX_SNAPSHOT,
+            r.replica,
+        )
+        return None
     out.append(Send(r.replica, m.StateReply(seq=rep.h, digest=d, snapshot=snap, replica=rep.id)))
     return None
 

@@ -39,6 +39,12 @@ Choices, with the paper section that motivates each:
 - Deduplication (§4.1): ``(client, ts)`` is executed at most once; the set of
   executed timestamps per client is part of the replicated (checkpointed)
   state, in a sliding window so it stays bounded.
+- Clients named ``r<i>`` (``client_name``) are the replicas' own (the shell
+  orders every API request under its replica's name): a peer's REQUEST under
+  one is accepted only from that replica (``SPOOFED_SENDER``), or a faulty
+  replica could push a correct one's deduplication window past its real
+  timestamps and have its requests dropped as executed. Requests inside a
+  PRE-PREPARE are the primary's to order for any client and are not checked.
 - Log before send (TOCS §6): every accepted PRE-PREPARE and every PREPARE and
   COMMIT this replica sends is emitted as ``actions.Logged`` ahead of its
   ``Send``; a restarted replica reloads them (``recovering``) and so can never
@@ -61,6 +67,11 @@ log = logging.getLogger(__name__)
 
 DEDUP_WINDOW = 4096
 MAX_PENDING = 200_000
+
+
+def client_name(replica: int) -> str:
+    """The client name under which replica ``replica`` orders its own (API) requests."""
+    return f"r{replica}"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -208,6 +219,9 @@ class Replica:
         """Each peer's ``last_exec`` in its latest STATUS (``retransmitting``)."""
         self.rejected: Counter[Rejection] = Counter()
         self.stats: Counter[str] = Counter()
+        self.replica_clients = tuple(client_name(i) for i in range(config.n))
+        """Client names bound to one replica each: only that replica may forward their REQUESTs."""
+        self.bound_clients = frozenset(self.replica_clients)
         snap = checkpointing.snapshot(self)
         self.own_cks[0] = (m.sha256(snap), snap)
         self.stable_digest = self.own_cks[0][0]
@@ -297,6 +311,8 @@ class Replica:
         if isinstance(msg, (m.Prepare, m.Commit)):  # most messages by far: 2(n-1) per batch
             return self._on_vote(msg, out) if msg.replica == sender else Rejection.SPOOFED_SENDER
         if isinstance(msg, m.Request):
+            if msg.client != self.replica_clients[sender] and msg.client in self.bound_clients:
+                return Rejection.SPOOFED_SENDER  # another replica's client: see client_name
             return None if self.add_request(msg, out) else Rejection.DUPLICATE
         if isinstance(msg, m.NewView):
             return viewchanging.on_new_view(self, msg, out)

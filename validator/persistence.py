@@ -14,8 +14,13 @@ hands it a duplicate descriptor to sync on a worker thread, so the event loop
 goes on while the disk works). ``Committed`` markers need no fsync of their
 own (they can be recomputed); ``flush`` writes them every tick.
 
-Layout under ``--data-dir``: ``pbft/stable.json`` + ``pbft/stable.snap``
-(written atomically: temporary file, fsync, rename), ``pbft/log`` (records
+Layout under ``--data-dir``: ``pbft/stable-<seq>.snap`` and
+``pbft/stable.json`` naming it with its seq and digest (each written
+atomically: temporary file, fsync, rename). The snapshot is written first
+under a new name and the previous one is deleted only once the json points
+at the new one, so a crash at any step leaves a json whose snapshot is there
+(a single ``stable.snap`` replaced by a second rename could be left beside
+the old digest, and the replica restarted from seq 0). ``pbft/log`` (records
 appended, rewritten without the records at or below a checkpoint when it
 becomes stable) and ``pbft/view``. The log starts with ``MAGIC`` (format and
 version); a log without it is refused with an error naming the file, never cut
@@ -80,10 +85,20 @@ class Disk:
         seq, digest, snap = 0, b"", b""
         if meta_path.exists():
             meta = json.loads(meta_path.read_text())
-            snap = (self.dir / "stable.snap").read_bytes()
+            # Before seq-named snapshots, the one snapshot was "stable.snap".
+            snap_path = self.dir / Path(str(meta.get("snapshot", "stable.snap"))).name
+            try:
+                snap = snap_path.read_bytes()
+            except FileNotFoundError:
+                snap = b""
             seq, digest = int(meta["seq"]), bytes.fromhex(meta["digest"])
             if m.sha256(snap) != digest:
-                log.error("stable snapshot does not match its digest; starting from scratch")
+                log.error(
+                    "%s does not match the digest of checkpoint %d in %s; starting from scratch",
+                    snap_path,
+                    seq,
+                    meta_path,
+                )
                 seq, digest, snap = 0, b"", b""
         accepted: list[m.PrePrepare] = []
         sent: list[m.Prepare | m.Commit] = []
@@ -167,15 +182,21 @@ class Disk:
             self.records.append((action.seq, rec))
             self.buffer.append(rec)
         elif isinstance(action, actions.Stable):
-            files.write_atomic(self.dir / "stable.snap", action.snapshot)
-            files.write_atomic(
-                self.dir / "stable.json",
-                json.dumps({"seq": action.seq, "digest": action.digest.hex()}).encode(),
-            )
+            self._save_stable(action)
             self._truncate(action.seq)
         elif isinstance(action, actions.ViewEntered) and action.view > self.view:
             self.view = action.view
             files.write_atomic(self.dir / "view", str(action.view).encode())
+
+    def _save_stable(self, stable: actions.Stable) -> None:
+        """New snapshot, then the pointer to it, then the old snapshots: crash-safe at each step."""
+        name = f"stable-{stable.seq}.snap"
+        files.write_atomic(self.dir / name, stable.snapshot)
+        meta = {"seq": stable.seq, "digest": stable.digest.hex(), "snapshot": name}
+        files.write_atomic(self.dir / "stable.json", json.dumps(meta).encode())
+        for old in self.dir.glob("stable*.snap"):
+            if old.name != name:
+                old.unlink(missing_ok=True)
 
     def _truncate(self, seq: int) -> None:
         """Rewrite the log with the records above ``seq``, buffered ones included: once the

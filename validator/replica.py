@@ -107,7 +107,7 @@ class Node:
         self.inflight_segments: set[str] = set()
         self.heard: dict[int, float] = {}
         self.started = time.monotonic()
-        self.client = f"r{me}"
+        self.client = pbft.client_name(me)
         self.last_ts = 0
         self.segment_rejections: dict[str, int] = {}
         self.outbox: list[actions.Send] = []

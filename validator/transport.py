@@ -19,9 +19,20 @@ Authentication and replay protection are per frame: the MAC (keyed BLAKE2b
 under the session key) covers the counter and the whole body, the counter must
 strictly increase within a session, and session keys are fresh per connection,
 so no message can be replayed, reordered into another session, or cut out of
-its frame. A bad MAC or counter, a frame over ``max_frame`` (refused from its
+its frame. A bad MAC or counter, a frame over the limit (refused from its
 header, before being read) or a body that does not split into whole messages
 closes the session and is counted.
+
+Nothing unauthenticated may cost much memory: anyone can connect and send a
+hello, and a MAC can only be checked once the whole frame is in. So the
+connecting side's first frame is empty (it only authenticates the session),
+and until a frame has authenticated, the receiver refuses frames over
+``PREAUTH_FRAME`` and closes a session that has not authenticated within
+``AUTH_TIMEOUT_S``; at most ``MAX_UNAUTHENTICATED`` such sessions are held
+(the oldest goes first). Each peer has one live inbound session: a new one
+replaces the old once it authenticates. After that, frames may be up to
+``max_frame``, except that a frame holding a lone STATE-REPLY may be up to
+``max_state_frame`` (a snapshot is up to 1 GiB, docs/protocol.md).
 
 Backpressure: each peer has a bounded send queue; when a peer is slow or down
 the oldest messages are dropped rather than growing memory without bound. PBFT
@@ -41,6 +52,7 @@ from collections import deque
 from collections.abc import Callable
 
 from pot.validator import auth
+from pot.validator import messages as m
 from pot.validator.rejections import Rejection
 
 log = logging.getLogger(__name__)
@@ -52,8 +64,16 @@ LENGTH = struct.Struct(">I")
 MAX_FRAME = 32 << 20
 FRAME_TARGET = 1 << 20
 """Stop adding messages to a frame past this size (a single bigger message still goes)."""
+MAX_STATE_FRAME = m.MAX_SNAPSHOT + 1024
+"""A frame holding a lone STATE-REPLY (snapshot up to ``messages.MAX_SNAPSHOT``) and its header."""
+PREAUTH_FRAME = 64 << 10
+"""The largest frame a session accepts before one of its frames has authenticated."""
+AUTH_TIMEOUT_S = 5.0
+"""An inbound session must authenticate a frame within this long of connecting."""
+MAX_UNAUTHENTICATED = 64
+"""Inbound sessions held before authenticating; past it the oldest is closed."""
 QUEUE_LIMIT = 20_000
-HELLO_TIMEOUT_S = 5.0
+_STATE_REPLY_TAG = bytes((m.T_STATE_REPLY,))
 
 
 class Transport:
@@ -65,18 +85,24 @@ class Transport:
         on_messages: Callable[[int, list[bytes]], None],
         on_reject: Callable[[Rejection], None],
         max_frame: int = MAX_FRAME,
+        max_state_frame: int = MAX_STATE_FRAME,
     ) -> None:
         self.me = me
         self.auth = authn
         self.on_messages = on_messages
         self.on_reject = on_reject
         self.max_frame = max_frame
+        self.max_state_frame = max(max_state_frame, max_frame)
         self.queues: dict[int, deque[bytes]] = {p: deque(maxlen=QUEUE_LIMIT) for p in authn.pair}
         self.wakeups: dict[int, asyncio.Event] = {p: asyncio.Event() for p in authn.pair}
         self.tasks: list[asyncio.Task[None]] = []
         self.server: asyncio.Server | None = None
         self.connected: set[int] = set()
         self.inbound: set[asyncio.Transport] = set()
+        self.sessions: dict[int, _Inbound] = {}
+        """The live authenticated inbound session of each peer."""
+        self.unauthenticated: dict[_Inbound, None] = {}
+        """Inbound sessions not yet authenticated, oldest first."""
         self.frames_sent = 0
         self.frames_received = 0
 
@@ -137,7 +163,9 @@ class Transport:
     async def _pump(self, peer: int, writer: asyncio.StreamWriter, key: bytes) -> None:
         q, wake = self.queues[peer], self.wakeups[peer]
         pack = LENGTH.pack
-        counter = 0
+        counter = 1  # an empty first frame authenticates the session (PREAUTH_FRAME)
+        writer.write(HEADER.pack(0, counter, auth.mac(key, counter, b"")))
+        self.frames_sent += 1
         while True:
             if not q:
                 wake.clear()
@@ -149,8 +177,20 @@ class Transport:
             while q and size < FRAME_TARGET:
                 payload = q.popleft()
                 if len(payload) + 4 > self.max_frame:
-                    log.warning(
-                        "replica %d → %d: %d-byte message dropped", self.me, peer, len(payload)
+                    if payload[:1] == _STATE_REPLY_TAG and len(payload) + 4 <= self.max_state_frame:
+                        if parts:  # a big STATE-REPLY goes alone, in the next frame
+                            q.appendleft(payload)
+                        else:
+                            parts = [pack(len(payload)), payload]
+                        break
+                    log.error(
+                        "replica %d → %d: %d-byte message (type %d) dropped: over the %d-byte "
+                        "frame limit",
+                        self.me,
+                        peer,
+                        len(payload),
+                        payload[0] if payload else -1,
+                        self.max_frame,
                     )
                     continue
                 if size + 4 + len(payload) > self.max_frame:
@@ -178,25 +218,66 @@ class _Inbound(asyncio.Protocol):
         self.peer = -1
         self.key = b""
         self.last = 0
+        self.limit = min(PREAUTH_FRAME, t.max_frame)
+        """Frame size limit: small until a frame has authenticated, then ``max_frame``."""
         self.tr: asyncio.Transport | None = None
         self.timer: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
         self.tr = transport
-        self.t.inbound.add(transport)
-        self.timer = asyncio.get_running_loop().call_later(HELLO_TIMEOUT_S, self._no_hello)
+        t = self.t
+        t.inbound.add(transport)
+        t.unauthenticated[self] = None
+        if len(t.unauthenticated) > MAX_UNAUTHENTICATED:
+            oldest = next(iter(t.unauthenticated))
+            del t.unauthenticated[oldest]
+            oldest.close()
+        self.timer = asyncio.get_running_loop().call_later(AUTH_TIMEOUT_S, self._deadline)
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self.timer is not None:
             self.timer.cancel()
+        t = self.t
         if self.tr is not None:
-            self.t.inbound.discard(self.tr)
+            t.inbound.discard(self.tr)
+        t.unauthenticated.pop(self, None)
+        if t.sessions.get(self.peer) is self:
+            del t.sessions[self.peer]
         self.buf.clear()
 
-    def _no_hello(self) -> None:
-        if self.peer < 0 and self.tr is not None:
+    def close(self) -> None:
+        self.buf.clear()
+        if self.tr is not None:
             self.tr.close()
+
+    def _deadline(self) -> None:
+        if self in self.t.unauthenticated:  # not authenticated in time
+            self.close()
+
+    def _authenticated(self) -> None:
+        """The first frame verified: lift the frame limit, replace the peer's older session."""
+        t = self.t
+        self.limit = t.max_frame
+        t.unauthenticated.pop(self, None)
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        old = t.sessions.get(self.peer)
+        t.sessions[self.peer] = self
+        if old is not None and old is not self:
+            old.close()
+
+    def _state_frame(self, off: int, length: int) -> bool | None:
+        """Whether the oversized frame at ``off`` may pass as a lone STATE-REPLY (authenticated
+        sessions only); None until its first message's header is in."""
+        if not self.last or length > self.t.max_state_frame:
+            return False
+        at = off + HEADER.size
+        if len(self.buf) < at + LENGTH.size + 1:
+            return None
+        (inner,) = LENGTH.unpack_from(self.buf, at)
+        return inner == length - LENGTH.size and self.buf[at + LENGTH.size] == m.T_STATE_REPLY
 
     def _refuse(self, reason: Rejection) -> None:
         self.t.on_reject(reason)
@@ -226,9 +307,13 @@ class _Inbound(asyncio.Protocol):
         off, size = 0, len(buf)
         while size - off >= HEADER.size:
             length, counter, tag = HEADER.unpack_from(buf, off)
-            if length > self.t.max_frame:
-                self._refuse(Rejection.OVERSIZED)
-                return
+            if length > self.limit:
+                big = self._state_frame(off, length)
+                if big is None:
+                    break
+                if not big:
+                    self._refuse(Rejection.OVERSIZED)
+                    return
             end = off + HEADER.size + length
             if end > size:
                 break
@@ -240,6 +325,8 @@ class _Inbound(asyncio.Protocol):
             if counter <= self.last:
                 self._refuse(Rejection.REPLAYED)
                 return
+            if not self.last:
+                self._authenticated()
             self.last = counter
             self.t.frames_received += 1
             if not _split(body, messages):

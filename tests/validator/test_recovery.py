@@ -223,3 +223,58 @@ def test_a_crash_while_writing_the_header_leaves_a_fresh_log(tmp_path: Path) -> 
     assert log.read_bytes().startswith(persistence.MAGIC)
     durable = persistence.Disk(tmp_path).load()
     assert durable is not None and [p.digest for p in durable.accepted] == [_pp(b"a").digest]
+
+
+class _Crash(BaseException):
+    """The process dies here (a BaseException, as nothing may catch it on the way out)."""
+
+
+@pytest.mark.parametrize("crash_at", [1, 2, 3], ids=["snapshot", "pointer", "cleanup"])
+def test_a_crash_while_saving_a_checkpoint_keeps_a_whole_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, crash_at: int
+) -> None:
+    """Regression: ``stable.snap`` and ``stable.json`` were two renames; a crash between them
+    left the new snapshot beside the old digest, and the replica restarted from seq 0."""
+    disk = persistence.Disk(tmp_path)
+    assert disk.load() is None
+    old, new = b"state at 16", b"state at 32"
+    disk.apply(actions.Stable(16, m.sha256(old), old))
+    writes = 0
+    real_write, real_unlink = persistence.files.write_atomic, Path.unlink
+
+    def write_atomic(path: Path, data: bytes) -> None:
+        nonlocal writes
+        writes += 1
+        if writes == crash_at:
+            raise _Crash
+        real_write(path, data)
+
+    def unlink(path: Path, missing_ok: bool = False) -> None:
+        if crash_at == 3:
+            raise _Crash
+        real_unlink(path, missing_ok=missing_ok)
+
+    monkeypatch.setattr(persistence.files, "write_atomic", write_atomic)
+    monkeypatch.setattr(Path, "unlink", unlink)
+    with pytest.raises(_Crash):
+        disk.apply(actions.Stable(32, m.sha256(new), new))
+    monkeypatch.undo()
+    durable = persistence.Disk(tmp_path).load()
+    assert durable is not None
+    assert (durable.seq, durable.snapshot) == ((16, old) if crash_at < 3 else (32, new))
+    assert durable.digest == m.sha256(durable.snapshot)
+
+
+def test_a_checkpoint_saved_by_the_previous_layout_still_loads(tmp_path: Path) -> None:
+    snap = b"state at 16"
+    pbft_dir = tmp_path / "pbft"
+    pbft_dir.mkdir()
+    (pbft_dir / "stable.snap").write_bytes(snap)
+    (pbft_dir / "stable.json").write_text(f'{{"seq": 16, "digest": "{m.sha256(snap).hex()}"}}')
+    disk = persistence.Disk(tmp_path)
+    durable = disk.load()
+    assert durable is not None and (durable.seq, durable.snapshot) == (16, snap)
+    new = b"state at 32"
+    disk.apply(actions.Stable(32, m.sha256(new), new))
+    disk.close()
+    assert sorted(p.name for p in pbft_dir.glob("stable*")) == ["stable-32.snap", "stable.json"]
