@@ -1,7 +1,9 @@
 """``python -m pot.settlement``: the settlement sidecar (docs/protocol.md command line).
 
 Errors users can cause (bad config, unreadable key, wrong chain) print one line and exit 1.
-The key is read from a file only and never printed: logs show its address.
+The key is read from a file only and never printed: logs show its address. The chain RPC URL
+(``--rpc-url``, else env ``POT_CHAIN_RPC_URL``, else peers.json ``chain.rpcUrl``) may hold an
+API key: every log line and error is scrubbed of it (``pot.settlement.redacting``).
 """
 
 from __future__ import annotations
@@ -38,7 +40,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--host", default="0.0.0.0", help="address to serve on")  # noqa: S104 (pod)
     p.add_argument("--interval", type=float, default=2.0, help="seconds between loop turns")
     p.add_argument("--stuck-after", type=float, default=30.0, help="seconds before a fee bump")
-    p.add_argument("--rpc-url", default=None, help="override peers.json chain.rpcUrl")
+    p.add_argument(
+        "--rpc-url",
+        default=None,
+        help="chain JSON-RPC URL; overrides env POT_CHAIN_RPC_URL and peers.json chain.rpcUrl",
+    )
     p.add_argument("--log-level", default="INFO")
     return p
 
@@ -49,8 +55,10 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(
         level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    from pot.settlement import sidecar
+    from pot.settlement import redacting, sidecar
 
+    # Before the config is read: a URL from the flag or env must not reach a log line.
+    scrubber = redacting.install(args.rpc_url or os.environ.get(sidecar.RPC_URL_ENV, "").strip())
     try:
         config = sidecar.Config.from_peers(
             args.config,
@@ -62,6 +70,7 @@ def main(argv: list[str] | None = None) -> None:
             stuck_after=args.stuck_after,
             rpc_url=args.rpc_url,
         )
+        scrubber.url = config.rpc_url
         car = sidecar.Sidecar(config=config, key=keys.from_file(args.key_file))
         fault = os.environ.get(FAULT_ENV)
         if fault:
@@ -78,10 +87,12 @@ def main(argv: list[str] | None = None) -> None:
             car.sender.fault = stop_at
         asyncio.run(car.run())
     except errors.PotError as exc:
-        sys.stderr.write(f"error: {exc}\n")
+        sys.stderr.write(f"error: {redacting.scrub(str(exc), scrubber.url)}\n")
         sys.exit(1)
     except KeyboardInterrupt:
         sys.exit(130)
+    finally:
+        redacting.uninstall(scrubber)
 
 
 if __name__ == "__main__":

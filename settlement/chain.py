@@ -5,6 +5,17 @@ STYLE "wrap what you don't own": web3, requests and the node's JSON-RPC errors b
 a sidecar) or ``ChainError``; a contract revert becomes ``Reverted`` carrying the custom
 error's *name* decoded from the ABI, so callers branch on ``AlreadySettled`` rather than on
 message text.
+
+What counts as unreachable: any transport failure of ``requests`` (refused, timeout, reset,
+an unreadable body) and the HTTP statuses a busy or restarting endpoint answers with
+(``RETRY_STATUSES``: 408, 425, 429 and every 5xx; hosted providers rate-limit with 429).
+Any other 4xx (401, 403, 404: a wrong or expired API key, a wrong path) is a ``ChainError``
+right away: repeating the same request cannot fix it. The sidecar's loop logs it each turn
+and stays up rather than crash-looping on what may be a provider's passing refusal. web3's
+own retry of HTTP errors is switched off so that this is the one retry policy.
+
+The URL is never shown whole (it may hold an API key): messages name ``urls.redact(url)``
+and exception texts pass through ``redacting.scrub``.
 """
 
 from __future__ import annotations
@@ -21,11 +32,15 @@ from eth_utils import keccak, to_checksum_address
 from web3 import Web3
 from web3 import exceptions as w3x
 
-from pot import errors, keys
+from pot import errors, keys, urls
+from pot.settlement import redacting
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
+
+# HTTP statuses of an endpoint that is busy or restarting, not misconfigured: retried.
+RETRY_STATUSES = frozenset({408, 425, 429})
 
 
 class Reverted(errors.ChainError):
@@ -77,6 +92,17 @@ def _revert_data(exc: BaseException) -> str | None:
     return None
 
 
+def retryable(status: int) -> bool:
+    """Whether an HTTP status from the RPC endpoint means "try again later"."""
+    return status in RETRY_STATUSES or status >= 500
+
+
+def _http_status(exc: BaseException) -> int | None:
+    response = getattr(exc, "response", None) if isinstance(exc, requests.HTTPError) else None
+    status = getattr(response, "status_code", None)
+    return status if isinstance(status, int) else None
+
+
 @dataclass(kw_only=True)
 class Chain:
     """A connection to an EVM JSON-RPC endpoint."""
@@ -89,8 +115,22 @@ class Chain:
     timeout: float = 10.0
 
     def __post_init__(self) -> None:
-        self.w3 = Web3(Web3.HTTPProvider(self.url, request_kwargs={"timeout": self.timeout}))
+        self.w3 = Web3(
+            Web3.HTTPProvider(
+                self.url,
+                request_kwargs={"timeout": self.timeout},
+                exception_retry_configuration=None,  # Chain.call is the one retry policy
+            )
+        )
         self._chain_id: int | None = None
+
+    @property
+    def shown(self) -> str:
+        """The URL as logs and errors may show it (scheme, host and port only)."""
+        return urls.redact(self.url)
+
+    def _scrub(self, exc: BaseException) -> str:
+        return redacting.scrub(str(exc), self.url)
 
     def call(
         self,
@@ -102,28 +142,45 @@ class Chain:
     ) -> T:
         """Run ``fn`` (a web3 call), wrapping its errors; retries while the RPC is unreachable."""
         delay = self.backoff
-        for attempt in range(self.retries if retry else 1):
+        attempts = self.retries if retry else 1
+        for attempt in range(attempts):
             try:
                 return fn()
-            except (requests.ConnectionError, requests.Timeout, w3x.ProviderConnectionError) as exc:
-                if attempt + 1 >= (self.retries if retry else 1):
-                    raise errors.ChainUnreachable(f"chain RPC {self.url} ({what}): {exc}") from exc
+            except (requests.RequestException, w3x.ProviderConnectionError) as exc:
+                status = _http_status(exc)
+                if status is not None and not retryable(status):
+                    raise errors.ChainError(
+                        f"chain RPC {self.shown} ({what}): HTTP {status} "
+                        "(check the RPC URL and its API key: --rpc-url, POT_CHAIN_RPC_URL "
+                        "or peers.json chain.rpcUrl)"
+                    ) from exc
+                why = f"HTTP {status}" if status is not None else self._scrub(exc)
+                if attempt + 1 >= attempts:
+                    raise errors.ChainUnreachable(
+                        f"chain RPC {self.shown} ({what}) unreachable: {why}"
+                    ) from exc
                 log.warning(
-                    "chain RPC %s unreachable (%s), retrying in %.1fs", self.url, what, delay
+                    "chain RPC %s unreachable (%s: %s), retrying in %.1fs",
+                    self.shown,
+                    what,
+                    why,
+                    delay,
                 )
                 time.sleep(delay)
                 delay *= 2
             except w3x.ContractLogicError as exc:
                 data = _revert_data(exc)
                 name, args = decode_revert(data, abi)
-                label = name or str(exc)
+                label = name or self._scrub(exc)
                 raise Reverted(
                     f"{what} reverted: {label}{args if args else ''}", name=name, args=args
                 ) from exc
             except w3x.Web3RPCError as exc:
-                raise errors.ChainError(f"chain RPC {self.url} ({what}): {exc}") from exc
+                raise errors.ChainError(
+                    f"chain RPC {self.shown} ({what}): {self._scrub(exc)}"
+                ) from exc
             except (w3x.Web3Exception, ValueError) as exc:
-                raise errors.ChainError(f"{what}: {exc}") from exc
+                raise errors.ChainError(f"{what}: {self._scrub(exc)}") from exc
         raise AssertionError("unreachable")  # pragma: no cover
 
     @property

@@ -26,7 +26,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, Literal
 
-from pot import errors
+from pot import errors, urls
+from pot.settlement import redacting
 
 Kind = Literal["auto", "anvil", "evm"]
 
@@ -52,17 +53,23 @@ def rpc(url: str, method: str, params: list[Any] | None = None, timeout: float =
     """One raw JSON-RPC call; ChainUnreachable / ChainError on failure."""
     body = json.dumps({"jsonrpc": "2.0", "id": 1, "method": method, "params": params or []})
     if not url.startswith(("http://", "https://")):
-        raise errors.ConfigError(f"chain RPC URL {url!r} is not http(s)")
+        raise errors.ConfigError(f"chain RPC URL {urls.redact(url)} is not http(s)")
     req = urllib.request.Request(  # noqa: S310 (scheme checked above)
         url, data=body.encode(), headers={"Content-Type": "application/json"}, method="POST"
     )
     try:
         with urllib.request.urlopen(req, timeout=timeout) as resp:  # noqa: S310 (scheme checked above)
             doc = json.loads(resp.read())
+    except urllib.error.HTTPError as exc:
+        exc.close()  # it holds the response, and with it the connection
+        raise errors.ChainUnreachable(f"chain RPC {urls.redact(url)}: HTTP {exc.code}") from exc
     except (urllib.error.URLError, ConnectionError, TimeoutError) as exc:
-        raise errors.ChainUnreachable(f"chain RPC {url}: {exc}") from exc
+        raise errors.ChainUnreachable(
+            f"chain RPC {urls.redact(url)}: {redacting.scrub(str(exc), url)}"
+        ) from exc
     if "error" in doc:
-        raise errors.ChainError(f"chain RPC {url} {method}: {doc['error'].get('message')}")
+        message = redacting.scrub(str(doc["error"].get("message")), url)
+        raise errors.ChainError(f"chain RPC {urls.redact(url)} {method}: {message}")
     return doc.get("result")
 
 

@@ -4,7 +4,8 @@ The operator mirrors "settled in transaction X, paying Y" into a
 TrainingTask's status (DESIGN §4.6). It must not take a validator's word for
 that: it reads the contract's own events (``Settled`` and the ``Credited``
 events of the same transaction) over plain JSON-RPC. Only urllib and
-eth_utils are used, so the operator image needs no web3.
+eth_utils are used, so the operator image needs no web3. The RPC URL may hold an API key
+(``chain.rpcSecretRef``): errors name it redacted.
 """
 
 from __future__ import annotations
@@ -16,7 +17,8 @@ from typing import Any
 
 from eth_utils import keccak, to_checksum_address
 
-from pot import errors, ids
+from pot import errors, ids, urls
+from pot.settlement import redacting
 
 SETTLED = "0x" + keccak(text="Settled(bytes32,uint256,uint256,uint256,bool,address)").hex()
 CREDITED = "0x" + keccak(text="Credited(bytes32,address,uint256)").hex()
@@ -29,10 +31,18 @@ def _rpc(url: str, method: str, params: list[Any], timeout: float) -> Any:
     try:
         with urllib.request.urlopen(req, timeout=timeout) as resp:  # noqa: S310 (the chain's RPC URL)
             doc = json.loads(resp.read())
+    except urllib.error.HTTPError as exc:
+        exc.close()  # it holds the response, and with it the connection
+        raise errors.ChainUnreachable(
+            f"chain RPC {urls.redact(url)} unreachable: HTTP {exc.code}"
+        ) from exc
     except (urllib.error.URLError, OSError, ValueError) as exc:
-        raise errors.ChainUnreachable(f"chain RPC {url} unreachable: {exc}") from exc
+        raise errors.ChainUnreachable(
+            f"chain RPC {urls.redact(url)} unreachable: {redacting.scrub(str(exc), url)}"
+        ) from exc
     if "error" in doc:
-        raise errors.ChainError(f"chain RPC {url} {method}: {doc['error'].get('message')}")
+        message = redacting.scrub(str(doc["error"].get("message")), url)
+        raise errors.ChainError(f"chain RPC {urls.redact(url)} {method}: {message}")
     return doc.get("result")
 
 

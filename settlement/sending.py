@@ -8,8 +8,11 @@ The failure modes issue 7 names, and what answers each here:
   nonce and fees raised by more than 12.5% replaces it (nodes need >= 10%, geth's default;
   EIP-1559 base fee moves at most 12.5% a block).
 - reorg: a receipt is trusted only while its block is canonical; until ``confirmations``
-  blocks sit on top, each poll checks it again, and a dropped or moved transaction is
-  rebroadcast (the same raw bytes: it is still valid, its nonce came back with the reorg).
+  blocks sit *on top of* the including block (``latest - block >= confirmations``), each
+  poll checks it again, and a dropped or moved transaction is rebroadcast (the same raw
+  bytes: it is still valid, its nonce came back with the reorg). A final intent is never
+  looked at again, so ``confirmations`` is the deepest reorg survived: 0 trusts the head
+  block, the default 1 survives a reorg of one block.
 - race with the other replicas' sidecars: "already settled" (the contract's AlreadySettled
   at estimate time, or our transaction reverting while the chain says settled) is success.
 
@@ -111,6 +114,7 @@ class Sender:
     log: intents.IntentLog
     metrics: Metrics
     confirmations: int = 1
+    """Blocks required on top of the settle's block before the intent is final (>= 0)."""
     stuck_after: float = 30.0
     """Seconds without a receipt before the fees are bumped."""
     fault: Callable[[str], None] = field(default=lambda point: None)
@@ -332,7 +336,7 @@ class Sender:
         intent.block_number = int(receipt["blockNumber"])
         intent.block_hash = block_hash
         latest = int(self.chain.call("blockNumber", lambda: self.chain.w3.eth.block_number))
-        if latest - intent.block_number + 1 >= self.confirmations:
+        if latest - intent.block_number >= self.confirmations:  # blocks on top of ours
             intent.state = "final"
             self.metrics.outcomes.labels("final").inc()
             log.info(

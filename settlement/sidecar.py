@@ -14,21 +14,32 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import time
 import urllib.error
 import urllib.parse
 import urllib.request
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from eth_utils import to_checksum_address
 
-from pot import errors, ids, keys, observability
-from pot.settlement import allocations, contracts, intents, sending
+from pot import errors, ids, keys, observability, urls
+from pot.settlement import allocations, contracts, intents, redacting, sending
 from pot.settlement import chain as chaining
 
 log = logging.getLogger(__name__)
+
+RPC_URL_ENV = "POT_CHAIN_RPC_URL"
+"""Where the RPC URL arrives when the ValidatorSet keeps it in a Secret (``chain.rpcSecretRef``):
+the operator then leaves ``chain.rpcUrl`` out of peers.json (docs/protocol.md)."""
+
+
+def _check_rpc_url(url: str, source: str) -> None:
+    if not url.startswith(("http://", "https://")):
+        raise errors.ConfigError(f"{source} {urls.redact(url)} is not an http(s) URL")
 
 
 @dataclass(kw_only=True, slots=True)
@@ -38,7 +49,8 @@ class Config:
     validator_url: str
     """This pod's validator, e.g. http://127.0.0.1:8080."""
     rpc_url: str
-    """Chain JSON-RPC endpoint (peers.json ``chain.rpcUrl``)."""
+    """Chain JSON-RPC endpoint: ``--rpc-url``, else env ``POT_CHAIN_RPC_URL``, else peers.json
+    ``chain.rpcUrl`` (see ``from_peers``). May hold an API key: shown only redacted."""
     contract: str
     """PotSettlement address (peers.json ``chain.contract``)."""
     state_dir: Path
@@ -46,7 +58,9 @@ class Config:
     chain_id: int | None = None
     """Expected chain id; a node answering another one is refused (signatures would not count)."""
     confirmations: int = 1
-    """Blocks on top of the settle's block before it counts as final."""
+    """Blocks required on top of the settle's block before it counts as final (peers.json
+    ``chain.confirmations``). 0: final once included (a reorg of that block then goes
+    unnoticed); the default 1 survives a reorg of the head block."""
     interval: float = 2.0
     """Seconds between loop turns."""
     stuck_after: float = 30.0
@@ -61,28 +75,60 @@ class Config:
             raise errors.ConfigError(
                 f"--validator-url {self.validator_url!r} is not an http(s) URL"
             )
-        if self.confirmations < 1:
-            raise errors.ConfigError("chain.confirmations must be >= 1")
+        _check_rpc_url(self.rpc_url, "chain RPC URL")
+        if self.confirmations < 0:
+            raise errors.ConfigError(
+                f"chain.confirmations must be >= 0 (blocks on top of the settle's block), "
+                f"got {self.confirmations}"
+            )
         if self.interval <= 0 or self.stuck_after <= 0:
             raise errors.ConfigError("interval and stuck_after must be positive")
 
     @classmethod
-    def from_peers(cls, path: str | Path, **overrides: Any) -> Config:
-        """Read ``peers.json`` (the ValidatorSet's ConfigMap) for the chain settings."""
+    def from_peers(
+        cls,
+        path: str | Path,
+        *,
+        rpc_url: str | None = None,
+        env: Mapping[str, str] | None = None,
+        **overrides: Any,
+    ) -> Config:
+        """Read ``peers.json`` (the ValidatorSet's ConfigMap) for the chain settings.
+
+        The RPC URL is the first of: ``rpc_url`` (``--rpc-url``), env ``POT_CHAIN_RPC_URL``
+        (from ``chain.rpcSecretRef``; surrounding whitespace is dropped, as a Secret made from
+        a file often ends in a newline), peers.json ``chain.rpcUrl``.
+        """
         p = Path(path)
+        env = os.environ if env is None else env
         try:
             doc = json.loads(p.read_text(encoding="utf-8"))
             chain_doc = doc["chain"]
             fields: dict[str, Any] = {
-                "rpc_url": str(chain_doc["rpcUrl"]),
                 "contract": to_checksum_address(chain_doc["contract"]),
                 "chain_id": int(chain_doc["chainId"]) if "chainId" in chain_doc else None,
                 "confirmations": int(chain_doc.get("confirmations", 1)),
             }
+            in_file = chain_doc.get("rpcUrl")
         except FileNotFoundError:
             raise errors.ConfigError(f"--config {p}: no such file") from None
-        except (ValueError, KeyError, TypeError) as exc:
+        except KeyError as exc:
+            raise errors.ConfigError(f"--config {p}: bad chain section (no {exc})") from exc
+        except (ValueError, TypeError, AttributeError) as exc:
             raise errors.ConfigError(f"--config {p}: bad chain section ({exc})") from exc
+        from_env = env.get(RPC_URL_ENV, "").strip()
+        if rpc_url:
+            fields["rpc_url"], source = rpc_url, "--rpc-url"
+        elif from_env:
+            fields["rpc_url"], source = from_env, RPC_URL_ENV
+        elif isinstance(in_file, str) and in_file:
+            fields["rpc_url"], source = in_file, f"--config {p}: chain.rpcUrl"
+        else:
+            raise errors.ConfigError(
+                f"no chain RPC URL: pass --rpc-url, set {RPC_URL_ENV} (what the operator does "
+                f"for chain.rpcSecretRef) or put chain.rpcUrl in --config {p}"
+            )
+        _check_rpc_url(fields["rpc_url"], source)
         fields.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**fields)
 
@@ -174,7 +220,8 @@ class Sidecar:
         expected = self.config.chain_id
         if expected is not None and self.chain.chain_id != expected:
             raise errors.ConfigError(
-                f"chain at {self.config.rpc_url} has chainId {self.chain.chain_id}, peers.json says {expected}"
+                f"chain at {urls.redact(self.config.rpc_url)} has chainId {self.chain.chain_id}, "
+                f"peers.json says {expected}"
             )
 
     def settle(self, task: str, round_: int) -> intents.Intent | None:
@@ -247,10 +294,11 @@ class Sidecar:
         site = web.TCPSite(runner, self.config.host, self.config.port)
         await site.start()
         log.info(
-            "settlement sidecar for %s on :%d, contract %s",
+            "settlement sidecar for %s on :%d, contract %s on %s",
             self.key.address,
             self.config.port,
             self.config.contract,
+            urls.redact(self.config.rpc_url),
         )
         try:
             while True:
@@ -258,12 +306,12 @@ class Sidecar:
                     await asyncio.to_thread(self.tick)
                 except errors.ChainUnreachable as exc:
                     self.metrics.rpc_errors.inc()
-                    log.warning("%s", exc)
+                    log.warning("%s", redacting.scrub(str(exc), self.config.rpc_url))
                 except errors.ConfigError:
                     raise
                 except errors.ChainError as exc:
                     self.metrics.rpc_errors.inc()
-                    log.warning("chain error: %s", exc)
+                    log.warning("chain error: %s", redacting.scrub(str(exc), self.config.rpc_url))
                 await asyncio.sleep(self.config.interval)
         finally:
             await runner.cleanup()

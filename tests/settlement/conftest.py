@@ -217,3 +217,66 @@ def validator() -> Iterator[FakeValidator]:
         yield v
     finally:
         v.close()
+
+
+SECRET = "SECRETKEY-d41d8cd98f00"
+"""The API key tests put in RPC URLs' paths; it must never be shown."""
+
+
+class FlakyRPC:
+    """A hosted RPC provider in miniature: refuses the first ``failures`` requests with HTTP
+    ``status`` (429 rate limit, 502/503 a gateway or restarting node), then forwards to
+    ``upstream`` (a dev chain) or, without one, answers every call with chain id 31337.
+
+    ``url`` carries ``SECRET`` in its path, as providers put their API key there.
+    """
+
+    def __init__(
+        self, upstream: str | None = None, *, status: int = 429, failures: int = 0
+    ) -> None:
+        import json
+        import threading
+        import urllib.request
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        self.upstream, self.status, self.failures = upstream, status, failures
+        self.requests = self.refused = 0
+        lock = threading.Lock()
+        fake = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                with lock:
+                    fake.requests += 1
+                    refuse = fake.refused < fake.failures
+                    fake.refused += refuse
+                if refuse:
+                    data, code = b"slow down", fake.status
+                elif fake.upstream is not None:
+                    req = urllib.request.Request(
+                        fake.upstream, data=body, headers={"Content-Type": "application/json"}
+                    )
+                    with urllib.request.urlopen(req, timeout=30) as resp:
+                        data, code = resp.read(), 200
+                else:
+                    call = json.loads(body)
+                    data = json.dumps({"jsonrpc": "2.0", "id": call["id"], "result": "0x7a69"})
+                    data, code = data.encode(), 200
+                self.send_response(code)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def log_message(self, *args: Any) -> None:
+                return
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/v2/{SECRET}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()

@@ -27,6 +27,18 @@ def test_decode_unknown_revert_is_empty() -> None:
     assert chaining.decode_revert(None, []) == ("", ())
 
 
+def test_config_accepts_zero_confirmations(tmp_path: object) -> None:
+    """0 blocks on top: final once included (the CRD allows it, so the sidecar must too)."""
+    cfg = sidecar.Config(
+        validator_url="http://x",
+        rpc_url="http://x",
+        contract="0x" + "00" * 20,
+        state_dir=tmp_path,
+        confirmations=0,
+    )  # type: ignore[arg-type]
+    assert cfg.confirmations == 0
+
+
 def test_config_rejects_bad_values(tmp_path: object) -> None:
     with pytest.raises(errors.ConfigError, match="validator-url"):
         sidecar.Config(
@@ -41,5 +53,12 @@ def test_config_rejects_bad_values(tmp_path: object) -> None:
             rpc_url="http://x",
             contract="0x" + "00" * 20,
             state_dir=tmp_path,
-            confirmations=0,
+            confirmations=-1,
+        )  # type: ignore[arg-type]
+    with pytest.raises(errors.ConfigError, match="not an http"):
+        sidecar.Config(
+            validator_url="http://x",
+            rpc_url="ws://x",
+            contract="0x" + "00" * 20,
+            state_dir=tmp_path,
         )  # type: ignore[arg-type]

@@ -1,5 +1,9 @@
 """The sidecar in-process against a fake validator, on anvil and the in-process EVM:
-settles once, counts a lost race as done, survives a reorg, bumps a stuck fee."""
+settles once, counts a lost race as done, survives a reorg, bumps a stuck fee, and counts
+``confirmations`` as blocks on top of the settle's block.
+
+The dev chains mine one block per transaction and nothing else, so a test mines the block
+that confirms a settle itself (``w.dev.mine``)."""
 
 from __future__ import annotations
 
@@ -57,6 +61,7 @@ def test_settles_once_and_counts_duplicate_as_done(
     alloc = publish_round(w, validator)
     a = make_sidecar(w, validator, tmp_path / "a")
     a.tick()
+    w.dev.mine(1)  # the one block on top that the default confirmations=1 asks for
     a.tick()
     [intent] = a.intent_log.all()
     assert intent.state == "final", intent
@@ -106,6 +111,7 @@ def test_waits_for_quorum_and_drops_bad_signatures(
     assert car.intent_log.all() == []  # 2 good signatures of 3 needed: wait
     validator.publish(w.alloc_json(alloc, w.validators[1:]))
     car.tick()
+    w.dev.mine(1)
     car.tick()
     assert [i.state for i in car.intent_log.all()] == ["final"]
 
@@ -145,7 +151,7 @@ def test_two_racing_sidecars_one_effective_settle(
         assert [len(i.attempts) for i in (*a.intent_log.all(), *b.intent_log.all())] == [1, 1]
     finally:
         w.dev.set_automine(True)
-    w.dev.mine(1)
+    w.dev.mine(2)  # both settles in the first block, one block on top
     a.tick()
     b.tick()
     states = sorted(i.state for i in (*a.intent_log.all(), *b.intent_log.all()))
@@ -163,7 +169,7 @@ def test_reorg_drops_settle_then_resubmitted_and_final(
     car = make_sidecar(w, validator, tmp_path, confirmations=3)
     snap = w.dev.snapshot() if w.dev.kind == "evm" else ""
     car.tick()  # broadcast; mined at once (automine)
-    car.tick()  # receipt seen: 1 of 3 confirmations
+    car.tick()  # receipt seen: 0 of 3 blocks on top
     [intent] = car.intent_log.all()
     assert intent.state == "mined"
     mined_hash, mined_block = intent.tx_hash, intent.block_hash
@@ -197,7 +203,7 @@ def test_stuck_transaction_fee_bump(world: World, validator: FakeValidator, tmp_
         car.tick()  # no receipt after stuck_after: replace with higher fees
     finally:
         w.dev.set_automine(True)
-    w.dev.mine(1)
+    w.dev.mine(2)  # the replacement, then one block on top
     car.tick()
     [intent] = car.intent_log.all()
     assert intent.state == "final"
@@ -206,6 +212,73 @@ def test_stuck_transaction_fee_bump(world: World, validator: FakeValidator, tmp_
     assert second.max_fee > first.max_fee * 1.125 and second.tip > first.tip * 1.125
     assert intent.tx_hash == second.tx_hash
     assert len(w.settled_events(alloc.task, 0)) == 1
+
+
+def _reorg_head(w: World, snap: str) -> None:
+    """Replace the head block (the settle's) by an empty one."""
+    if w.dev.kind == "anvil":
+        w.dev.reorg(1)  # anvil_reorg, the real thing
+    else:
+        w.dev.revert(snap)  # the EVM: roll back past the settle block, mine an empty one
+        w.dev.mine(1)
+
+
+def test_default_confirmation_waits_for_a_block_on_top_and_survives_a_head_reorg(
+    world: World, validator: FakeValidator, tmp_path: Path
+) -> None:
+    """confirmations=1 means one block on top: a settle in the head block is not final yet,
+    so a reorg of that block is noticed and the settle sent again, not lost."""
+    w = world
+    alloc = publish_round(w, validator)
+    car = make_sidecar(w, validator, tmp_path)  # default confirmations
+    assert car.config.confirmations == 1
+    snap = w.dev.snapshot() if w.dev.kind == "evm" else ""
+    car.tick()  # broadcast, mined at once in the new head block
+    car.tick()
+    [intent] = car.intent_log.all()
+    assert intent.state == "mined", intent  # no block on top yet
+    _reorg_head(w, snap)
+    assert not w.settled_events(alloc.task, 0)  # the payment is gone from the chain
+    car.tick()  # notices the reorg, rebroadcasts the same transaction (mined at once)
+    assert car.metrics.registry.get_sample_value("pot_settlement_reorgs_total") == 1
+    car.tick()
+    assert car.intent_log.all()[0].state == "mined"
+    w.dev.mine(1)
+    car.tick()
+    [intent] = car.intent_log.all()
+    assert intent.state == "final" and outcome(car, "final") == 1
+    assert len(w.settled_events(alloc.task, 0)) == 1
+    for p, amount in zip(alloc.payees, alloc.amounts, strict=True):
+        assert w.credit(p) == amount
+
+
+def test_confirmations_count_blocks_on_top_of_the_settle(
+    world: World, validator: FakeValidator, tmp_path: Path
+) -> None:
+    w = world
+    publish_round(w, validator)
+    car = make_sidecar(w, validator, tmp_path, confirmations=2)
+    car.tick()
+    car.tick()
+    for on_top in (0, 1):
+        [intent] = car.intent_log.all()
+        assert intent.state == "mined", (on_top, intent)
+        w.dev.mine(1)
+        car.tick()
+    [intent] = car.intent_log.all()
+    assert intent.state == "final"  # two blocks on top
+
+
+def test_zero_confirmations_is_final_once_included(
+    world: World, validator: FakeValidator, tmp_path: Path
+) -> None:
+    w = world
+    publish_round(w, validator)
+    car = make_sidecar(w, validator, tmp_path, confirmations=0)
+    car.tick()
+    car.tick()  # the receipt's block is the head: no block on top needed
+    [intent] = car.intent_log.all()
+    assert intent.state == "final"
 
 
 def test_bump_is_strictly_above_one_eighth() -> None:

@@ -42,7 +42,9 @@ def _start(
                     "rpcUrl": w.dev.url,
                     "chainId": w.chain_id,
                     "contract": w.address,
-                    "confirmations": 1,
+                    # The dev chain mines only on transactions: with one block on top
+                    # required, nothing would ever confirm the settle.
+                    "confirmations": 0,
                 },
             }
         )
