@@ -228,6 +228,10 @@ class App:
         # Range first: an out-of-range rank must not bind (and grow the state).
         if not 0 <= seg.node_rank < t["info"]["nodes"]:
             return _no(Rejection.UNKNOWN_MINER)
+        # Spec-only shape checks at the door too (the replay makes them again): an index past
+        # the last segment would sit in the state for good.
+        if (misplaced := specs.misplaced(t["info"], seg)) is not None:
+            return {"ok": False, "reason": segments.Rejection.STEP_GAP.name, "detail": misplaced}
         bound = t["ranks"].setdefault(str(seg.node_rank), miner)
         if bound != miner:
             return _no(Rejection.UNKNOWN_MINER)

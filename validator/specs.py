@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from pot import errors
-from pot.trainer import tasks
+from pot.trainer import segments, tasks
 from pot.validator.verdicts import SCALE
 
 
@@ -56,7 +56,24 @@ def check_spec(spec: Any) -> dict[str, Any]:
         nodes=ts.nodes,
         steps=ts.steps,
         batchSize=ts.batch_size,
+        segmentSteps=ts.segment_steps,
         # Integer parts per 2^64: the sampling draw compares integers only.
         rate=int(ts.audit_rate * SCALE),
     )
     return info
+
+
+def misplaced(info: dict[str, Any], seg: segments.Segment) -> str | None:
+    """Why ``seg`` cannot be segment ``index`` of the task, or None: it must start at
+    index × segmentSteps, run to the next boundary (or the last step), and be final exactly
+    when it ends the training. (Tasks registered before ``segmentSteps`` was kept: unchecked.)"""
+    k, steps = info.get("segmentSteps"), info["steps"]
+    if k is None:
+        return None
+    if seg.start_step != seg.index * k or seg.start_step >= steps:
+        return f"index {seg.index} covers steps from {seg.index * k} of {steps}"
+    if seg.steps != min(k, steps - seg.start_step):
+        return f"segment {seg.index} must have {min(k, steps - seg.start_step)} steps"
+    if seg.final != (seg.end_step == steps):
+        return f"final is {str(seg.final).lower()} for a segment ending at step {seg.end_step}"
+    return None

@@ -83,7 +83,7 @@ def _audited(r: Replica, replicas: range) -> list[dict[str, object]]:
 
 def test_segments_after_the_audit_quorum_are_refused() -> None:
     """A segment that arrived after 2f+1 ``audited`` was paid without anyone's private draw."""
-    r, miner = Replica(), keys.generate()
+    r, miner = Replica(segments=10), keys.generate()
     for i in range(4):
         assert r.submit(made(miner, i))["ok"]
     final = made(miner, 9, final=True, loss=0.1)
@@ -102,10 +102,10 @@ def test_segments_after_the_audit_quorum_are_refused() -> None:
 def test_a_segment_after_some_audited_is_public() -> None:
     """Replicas that already said ``audited`` will not draw for it: everyone replays it."""
     r, miner = Replica(), keys.generate()
-    for i in (0, 1, 2):
+    for i in (0, 2):
         assert r.submit(seg(miner, i, f"c{i}", f"c{i + 1}"))["ok"]  # 2 is final
     _audited(r, range(1))
-    late = seg(miner, 3, "c3", "c4")
+    late = seg(miner, 1, "c1", "c2")  # the gap, filled late
     assert r.submit(late)["sampled"] is True
     r.verdicts(seg(miner, 0, "c0", "c1"), True)
     r.verdicts(seg(miner, 2, "c2", "c3"), True)
@@ -138,13 +138,37 @@ def test_out_of_range_ranks_do_not_bind() -> None:
 
 
 def test_repeated_refusals_are_listed_once_and_capped(monkeypatch: pytest.MonkeyPatch) -> None:
-    r, miner = Replica(), keys.generate()
-    assert r.submit(seg(miner, 0, "c0", "c1"))["ok"]
+    r, miner = Replica(segments=70), keys.generate()
+    assert r.submit(seg(miner, 0, "c0", "c1", last=69))["ok"]
     for _ in range(3):
-        assert r.submit(seg(miner, 0, "c0", "other"))["reason"] == "CONFLICTING_SEGMENT"
+        assert r.submit(seg(miner, 0, "c0", "other", last=69))["reason"] == "CONFLICTING_SEGMENT"
     assert len(r.task["rejections"]) == 1
     monkeypatch.setattr(vapp, "MAX_REJECTIONS", 3)
     for base in range(10, 70, 10):
-        assert r.submit(seg(miner, base, "a", "b"))["ok"]
-        assert r.submit(seg(miner, base + 1, "c", "d"))["reason"] == "BROKEN_CHAIN"
+        assert r.submit(seg(miner, base, "a", "b", last=69))["ok"]
+        assert r.submit(seg(miner, base + 1, "c", "d", last=69))["reason"] == "BROKEN_CHAIN"
     assert len(r.task["rejections"]) == 3
+
+
+@pytest.mark.parametrize(
+    ("change", "detail"),
+    [
+        ({"index": 3, "start_step": 60}, "covers steps from 60 of 60"),  # past the last segment
+        ({"index": 10**6, "start_step": 20 * 10**6}, "covers steps"),
+        ({"start_step": 5}, "covers steps from 20"),
+        ({"steps": 19, "losses": (0.5,) * 19}, "must have 20 steps"),
+        ({"final": True, "metrics": {"evalLoss": 0.1}}, "final is true"),
+    ],
+)
+def test_a_segment_the_task_cannot_have_is_refused_at_the_door(
+    change: dict[str, object], detail: str
+) -> None:
+    """Spec-only shape checks before anything is stored: a registered miner cannot park
+    segments at any index it likes (each one ~1 KB of replicated state, kept for good)."""
+    r, miner = Replica(), keys.generate()
+    before = r.app.snapshot()
+    bad = segments.sign(dataclasses.replace(seg(miner, 1, "c1", "c2"), **change), miner)  # type: ignore[arg-type]
+    got = r.submit(bad)
+    assert got["reason"] == "STEP_GAP" and detail in got["detail"], got
+    assert r.app.snapshot() == before
+    assert r.submit(seg(miner, 1, "c1", "c2"))["ok"]

@@ -51,31 +51,28 @@ def made(
     loss: float = 0.0,
     lower: bool = False,
 ) -> segments.Segment:
-    s = seg(key, index, f"{key.address}{index}", f"{key.address}{index + 1}", rank=rank)
+    s = seg(key, index, f"{key.address}{index}", f"{key.address}{index + 1}", rank=rank, last=-1)
     s = dataclasses.replace(s, final=final, metrics={"evalLoss": loss} if final else {})
     return respelled(s, key, key.address.lower() if lower else key.address)
 
 
 def scenario() -> Recording:
-    """Two ranks; rank 0 sends two finals (a poor one first) and crosses index 10, some of
-    its segments signed under the lower-case address; rank 1's lower-case segment 1 is
-    challenged and rejected (slashed)."""
-    r = Recording(nodes=2, target=TARGET)
+    """Two ranks of 12 segments, crossing index 10 (``a/11`` sorts before ``a/3``); some of
+    rank 0's segments signed under the lower-case address; rank 1's lower-case segment 1 is
+    challenged and rejected (slashed); the target is read from the lowest rank's final."""
+    r = Recording(nodes=2, target=TARGET, segments=12)
     a, b = keys.generate(), keys.generate()
-    a_segs = [
-        made(a, i, final=i in (3, 11), loss=0.9 if i == 3 else 0.1, lower=i in (5, 10))
-        for i in range(12)
-    ]
-    b_segs = [made(b, i, rank=1, final=i == 2, loss=0.2, lower=i == 1) for i in range(3)]
-    for s in (*a_segs, *b_segs):
+    a_segs = [made(a, i, final=i == 11, loss=0.1, lower=i in (5, 10)) for i in range(12)]
+    b_segs = [made(b, i, rank=1, final=i == 11, loss=0.9, lower=i == 1) for i in range(12)]
+    for s in (*b_segs, *a_segs):  # rank 1's final committed first
         assert r.submit(s)["ok"], s.index
-    for s in (a_segs[0], a_segs[3], a_segs[11], b_segs[0], b_segs[2]):
+    for s in (a_segs[0], a_segs[11], b_segs[0], b_segs[11]):
         r.verdicts(s, True)
     for i in range(3):
         vote(r, b_segs[1], i, False, "LOSS_MISMATCH")
     r.audited()
     alloc = r.task["allocation"]
-    assert alloc is not None and alloc["targetMet"] is True  # rank 0's last final: 0.1
+    assert alloc is not None and alloc["targetMet"] is True  # rank 0's final: 0.1, not 0.9
     assert alloc["slashed"] == [b.address]
     return r
 

@@ -26,11 +26,11 @@ def cid(label: str) -> str:
     return cids.cid_of(label.encode())
 
 
-def _spec(nodes: int = 1, rate: float = 1e-12) -> dict[str, Any]:
+def _spec(nodes: int = 1, rate: float = 1e-12, segments: int = 3) -> dict[str, Any]:
     spec: dict[str, Any] = {
         "model": {"name": "mlp-regression"},
         "dataset": {"name": "synthetic-regression"},
-        "hyperparameters": {"steps": 3 * K},
+        "hyperparameters": {"steps": segments * K},
         "resources": {"nodes": nodes},
         "proof": {"segmentSteps": K, "sampleRate": rate},
         "reward": {"pool": "1000", "minerStake": "10"},
@@ -42,8 +42,13 @@ class Replica:
     """One replica's app and a counter standing in for the committed order."""
 
     def __init__(
-        self, nodes: int = 1, target: dict[str, Any] | None = None, rate: float = 1e-12
+        self,
+        nodes: int = 1,
+        target: dict[str, Any] | None = None,
+        rate: float = 1e-12,
+        segments: int = 3,
     ) -> None:
+        """A task of ``segments`` segments of K steps per rank (the last one is final)."""
         self.app = vapp.App(
             vapp.Validators(
                 addresses=tuple(k.address for k in REPLICAS),
@@ -54,7 +59,7 @@ class Replica:
             )
         )
         self.seq = 0
-        spec = _spec(nodes, rate)
+        spec = _spec(nodes, rate, segments)
         if target is not None:
             spec["reward"]["targetMetric"] = target
         assert self.execute(vapp.op("register", task=TASK, spec=spec))["ok"]
@@ -107,7 +112,10 @@ class Replica:
         return self.app.tasks[TASK]
 
 
-def seg(key: keys.Key, index: int, start: str, end: str, rank: int = 0) -> segments.Segment:
+def seg(
+    key: keys.Key, index: int, start: str, end: str, rank: int = 0, last: int = 2
+) -> segments.Segment:
+    """Segment ``index`` of a task whose segment ``last`` is its final one."""
     return segments.sign(
         segments.Segment(
             task=TASK,
@@ -122,8 +130,8 @@ def seg(key: keys.Key, index: int, start: str, end: str, rank: int = 0) -> segme
             hyperparams_hash="0x" + "00" * 32,
             losses=(0.5,) * K,
             world=segments.World(nnodes=2, nproc_per_node=1),
-            final=index == 2,
-            metrics={"evalLoss": 0.1} if index == 2 else {},
+            final=index == last,
+            metrics={"evalLoss": 0.1} if index == last else {},
         ),
         key,
     )
