@@ -113,6 +113,49 @@ def fund(
 
 
 @app.command()
+def reclaim(
+    task: str = typer.Option(..., "--task", help="task id <namespace>/<name>"),
+    rpc: str = RPC,
+    contract: str = CONTRACT,
+    key_file: Path = typer.Option(..., "--key-file", help="the funder's key file"),
+) -> None:
+    """Take back what is left of a task's escrow (reclaim): only its funder, and only once
+    it sat RECLAIM_AFTER (90 days) without funding or settlement. Credited; then withdraw."""
+    import datetime
+
+    from pot import ids, keys
+    from pot.settlement import chain as chaining
+    from pot.settlement import contracts
+
+    c = chaining.Chain(url=rpc)
+    settlement = contracts.at(c, contract)
+    task_id = ids.chain_task_id(task)
+    left = c.call("tasks", settlement.functions.tasks(task_id).call)[2]
+    try:
+        receipt = c.transact(
+            keys.from_file(key_file),
+            settlement.functions.reclaim(task_id),
+            abi=settlement.abi,
+            what="reclaim",
+        )
+    except chaining.Reverted as exc:
+        if exc.name == "ReclaimLocked":
+            when = datetime.datetime.fromtimestamp(int(exc.error_args[0]), datetime.UTC)
+            raise errors.ChainError(
+                f"task {task}: its escrow can be reclaimed from {when:%Y-%m-%d %H:%M} UTC "
+                "(90 days after its last funding or settlement)"
+            ) from None
+        raise
+    _echo(
+        {
+            "task": task,
+            "reclaimed": str(left),
+            "tx": "0x" + bytes(receipt["transactionHash"]).hex(),
+        }
+    )
+
+
+@app.command()
 def balances(
     task: str = typer.Option(..., "--task", help="task id <namespace>/<name>"),
     rpc: str = RPC,

@@ -1,4 +1,4 @@
-"""``pot chain deploy|fund|balances`` against the in-process EVM."""
+"""``pot chain deploy|fund|balances|reclaim`` against the in-process EVM."""
 
 from __future__ import annotations
 
@@ -74,6 +74,30 @@ def test_deploy_fund_settle_balances(tmp_path: Path) -> None:
             payee: {"credited": str(2 * ETH), "balance": str(2 * ETH), "withdrawn": "0"}
         }
         assert [r["round"] for r in doc["rounds"]] == [0]
+        reclaim = [
+            "reclaim",
+            "--rpc",
+            dev.url,
+            "--contract",
+            address,
+            "--key-file",
+            str(key_file),
+            "--task",
+            "ns/cli",
+        ]
+        out = runner.invoke(cli.app, reclaim)
+        assert out.exit_code != 0
+        assert "can be reclaimed from" in str(out.exception), out.output
+        dev.call("evm_increaseTime", hex(91 * 24 * 3600))
+        dev.mine(1)
+        out = runner.invoke(cli.app, reclaim)
+        assert out.exit_code == 0, out.output
+        assert json.loads(out.output)["reclaimed"] == str(3 * ETH)
+        out = runner.invoke(
+            cli.app, ["balances", "--rpc", dev.url, "--contract", address, "--task", "ns/cli"]
+        )
+        doc = json.loads(out.output)
+        assert doc["escrow"] == "0"
 
 
 def test_bad_validators_file_is_one_line_error(tmp_path: Path) -> None:
