@@ -175,7 +175,8 @@ async def reconcile(
             [by_rank[r] for r in range(nodes)] if all(r in by_rank for r in range(nodes)) else []
         )
         try:
-            await vclient.register(bases, task_id, spec, miners)
+            uid = str(task["metadata"].get("uid") or "")
+            await vclient.register(bases, task_id, spec, miners, uid)
             world.registration = phases.Registration("ok")
         except validators_client.Rejected as exc:
             world.registration = phases.Registration("rejected", str(exc))

@@ -95,16 +95,19 @@ class Client:
         task_id: str,
         spec: Mapping[str, Any],
         miners: Sequence[str] = (),
+        uid: str = "",
     ) -> Mapping[str, Any]:
         """``POST /v1/tasks`` binding each node rank to its miner address (``miners``, in rank
-        order; empty: unbound), signed with the operator's key if it has one. Rejected on 4xx
-        (naming the field), Unavailable otherwise."""
+        order; empty: unbound) and to the TrainingTask object ``uid``, signed with the operator's
+        key if it has one. Rejected on 4xx (naming the field), Unavailable otherwise."""
         body: dict[str, Any] = {"id": task_id, "spec": dict(spec)}
+        if uid:
+            body["uid"] = uid
         if miners:
             body["miners"] = list(miners)
         if self.signer is not None:
             body["signature"] = signing.sign_registration(
-                self.signer, task_id, body["spec"], list(miners)
+                self.signer, task_id, body["spec"], list(miners), uid
             )
         status, doc = await self._first("POST", bases, "/v1/tasks", body)
         if status >= 400:

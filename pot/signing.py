@@ -127,12 +127,14 @@ def recover(
 REGISTER_TYPES: Types = {
     "Register": [
         {"name": "task", "type": "string"},
+        {"name": "uid", "type": "string"},
         {"name": "specHash", "type": "bytes32"},
         {"name": "miners", "type": "address[]"},
     ]
 }
 """What the operator signs when it registers a task with a ValidatorSet (docs/protocol.md):
-the task, its spec, and the miner address of each node rank (empty: not bound)."""
+the task, the uid of the TrainingTask object behind it (so a later object under the same
+name is told apart), its spec, and the miner address of each node rank (empty: not bound)."""
 
 
 def spec_hash(spec: Any) -> bytes:
@@ -141,18 +143,22 @@ def spec_hash(spec: Any) -> bytes:
     return bytes(keccak(text.encode()))
 
 
-def _registration(task: str, spec: Any, miners: Sequence[str]) -> dict[str, Any]:
-    return {"task": task, "specHash": spec_hash(spec), "miners": list(miners)}
+def _registration(task: str, spec: Any, miners: Sequence[str], uid: str) -> dict[str, Any]:
+    return {"task": task, "uid": uid, "specHash": spec_hash(spec), "miners": list(miners)}
 
 
-def sign_registration(key: keys.Key, task: str, spec: Any, miners: Sequence[str] = ()) -> str:
-    """The operator's signature over ``Register{task, specHash, miners}``."""
-    message = _registration(task, spec, miners)
+def sign_registration(
+    key: keys.Key, task: str, spec: Any, miners: Sequence[str] = (), uid: str = ""
+) -> str:
+    """The operator's signature over ``Register{task, uid, specHash, miners}``."""
+    message = _registration(task, spec, miners, uid)
     return sign(key, offchain_domain("register"), REGISTER_TYPES, "Register", message)
 
 
-def registration_signer(signature: str, task: str, spec: Any, miners: Sequence[str] = ()) -> str:
+def registration_signer(
+    signature: str, task: str, spec: Any, miners: Sequence[str] = (), uid: str = ""
+) -> str:
     """Who signed this registration; ProtocolError if the signature (or a miner address) is
     malformed."""
-    message = _registration(task, spec, miners)
+    message = _registration(task, spec, miners, uid)
     return recover(signature, offchain_domain("register"), REGISTER_TYPES, "Register", message)

@@ -96,7 +96,9 @@ def build(node: Node) -> web.Application:
             specs.check_spec(doc.get("spec"))
         except errors.ConfigError as exc:
             return _json(400, {"error": str(exc), "field": _field(str(exc))})
-        signature, miners = doc.get("signature"), doc.get("miners")
+        signature, miners, uid = doc.get("signature"), doc.get("miners"), doc.get("uid", "")
+        if not isinstance(uid, str) or len(uid) > 128:
+            return _json(400, {"error": "uid must be a string of at most 128", "field": "uid"})
         if miners is not None and not (
             isinstance(miners, list) and all(isinstance(a, str) for a in miners)
         ):
@@ -105,11 +107,13 @@ def build(node: Node) -> web.Application:
             "error": f"registration of {task} is not signed by {node.app.v.operator}",
             "field": "signature",
         }
-        if not node.app.signed_by_operator(str(task), doc["spec"], miners or [], signature):
+        if not node.app.signed_by_operator(str(task), doc["spec"], miners or [], signature, uid):
             return _json(403, refused)  # refused before ordering; every replica checks again
         reg = {"task": task, "spec": doc["spec"]}
         if miners:
             reg["miners"] = miners
+        if uid:
+            reg["uid"] = uid
         if signature is not None:
             reg["signature"] = signature
         result = await node.submit(vapp.op("register", **reg), COMMIT_WAIT_S)
@@ -118,6 +122,8 @@ def build(node: Node) -> web.Application:
         if not result.get("ok"):
             if result.get("reason") == Rejection.NOT_OPERATOR.name:
                 return _json(403, refused)
+            if result.get("detail"):
+                return _json(409, {"error": f"task {task}: {result['detail']}", "field": "id"})
             return _json(
                 400, {"error": f"task {task} exists with a different spec", "field": "spec"}
             )

@@ -166,13 +166,15 @@ class App:
             return _MALFORMED
         return canonical(result)
 
-    def signed_by_operator(self, task: str, spec: Any, miners: list[str], signature: Any) -> bool:
+    def signed_by_operator(
+        self, task: str, spec: Any, miners: list[str], signature: Any, uid: str = ""
+    ) -> bool:
         """Whether a registration may be ordered: this set names no operator, or the operator
         signed ``Register{task, specHash, miners}`` (docs/protocol.md, ``POST /v1/tasks``)."""
         if self.v.operator is None:
             return True
         try:
-            signer = signing.registration_signer(str(signature), task, spec, miners)
+            signer = signing.registration_signer(str(signature), task, spec, miners, uid)
         except errors.ProtocolError:
             return False
         return signer.lower() == self.v.operator.lower()
@@ -183,10 +185,19 @@ class App:
         ids.split_task_key(task)
         # Checked here, by every replica, not only at the HTTP API: a faulty replica can order
         # any request, and the registration decides who can earn the task's escrow.
-        if not self.signed_by_operator(task, spec, miners, doc.get("signature")):
+        uid = str(doc.get("uid") or "")
+        if not self.signed_by_operator(task, spec, miners, doc.get("signature"), uid):
             return _no(Rejection.NOT_OPERATOR)
         if task in self.tasks:
             t = self.tasks[task]
+            if t.get("uid", "") != uid:
+                # The same name, another TrainingTask object: its escrow id (from the name) is
+                # the old one's, which may be settled already. Say so, mirror nothing.
+                return {
+                    **_no(Rejection.TASK_EXISTS),
+                    "detail": "the name was registered by an earlier TrainingTask (deleted "
+                    "since?); on-chain task ids come from namespace/name, so use a new name",
+                }
             same = t["spec"] == spec and t.get("miners", []) == miners
             return {"ok": same, "id": task} if same else _no(Rejection.TASK_EXISTS)
         try:
@@ -197,6 +208,7 @@ class App:
             return {**_no(Rejection.BAD_SPEC), "detail": "miners: one address per node rank"}
         self.tasks[task] = {
             "spec": spec,
+            "uid": uid,
             "info": info,
             "miners": miners,
             # Node rank -> the miner address it pays. Bound by the operator's registration;
@@ -248,7 +260,7 @@ class App:
             # 2f+1 finished their private audits: this one would be paid with nobody's draw.
             # Honest trainers are done: correct replicas say "audited" once every final is in.
             return _no(Rejection.TASK_CLOSED)
-        broken = _chain_break(t, miner, seg)
+        broken = specs.chain_break(t, miner, seg)
         if broken is not None:
             _reject(t, payee, seg.index, Rejection.BROKEN_CHAIN.name)
             return {**_no(Rejection.BROKEN_CHAIN), "detail": broken}
@@ -582,20 +594,3 @@ def _reject(t: dict[str, Any], miner: str, index: int, reason: str) -> None:
     entry = {"miner": miner, "index": index, "reason": reason}
     if len(t["rejections"]) < MAX_REJECTIONS and entry not in t["rejections"]:
         t["rejections"].append(entry)
-
-
-def _chain_break(t: dict[str, Any], miner: str, seg: segments.Segment) -> str | None:
-    """Why ``seg`` does not chain with the miner's neighbouring segments already in the
-    state (``None`` if it does, or if they are not in yet)."""
-    before = t["segments"].get(f"{miner}/{seg.index - 1}") if seg.index > 0 else None
-    if before is not None and before.get("endCid", seg.start_cid) != seg.start_cid:
-        return (
-            f"startCid {seg.start_cid} is not segment {seg.index - 1}'s endCid {before['endCid']}"
-        )
-    after = t["segments"].get(f"{miner}/{seg.index + 1}")
-    if after is not None and after.get("startCid", seg.end_cid) != seg.end_cid:
-        return f"endCid {seg.end_cid} is not segment {seg.index + 1}'s startCid {after['startCid']}"
-    initial = t.get("initialCid")
-    if seg.index == 0 and initial is not None and seg.start_cid != initial:
-        return f"startCid {seg.start_cid} is not the task's initial checkpoint {initial}"
-    return None

@@ -1,6 +1,9 @@
 """Task specs as the replicas see them: everything the replicated application derives from
 a ``TrainingTask`` spec at registration, with one ``ConfigError`` naming the bad field.
 
+Also the checks a segment passes at the door against its task (``misplaced``: the shape the
+spec allows; ``chain_break``: the miner's neighbouring segments already in the state).
+
 Pure and deterministic (no clock, no I/O): every replica must derive the same numbers, and
 the API runs the same check before ordering, so a bad spec is refused at the door.
 """
@@ -76,4 +79,21 @@ def misplaced(info: dict[str, Any], seg: segments.Segment) -> str | None:
         return f"segment {seg.index} must have {min(k, steps - seg.start_step)} steps"
     if seg.final != (seg.end_step == steps):
         return f"final is {str(seg.final).lower()} for a segment ending at step {seg.end_step}"
+    return None
+
+
+def chain_break(t: dict[str, Any], miner: str, seg: segments.Segment) -> str | None:
+    """Why ``seg`` does not chain with the miner's neighbouring segments already in the
+    state (``None`` if it does, or if they are not in yet)."""
+    before = t["segments"].get(f"{miner}/{seg.index - 1}") if seg.index > 0 else None
+    if before is not None and before.get("endCid", seg.start_cid) != seg.start_cid:
+        return (
+            f"startCid {seg.start_cid} is not segment {seg.index - 1}'s endCid {before['endCid']}"
+        )
+    after = t["segments"].get(f"{miner}/{seg.index + 1}")
+    if after is not None and after.get("startCid", seg.end_cid) != seg.end_cid:
+        return f"endCid {seg.end_cid} is not segment {seg.index + 1}'s startCid {after['startCid']}"
+    initial = t.get("initialCid")
+    if seg.index == 0 and initial is not None and seg.start_cid != initial:
+        return f"startCid {seg.start_cid} is not the task's initial checkpoint {initial}"
     return None

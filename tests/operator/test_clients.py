@@ -29,7 +29,9 @@ async def validator() -> AsyncIterator[str]:
         doc = await request.json()
         if "signature" in doc:  # echoes who signed, so the test can check it
             miners = doc.get("miners", [])
-            signer = signing.registration_signer(doc["signature"], doc["id"], doc["spec"], miners)
+            signer = signing.registration_signer(
+                doc["signature"], doc["id"], doc["spec"], miners, doc.get("uid", "")
+            )
             return web.json_response(
                 {"id": doc["id"], "signer": signer, "miners": miners}, status=202
             )

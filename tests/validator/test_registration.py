@@ -136,6 +136,30 @@ def test_the_signature_covers_the_canonical_spec() -> None:
     assert signing.registration_signer(sig, "farm/other", SPEC) != OPERATOR.address
 
 
+def test_a_new_object_under_an_old_name_is_told_apart() -> None:
+    """Deleted and re-created under the same name (same spec, same miners): the validators
+    must not answer "ok" and let the new object mirror the old one's progress and allocation
+    (its on-chain id, from the name, may be settled already). The uid tells them apart, and
+    the operator's signature covers it."""
+    app = _app(OPERATOR.address)
+
+    def register(uid: str, seq: int) -> dict[str, Any]:
+        sig = signing.sign_registration(OPERATOR, TASK, SPEC, (), uid)
+        op = vapp.op("register", task=TASK, spec=SPEC, uid=uid, signature=sig)
+        return _execute(app, op, seq)
+
+    assert register("uid-1", 1)["ok"] is True
+    assert register("uid-1", 2)["ok"] is True  # the operator's retry: same object
+    again = register("uid-2", 3)
+    assert again["ok"] is False and again["reason"] == "TASK_EXISTS"
+    assert "use a new name" in again["detail"]
+    assert app.tasks[TASK]["uid"] == "uid-1"
+    sig = signing.sign_registration(OPERATOR, TASK, SPEC, (), "uid-1")
+    assert signing.registration_signer(sig, TASK, SPEC, (), "uid-2") != OPERATOR.address
+    forged = vapp.op("register", task="farm/other", spec=SPEC, uid="uid-2", signature=sig)
+    assert _execute(app, forged, 4)["reason"] == "NOT_OPERATOR"
+
+
 def test_peers_json_names_the_operator_by_address(tmp_path: Path) -> None:
     path, _ = localnet.write_peers(tmp_path, 4, operator=OPERATOR.address)
     assert auth.load_peers(path).operator == OPERATOR.address
@@ -162,5 +186,11 @@ def test_the_api_refuses_unsigned_registrations_before_ordering_them(tmp_path: P
         assert code == 202, body
         for i in range(4):
             net.wait(lambda i=i: net.get(i, f"/v1/tasks/{TASK}")[0] == 200, timeout=30)
+        # A later TrainingTask object under the same name: 409, naming why.
+        later = signing.sign_registration(OPERATOR, TASK, SPEC, (), "uid-later")
+        code, body = net.post(
+            3, "/v1/tasks", {"id": TASK, "spec": SPEC, "uid": "uid-later", "signature": later}
+        )
+        assert code == 409 and body["field"] == "id" and "use a new name" in body["error"], body
     finally:
         net.close()
