@@ -145,7 +145,7 @@ def measure(dev: devchain.DevChain, n: int) -> list[list[Any]]:
         registered=[v.address for v in validators],
         threshold=3,
     )
-    fn = pot.functions.settle(*alloc.settle_args(sigs))
+    fn = pot.functions.settle(*alloc.settle_args(sigs, owner.address))
     settle_gas = sender.gas_used(
         [sender.send(fn, gas=int(fn.estimate_gas({"from": owner.address}) * 1.1))]
     )

@@ -29,7 +29,9 @@ contract PotSettlement is EIP712, ReentrancyGuard {
     bytes32 public constant ROTATION_TYPEHASH =
         keccak256("Rotation(uint256 epoch,address[] validators,uint256 threshold)");
 
-    /// @dev One escrow per task. `token == address(0)` means ETH.
+    /// @dev One escrow per (task, funder): the funder is part of the key, so nobody can take a
+    /// task's slot by funding it first (task ids are guessable: keccak256("ns/name")). The
+    /// sidecar names the funder whose escrow pays when it settles. `token == address(0)`: ETH.
     struct Task {
         address funder;
         address token;
@@ -54,13 +56,13 @@ contract PotSettlement is EIP712, ReentrancyGuard {
     address[] private _validators;
     /// @dev A signer counts iff validatorEpoch[signer] == epoch: rotation needs no deletes.
     mapping(address => uint256) public validatorEpoch;
-    mapping(bytes32 => Task) public tasks;
+    mapping(bytes32 => Task) private _escrows;
     mapping(bytes32 => mapping(uint256 => bool)) public settled;
     /// @dev Pull-payment balances per token (address(0) = ETH) and account.
     mapping(address => mapping(address => uint256)) public credits;
     mapping(address => Stake) public stakes;
-    /// @dev When each task's escrow last moved (funded or settled): starts RECLAIM_AFTER.
-    mapping(bytes32 => uint256) public lastActivity;
+    /// @dev When each escrow (by `_slot`) last moved (funded or settled): starts RECLAIM_AFTER.
+    mapping(bytes32 => uint256) private _lastActivity;
 
     event ValidatorSetRotated(uint256 indexed epoch, address[] validators, uint256 threshold);
     event TaskFunded(bytes32 indexed taskId, address indexed funder, address token, uint256 amount, uint256 escrow);
@@ -87,7 +89,6 @@ contract PotSettlement is EIP712, ReentrancyGuard {
     error InsufficientEscrow(bytes32 taskId, uint256 needed, uint256 available);
     error InvalidPayee(uint256 index);
     error ZeroAmount();
-    error FunderMismatch(address funder);
     error TokenMismatch(address token);
     error EmptyValidatorSet();
     error InvalidValidator(address validator);
@@ -97,7 +98,6 @@ contract PotSettlement is EIP712, ReentrancyGuard {
     error StakeLocked(uint256 unlockAt);
     error NothingToWithdraw();
     error TransferFailed(address to);
-    error NotFunder(address funder);
     error ReclaimLocked(uint256 unlockAt);
 
     constructor(address[] memory validators_, uint256 threshold_, uint256 withdrawalDelay_)
@@ -169,7 +169,22 @@ contract PotSettlement is EIP712, ReentrancyGuard {
 
     // ---------------------------------------------------------------- escrow
 
-    /// @notice Escrow ETH for a task. Only the first funder may top it up (refunds go to them).
+    /// @notice What `funder` escrowed for a task and has not been paid out or reclaimed.
+    function escrowOf(bytes32 taskId, address funder) external view returns (address token, uint256 escrow) {
+        Task storage task = _escrows[_slot(taskId, funder)];
+        return (task.token, task.escrow);
+    }
+
+    /// @notice When `funder`'s escrow for a task last moved (0: never funded).
+    function lastActivity(bytes32 taskId, address funder) external view returns (uint256) {
+        return _lastActivity[_slot(taskId, funder)];
+    }
+
+    function _slot(bytes32 taskId, address funder) private pure returns (bytes32) {
+        return keccak256(abi.encode(taskId, funder));
+    }
+
+    /// @notice Escrow ETH for a task, as the caller's own escrow (refunds go back to it).
     function fundTask(bytes32 taskId) external payable {
         if (msg.value == 0) revert ZeroAmount();
         Task storage task = _taskFor(taskId, address(0));
@@ -190,14 +205,14 @@ contract PotSettlement is EIP712, ReentrancyGuard {
     }
 
     function _taskFor(bytes32 taskId, address token) private returns (Task storage task) {
-        lastActivity[taskId] = block.timestamp;
-        task = tasks[taskId];
+        bytes32 slot = _slot(taskId, msg.sender);
+        _lastActivity[slot] = block.timestamp;
+        task = _escrows[slot];
         if (task.funder == address(0)) {
             task.funder = msg.sender;
             task.token = token;
-        } else {
-            if (task.funder != msg.sender) revert FunderMismatch(task.funder);
-            if (task.token != token) revert TokenMismatch(task.token);
+        } else if (task.token != token) {
+            revert TokenMismatch(task.token);
         }
     }
 
@@ -206,11 +221,11 @@ contract PotSettlement is EIP712, ReentrancyGuard {
     /// transfer here, so nothing to reenter). A settlement after that finds no escrow and
     /// reverts InsufficientEscrow, paying nobody twice.
     function reclaim(bytes32 taskId) external {
-        Task storage task = tasks[taskId];
+        bytes32 slot = _slot(taskId, msg.sender);
+        Task storage task = _escrows[slot];
         address funder = task.funder;
         if (funder == address(0)) revert TaskNotFunded(taskId);
-        if (msg.sender != funder) revert NotFunder(funder);
-        uint256 unlockAt = lastActivity[taskId] + RECLAIM_AFTER;
+        uint256 unlockAt = _lastActivity[slot] + RECLAIM_AFTER;
         if (block.timestamp < unlockAt) revert ReclaimLocked(unlockAt);
         uint256 amount = task.escrow;
         if (amount == 0) revert NothingToWithdraw();
@@ -221,7 +236,9 @@ contract PotSettlement is EIP712, ReentrancyGuard {
 
     // ---------------------------------------------------------------- settlement
 
-    /// @notice Credit a quorum-signed allocation, exactly once per (taskId, round).
+    /// @notice Credit a quorum-signed allocation, exactly once per (taskId, round), from
+    /// `funder`'s escrow for the task (the signatures do not cover `funder`: any escrow made
+    /// for this task may pay for it, and one that cannot cover it reverts InsufficientEscrow).
     /// @dev docs/protocol.md "Allocation". Gas: one SSTORE per payee (a mapping +=), the arrays
     /// hashed straight from calldata, each signature recovered once.
     function settle(
@@ -232,7 +249,8 @@ contract PotSettlement is EIP712, ReentrancyGuard {
         address[] calldata slashed,
         uint256[] calldata slashAmounts,
         bool targetMet,
-        bytes[] calldata signatures
+        bytes[] calldata signatures,
+        address funder
     ) external {
         if (payees.length != amounts.length || slashed.length != slashAmounts.length) revert LengthMismatch();
         if (settled[taskId][round]) revert AlreadySettled(taskId, round);
@@ -240,10 +258,10 @@ contract PotSettlement is EIP712, ReentrancyGuard {
         // checks-effects-interactions: marked settled before anything is credited (and settle
         // makes no external call at all).
         settled[taskId][round] = true;
-        lastActivity[taskId] = block.timestamp;
-        Task storage task = tasks[taskId];
-        address funder = task.funder;
-        if (funder == address(0)) revert TaskNotFunded(taskId);
+        bytes32 slot = _slot(taskId, funder);
+        _lastActivity[slot] = block.timestamp;
+        Task storage task = _escrows[slot];
+        if (task.funder == address(0)) revert TaskNotFunded(taskId);
         uint256 available = task.escrow;
         mapping(address => uint256) storage balance = credits[task.token];
         uint256 total;

@@ -100,8 +100,9 @@ class Allocation:
             "targetMet": self.target_met,
         }
 
-    def settle_args(self, signatures: Sequence[bytes]) -> tuple[Any, ...]:
-        """Arguments of ``settle(...)`` in ABI order (docs/protocol.md)."""
+    def settle_args(self, signatures: Sequence[bytes], funder: str) -> tuple[Any, ...]:
+        """Arguments of ``settle(...)`` in ABI order (docs/protocol.md); ``funder``: whose
+        escrow for the task pays."""
         return (
             self.task_id,
             self.round,
@@ -111,6 +112,7 @@ class Allocation:
             list(self.slash_amounts),
             self.target_met,
             list(signatures),
+            to_checksum_address(funder),
         )
 
 

@@ -130,10 +130,11 @@ def reclaim(
     c = chaining.Chain(url=rpc)
     settlement = contracts.at(c, contract)
     task_id = ids.chain_task_id(task)
-    left = c.call("tasks", settlement.functions.tasks(task_id).call)[2]
+    key = keys.from_file(key_file)
+    left = c.call("escrowOf", settlement.functions.escrowOf(task_id, key.address).call)[1]
     try:
         receipt = c.transact(
-            keys.from_file(key_file),
+            key,
             settlement.functions.reclaim(task_id),
             abi=settlement.abi,
             what="reclaim",

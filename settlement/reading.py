@@ -15,11 +15,39 @@ from pot.settlement import chain as chaining
 from pot.settlement import contracts
 
 
+def escrows(chain: chaining.Chain, contract: str, task_id: bytes) -> dict[str, tuple[str, int]]:
+    """Every escrow made for a task: funder -> (token, what is left), from the TaskFunded
+    events (the contract keeps one escrow per funder, so nobody can take a task's slot)."""
+    c = contracts.at(chain, contract)
+    ev = c.events.TaskFunded()
+    funded = chain.call(
+        "TaskFunded", lambda: ev.get_logs(from_block=0, argument_filters={"taskId": task_id})
+    )
+    out: dict[str, tuple[str, int]] = {}
+    for funder in sorted({str(e["args"]["funder"]) for e in funded}):
+        token, left = chain.call("escrowOf", c.functions.escrowOf(task_id, funder).call)
+        out[funder] = (str(token), int(left))
+    return out
+
+
+def paying_funder(found: dict[str, tuple[str, int]], total: int) -> str | None:
+    """Whose escrow pays an allocation of ``total``: the largest that covers it (ties: the
+    lowest address), else the largest (its settle reverts InsufficientEscrow, named, and the
+    sidecar retries later); None when nobody funded the task."""
+    if not found:
+        return None
+    ranked = sorted(found, key=lambda f: (-found[f][1], int(f, 16)))
+    covering = [f for f in ranked if found[f][1] >= total]
+    return (covering or ranked)[0]
+
+
 def task_balances(chain: chaining.Chain, contract: str, task: str) -> dict[str, Any]:
     """JSON-ready summary of one task (amounts as decimal wei strings)."""
     c = contracts.at(chain, contract)
     task_id = ids.chain_task_id(task)
-    funder, token, escrow = chain.call("tasks", c.functions.tasks(task_id).call)
+    funders = escrows(chain, contract, task_id)
+    token = next((t for t, _ in funders.values()), "0x" + "00" * 20)
+    escrow = sum(left for _, left in funders.values())
     filt = {"taskId": task_id}
 
     def logs(event: str, **extra: Any) -> list[Any]:
@@ -66,7 +94,7 @@ def task_balances(chain: chaining.Chain, contract: str, task: str) -> dict[str, 
     return {
         "task": task,
         "taskId": "0x" + task_id.hex(),
-        "funder": funder,
+        "funders": {f: {"token": t, "escrow": str(left)} for f, (t, left) in funders.items()},
         "token": token,
         "escrow": str(escrow),
         "rounds": rounds,

@@ -141,9 +141,15 @@ class Sender:
         return max([pending, *(n + 1 for n in held)])
 
     def open(
-        self, alloc: allocations.Allocation, signatures: Sequence[bytes], *, retries: int = 0
+        self,
+        alloc: allocations.Allocation,
+        signatures: Sequence[bytes],
+        funder: str,
+        *,
+        retries: int = 0,
     ) -> intents.Intent:
-        """Create, persist and broadcast the settle transaction for ``alloc``."""
+        """Create, persist and broadcast the settle transaction for ``alloc``, paid from
+        ``funder``'s escrow for the task."""
         intent = intents.Intent(
             task=alloc.task,
             round=alloc.round,
@@ -151,7 +157,7 @@ class Sender:
             state="sending",
             retries=retries,
         )
-        fn = self.contract.functions.settle(*alloc.settle_args(signatures))
+        fn = self.contract.functions.settle(*alloc.settle_args(signatures, funder))
         try:
             gas = int(
                 self.chain.call(

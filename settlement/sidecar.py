@@ -27,7 +27,7 @@ from typing import Any
 from eth_utils import to_checksum_address
 
 from pot import errors, ids, keys, observability, urls
-from pot.settlement import allocations, contracts, intents, redacting, sending
+from pot.settlement import allocations, contracts, intents, reading, redacting, sending
 from pot.settlement import chain as chaining
 
 log = logging.getLogger(__name__)
@@ -275,7 +275,14 @@ class Sidecar:
                 "allocation %s/%d: %d of %d signatures so far", task, round_, len(sigs), threshold
             )
             return None
-        return self.sender.open(alloc, sigs, retries=retries)
+        # Whose escrow pays (the contract keeps one per funder and task): the largest that
+        # covers the allocation.
+        found = reading.escrows(self.chain, self.config.contract, alloc.task_id)
+        funder = reading.paying_funder(found, sum(alloc.amounts))
+        if funder is None:
+            log.info("allocation %s/%d: the task is not funded yet", task, round_)
+            return None
+        return self.sender.open(alloc, sigs, funder, retries=retries)
 
     def ready(self) -> tuple[bool, str]:
         """/readyz: the loop turned recently."""

@@ -93,13 +93,24 @@ class World:
         return doc
 
     def settle(
-        self, alloc: allocations.Allocation, sigs: Sequence[bytes], sender: keys.Key | None = None
+        self,
+        alloc: allocations.Allocation,
+        sigs: Sequence[bytes],
+        sender: keys.Key | None = None,
+        funder: str | None = None,
     ) -> Any:
-        fn = self.contract.functions.settle(*alloc.settle_args(sigs))
+        """``settle`` from ``funder``'s escrow (default: the deployer's, as ``fund_task``)."""
+        fn = self.contract.functions.settle(
+            *alloc.settle_args(sigs, funder or self.deployer.address)
+        )
         return self.rpc.transact(sender or self.deployer, fn, abi=self.contract.abi, what="settle")
 
-    def estimate_settle(self, alloc: allocations.Allocation, sigs: Sequence[bytes]) -> int:
-        fn = self.contract.functions.settle(*alloc.settle_args(sigs))
+    def estimate_settle(
+        self, alloc: allocations.Allocation, sigs: Sequence[bytes], funder: str | None = None
+    ) -> int:
+        fn = self.contract.functions.settle(
+            *alloc.settle_args(sigs, funder or self.deployer.address)
+        )
         return int(
             self.rpc.call(
                 "settle",

@@ -61,7 +61,9 @@ def test_deploy_fund_settle_balances(tmp_path: Path) -> None:
         c = contracts.at(rpc, address)
         rpc.transact(
             deployer,
-            c.functions.settle(*alloc.settle_args([bytes.fromhex(s[2:]) for _, s in sigs])),
+            c.functions.settle(
+                *alloc.settle_args([bytes.fromhex(s[2:]) for _, s in sigs], deployer.address)
+            ),
             abi=c.abi,
         )
         out = runner.invoke(
@@ -70,6 +72,9 @@ def test_deploy_fund_settle_balances(tmp_path: Path) -> None:
         assert out.exit_code == 0, out.output
         doc = json.loads(out.output)
         assert doc["escrow"] == str(3 * ETH)
+        assert doc["funders"] == {
+            deployer.address: {"token": "0x" + "00" * 20, "escrow": str(3 * ETH)}
+        }
         assert doc["accounts"] == {
             payee: {"credited": str(2 * ETH), "balance": str(2 * ETH), "withdrawn": "0"}
         }

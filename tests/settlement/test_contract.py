@@ -75,7 +75,8 @@ def test_full_round(world: World) -> None:
     assert receipt["status"] == 1
     for p, a in zip(payees, amounts, strict=True):
         assert w.credit(p.address) == a
-    assert w.contract.functions.tasks(alloc.task_id).call()[2] == 0  # escrow emptied
+    escrow = w.contract.functions.escrowOf(alloc.task_id, w.deployer.address).call()[1]
+    assert escrow == 0  # emptied
     before = w.rpc.w3.eth.get_balance(payees[0].address)
     r = w.rpc.transact(payees[0], w.contract.functions.withdraw(), abi=w.contract.abi)
     fee = r["gasUsed"] * r["effectiveGasPrice"]
@@ -147,7 +148,7 @@ def test_rejection(shared_world: World, case: str) -> None:
         twin = malleable_forms("0x" + bytes(sigs[0]).hex())["high_s"]
         sigs = [bytes.fromhex(twin[2:]), *sigs[1:]]
     if case == "length_mismatch":
-        args = list(alloc.settle_args(sigs))
+        args = list(alloc.settle_args(sigs, w.deployer.address))
         args[3] = [ETH, ETH]
         fn = w.contract.functions.settle(*args)
         _reverts(
@@ -203,10 +204,10 @@ def test_bounty_gate_refunds_funder(world: World) -> None:
     w.fund_task(task, 5 * ETH, funder)
     payee = w.key()
     alloc = _alloc(task, [payee], [4 * ETH], target_met=False)
-    w.settle(alloc, w.sign(alloc))
+    w.settle(alloc, w.sign(alloc), funder=funder.address)
     assert w.credit(payee.address) == 0
     assert w.credit(funder.address) == 4 * ETH
-    assert w.contract.functions.tasks(alloc.task_id).call()[2] == ETH
+    assert w.contract.functions.escrowOf(alloc.task_id, funder.address).call()[1] == ETH
 
 
 def test_stakes_slashing_and_delay(world: World) -> None:
@@ -225,7 +226,7 @@ def test_stakes_slashing_and_delay(world: World) -> None:
     w.fund_task(task, ETH, funder)
     # slash more than the active stake: takes 1.5 active then 0.3 of the pending 0.5
     alloc = _alloc(task, [], [], slashed=(miner.address,), slash_amounts=(18 * ETH // 10,))
-    w.settle(alloc, w.sign(alloc))
+    w.settle(alloc, w.sign(alloc), funder=funder.address)
     amount, pending, _ = c.functions.stakes(miner.address).call()
     assert (amount, pending) == (0, ETH // 5)
     assert w.credit(funder.address) == 18 * ETH // 10
@@ -346,3 +347,27 @@ def test_gas_per_payee_at_100_within_goal(shared_world: World) -> None:
         f"gas per payee {per_payee:.0f}, floor {floor / n:.0f}, ratio {per_payee * n / floor:.3f}"
     )
     assert per_payee <= 1.25 * floor / n, (per_payee, floor / n)
+
+
+def test_funding_first_takes_no_one_elses_slot(world: World) -> None:
+    """Task ids are guessable (keccak256("ns/name")). Funding one first with 1 wei — or with a
+    junk token — used to make the task's one escrow the attacker's: the real funder's deposit
+    reverted and the task could never be paid. Escrows are per funder now: the attacker's
+    stays the attacker's, the real one pays, and a settle from the attacker's reverts."""
+    w = world
+    task = w.task()
+    attacker, funder = w.key(2 * ETH), w.key(10 * ETH)
+    w.fund_task(task, 1, attacker)
+    w.fund_task(task, 5 * ETH, funder)  # not FunderMismatch any more
+    payee = w.key()
+    alloc = _alloc(task, [payee], [5 * ETH])
+    sigs = w.sign(alloc)
+    _reverts("InsufficientEscrow", lambda: w.estimate_settle(alloc, sigs, attacker.address))
+    _reverts("TaskNotFunded", lambda: w.estimate_settle(alloc, sigs, w.key().address))
+    w.settle(alloc, sigs, funder=funder.address)
+    assert w.credit(payee.address) == 5 * ETH
+    c = w.contract
+    assert c.functions.escrowOf(alloc.task_id, funder.address).call()[1] == 0
+    assert c.functions.escrowOf(alloc.task_id, attacker.address).call()[1] == 1
+    # exactly once per (task, round), whoever's escrow would pay
+    _reverts("AlreadySettled", lambda: w.estimate_settle(alloc, sigs, attacker.address))

@@ -43,25 +43,25 @@ def test_funder_reclaims_leftover_escrow_only_after_the_delay(world: World) -> N
     # Too early; and never by anyone but the funder.
     err = _reverts("ReclaimLocked", lambda: reclaim(funder))
     assert err.error_args[0] >= w.rpc.w3.eth.get_block("latest")["timestamp"] + delay - 5
-    _reverts("NotFunder", lambda: reclaim(w.key()))
+    _reverts("TaskNotFunded", lambda: reclaim(w.key()))  # escrows are per funder
     _reverts(
         "TaskNotFunded",
         lambda: w.rpc.transact(funder, c.functions.reclaim(b"\x01" * 32), abi=c.abi),
     )
     # A settlement restarts the clock: 60 days after funding, settle; 60 more days is not enough.
     _later(w, 60 * 24 * 3600)
-    w.settle(alloc, w.sign(alloc))
+    w.settle(alloc, w.sign(alloc), funder=funder.address)
     _later(w, 60 * 24 * 3600)
     _reverts("ReclaimLocked", lambda: reclaim(funder))
     _later(w, 31 * 24 * 3600)
     reclaim(funder)
-    assert c.functions.tasks(tid).call()[2] == 0
+    assert c.functions.escrowOf(tid, funder.address).call()[1] == 0
     assert w.credit(funder.address) == 2 * ETH  # the overfunded 2 ETH, as a pull credit
     assert w.credit(payee.address) == 3 * ETH  # what was settled stays the payee's
     _reverts("NothingToWithdraw", lambda: reclaim(funder))
     # A late allocation for the task (another round) finds no escrow and pays nobody.
     late = allocations.Allocation(task=task, round=1, payees=(payee.address,), amounts=(ETH,))
-    _reverts("InsufficientEscrow", lambda: w.estimate_settle(late, w.sign(late)))
+    _reverts("InsufficientEscrow", lambda: w.estimate_settle(late, w.sign(late), funder.address))
     before = w.rpc.w3.eth.get_balance(funder.address)
     r = w.rpc.transact(funder, c.functions.withdraw(), abi=c.abi)
     fee = r["gasUsed"] * r["effectiveGasPrice"]

@@ -84,6 +84,7 @@ def test_settles_once_and_counts_duplicate_as_done(
             registered=[k.address for k in w.validators],
             threshold=3,
         )[0],
+        w.deployer.address,
     )
     assert fresh.state == "already" and not fresh.attempts
     assert len(w.settled_events(alloc.task, 0)) == 1
@@ -123,14 +124,17 @@ def test_rejected_allocation_is_named_and_not_sent(
     alloc = allocations.Allocation(
         task=w.task(), round=0, payees=(keys.generate().address,), amounts=(ETH,)
     )
-    validator.publish(w.alloc_json(alloc))  # never funded
+    validator.publish(w.alloc_json(alloc))
     car = make_sidecar(w, validator, tmp_path)
     car.tick()
+    assert car.intent_log.all() == []  # nobody funded the task: nothing to send yet
+    w.fund_task(alloc.task, ETH // 2)  # too little
+    car.tick()
     [intent] = car.intent_log.all()
-    assert (intent.state, intent.error, intent.attempts) == ("rejected", "TaskNotFunded", [])
+    assert (intent.state, intent.error, intent.attempts) == ("rejected", "InsufficientEscrow", [])
     assert (
         car.metrics.registry.get_sample_value(
-            "pot_settlement_rejections_total", {"error": "TaskNotFunded"}
+            "pot_settlement_rejections_total", {"error": "InsufficientEscrow"}
         )
         == 1
     )
