@@ -23,7 +23,6 @@ CID that was never stored, so ``state.json`` stays at the last good commit.
 from __future__ import annotations
 
 import dataclasses
-import datetime
 import json
 import logging
 import os
@@ -45,6 +44,7 @@ from pot import cids, errors, files, keys, store
 from pot.trainer import (
     cheating,
     checkpoints,
+    collectives,
     data,
     downloading,
     models,
@@ -140,60 +140,6 @@ class Layout:
         return self.local_rank == 0
 
 
-def init_distributed(layout: Layout, device: torch.device) -> None:
-    """Join the process group (NCCL on GPUs, gloo on CPU); TrainingError on failure."""
-    os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
-    os.environ.setdefault("MASTER_PORT", "29500")
-    os.environ.setdefault("RANK", str(layout.rank))
-    os.environ.setdefault("WORLD_SIZE", str(layout.world_size))
-    backend = "nccl" if device.type == "cuda" else "gloo"
-    try:
-        if device.type == "cuda":
-            torch.cuda.set_device(device)
-        dist.init_process_group(backend, timeout=datetime.timedelta(minutes=10))
-    except (RuntimeError, ValueError, OSError) as exc:
-        raise errors.TrainingError(f"torch.distributed ({backend}) failed to start: {exc}") from exc
-
-
-def _to_tensor(raw: bytes, device: torch.device) -> torch.Tensor:
-    if not raw:
-        return torch.zeros(0, dtype=torch.uint8, device=device)
-    return torch.frombuffer(bytearray(raw), dtype=torch.uint8).to(device)
-
-
-def _to_bytes(t: torch.Tensor) -> bytes:
-    # numpy, not bytes(storage): that iterates in Python, a byte at a time.
-    return t.cpu().contiguous().numpy().tobytes() if t.numel() else b""
-
-
-def all_gather_json(value: Any, device: torch.device) -> list[Any]:
-    """Every rank's JSON-able ``value`` (without pickle: peers' bytes are only ever JSON)."""
-    raw = json.dumps(value).encode()
-    world = dist.get_world_size()
-    size = torch.tensor([len(raw)], dtype=torch.int64, device=device)
-    sizes = [torch.zeros_like(size) for _ in range(world)]
-    dist.all_gather(sizes, size)
-    longest = max(int(x.item()) for x in sizes)
-    buf = torch.zeros(longest, dtype=torch.uint8, device=device)
-    buf[: len(raw)] = _to_tensor(raw, device)
-    parts = [torch.empty_like(buf) for _ in range(world)]
-    dist.all_gather(parts, buf)
-    return [json.loads(_to_bytes(p[: int(n.item())])) for p, n in zip(parts, sizes, strict=True)]
-
-
-def broadcast_bytes(raw: bytes, src: int, device: torch.device) -> bytes:
-    """``raw`` from rank ``src`` on every rank."""
-    size = torch.tensor([len(raw)], dtype=torch.int64, device=device)
-    dist.broadcast(size, src=src)
-    buf = (
-        _to_tensor(raw, device)
-        if dist.get_rank() == src
-        else torch.empty(int(size.item()), dtype=torch.uint8, device=device)
-    )
-    dist.broadcast(buf, src=src)
-    return _to_bytes(buf)
-
-
 class NodeState:
     """``state.json``: this node's last committed checkpoint and recent segments."""
 
@@ -268,7 +214,7 @@ class Trainer:
             if self.layout.publishes
             else None
         )
-        states = all_gather_json(mine, self.device)
+        states = collectives.all_gather_json(mine, self.device)
         best = max((s["step"] for s in states if s is not None), default=-1)
         if best < 0:  # a fresh gang: everyone builds the same initial weights from the seed
             ckpt = checkpoints.capture(
@@ -283,8 +229,8 @@ class Trainer:
         if self.layout.rank == leader:
             mine_raw = self.blobs.get(self.state.cid)
             mine_recs = json.dumps(self.state.records).encode()
-        raw = broadcast_bytes(mine_raw, leader, self.device)
-        records = json.loads(broadcast_bytes(mine_recs, leader, self.device))
+        raw = collectives.broadcast_bytes(mine_raw, leader, self.device)
+        records = json.loads(collectives.broadcast_bytes(mine_recs, leader, self.device))
         ckpt = checkpoints.decode(raw)
         checkpoints.restore(ckpt, self.model, self.optimizer)
         self.optimizer_steps = ckpt.optimizer_steps
@@ -420,7 +366,9 @@ class Trainer:
                     self.publisher.enqueue(segments.parse(rec))
             self.publisher.start()
         if opts.proof:
-            urls = all_gather_json(opts.advertise_url if layout.publishes else None, self.device)
+            urls = collectives.all_gather_json(
+                opts.advertise_url if layout.publishes else None, self.device
+            )
             peers = [u for u in urls if u]
             if opts.on_peers is not None:
                 opts.on_peers(peers)
@@ -512,7 +460,7 @@ class Trainer:
             self.model.eval()
             mine = json.dumps(self.built.evaluate(self.model)).encode()
             self.model.train()
-        return dict(json.loads(broadcast_bytes(mine, 0, self.device)))
+        return dict(json.loads(collectives.broadcast_bytes(mine, 0, self.device)))
 
     def close(self) -> None:
         self._pool.shutdown(wait=True)
@@ -554,7 +502,7 @@ def main(opts: Options) -> dict[str, Any]:
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     if opts.cheat is not None:
         log.warning("cheating on purpose: %s", opts.cheat.value)
-    init_distributed(layout, device)
+    collectives.init_distributed(layout.rank, layout.world_size, device)
     trainer: Trainer | None = None
     try:  # the process group is torn down even when the spec cannot be built
         trainer = Trainer(opts, layout, device)
@@ -567,33 +515,7 @@ def main(opts: Options) -> dict[str, Any]:
         if trainer is not None:
             trainer.close()
         if dist.is_initialized():
-            leave_process_group(layout)
-
-
-def leave_process_group(layout: Layout, timeout: float = 30.0) -> None:
-    """Destroy the process group without pulling the store from under the others.
-
-    Rank 0 hosts the c10d TCPStore. If it exits while another rank is still
-    inside ``destroy_process_group``, that rank's gloo threads lose the store
-    and the process aborts ("terminate called without an active exception"),
-    failing a run that has finished. So every other rank reports on the store
-    once its group is gone, and rank 0 keeps the store up until all have
-    reported, or until ``timeout`` passes.
-    """
-    from torch.distributed import distributed_c10d
-
-    store = distributed_c10d._get_default_store()  # held: rank 0's outlives the group
-    dist.destroy_process_group()
-    key = "pot/left"
-    try:
-        if layout.rank != 0:
-            store.add(key, 1)
-            return
-        deadline = time.monotonic() + timeout
-        while store.add(key, 0) < layout.world_size - 1 and time.monotonic() < deadline:
-            time.sleep(0.01)
-    except RuntimeError as exc:  # a peer already gone: nothing left to protect
-        log.debug("leaving the process group: %s", exc)
+            collectives.leave_process_group(layout.rank, layout.world_size)
 
 
 def setup_logging(rank: int) -> None:
