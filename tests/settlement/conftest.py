@@ -5,8 +5,12 @@ submit allocations."""
 from __future__ import annotations
 
 import itertools
+import json
+import threading
+import urllib.request
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
@@ -169,7 +173,29 @@ def shared_world(request: pytest.FixtureRequest) -> Iterator[World]:
         dev.close()
 
 
-class FakeValidator:
+class _Served:
+    """A test fake's HTTP server on 127.0.0.1, served from a daemon thread."""
+
+    def _serve(self, handler: type[BaseHTTPRequestHandler]) -> str:
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self.server.daemon_threads = True
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        return f"http://127.0.0.1:{self.server.server_address[1]}"
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def _reply(h: BaseHTTPRequestHandler, code: int, data: bytes) -> None:
+    h.send_response(code)
+    h.send_header("Content-Type", "application/json")
+    h.send_header("Content-Length", str(len(data)))
+    h.end_headers()
+    h.wfile.write(data)
+
+
+class FakeValidator(_Served):
     """A stand-in for the validators' HTTP API (docs/protocol.md), until issue 6 lands.
 
     Serves ``GET /v1/allocations`` (the committed list) and
@@ -177,9 +203,6 @@ class FakeValidator:
     """
 
     def __init__(self) -> None:
-        import threading
-        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-
         self.docs: dict[tuple[str, int], dict[str, Any]] = {}
         self.requests = 0
         fake = self
@@ -198,27 +221,15 @@ class FakeValidator:
                     self.send_response(404)
                     self.end_headers()
                     return
-                data = __import__("json").dumps(body).encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
+                _reply(self, 200, json.dumps(body).encode())
 
             def log_message(self, *args: Any) -> None:
                 return
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.url = self._serve(Handler)
 
     def publish(self, doc: dict[str, Any]) -> None:
         self.docs[(doc["task"], int(doc["round"]))] = doc
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
 
 
 @pytest.fixture
@@ -234,7 +245,7 @@ SECRET = "SECRETKEY-d41d8cd98f00"
 """The API key tests put in RPC URLs' paths; it must never be shown."""
 
 
-class FlakyRPC:
+class FlakyRPC(_Served):
     """A hosted RPC provider in miniature: refuses the first ``failures`` requests with HTTP
     ``status`` (429 rate limit, 502/503 a gateway or restarting node), then forwards to
     ``upstream`` (a dev chain) or, without one, answers every call with chain id 31337.
@@ -245,11 +256,6 @@ class FlakyRPC:
     def __init__(
         self, upstream: str | None = None, *, status: int = 429, failures: int = 0
     ) -> None:
-        import json
-        import threading
-        import urllib.request
-        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-
         self.upstream, self.status, self.failures = upstream, status, failures
         self.requests = self.refused = 0
         lock = threading.Lock()
@@ -274,20 +280,9 @@ class FlakyRPC:
                     call = json.loads(body)
                     data = json.dumps({"jsonrpc": "2.0", "id": call["id"], "result": "0x7a69"})
                     data, code = data.encode(), 200
-                self.send_response(code)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
+                _reply(self, code, data)
 
             def log_message(self, *args: Any) -> None:
                 return
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/v2/{SECRET}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+        self.url = self._serve(Handler) + f"/v2/{SECRET}"
