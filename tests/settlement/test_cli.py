@@ -34,22 +34,10 @@ def test_deploy_fund_settle_balances(tmp_path: Path) -> None:
         doc = json.loads(out.output)
         assert doc["threshold"] == 3 and doc["validators"] == [v.address for v in vals]
         address = doc["contract"]
-        out = runner.invoke(
-            cli.app,
-            [
-                "fund",
-                "--rpc",
-                dev.url,
-                "--contract",
-                address,
-                "--key-file",
-                str(key_file),
-                "--task",
-                "ns/cli",
-                "--amount",
-                str(5 * ETH),
-            ],
-        )
+        # what fund and reclaim both take
+        as_funder = ["--rpc", dev.url, "--contract", address, "--key-file", str(key_file)]
+        as_funder += ["--task", "ns/cli"]
+        out = runner.invoke(cli.app, ["fund", *as_funder, "--amount", str(5 * ETH)])
         assert out.exit_code == 0, out.output
         payee = keys.generate().address
         alloc = allocations.Allocation(task="ns/cli", round=0, payees=(payee,), amounts=(2 * ETH,))
@@ -79,17 +67,7 @@ def test_deploy_fund_settle_balances(tmp_path: Path) -> None:
             payee: {"credited": str(2 * ETH), "balance": str(2 * ETH), "withdrawn": "0"}
         }
         assert [r["round"] for r in doc["rounds"]] == [0]
-        reclaim = [
-            "reclaim",
-            "--rpc",
-            dev.url,
-            "--contract",
-            address,
-            "--key-file",
-            str(key_file),
-            "--task",
-            "ns/cli",
-        ]
+        reclaim = ["reclaim", *as_funder]
         out = runner.invoke(cli.app, reclaim)
         assert out.exit_code != 0
         assert "can be reclaimed from" in str(out.exception), out.output
