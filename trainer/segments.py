@@ -252,6 +252,33 @@ def check_signature(segment: Segment, expected_miner: str | None = None) -> None
 # --- parsing untrusted input ---------------------------------------------------------
 
 
+def misplaced(segment: Segment, steps: int, k: int) -> tuple[Rejection, str] | None:
+    """Why ``segment`` cannot be segment ``index`` of a task of ``steps`` steps committed every
+    ``k``, or None. Segment i starts at step i·k (else it is an old segment under a new index),
+    runs to the next boundary or the last step, and is final exactly when it ends training.
+    Spec-only: the validators check it at the door and the replay checks it again."""
+    i, start = segment.index, segment.start_step
+    if start != i * k:
+        return (
+            Rejection.REPLAYED_INDEX,
+            f"index {i} covers steps from {i * k}, the segment starts at {start}",
+        )
+    if start >= steps:
+        return Rejection.STEP_GAP, f"index {i} covers steps from {start} of {steps}"
+    if segment.steps != min(k, steps - start):
+        return (
+            Rejection.STEP_GAP,
+            f"segment {i} must have {min(k, steps - start)} steps, has {segment.steps}",
+        )
+    if segment.final != (segment.end_step == steps):
+        final = str(segment.final).lower()
+        return (
+            Rejection.STEP_GAP,
+            f"final is {final} for a segment ending at step {segment.end_step}",
+        )
+    return None
+
+
 def _bad(message: str) -> Rejected:
     return Rejected(Rejection.MALFORMED, message)
 

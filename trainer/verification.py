@@ -381,25 +381,13 @@ def _static_checks(seg: segments.Segment, policy: Policy) -> Verdict | None:
         segments.check_signature(seg, policy.expected_miner)
     except segments.Rejected as exc:
         return _reject(exc.reason, exc.detail)
-    k = spec.segment_steps
-    if seg.start_step != seg.index * k:
-        return _reject(
-            Rejection.REPLAYED_INDEX,
-            f"index {seg.index} covers steps from {seg.index * k}, the segment starts at "
-            f"{seg.start_step}",
-        )
+    wrong = segments.misplaced(seg, spec.steps, spec.segment_steps)
+    if wrong is not None:
+        return _reject(*wrong)
     if policy.used_indices is not None:
         used = policy.used_indices.get(seg.index)
         if used is not None and used != segments.digest(seg):
             return _reject(Rejection.REPLAYED_INDEX, f"index {seg.index} already used")
-    expected_steps = min(k, spec.steps - seg.start_step)
-    if seg.start_step >= spec.steps or seg.steps != expected_steps:
-        return _reject(
-            Rejection.STEP_GAP,
-            f"segment {seg.index} must have {max(expected_steps, 0)} steps, has {seg.steps}",
-        )
-    if seg.final != (seg.end_step == spec.steps):
-        return _reject(Rejection.STEP_GAP, f"final flag is {seg.final} at step {seg.end_step}")
     prev = policy.previous
     if prev is not None and seg.index != prev.index + 1:
         return _reject(

@@ -67,19 +67,12 @@ def check_spec(spec: Any) -> dict[str, Any]:
 
 
 def misplaced(info: dict[str, Any], seg: segments.Segment) -> str | None:
-    """Why ``seg`` cannot be segment ``index`` of the task, or None: it must start at
-    index × segmentSteps, run to the next boundary (or the last step), and be final exactly
-    when it ends the training. (Tasks registered before ``segmentSteps`` was kept: unchecked.)"""
-    k, steps = info.get("segmentSteps"), info["steps"]
-    if k is None:
-        return None
-    if seg.start_step != seg.index * k or seg.start_step >= steps:
-        return f"index {seg.index} covers steps from {seg.index * k} of {steps}"
-    if seg.steps != min(k, steps - seg.start_step):
-        return f"segment {seg.index} must have {min(k, steps - seg.start_step)} steps"
-    if seg.final != (seg.end_step == steps):
-        return f"final is {str(seg.final).lower()} for a segment ending at step {seg.end_step}"
-    return None
+    """Why ``seg`` cannot be segment ``index`` of the task (``segments.misplaced``, the check
+    the replay makes too), or None. Tasks registered before ``segmentSteps`` was kept in
+    ``info``: unchecked."""
+    k = info.get("segmentSteps")
+    wrong = None if k is None else segments.misplaced(seg, info["steps"], k)
+    return None if wrong is None else wrong[1]
 
 
 def chain_break(t: dict[str, Any], miner: str, seg: segments.Segment) -> str | None:
