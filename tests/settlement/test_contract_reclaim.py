@@ -6,18 +6,9 @@ from __future__ import annotations
 
 from pot import keys
 from pot.settlement import allocations
-from pot.settlement import chain as chaining
 
 from .conftest import ETH, World
-
-
-def _reverts(name: str, fn: object) -> chaining.Reverted:
-    try:
-        fn()  # type: ignore[operator]
-    except chaining.Reverted as exc:
-        assert exc.name == name, exc
-        return exc
-    raise AssertionError(f"expected {name}")
+from .test_contract import _reverts
 
 
 def _later(w: World, seconds: int) -> None:
