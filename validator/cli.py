@@ -3,7 +3,9 @@
 ``pot pbft simulate`` runs the seeded adversarial simulator
 (``pot.validator.simulating``) and exits 1 on any safety violation, so CI can
 run thousands of schedules; ``--broken`` runs the deliberately broken variant
-(quorums of 2f instead of 2f+1) to show the checker can fail.
+(quorums of 2f instead of 2f+1) to show the checker can fail, and
+``--forgeable`` the one whose replicas take any signature on a replica's own
+requests (a Byzantine primary's forged requests then execute).
 """
 
 from __future__ import annotations
@@ -32,6 +34,11 @@ def simulate(
     broken: bool = typer.Option(
         False, "--broken", help="Quorums of 2f instead of 2f+1 (must be caught)."
     ),
+    forgeable: bool = typer.Option(
+        False,
+        "--forgeable",
+        help="Replicas take any signature on a replica's own requests (must be caught).",
+    ),
     verbose: bool = typer.Option(False, "--verbose", help="Print every violation."),
 ) -> None:
     """Run seeded adversarial schedules; print runs, commits and safety violations."""
@@ -48,7 +55,9 @@ def simulate(
     first_bad: int | None = None
     for k in range(runs):
         result = simulating.simulate(
-            simulating.random_scenario(n=n, faulty=faulty, seed=seed + k, broken=broken)
+            simulating.random_scenario(
+                n=n, faulty=faulty, seed=seed + k, broken=broken, forgeable=forgeable
+            )
         )
         commits += result.commits
         stalled += not result.live

@@ -36,6 +36,8 @@ MAX_OP_BYTES = 256 * 1024
 """Largest client operation (a proof segment is a few KB, a task spec less)."""
 MAX_CLIENT_LEN = 64
 MAX_BATCH = 10_000
+MAX_REQUEST_SIG = 128
+"""Longest request signature (a DER ECDSA secp256k1 signature is at most 72 bytes)."""
 MAX_INT = 2**63 - 1
 DIGEST_LEN = 32
 
@@ -57,6 +59,11 @@ class Request(NamedTuple):
     client: str
     ts: int
     op: bytes
+    sig: bytes = b""
+    """The client's signature over ``request_signing_bytes``: required under a replica's own
+    client name (``pbft.client_name``), so that no primary can put a request in a batch under a
+    correct replica's name (PBFT §4.1: requests are authenticated by their client); empty for
+    any other client."""
 
     @property
     def key(self) -> tuple[str, int]:
@@ -64,6 +71,12 @@ class Request(NamedTuple):
 
     def digest(self) -> bytes:
         return sha256(_request(self))
+
+
+def request_signing_bytes(r: Request) -> bytes:
+    """What a client signs: the request without its signature, under a domain tag."""
+    c = r.client.encode()
+    return b"pot-pbft-request\0" + bytes((len(c),)) + c + _REQ_TAIL.pack(r.ts, len(r.op)) + r.op
 
 
 def batch_digest(nonce: bytes, batch: tuple[Request, ...], wire: bytes | None = None) -> bytes:
@@ -263,7 +276,9 @@ MAX_VIEW_CHANGES = 1024
 
 def _request(r: Request) -> bytes:
     c = r.client.encode()
-    return bytes((len(c),)) + c + _REQ_TAIL.pack(r.ts, len(r.op)) + r.op
+    return (
+        bytes((len(c),)) + c + _REQ_TAIL.pack(r.ts, len(r.op)) + r.op + bytes((len(r.sig),)) + r.sig
+    )
 
 
 def requests_wire(batch: tuple[Request, ...]) -> bytes:
@@ -390,10 +405,15 @@ def _requests(buf: bytes, off: int) -> tuple[tuple[Request, ...], int]:
         ts, ol = unpack(buf, end)
         if ol > MAX_OP_BYTES:
             raise _Bad(Rejection.OVERSIZED)
-        off = end + 12 + ol
-        if off > size:
+        sl_at = end + 12 + ol
+        if sl_at >= size:
             raise _Bad(Rejection.MALFORMED)
-        out.append(Request(client, ts, buf[end + 12 : off]))
+        sl = buf[sl_at]
+        off = sl_at + 1 + sl
+        if sl > MAX_REQUEST_SIG or off > size:
+            raise _Bad(Rejection.MALFORMED)
+        op = buf[end + 12 : sl_at]
+        out.append(Request(client, ts, op, buf[sl_at + 1 : off]) if sl else Request(client, ts, op))
     return tuple(out), off
 
 
@@ -407,7 +427,11 @@ def _request_at(buf: bytes, off: int) -> tuple[Request, int]:
     if ol > MAX_OP_BYTES:
         raise _Bad(Rejection.OVERSIZED)
     op, off = _take(buf, end + 12, ol)
-    return Request(client=client, ts=ts, op=op), off
+    sl = buf[off]
+    if sl > MAX_REQUEST_SIG:
+        raise _Bad(Rejection.MALFORMED)
+    sig, off = _take(buf, off + 1, sl)
+    return Request(client=client, ts=ts, op=op, sig=sig), off
 
 
 def _unbatch(buf: bytes, off: int) -> tuple[Batch, int]:

@@ -40,11 +40,19 @@ Choices, with the paper section that motivates each:
   executed timestamps per client is part of the replicated (checkpointed)
   state, in a sliding window so it stays bounded.
 - Clients named ``r<i>`` (``client_name``) are the replicas' own (the shell
-  orders every API request under its replica's name): a peer's REQUEST under
-  one is accepted only from that replica (``SPOOFED_SENDER``), or a faulty
-  replica could push a correct one's deduplication window past its real
-  timestamps and have its requests dropped as executed. Requests inside a
-  PRE-PREPARE are the primary's to order for any client and are not checked.
+  orders every API request under its replica's name), and their requests are
+  authenticated as PBFT §4.1 has it: replica i signs each one
+  (``Request.sig`` over ``messages.request_signing_bytes``). The primary checks
+  the signature before it batches a request, and every backup checks the
+  signatures of a PRE-PREPARE's bound-client requests before it prepares it
+  (``FORGED_REQUEST``). Without that, a faulty primary could order requests
+  under a correct replica's name: push its deduplication window past its real
+  timestamps, or put junk under the key of a request it had been sent, and
+  so drop that replica's verdicts as executed without ever being suspected.
+  A peer's REQUEST under one is also accepted only from that replica
+  (``SPOOFED_SENDER``). Requests re-proposed by a NEW-VIEW are not checked
+  again: rule A2 (f+1 VIEW-CHANGEs pre-prepared it) means a correct replica
+  checked them. Other client names are unauthenticated, as before.
 - Log before send (TOCS §6): every accepted PRE-PREPARE and every PREPARE and
   COMMIT this replica sends is emitted as ``actions.Logged`` ahead of its
   ``Send``; a restarted replica reloads them (``recovering``) and so can never
@@ -67,11 +75,17 @@ log = logging.getLogger(__name__)
 
 DEDUP_WINDOW = 4096
 MAX_PENDING = 200_000
+VERIFIED_CACHE = 8192
 
 
 def client_name(replica: int) -> str:
     """The client name under which replica ``replica`` orders its own (API) requests."""
     return f"r{replica}"
+
+
+def signed(req: m.Request, crypto: Crypto) -> m.Request:
+    """``req`` with its client's signature: how a replica sends its own requests (client_name)."""
+    return req._replace(sig=crypto.sign(m.request_signing_bytes(req)))
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -222,6 +236,9 @@ class Replica:
         self.replica_clients = tuple(client_name(i) for i in range(config.n))
         """Client names bound to one replica each: only that replica may forward their REQUESTs."""
         self.bound_clients = frozenset(self.replica_clients)
+        self.client_ids = {c: i for i, c in enumerate(self.replica_clients)}
+        self.verified: dict[bytes, None] = {}
+        """Request signatures checked already (oldest first, at most VERIFIED_CACHE)."""
         snap = checkpointing.snapshot(self)
         self.own_cks[0] = (m.sha256(snap), snap)
         self.stable_digest = self.own_cks[0][0]
@@ -250,6 +267,10 @@ class Replica:
     def submit(self, req: m.Request) -> list[Action]:
         """A request from a local client (the HTTP API): forward to the primary, track it."""
         out: list[Action] = []
+        if req.client in self.bound_clients and self.forged(req):
+            # Unsigned under a replica's name: every backup would refuse the batch holding it.
+            self.rejected[Rejection.FORGED_REQUEST] += 1
+            return out
         if self.add_request(req, out) and req.key not in self.local:
             self.local[req.key] = self.now
             if not self.is_primary:
@@ -311,8 +332,11 @@ class Replica:
         if isinstance(msg, (m.Prepare, m.Commit)):  # most messages by far: 2(n-1) per batch
             return self._on_vote(msg, out) if msg.replica == sender else Rejection.SPOOFED_SENDER
         if isinstance(msg, m.Request):
-            if msg.client != self.replica_clients[sender] and msg.client in self.bound_clients:
-                return Rejection.SPOOFED_SENDER  # another replica's client: see client_name
+            if msg.client in self.bound_clients:
+                if msg.client != self.replica_clients[sender]:
+                    return Rejection.SPOOFED_SENDER  # another replica's client: see client_name
+                if self.forged(msg):
+                    return Rejection.FORGED_REQUEST
             return None if self.add_request(msg, out) else Rejection.DUPLICATE
         if isinstance(msg, m.NewView):
             return viewchanging.on_new_view(self, msg, out)
@@ -338,6 +362,25 @@ class Replica:
         client, ts = key
         got = self.dedup.get(client)
         return got is not None and (ts <= got[0] or ts in got[1])
+
+    def forged(self, req: m.Request) -> bool:
+        """Whether ``req``, under a replica's client name, lacks that replica's signature."""
+        rid = self.client_ids.get(req.client)
+        if rid is None:
+            return False
+        if not req.sig:
+            return True
+        data = m.request_signing_bytes(req)
+        seen = m.sha256(data + req.sig)
+        verified = self.verified
+        if seen in verified:  # a retransmitted PRE-PREPARE, or a REQUEST then its batch
+            return False
+        if not self.crypto.verify(rid, data, req.sig):
+            return True
+        verified[seen] = None
+        if len(verified) > VERIFIED_CACHE:
+            del verified[next(iter(verified))]
+        return False
 
     def add_request(self, req: m.Request, out: list[Action]) -> bool:
         key = req.key
@@ -431,6 +474,10 @@ class Replica:
             return Rejection.DUPLICATE if e.pp.digest == pp.digest else Rejection.EQUIVOCATION
         if pp.actual_digest() != pp.digest:
             return Rejection.BAD_DIGEST
+        bound = self.bound_clients
+        for r in pp.batch:
+            if r.client in bound and self.forged(r):
+                return Rejection.FORGED_REQUEST  # see client_name: the primary forged it
         if pp.seq <= self.last_exec and e is None:
             return Rejection.STALE
         self.accept_pre_prepare(pp, out)

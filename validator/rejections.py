@@ -25,6 +25,9 @@ class Rejection(enum.Enum):
         "spoofed_sender"  # the message names a sender other than the authenticated peer
     )
     BAD_SIGNATURE = "bad_signature"  # a signed (view-change, new-view) message does not verify
+    FORGED_REQUEST = (
+        "forged_request"  # a request under a replica's client name, not signed by that replica
+    )
 
     # --- normal case (PBFT §4.2) -----------------------------------------
     WRONG_VIEW = "wrong_view"  # not for the view this replica is in (or it is changing views)

@@ -241,7 +241,7 @@ class Node:
 
     async def submit(self, op: bytes, timeout: float) -> dict[str, Any] | None:
         """Order ``op``; its execution result, or None if not executed within ``timeout``."""
-        req = m.Request(client=self.client, ts=self._ts(), op=op)
+        req = pbft.signed(m.Request(client=self.client, ts=self._ts(), op=op), self.core.crypto)
         fut: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
         self.waiters[req.key] = fut
         self.perform(self.core.submit(req))
@@ -253,7 +253,7 @@ class Node:
         return result
 
     def submit_nowait(self, op: bytes) -> None:
-        req = m.Request(client=self.client, ts=self._ts(), op=op)
+        req = pbft.signed(m.Request(client=self.client, ts=self._ts(), op=op), self.core.crypto)
         self.perform(self.core.submit(req))
 
     async def bench_load(self, *, seconds: float, outstanding: int, out: Path) -> None:

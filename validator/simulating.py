@@ -7,8 +7,9 @@ runs the real ``pbft.Replica`` (the same code the daemon runs) on a virtual
 clock under random drops, duplicates, reordering delays, partitions that heal,
 crashed replicas, replicas restarted from their simulated disk, and Byzantine
 replicas that equivocate (different PRE-PREPAREs to different backups,
-votes for digests they never saw, lying VIEW-CHANGEs, wrong checkpoints,
-withheld NEW-VIEWs). Everything derives from one seed, so a failing run
+some with requests forged under a correct replica's client name, votes for
+digests they never saw, lying VIEW-CHANGEs, wrong checkpoints, withheld
+NEW-VIEWs). Everything derives from one seed, so a failing run
 replays exactly.
 
 The checker: every batch a non-Byzantine replica commits at sequence number s
@@ -18,7 +19,10 @@ Liveness is reported separately: after the network heals, every request must
 execute at every live correct replica. ``Scenario.normal_quorum`` plugs in a
 deliberately broken variant (quorums of 2f replicas instead of 2f+1: an
 off-by-one in the prepared certificate and the commit quorum) that the checker must catch, which
-proves it can fail.
+proves it can fail. A fifth of the requests are a correct replica's own (its
+``client_name``, signed), and no correct replica may execute a request under
+such a name that its replica never signed; ``Scenario.forgeable`` (replicas
+that take any request signature) is the broken variant that check must catch.
 """
 
 from __future__ import annotations
@@ -63,6 +67,8 @@ class Scenario:
     tick_ms: int = 20
     normal_quorum: int | None = None
     """Set to 2f for the deliberately broken variant."""
+    forgeable: bool = False
+    """The other broken variant: replicas accept any signature on a replica's own requests."""
 
 
 @dataclass(slots=True, kw_only=True)
@@ -105,8 +111,11 @@ class ChainApp:
 class SimCrypto:
     """Unforgeable-by-assumption signatures: an HMAC under a per-replica secret."""
 
-    def __init__(self, rid: int, secrets: list[bytes], rng: random.Random) -> None:
+    def __init__(
+        self, rid: int, secrets: list[bytes], rng: random.Random, *, forgeable: bool = False
+    ) -> None:
         self.rid, self.secrets, self.rng = rid, secrets, rng
+        self.forgeable = forgeable
 
     def sign(self, data: bytes) -> bytes:
         return hashlib.blake2b(data, key=self.secrets[self.rid], digest_size=32).digest()
@@ -114,6 +123,8 @@ class SimCrypto:
     def verify(self, replica: int, data: bytes, signature: bytes) -> bool:
         if not 0 <= replica < len(self.secrets):
             return False
+        if self.forgeable and data.startswith(b"pot-pbft-request\0"):
+            return True  # the broken variant (Scenario.forgeable)
         return (
             hashlib.blake2b(data, key=self.secrets[replica], digest_size=32).digest() == signature
         )
@@ -200,10 +211,17 @@ class Simulation:
         self.keys: set[tuple[str, int]] = set()
         self.done: set[tuple[str, int]] = set()
         self.variants: dict[int, m.PrePrepare] = {}
+        self.forged: set[tuple[str, int]] = set()
+        """Keys of the requests Byzantine primaries forged under correct replicas' names."""
 
     def _make(self, i: int, durable: actions.Durable | None) -> pbft.Replica:
         self.apps[i] = ChainApp()
-        crypto = SimCrypto(i, self.secrets, random.Random(self.rng.random()))  # noqa: S311 (seeded)
+        crypto = SimCrypto(
+            i,
+            self.secrets,
+            random.Random(self.rng.random()),  # noqa: S311 (seeded)
+            forgeable=self.s.forgeable,
+        )
         return pbft.Replica(
             config=self.cfg, replica_id=i, app=self.apps[i], crypto=crypto, durable=durable
         )
@@ -293,6 +311,17 @@ class Simulation:
         v = self.variants.get(pp.seq)
         if v is None or v.view != pp.view:
             batch = tuple(reversed(pp.batch))[: max(1, len(pp.batch) - 1)]
+            victims = [i for i in range(self.s.n) if i not in self.s.byzantine]
+            if victims and self.rng.random() < 0.5:
+                # A request the victim never sent, under its name: it cannot sign it.
+                forged = m.Request(
+                    client=pbft.client_name(self.rng.choice(victims)),
+                    ts=2**40 + pp.seq,
+                    op=b"forged",
+                    sig=self.rng.randbytes(32),
+                )
+                self.forged.add(forged.key)
+                batch = (*batch, forged)
             nonce = self.rng.randbytes(8)
             v = m.pre_prepare(
                 view=pp.view, seq=pp.seq, nonce=nonce, batch=batch, replica=pp.replica
@@ -307,11 +336,12 @@ class Simulation:
         correct = [i for i in range(s.n) if i not in s.byzantine and i not in s.crashed]
         for k in range(s.requests):
             t = rng.randint(0, s.heal_ms)
-            self.at(
-                t,
-                "submit",
-                (rng.choice(correct), m.Request(client=f"c{k % 5}", ts=k, op=b"op%d" % k)),
-            )
+            at = rng.choice(correct)
+            if k % 5 == 4:  # a replica's own request (its API's): signed, sent by it alone
+                own = m.Request(client=pbft.client_name(at), ts=k, op=b"own%d" % k)
+                self.at(t, "submit", (at, pbft.signed(own, self.replicas[at].crypto)))
+            else:
+                self.at(t, "submit", (at, m.Request(client=f"c{k % 5}", ts=k, op=b"op%d" % k)))
         for i in range(s.n):
             self.at(rng.randint(0, s.tick_ms), "tick", i)
         for i in s.crashed:
@@ -353,6 +383,12 @@ class Simulation:
             if req.key in self.done:
                 return
             alive = [r for r in range(s.n) if r not in self.down and r not in s.byzantine]
+            if req.client in self.replicas[i].bound_clients:
+                # A replica's own request: only it sends it (after a restart, too).
+                if i not in self.down:
+                    self.perform(i, self.replicas[i].submit(req))
+                self.at(self.now + 1000, "submit", (i, req))
+                return
             if i not in alive:  # the client tries another replica
                 i = self.rng.choice(alive)
             self.perform(i, self.replicas[i].submit(req))
@@ -387,6 +423,8 @@ class Simulation:
             prev = states.setdefault(rep.last_exec, self.apps[i].snapshot())
             if prev != self.apps[i].snapshot():
                 r.violations.append(f"replica {i}: state at seq {rep.last_exec} differs")
+            for client, ts in sorted(self.forged & self.apps[i].keys):
+                r.violations.append(f"replica {i} executed a request forged under {client} ({ts})")
         # Liveness as a PBFT client sees it (TOCS §4.6): every request executed by at least f+1
         # correct replicas (enough matching replies). A correct replica left alone in a higher
         # view follows by checkpoints only until the next view change, as in the paper.
@@ -401,8 +439,11 @@ def simulate(s: Scenario) -> Result:
     return Simulation(s).run()
 
 
-def random_scenario(*, n: int, faulty: int, seed: int, broken: bool = False) -> Scenario:
-    """A scenario with ``faulty`` replicas, each crashed, restarted or Byzantine, and a random net."""
+def random_scenario(
+    *, n: int, faulty: int, seed: int, broken: bool = False, forgeable: bool = False
+) -> Scenario:
+    """A scenario with ``faulty`` replicas, each crashed, restarted or Byzantine, and a random net.
+    ``broken``/``forgeable``: the deliberately broken variants (see the module docstring)."""
     rng = random.Random(seed * 7919 + n)  # noqa: S311 (seeded on purpose)
     f = (n - 1) // 3
     kinds = [rng.choice(("crash", "byzantine", "byzantine", "restart")) for _ in range(faulty)]
@@ -421,4 +462,5 @@ def random_scenario(*, n: int, faulty: int, seed: int, broken: bool = False) -> 
         byzantine=pick.get("byzantine", ()),
         restarted=pick.get("restart", ()),
         normal_quorum=2 * f if broken else None,
+        forgeable=forgeable,
     )

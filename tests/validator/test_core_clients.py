@@ -4,6 +4,8 @@ The shell orders every API request under its replica's name (``pbft.client_name`
 the binding, replica 3 could send REQUESTs under ``r1`` with huge timestamps; once 2 x
 DEDUP_WINDOW of them executed, r1's deduplication floor sat far above its real timestamps
 and its real requests (segments, verdicts, allocation signatures) were dropped as executed.
+A faulty *primary* could do the same inside its PRE-PREPAREs, or put junk under the key of a
+request r1 had sent it, until requests under a replica's name had to carry its signature.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ class _Net:
         ]
         self.q: deque[tuple[int, int, bytes]] = deque()
         self.executed: list[set[tuple[str, int]]] = [set() for _ in range(N)]
+        self.ops: list[list[bytes]] = [[] for _ in range(N)]
         self.now = 0
 
     def perform(self, i: int, acts: list[actions.Action]) -> None:
@@ -47,6 +50,11 @@ class _Net:
                         self.q.append((i, p, data))
             elif isinstance(a, actions.Executed):
                 self.executed[i].update(r.key for r in a.requests)
+                self.ops[i].extend(r.op for r in a.requests)
+
+    def own(self, i: int, ts: int, op: bytes) -> m.Request:
+        """A request of replica i's own client, signed by it (as the shell sends them)."""
+        return pbft.signed(m.Request(client=pbft.client_name(i), ts=ts, op=op), self.reps[i].crypto)
 
     def inject(self, src: int, dst: int, msg: m.Message) -> None:
         self.q.append((src, dst, m.encode(msg)))
@@ -77,7 +85,7 @@ def test_peer_cannot_send_requests_under_another_replicas_client() -> None:
     assert primary.rejected[Rejection.SPOOFED_SENDER] == 2 * pbft.DEDUP_WINDOW + 1
     assert all(rep.dedup.get(victim) is None for rep in net.reps)
 
-    real = m.Request(client=victim, ts=1_700_000_000_000_000, op=b"segment")
+    real = net.own(1, 1_700_000_000_000_000, b"segment")
     net.perform(1, net.reps[1].submit(real))  # forwarded by its own replica to the primary
     net.pump()
     net.settle()
@@ -86,7 +94,7 @@ def test_peer_cannot_send_requests_under_another_replicas_client() -> None:
 
 def test_honest_forwarding_and_unbound_clients_still_ordered() -> None:
     net = _Net()
-    own = m.Request(client="r2", ts=5, op=b"own")
+    own = net.own(2, 5, b"own")
     net.perform(2, net.reps[2].submit(own))  # backup → primary, under its own name
     other = m.Request(client="c0", ts=1, op=b"other")  # not a replica's name: any peer may
     net.inject(3, 0, other)
@@ -96,10 +104,11 @@ def test_honest_forwarding_and_unbound_clients_still_ordered() -> None:
     assert not any(rep.rejected[Rejection.SPOOFED_SENDER] for rep in net.reps)
 
 
-def test_primary_may_batch_other_replicas_requests() -> None:
-    """Requests inside a PRE-PREPARE are the primary's to order, whoever's client they are."""
+def test_primary_may_batch_other_replicas_signed_requests() -> None:
+    """Requests inside a PRE-PREPARE are the primary's to order, whoever's client they are,
+    as long as a replica's own ones carry its signature."""
     net = _Net()
-    req = m.Request(client="r1", ts=9, op=b"relayed")
+    req = net.own(1, 9, b"relayed")
     pp = m.pre_prepare(view=0, seq=1, nonce=b"n", batch=(req,), replica=0)
     net.reps[0].accept_pre_prepare(pp, [])
     for dst in (1, 2, 3):
@@ -107,3 +116,39 @@ def test_primary_may_batch_other_replicas_requests() -> None:
     net.pump()
     net.settle()
     assert all(req.key in done for done in net.executed[1:])
+
+
+def test_primary_cannot_forge_requests_under_a_replicas_name() -> None:
+    net = _Net()
+    real = net.own(1, 9, b"verdict")
+    for forged in (
+        real._replace(op=b"junk"),  # the key of a request r1 sent, another operation
+        real._replace(sig=b""),  # unsigned
+        m.Request(client="r1", ts=2**62, op=b"junk", sig=net.own(2, 2**62, b"junk").sig),
+        net.own(2, 2**62, b"junk")._replace(client="r1"),  # r2's signature, r1's name
+    ):
+        pp = m.pre_prepare(view=0, seq=1, nonce=b"n", batch=(forged,), replica=0)
+        for dst in (1, 2, 3):  # a faulty primary sends it; every correct backup refuses it
+            net.inject(0, dst, pp)
+        net.pump()
+    for rep in net.reps[1:]:
+        assert rep.rejected[Rejection.FORGED_REQUEST] == 4
+        assert rep.log.get(1) is None and rep.dedup.get("r1") is None
+    # r1's real request still executes, under its own key, everywhere.
+    net.perform(1, net.reps[1].submit(real))
+    net.pump()
+    net.settle()
+    assert all(real.key in done for done in net.executed)
+    assert net.ops == [[b"verdict"]] * N
+
+
+def test_unsigned_requests_under_a_replicas_name_go_nowhere() -> None:
+    net = _Net()
+    unsigned = m.Request(client="r2", ts=3, op=b"x")
+    assert net.reps[2].submit(unsigned) == []  # the shell always signs; a bug must not stall
+    assert net.reps[2].rejected[Rejection.FORGED_REQUEST] == 1
+    net.inject(2, 0, unsigned)  # a faulty r2 forwards it unsigned: the primary refuses it
+    net.inject(2, 0, unsigned._replace(sig=b"\0" * 32))
+    net.pump()
+    assert net.reps[0].rejected[Rejection.FORGED_REQUEST] == 2
+    assert not net.reps[0].pending

@@ -12,6 +12,7 @@ from pot.validator import messages as m
 from pot.validator.rejections import Rejection
 
 REQ = m.Request(client="c", ts=7, op=b"\x00\xff")
+SIGNED = m.Request(client="r1", ts=8, op=b"op", sig=b"\x30" * 71)
 VC = m.ViewChange(
     view=2,
     h=0,
@@ -25,7 +26,11 @@ VC = m.ViewChange(
 MESSAGES: list[m.Message] = [
     REQ,
     m.Request(client="ü" * 32, ts=2**64 - 1, op=b""),
+    SIGNED,
     m.PrePrepare(view=1, seq=2, digest=b"\1" * 32, nonce=b"ab", batch=(REQ,), replica=1),
+    m.PrePrepare(
+        view=1, seq=2, digest=b"\1" * 32, nonce=b"ab", batch=(SIGNED, REQ, SIGNED), replica=1
+    ),
     m.PrePrepare(view=1, seq=2, digest=m.NULL_DIGEST, nonce=b"", batch=(), replica=1),
     m.Prepare(view=1, seq=2, digest=b"\2" * 32, replica=3),
     m.Commit(view=1, seq=2, digest=b"\2" * 32, replica=3),
@@ -89,6 +94,11 @@ def test_batch_digest_hashes_the_wire_bytes_once() -> None:
     assert other.actual_digest() == m.batch_digest(b"n", batch[:1]) != pp.digest
     assert m.batch_digest(b"", ()) == m.NULL_DIGEST
     assert m.batch_digest(b"n", ()) != m.NULL_DIGEST
+    # The signature is part of the request's bytes, so of the batch digest, but not of what
+    # the client signs (the signature cannot sign itself).
+    assert m.batch_digest(b"n", (SIGNED,)) != m.batch_digest(b"n", (SIGNED._replace(sig=b""),))
+    assert m.request_signing_bytes(SIGNED) == m.request_signing_bytes(SIGNED._replace(sig=b""))
+    assert m.request_signing_bytes(SIGNED) != m.request_signing_bytes(SIGNED._replace(ts=9))
 
 
 def test_hostile_frames_are_named() -> None:
@@ -104,6 +114,19 @@ def test_hostile_frames_are_named() -> None:
         (
             bytes([m.T_REQUEST, 1]) + b"c" + struct.pack(">QI", 1, m.MAX_OP_BYTES + 1),
             Rejection.OVERSIZED,
+        ),
+        (  # a request signature longer than any ECDSA signature
+            bytes([m.T_REQUEST, 1]) + b"c" + struct.pack(">QI", 1, 0) + bytes([200]) + b"s" * 200,
+            Rejection.MALFORMED,
+        ),
+        (
+            head
+            + struct.pack(">I", 1)
+            + b"\1c"
+            + struct.pack(">QI", 1, 0)
+            + bytes([129])
+            + b"s" * 129,
+            Rejection.MALFORMED,
         ),
         (head + struct.pack(">I", m.MAX_BATCH + 1), Rejection.OVERSIZED),
         (head + struct.pack(">I", 3), Rejection.MALFORMED),  # claims 3 requests, has none

@@ -83,6 +83,23 @@ def test_broken_variant_is_caught() -> None:
     assert caught > 0
 
 
+def test_forged_requests_are_caught_only_when_signatures_are_not_checked() -> None:
+    """Byzantine primaries put requests under correct replicas' names in their PRE-PREPAREs.
+    With request signatures checked, none executes anywhere; with any signature accepted (the
+    broken variant), the checker names the replica that executed one."""
+    forged = caught = 0
+    for seed in range(40):
+        sc = simulating.random_scenario(n=4, faulty=1, seed=seed)
+        sc = dataclasses.replace(sc, byzantine=(0,), crashed=(), restarted=())
+        sim = simulating.Simulation(sc)
+        r = sim.run()
+        assert r.safe and r.live, (seed, r.violations)
+        forged += len(sim.forged)
+        broken = simulating.simulate(dataclasses.replace(sc, forgeable=True))
+        caught += any("forged under r" in v for v in broken.violations)
+    assert forged > 0 and caught > 0
+
+
 def test_simulate_cli_exit_codes() -> None:
     from typer.testing import CliRunner
 
@@ -95,6 +112,10 @@ def test_simulate_cli_exit_codes() -> None:
         app, ["simulate", "--n", "4", "--faulty", "1", "--runs", "80", "--broken"]
     )
     assert bad.exit_code == 1, bad.output
+    forged = CliRunner().invoke(
+        app, ["simulate", "--n", "4", "--faulty", "1", "--runs", "80", "--forgeable"]
+    )
+    assert forged.exit_code == 1, forged.output
 
 
 @pytest.mark.slow
