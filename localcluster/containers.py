@@ -210,10 +210,26 @@ def marked_pids(tag: str) -> list[int]:
     return found
 
 
-def kill_marked(tag: str) -> int:
-    """SIGKILL every leftover container process of cluster ``tag``; how many."""
+def kill_marked(tag: str, wait_s: float = 5.0) -> int:
+    """SIGKILL every leftover container process of cluster ``tag`` and wait (up to ``wait_s``)
+    until those are gone; how many. Waiting matters: a container started while its predecessor
+    is still dying can find its port taken, fail, and be restarted once more."""
     pids = marked_pids(tag)
     for pid in pids:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.kill(pid, signal.SIGKILL)
+    needle = f"{MARKER}={tag}".encode()
+    deadline = time.monotonic() + wait_s
+    left = pids
+    while left and time.monotonic() < deadline:
+        time.sleep(0.02)
+        # Only the processes killed above: gone, a zombie (its environ reads empty) or reused.
+        left = [p for p in left if needle in _environ(p)]
     return len(pids)
+
+
+def _environ(pid: int) -> list[bytes]:
+    try:
+        return Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+    except OSError:
+        return []
