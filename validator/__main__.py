@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import gc
 import logging
 import signal
 import sys
@@ -67,6 +68,9 @@ async def _run(args: argparse.Namespace) -> None:
         with contextlib.suppress(NotImplementedError):
             loop.add_signal_handler(sig, stop.set)
     await node.start(args.bind)
+    # Everything made so far (modules, the node's tables) lives as long as the process: move it
+    # out of the collector's way, so full collections walk only what requests make.
+    gc.freeze()
     logging.getLogger("pot.validator").info(
         "replica %d of %d up (pbft :%d, http :%d)",
         args.replica_id,
@@ -90,8 +94,16 @@ async def _run(args: argparse.Namespace) -> None:
     await node.stop()
 
 
+GC_THRESHOLDS = (20_000, 20, 20)
+"""The cyclic collector's thresholds (CPython's default is 700, 10, 10). A replica allocates a
+few objects per request and per message, nearly all freed by reference counting; at the
+default a backup ran ~55 young collections a second under load, ~12% of its CPU (measured on
+a 16-replica loopback run, bench/pbft.py). Fewer, larger ones cost a third of that."""
+
+
 def main(argv: list[str] | None = None) -> None:
     args = _parser().parse_args(argv)
+    gc.set_threshold(*GC_THRESHOLDS)
     logging.basicConfig(
         level=args.log_level, format="%(asctime)s %(name)s %(levelname)s %(message)s"
     )
