@@ -37,7 +37,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from pot import keys, signing
+from pot import errors, keys, signing
 from pot.settlement import allocations
 from pot.validator import (
     actions,
@@ -98,9 +98,16 @@ class Node:
             )
         )
         self.disk = persistence.Disk(data_dir)
-        self.core = pbft.Replica(
-            config=self.cfg, replica_id=me, app=self.app, crypto=self.auth, durable=self.disk.load()
-        )
+        durable = self.disk.load()
+        try:
+            self.core = pbft.Replica(
+                config=self.cfg, replica_id=me, app=self.app, crypto=self.auth, durable=durable
+            )
+        except (ValueError, KeyError, TypeError) as exc:
+            raise errors.ConfigError(
+                f"{data_dir}: the stable checkpoint on disk cannot be installed ({exc}); move "
+                "this directory away and restart: the replica catches up by state transfer"
+            ) from exc
         self.tick_ms = tick_ms
         self.housekeeping_s = housekeeping_s
         self.waiters: dict[tuple[str, int], asyncio.Future[bytes]] = {}
