@@ -5,6 +5,12 @@ The operator's RBAC rules are declared as data in ``pot.operator.rbac`` (next
 to the code that needs them); the chart's ClusterRole renders the generated
 ``files/operator-rules.yaml``. ``python -m pot.charting sync`` (``make
 chart``) rewrites both; ``check`` lists drift, and a test fails on any.
+
+With ``watchNamespaces`` set, the chart grants those rules only in the watched
+namespaces (RoleBindings to that ClusterRole); the cluster-scoped part of them
+(``files/operator-cluster-rules.yaml``, also generated) is all it binds
+cluster-wide. Otherwise an operator told to watch one namespace could still
+read every Secret in the cluster.
 """
 
 from __future__ import annotations
@@ -12,12 +18,61 @@ from __future__ import annotations
 import importlib
 import sys
 from pathlib import Path
+from typing import Any
 
 import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 CHART = ROOT / "charts" / "pot-operator"
 RULES_HEADER = "# Generated from pot.operator.rbac by `make chart`; do not edit.\n"
+CLUSTER_RULES_HEADER = (
+    "# Generated from pot.operator.rbac by `make chart`; do not edit.\n"
+    "# The cluster-scoped resources of those rules: all the chart binds\n"
+    "# cluster-wide when watchNamespaces is set.\n"
+)
+# Cluster-scoped resources (`kubectl api-resources --namespaced=false`) a rule may
+# name; every other resource is namespaced, so a RoleBinding grants it.
+CLUSTER_SCOPED = frozenset(
+    {
+        "nodes",
+        "namespaces",
+        "persistentvolumes",
+        "customresourcedefinitions",
+        "priorityclasses",
+        "storageclasses",
+        "runtimeclasses",
+        "csinodes",
+        "csidrivers",
+        "volumeattachments",
+        "ingressclasses",
+        "clusterroles",
+        "clusterrolebindings",
+        "certificatesigningrequests",
+        "apiservices",
+        "mutatingwebhookconfigurations",
+        "validatingwebhookconfigurations",
+        "validatingadmissionpolicies",
+        "validatingadmissionpolicybindings",
+        "tokenreviews",
+        "subjectaccessreviews",
+        "selfsubjectaccessreviews",
+        "selfsubjectrulesreviews",
+    }
+)
+
+
+def cluster_scoped_rules(rules: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The part of ``rules`` on cluster-scoped resources (subresources follow theirs)."""
+    out = []
+    for rule in rules:
+        kept = [r for r in rule["resources"] if r.split("/")[0] in CLUSTER_SCOPED]
+        if kept:
+            out.append({**rule, "resources": kept})
+    return out
+
+
+def _dump(rules: list[dict[str, Any]]) -> str:
+    return yaml.safe_dump(rules, sort_keys=False, default_flow_style=None, width=1000)
 
 
 def expected_files() -> dict[Path, str]:
@@ -27,8 +82,9 @@ def expected_files() -> dict[Path, str]:
         out[CHART / "crds" / crd.name] = crd.read_text()
     rbac = importlib.import_module("pot.operator.rbac")
     rules = [dict(rule) for rule in rbac.OPERATOR_RULES]
-    out[CHART / "files" / "operator-rules.yaml"] = RULES_HEADER + yaml.safe_dump(
-        rules, sort_keys=False, default_flow_style=None, width=1000
+    out[CHART / "files" / "operator-rules.yaml"] = RULES_HEADER + _dump(rules)
+    out[CHART / "files" / "operator-cluster-rules.yaml"] = CLUSTER_RULES_HEADER + _dump(
+        cluster_scoped_rules(rules)
     )
     return out
 

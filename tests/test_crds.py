@@ -467,3 +467,55 @@ def test_task_spec_is_immutable(repo_root: Path, crd_schemas: dict[str, schemas.
         _, causes = schemas.admit(schema, changed, old=stored)
         assert [c.field for c in causes] == ["spec"], [str(c) for c in causes]
         assert "spec is immutable" in causes[0].message
+
+
+def test_operator_settings_survive_schema_defaults(
+    repo_root: Path, crd_schemas: dict[str, schemas.Schema]
+) -> None:
+    """The chart's validatorImage and nccl.* reach the pods: a CRD default would fill the
+    field in every stored object and silently override them (a mirrored image never
+    pulled; a task setting only spec.nccl.env getting NCCL_SOCKET_IFNAME=eth0 on a farm
+    whose rigs talk over enp3s0)."""
+    from pot.operator import builders_trainers, builders_validators
+    from pot.operator.config import Config
+
+    cfg = Config(
+        validator_image="registry.farm/pot-validator:0.1.0",
+        nccl_socket_ifname="enp3s0",
+        nccl_ib_disable=False,
+    )
+    vset = next(d for label, d in example_docs(repo_root) if label == "validatorset.yaml:vset")
+    stored, causes = schemas.admit(crd_schemas["ValidatorSet"], copy.deepcopy(vset))
+    assert causes == []
+    assert "image" not in stored["spec"]
+    stored["metadata"] = {**vset["metadata"], "namespace": "farm", "uid": "u"}
+    sts = builders_validators.build_statefulset_spec(stored, cfg, "{}")
+    images = {c["image"] for c in sts["spec"]["template"]["spec"]["containers"]}
+    assert images == {"registry.farm/pot-validator:0.1.0"}
+
+    task = next(d for label, d in example_docs(repo_root) if label == "task-gpu.yaml:tiny-gpt-farm")
+    task = copy.deepcopy(task)
+    task["spec"]["nccl"] = {"env": {"NCCL_DEBUG": "INFO"}}
+    stored, causes = schemas.admit(crd_schemas["TrainingTask"], task)
+    assert causes == []
+    env = {e["name"]: e["value"] for e in builders_trainers.nccl_env(stored["spec"], cfg)}
+    assert env["NCCL_SOCKET_IFNAME"] == "enp3s0"
+    assert env["NCCL_IB_DISABLE"] == "0"
+    assert env["NCCL_DEBUG"] == "INFO"
+
+
+def test_settlement_status_keeps_what_the_operator_writes(
+    crd_schemas: dict[str, schemas.Schema], repo_root: Path
+) -> None:
+    """status.settlement is settlement.receipts.find's answer: slashed stake included."""
+    doc = next(d for label, d in example_docs(repo_root) if label == "task.yaml:mlp-demo")
+    receipt = {
+        "txHash": "0x" + "ab" * 32,
+        "block": 12,
+        "payouts": [{"address": "0x" + "11" * 20, "amount": "5", "role": "miner"}],
+        "slashed": {"0x" + "22" * 20: "1000"},
+    }
+    doc = {**copy.deepcopy(doc), "status": {"phase": "Succeeded", "settlement": receipt}}
+    cleaned, causes = schemas.admit(crd_schemas["TrainingTask"], doc)
+    assert causes == []
+    assert cleaned["status"]["settlement"] == receipt
