@@ -6,7 +6,9 @@
   neither send nor read, as if cut off, and SIGCONT heals it);
 - an equivocating primary, played by this test with replica 0's key over the real MAC'd
   transport: it orders a client's request in two different batches for the same sequence
-  number, one to each side.
+  number, one to each side;
+- a primary forging requests under a correct replica's client name (same key and signature,
+  another operation): refused by every correct backup, and replaced.
 
 Safety check in each: every correct replica reports the same last executed sequence number
 and the same state (the task views it serves) once the group settles.
@@ -136,6 +138,49 @@ async def test_an_equivocating_primary_is_replaced_and_all_commit_the_same_log(
             _settled, net, correct, ["default/equivocated", "default/next"]
         )
         assert all(s["view"] >= 1 and s["primary"] != 0 for s in status.values())
+    finally:
+        net.close()
+        await liar.stop()
+
+
+async def test_a_primary_forging_a_replicas_requests_is_replaced(tmp_path: Path) -> None:
+    """Replica 0, the view-0 primary, is played by this test with replica 0's key: for every
+    request replica 1 forwards (signed, under its client name ``r1``), it proposes one with the
+    same key and signature but another operation. Every correct backup refuses the batch
+    (FORGED_REQUEST); replica 1's request stays pending, its multicast starts the backups'
+    timers, and the next primary orders the real one."""
+    net = localnet.LocalNet(tmp_path, 4, tuning=FAST)
+    peers = auth.load_peers(net.config)
+    forged: list[m.PrePrepare] = []
+
+    def on_messages(peer: int, payloads: list[bytes]) -> None:
+        for p in payloads:
+            msg = m.decode(p)
+            if isinstance(msg, m.Request) and msg.client == "r1" and not forged:
+                junk = msg._replace(op=b'{"op":"noop"}')  # r1's key and signature, not its op
+                pp = m.pre_prepare(view=0, seq=1, nonce=b"forge", batch=(junk,), replica=0)
+                forged.append(pp)
+                for r in (1, 2, 3):
+                    liar.send(r, m.encode(pp))
+
+    liar = transport.Transport(
+        me=0, authn=auth.Auth(0, net.keys[0], peers), on_messages=on_messages, on_reject=print
+    )
+    await liar.start("127.0.0.1", peers.replicas[0].pbft_port)
+    correct = [1, 2, 3]
+    for i in correct:
+        net.start(i)
+    try:
+        await asyncio.to_thread(net.wait_ready, correct, 60)
+        await asyncio.to_thread(_register, net, 1, "default/forged")
+        status = await asyncio.to_thread(_settled, net, correct, ["default/forged"])
+        assert forged, "the test's primary never saw r1's request"
+        assert all(s["view"] >= 1 and s["primary"] != 0 for s in status.values())
+        for i in correct:  # each refused the forged batch, by name
+            metrics = net.get(i, "/metrics", raw=True)[1]
+            assert 'pot_validator_rejected_total{reason="FORGED_REQUEST"}' in metrics, i
+        view = net.get(2, "/v1/tasks/default/forged")[1]
+        assert view["registered"] and view["phase"] == "Registered"  # the real op executed
     finally:
         net.close()
         await liar.stop()
