@@ -6,6 +6,7 @@ so it works against any cluster the user's kubectl works against.
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import typer
@@ -45,6 +46,19 @@ def render(task: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _object_missing(body: object) -> bool:
+    """Whether a 404's body is the API server's Status for a missing object (rather than
+    a resource the server does not serve at all: plain "404 page not found")."""
+    import json
+
+    try:
+        doc = json.loads(body) if isinstance(body, str | bytes) else None
+    except ValueError:
+        return False
+    details = doc.get("details") if isinstance(doc, dict) else None
+    return isinstance(details, dict) and bool(details.get("name"))
+
+
 @app.command("status")
 def status(
     name: str = typer.Argument(..., help="TrainingTask name."),
@@ -55,23 +69,36 @@ def status(
     from kubernetes.client.exceptions import ApiException
     from kubernetes.config.config_exception import ConfigException
 
+    path = os.environ.get("KUBECONFIG") or None
     try:
-        config.load_kube_config()
+        # KUBECONFIG as it is now: the client reads it once, when first imported.
+        config.load_kube_config(config_file=path)
     except (ConfigException, OSError) as exc:
-        raise errors.ClusterError(f"no usable kubeconfig: {exc}") from exc
+        where = f"KUBECONFIG={path}" if path else "~/.kube/config (KUBECONFIG is not set)"
+        raise errors.ClusterError(f"no usable kubeconfig in {where}: {exc}") from exc
+    from urllib3.exceptions import HTTPError, MaxRetryError
+
     api = client.CustomObjectsApi()
     try:
         task = api.get_namespaced_custom_object(
             "pot.dev", "v1alpha1", namespace, "trainingtasks", name
         )
     except ApiException as exc:
+        if exc.status == 404 and not _object_missing(exc.body):
+            raise errors.ClusterError(
+                "the cluster does not serve TrainingTasks (pot.dev/v1alpha1): "
+                "are the CRDs installed (helm install charts/pot-operator)?"
+            ) from None
         if exc.status == 404:
             raise errors.ConfigError(
                 f'TrainingTask "{name}" not found in namespace "{namespace}"'
             ) from None
         raise errors.ClusterError(
-            f"cannot read TrainingTask {namespace}/{name}: {exc.reason}"
+            f"cannot read TrainingTask {namespace}/{name}: {exc.status} {exc.reason}"
         ) from exc
-    except OSError as exc:
-        raise errors.ClusterError(f"API server unreachable: {exc}") from exc
+    except (OSError, HTTPError) as exc:
+        # urllib3 gives up with MaxRetryError (not an OSError) when nothing answers.
+        why = exc.reason if isinstance(exc, MaxRetryError) else exc
+        host = client.Configuration.get_default_copy().host
+        raise errors.ClusterError(f"API server {host} unreachable: {why}") from exc
     typer.echo(render(dict(task)))  # type: ignore[call-overload]

@@ -214,6 +214,18 @@ def _report(
     say(f"  {'total':<30} {clock.elapsed:6.1f}s")
 
 
+def check_options(*, timeout: float, chain_kind: str) -> None:
+    """Refuse bad options before anything starts (a cluster takes a while to come up)."""
+    from pot.settlement import devchain
+
+    if chain_kind not in ("auto", "anvil", "evm"):
+        raise errors.ConfigError(f"--chain {chain_kind!r}: expected auto, anvil or evm")
+    if chain_kind == "anvil" and devchain.anvil_path() is None:
+        raise errors.ConfigError("--chain anvil: anvil is not installed (run `make install`)")
+    if not timeout > 0:
+        raise errors.ConfigError(f"--timeout {timeout:g}: must be more than 0 seconds")
+
+
 def demo(
     keep: bool = typer.Option(
         False, "--keep", help="Leave the cluster and chain running afterwards."
@@ -227,15 +239,19 @@ def demo(
     ),
 ) -> None:
     """Run the whole pipeline on the embedded local cluster and a dev chain."""
+    check_options(timeout=timeout, chain_kind=chain_kind)
     try:
         summary = run(cluster_dir=directory, keep=keep, timeout=timeout, chain_kind=chain_kind)
     except errors.PotError as exc:
         typer.echo(f"demo failed: {exc}", err=True)
-        typer.echo(
-            f"where to look: kubectl --kubeconfig {directory / 'kubeconfig'} describe tt {TASK_NAME}; "
-            f"component logs in {directory / 'logs'}",
-            err=True,
-        )
+        logs = f"component logs in {directory / 'logs'}"
+        if keep:
+            look = (
+                f"kubectl --kubeconfig {directory / 'kubeconfig'} describe tt {TASK_NAME}; {logs}"
+            )
+        else:
+            look = f"{logs} (the cluster is down: rerun with --keep to inspect it)"
+        typer.echo(f"where to look: {look}", err=True)
         raise typer.Exit(1) from None
     with contextlib.suppress(Exception):
         (directory / "demo-summary.json").write_text(json.dumps(summary, indent=2, default=str))

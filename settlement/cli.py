@@ -1,4 +1,5 @@
-"""``pot chain``: deploy the settlement contract, fund tasks, read balances, run a dev chain.
+"""``pot chain``: deploy the settlement contract, fund tasks, stake, withdraw, read balances,
+run a dev chain.
 
 Output is JSON on stdout (the demo and the chart read it). Keys come from files only
 (``pot.keys``); errors users can cause are ``pot.errors`` and print as one line.
@@ -17,10 +18,41 @@ from pot import errors
 
 app = typer.Typer(no_args_is_help=True, pretty_exceptions_enable=False)
 
-RPC = typer.Option(..., "--rpc", envvar="POT_CHAIN_RPC", help="chain JSON-RPC URL")
-CONTRACT = typer.Option(
-    ..., "--contract", envvar="POT_CHAIN_CONTRACT", help="PotSettlement address"
+
+def _check_rpc(url: str) -> str:
+    from pot import urls
+
+    if url.split("://", 1)[0].lower() not in ("http", "https"):
+        raise typer.BadParameter(f"{urls.redact(url)} is not an http(s) URL")
+    return url
+
+
+def _check_address(address: str) -> str:
+    from eth_utils import is_address, to_checksum_address
+
+    if not is_address(address):
+        raise typer.BadParameter(f"{address!r} is not an address (0x and 40 hex digits)")
+    return str(to_checksum_address(address))
+
+
+# The sidecar's spelling (--rpc-url, POT_CHAIN_RPC_URL) works here too.
+RPC = typer.Option(
+    ...,
+    "--rpc",
+    "--rpc-url",
+    envvar=["POT_CHAIN_RPC", "POT_CHAIN_RPC_URL"],
+    callback=_check_rpc,
+    show_envvar=False,
+    help="chain JSON-RPC URL (env POT_CHAIN_RPC or POT_CHAIN_RPC_URL)",
 )
+CONTRACT = typer.Option(
+    ...,
+    "--contract",
+    envvar="POT_CHAIN_CONTRACT",
+    callback=_check_address,
+    help="PotSettlement address",
+)
+TASK = typer.Option(..., "--task", help="task id <namespace>/<name>")
 
 
 def _echo(doc: Any) -> None:
@@ -51,6 +83,36 @@ def read_validators(path: Path) -> list[str]:
     return [str(to_checksum_address(a)) for a in doc]
 
 
+def _settlement(rpc: str, contract: str) -> tuple[Any, Any]:
+    """The chain and the PotSettlement at ``contract``, after checking that it is one: funding
+    an address without that contract's code would send the ETH there for good."""
+    from eth_utils import to_checksum_address
+
+    from pot.settlement import chain as chaining
+    from pot.settlement import contracts
+
+    c = chaining.Chain(url=rpc)
+    code = c.call("eth_getCode", lambda: c.w3.eth.get_code(to_checksum_address(contract)))
+    if not code:
+        raise errors.ConfigError(
+            f"--contract {contract}: no contract at this address on chain {c.chain_id} ({c.shown})"
+        )
+    settlement = contracts.at(c, contract)
+    try:
+        c.call("threshold", settlement.functions.threshold().call, retry=False)
+    except errors.ChainUnreachable:
+        raise
+    except errors.ChainError:
+        raise errors.ConfigError(
+            f"--contract {contract}: not a PotSettlement contract (chain {c.chain_id})"
+        ) from None
+    return c, settlement
+
+
+def _tx(receipt: Any) -> str:
+    return "0x" + bytes(receipt["transactionHash"]).hex()
+
+
 @app.command()
 def deploy(
     rpc: str = RPC,
@@ -58,21 +120,35 @@ def deploy(
     validators: Path = typer.Option(
         ..., "--validators", help="validator addresses (JSON list, peers.json, lines)"
     ),
-    threshold: int = typer.Option(0, "--threshold", help="signatures needed; default 2f+1"),
+    threshold: int = typer.Option(
+        0, "--threshold", min=0, help="signatures needed, 2f+1..n; default 2f+1"
+    ),
     withdrawal_delay: int = typer.Option(
-        7 * 24 * 3600, "--withdrawal-delay", help="stake unlock delay, seconds"
+        7 * 24 * 3600, "--withdrawal-delay", min=0, help="stake unlock delay, seconds"
     ),
 ) -> None:
     """Deploy PotSettlement with a validator set and print its address as JSON."""
-    from pot import keys
+    from pot import keys, urls
     from pot.settlement import chain as chaining
     from pot.settlement import contracts
 
     addrs = read_validators(validators)
-    t = threshold or contracts.quorum_threshold(len(addrs))
+    seen: set[str] = set()
+    for a in addrs:
+        if a in seen:
+            raise errors.ConfigError(f"--validators {validators}: {a} is listed twice")
+        seen.add(a)
+    quorum = contracts.quorum_threshold(len(addrs))
+    if threshold and not quorum <= threshold <= len(addrs):
+        raise errors.ConfigError(
+            f"--threshold {threshold}: with {len(addrs)} validators it must be from "
+            f"2f+1 = {quorum} to {len(addrs)}"
+        )
+    t = threshold or quorum
+    key = keys.from_file(key_file)
     c = chaining.Chain(url=rpc)
     address = contracts.deploy_settlement(
-        c, keys.from_file(key_file), addrs, threshold=t, withdrawal_delay=withdrawal_delay
+        c, key, addrs, threshold=t, withdrawal_delay=withdrawal_delay
     )
     _echo(
         {
@@ -80,41 +156,39 @@ def deploy(
             "chainId": c.chain_id,
             "validators": addrs,
             "threshold": t,
-            "rpcUrl": rpc,
+            # The URL may carry an API key: shown as logs show it.
+            "rpcUrl": urls.redact(rpc),
         }
     )
 
 
 @app.command()
 def fund(
-    task: str = typer.Option(..., "--task", help="task id <namespace>/<name>"),
-    amount: int = typer.Option(..., "--amount", help="wei to escrow"),
+    task: str = TASK,
+    amount: int = typer.Option(..., "--amount", min=1, help="wei to escrow"),
     rpc: str = RPC,
     contract: str = CONTRACT,
     key_file: Path = typer.Option(..., "--key-file", help="funder key file"),
 ) -> None:
     """Escrow ETH for a task (fundTask)."""
     from pot import ids, keys
-    from pot.settlement import chain as chaining
-    from pot.settlement import contracts
 
-    c = chaining.Chain(url=rpc)
-    settlement = contracts.at(c, contract)
+    task_id = ids.chain_task_id(task)
+    key = keys.from_file(key_file)
+    c, settlement = _settlement(rpc, contract)
     receipt = c.transact(
-        keys.from_file(key_file),
-        settlement.functions.fundTask(ids.chain_task_id(task)),
+        key,
+        settlement.functions.fundTask(task_id),
         abi=settlement.abi,
         value=amount,
         what="fundTask",
     )
-    _echo(
-        {"task": task, "amount": str(amount), "tx": "0x" + bytes(receipt["transactionHash"]).hex()}
-    )
+    _echo({"task": task, "amount": str(amount), "tx": _tx(receipt)})
 
 
 @app.command()
 def reclaim(
-    task: str = typer.Option(..., "--task", help="task id <namespace>/<name>"),
+    task: str = TASK,
     rpc: str = RPC,
     contract: str = CONTRACT,
     key_file: Path = typer.Option(..., "--key-file", help="the funder's key file"),
@@ -125,13 +199,13 @@ def reclaim(
 
     from pot import ids, keys
     from pot.settlement import chain as chaining
-    from pot.settlement import contracts
 
-    c = chaining.Chain(url=rpc)
-    settlement = contracts.at(c, contract)
     task_id = ids.chain_task_id(task)
     key = keys.from_file(key_file)
+    c, settlement = _settlement(rpc, contract)
     left = c.call("escrowOf", settlement.functions.escrowOf(task_id, key.address).call)[1]
+    if not left:
+        raise errors.ChainError(f"task {task}: no escrow of {key.address} is left to reclaim")
     try:
         receipt = c.transact(
             key,
@@ -147,26 +221,60 @@ def reclaim(
                 "(90 days after its last funding or settlement)"
             ) from None
         raise
-    _echo(
-        {
-            "task": task,
-            "reclaimed": str(left),
-            "tx": "0x" + bytes(receipt["transactionHash"]).hex(),
-        }
+    _echo({"task": task, "reclaimed": str(left), "tx": _tx(receipt)})
+
+
+@app.command()
+def stake(
+    amount: int = typer.Option(..., "--amount", min=1, help="wei to stake"),
+    rpc: str = RPC,
+    contract: str = CONTRACT,
+    key_file: Path = typer.Option(..., "--key-file", help="the staker's (miner's) key file"),
+) -> None:
+    """Stake ETH (stake()): a miner's stake is what a rejected segment slashes."""
+    from pot import keys
+
+    key = keys.from_file(key_file)
+    c, settlement = _settlement(rpc, contract)
+    receipt = c.transact(
+        key, settlement.functions.stake(), abi=settlement.abi, value=amount, what="stake"
     )
+    staked = c.call("stakes", settlement.functions.stakes(key.address).call)[0]
+    _echo({"account": key.address, "staked": str(staked), "tx": _tx(receipt)})
+
+
+@app.command()
+def withdraw(
+    rpc: str = RPC,
+    contract: str = CONTRACT,
+    key_file: Path = typer.Option(..., "--key-file", help="the payee's key file"),
+) -> None:
+    """Pay out the ETH the contract credited to the key's account (withdraw())."""
+    from pot import keys
+
+    key = keys.from_file(key_file)
+    c, settlement = _settlement(rpc, contract)
+    zero = "0x" + "00" * 20
+    credit = c.call("credits", settlement.functions.credits(zero, key.address).call)
+    if not credit:
+        raise errors.ChainError(f"{key.address} has no ETH credited to withdraw")
+    receipt = c.transact(key, settlement.functions.withdraw(), abi=settlement.abi, what="withdraw")
+    _echo({"account": key.address, "withdrawn": str(credit), "tx": _tx(receipt)})
 
 
 @app.command()
 def balances(
-    task: str = typer.Option(..., "--task", help="task id <namespace>/<name>"),
+    task: str = TASK,
     rpc: str = RPC,
     contract: str = CONTRACT,
 ) -> None:
     """Print a task's escrow, and per account what it was credited, holds and withdrew."""
-    from pot.settlement import chain as chaining
+    from pot import ids
     from pot.settlement import reading
 
-    _echo(reading.task_balances(chaining.Chain(url=rpc), contract, task))
+    ids.chain_task_id(task)
+    c, _ = _settlement(rpc, contract)
+    _echo(reading.task_balances(c, contract, task))
 
 
 @app.command()

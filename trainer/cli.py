@@ -35,6 +35,7 @@ def _read_spec(path: Path) -> dict[str, Any]:
 @app.command()
 def verify(
     segment: Path = typer.Argument(..., help="Segment JSON file."),
+    *,
     store_dir: Path = typer.Option(..., "--store", help="Content store holding the checkpoints."),
     spec_file: Path | None = typer.Option(
         None, "--spec", help="Task spec JSON (default: STORE/specs/<hyperparamsHash>.json)."
@@ -42,6 +43,13 @@ def verify(
     task: str | None = typer.Option(None, "--task", help="Task id the segment must name."),
     store_url: bool = typer.Option(
         False, "--fetch", help="Also fetch missing blobs from the segment's storeUrl."
+    ),
+    nproc_per_node: int | None = typer.Option(
+        None,
+        "--nproc-per-node",
+        min=1,
+        help="Workers per node the gang ran (a hand run's torchrun --nproc-per-node); "
+        "default: the spec's max(gpusPerNode, 1), as the operator launches.",
     ),
 ) -> None:
     """Replay SEGMENT from its start checkpoint; exit 0 if valid, 1 with the reason if not."""
@@ -66,7 +74,10 @@ def verify(
     blobs: store.ContentStore = store.FilesystemStore(store_dir)
     if store_url and seg.store_url:
         blobs = store.LayeredStore(blobs, store.HttpStore(seg.store_url))
-    policy = verification.Policy(task=task or seg.task, spec=spec)
+    world = None
+    if nproc_per_node is not None:
+        world = segments.World(nnodes=spec.nodes, nproc_per_node=nproc_per_node)
+    policy = verification.Policy(task=task or seg.task, spec=spec, world=world)
     verdict = verification.verify_segment(seg, blobs, policy)
     typer.echo(verdict.line())
     raise typer.Exit(0 if verdict.valid else 1)

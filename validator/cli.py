@@ -30,7 +30,7 @@ def simulate(
         1, "--faulty", help="Faulty replicas per run (crashed, restarted or Byzantine)."
     ),
     seed: int = typer.Option(0, "--seed", help="First seed; run k uses seed + k."),
-    runs: int = typer.Option(100, "--runs", help="Number of seeded runs."),
+    runs: int = typer.Option(100, "--runs", min=1, help="Number of seeded runs."),
     broken: bool = typer.Option(
         False, "--broken", help="Quorums of 2f instead of 2f+1 (must be caught)."
     ),
