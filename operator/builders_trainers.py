@@ -21,7 +21,10 @@ tracker's complaints shaped these choices):
   restarts the *whole* gang from the last committed checkpoint (Kubeflow #1579:
   one failed worker leaving the others running; #2000: restarts that never
   regroup after NCCL timeouts — a per-pod restart rejoins a dead rendezvous);
-- the attempt number is a label, so pods of an old attempt are recognisable.
+- the attempt number is a label, so pods of an old attempt are recognisable;
+- the pods run as the images' non-root uid with no capabilities
+  (``builders_security``); a hostPath store is handed to that uid by a small
+  init container, since the kubelet creates a hostPath owned by root.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from pot import quantities
+from pot.operator import builders_security as security
 from pot.operator import builders_validators, names
 from pot.operator.config import Config
 
@@ -216,9 +220,10 @@ def build_pod_spec(
     limits: dict[str, str] = {"cpu": cpu, "memory": memory}
     if gpus > 0:
         limits[names.GPU] = str(gpus)
+    image = res.get("image") or (spec.get("model") or {}).get("image") or config.trainer_image
     container: dict[str, Any] = {
         "name": "trainer",
-        "image": res.get("image") or (spec.get("model") or {}).get("image") or config.trainer_image,
+        "image": image,
         "command": trainer_command(task, config) + cheat_args(task, rank, config),
         "env": env,
         "ports": [
@@ -231,9 +236,11 @@ def build_pod_spec(
             {"name": "miner-key", "mountPath": MINER_DIR, "readOnly": True},
             {"name": "state", "mountPath": STATE_DIR},
         ],
+        "securityContext": security.container_security_context(),
     }
     key = f"miner-{rank}.key"
     state: dict[str, Any]
+    inits: list[dict[str, Any]] = []
     if config.store_volume == "pvc":
         state = {
             "name": "state",
@@ -244,6 +251,15 @@ def build_pod_spec(
         # never resumes from the old task's checkpoints.
         path = f"{config.store_host_dir.rstrip('/')}/{meta['uid']}/rank-{rank}"
         state = {"name": "state", "hostPath": {"path": path, "type": "DirectoryOrCreate"}}
+        # The kubelet creates it as root, mode 0755, and never applies fsGroup
+        # to a hostPath: give it to the trainer's uid before the trainer runs.
+        # (A PVC and an emptyDir need no such step: fsGroup covers them.)
+        own = {"cpu": cpu, "memory": memory}  # the trainer's, less its GPUs
+        inits.append(
+            security.build_state_owner_init(
+                image, "state", STATE_DIR, {"requests": own, "limits": own}
+            )
+        )
     else:
         state = {"name": "state", "emptyDir": {}}
     labels = {
@@ -258,6 +274,7 @@ def build_pod_spec(
         "restartPolicy": "Never",
         "automountServiceAccountToken": False,
         "enableServiceLinks": False,
+        "securityContext": security.pod_security_context(),
         "containers": [container],
         "volumes": [
             {
@@ -286,6 +303,8 @@ def build_pod_spec(
         ],
         "terminationGracePeriodSeconds": 30,
     }
+    if inits:
+        pod_spec["initContainers"] = inits
     selector = dict(config.gpu_node_selector) if gpus > 0 else {}
     selector.update(res.get("nodeSelector") or {})
     if selector:

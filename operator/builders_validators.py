@@ -11,7 +11,9 @@ replica. A StatefulSet's pods share one template, so the Secret is mounted only
 into an init container that copies this replica's own key into a memory-backed
 emptyDir; the long-running containers never see the other replicas' keys (a
 compromised replica must not be able to sign as another — that would break the
-f-fault bound of PBFT).
+f-fault bound of PBFT). The Secret is mounted 0400: readable by the replicas'
+uid through ``fsGroup`` (``builders_security``), which also gives the data
+volume to that uid's group.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from pot.operator import builders_security as security
 from pot.operator import names
 from pot.operator.config import Config
 
@@ -289,6 +292,7 @@ def build_statefulset_spec(vset: Body, config: Config, peers_text: str) -> dict[
         "readinessProbe": _probe("/readyz", HTTP_PORT, 2, 3),
         "livenessProbe": _probe("/healthz", HTTP_PORT, 10, 6),
         "volumeMounts": mounts,
+        "securityContext": security.container_security_context(),
     }
     if spec.get("resources"):
         validator["resources"] = spec["resources"]
@@ -300,6 +304,7 @@ def build_statefulset_spec(vset: Body, config: Config, peers_text: str) -> dict[
         "ports": [{"name": "settle-metrics", "containerPort": SETTLEMENT_PORT, "protocol": "TCP"}],
         "livenessProbe": _probe("/healthz", SETTLEMENT_PORT, 10, 6),
         "volumeMounts": mounts,
+        "securityContext": security.container_security_context(),
     }
     keys_init = {
         "name": "key",
@@ -310,10 +315,14 @@ def build_statefulset_spec(vset: Body, config: Config, peers_text: str) -> dict[
             {"name": "keys-source", "mountPath": KEYS_SOURCE_DIR, "readOnly": True},
             {"name": "key", "mountPath": KEYS_DIR},
         ],
+        "securityContext": security.container_security_context(),
     }
     pod_spec: dict[str, Any] = {
         "serviceAccountName": names.vset_account(name),
         "automountServiceAccountToken": False,
+        # fsGroup: the 0400 keys Secret and the data claim become readable and
+        # writable by the replicas' group (else only root could use them).
+        "securityContext": security.pod_security_context(),
         "initContainers": [keys_init],
         "containers": [validator, settlement],
         "volumes": [
