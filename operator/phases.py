@@ -137,12 +137,21 @@ def pod_view(pod: Body, nodes: Mapping[str, gang.NodeInfo] | None = None) -> Pod
         return None
     phase = status.get("phase") or "Pending"
     message = status.get("message") or status.get("reason") or ""
-    for cs in status.get("containerStatuses") or []:
-        term = (cs.get("state") or {}).get("terminated")
-        if term and term.get("exitCode", 0) != 0:
-            message = f"container {cs.get('name')} exited with code {term.get('exitCode')}" + (
-                f" ({term['reason']})" if term.get("reason") else ""
-            )
+    failed = [
+        (kind, cs, term)
+        for kind, key in (
+            ("init container", "initContainerStatuses"),
+            ("container", "containerStatuses"),
+        )
+        for cs in status.get(key) or []
+        if (term := (cs.get("state") or {}).get("terminated")) and term.get("exitCode", 0) != 0
+    ]
+    for kind, cs, term in failed[:1]:  # the first to fail: an init failure stops the rest
+        message = f"{kind} {cs.get('name')} exited with code {term.get('exitCode')}" + (
+            f" ({term['reason']})" if term.get("reason") else ""
+        )
+        if term.get("message"):  # its termination message, e.g. the path it could not own
+            message += f": {str(term['message']).strip()[:300]}"
     if not message:
         for cond in status.get("conditions") or []:
             if cond.get("type") == "PodScheduled" and cond.get("status") == "False":

@@ -69,14 +69,15 @@ def slim_pod(pod: Mapping[str, Any]) -> Body:
     slim_status = {
         k: status[k] for k in ("phase", "podIP", "message", "reason", "conditions") if k in status
     }
-    if status.get("containerStatuses"):
-        slim_status["containerStatuses"] = [
-            {
-                "name": c.get("name"),
-                "state": {k: v for k, v in (c.get("state") or {}).items() if k == "terminated"},
-            }
-            for c in status["containerStatuses"]
-        ]
+    for key in ("initContainerStatuses", "containerStatuses"):  # init: the store's owner step
+        if status.get(key):
+            slim_status[key] = [
+                {
+                    "name": c.get("name"),
+                    "state": {k: v for k, v in (c.get("state") or {}).items() if k == "terminated"},
+                }
+                for c in status[key]
+            ]
     return {"metadata": slim_meta, "spec": slim_spec, "status": slim_status}
 
 

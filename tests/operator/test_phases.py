@@ -437,6 +437,41 @@ def test_pod_view_parses_failures() -> None:
     assert phases.pod_view({"metadata": {"name": "x"}}) is None
 
 
+def test_a_failed_init_step_names_itself_and_its_message_through_the_slim_cache() -> None:
+    from pot.operator import runtime
+
+    pod = {
+        "metadata": {
+            "name": "t-rank-0",
+            "uid": "u",
+            "labels": {"pot.dev/node-rank": "0", "pot.dev/attempt": "0"},
+        },
+        "spec": {"nodeName": "rig-0", "containers": [{"name": "trainer"}]},
+        "status": {
+            "phase": "Failed",
+            "initContainerStatuses": [
+                {
+                    "name": "state-owner",
+                    "state": {
+                        "terminated": {
+                            "exitCode": 1,
+                            "reason": "Error",
+                            "message": "cannot hand /var/lib/pot/tasks/x to uid 65532\n",
+                        }
+                    },
+                }
+            ],
+            "containerStatuses": [{"name": "trainer", "state": {"waiting": {}}}],
+        },
+    }
+    view = phases.pod_view(runtime.slim_pod(pod))  # what the operator's pod cache keeps
+    assert view is not None
+    assert view.message == (
+        "init container state-owner exited with code 1 (Error): "
+        "cannot hand /var/lib/pot/tasks/x to uid 65532"
+    )
+
+
 def test_pods_stuck_on_a_lost_node_are_forced(
     task: dict[str, Any], nodes: list[gang.NodeInfo]
 ) -> None:
