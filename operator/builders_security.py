@@ -99,6 +99,8 @@ def build_state_owner_init(
         "command": ["python", "-c", _HAND_OVER, mount_path, str(IMAGE_UID), str(IMAGE_GID)],
         "resources": {k: dict(v) for k, v in resources.items()},
         "volumeMounts": [{"name": volume, "mountPath": mount_path}],
+        # Its one-line error (sys.exit) becomes the termination message the operator shows.
+        "terminationMessagePolicy": "FallbackToLogsOnError",
         "securityContext": {
             "runAsNonRoot": False,
             "runAsUser": 0,
