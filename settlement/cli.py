@@ -162,28 +162,80 @@ def deploy(
     )
 
 
+def _check_token(token: str) -> str:
+    return _check_address(token) if token else ""
+
+
+TOKEN = typer.Option(
+    "",
+    "--token",
+    callback=_check_token,
+    help="ERC-20 token address (the task's reward.token); empty: ETH",
+)
+
+
 @app.command()
 def fund(
+    *,
     task: str = TASK,
-    amount: int = typer.Option(..., "--amount", min=1, help="wei to escrow"),
+    amount: int = typer.Option(..., "--amount", min=1, help="smallest units (wei) to escrow"),
     rpc: str = RPC,
     contract: str = CONTRACT,
     key_file: Path = typer.Option(..., "--key-file", help="funder key file"),
+    token: str = TOKEN,
 ) -> None:
-    """Escrow ETH for a task (fundTask)."""
+    """Escrow ETH (fundTask) or, with --token, an ERC-20 (approve, then fundTaskToken)."""
     from pot import ids, keys
 
     task_id = ids.chain_task_id(task)
     key = keys.from_file(key_file)
     c, settlement = _settlement(rpc, contract)
+    if not token:
+        receipt = c.transact(
+            key,
+            settlement.functions.fundTask(task_id),
+            abi=settlement.abi,
+            value=amount,
+            what="fundTask",
+        )
+        _echo({"task": task, "amount": str(amount), "tx": _tx(receipt)})
+        return
+    erc20 = _token(c, token)
+    held = c.call("balanceOf", erc20.functions.balanceOf(key.address).call)
+    if held < amount:
+        raise errors.ConfigError(f"--amount {amount}: {key.address} holds {held} of token {token}")
+    allowed = c.call("allowance", erc20.functions.allowance(key.address, contract).call)
+    if allowed < amount:
+        c.transact(key, erc20.functions.approve(contract, amount), abi=erc20.abi, what="approve")
     receipt = c.transact(
         key,
-        settlement.functions.fundTask(task_id),
+        settlement.functions.fundTaskToken(task_id, token, amount),
         abi=settlement.abi,
-        value=amount,
-        what="fundTask",
+        what="fundTaskToken",
     )
-    _echo({"task": task, "amount": str(amount), "tx": _tx(receipt)})
+    # What arrived (a fee-on-transfer token escrows less than was sent; the contract counts it).
+    escrow = c.call("escrowOf", settlement.functions.escrowOf(task_id, key.address).call)[1]
+    _echo(
+        {
+            "task": task,
+            "amount": str(amount),
+            "token": token,
+            "escrow": str(escrow),
+            "tx": _tx(receipt),
+        }
+    )
+
+
+def _token(c: Any, token: str) -> Any:
+    """The ERC-20 at ``token``, after checking there is a contract there at all."""
+    from pot.settlement import contracts
+
+    code = c.call("eth_getCode", lambda: c.w3.eth.get_code(token))
+    if not code:
+        raise errors.ConfigError(
+            f"--token {token}: no contract at this address on chain {c.chain_id}"
+        )
+    return contracts.erc20(c, token)
 
 
 @app.command()
@@ -248,18 +300,23 @@ def withdraw(
     rpc: str = RPC,
     contract: str = CONTRACT,
     key_file: Path = typer.Option(..., "--key-file", help="the payee's key file"),
+    token: str = TOKEN,
 ) -> None:
-    """Pay out the ETH the contract credited to the key's account (withdraw())."""
+    """Pay out what the contract credited to the key's account: ETH (withdraw()) or, with
+    --token, that ERC-20 (withdrawToken)."""
     from pot import keys
 
     key = keys.from_file(key_file)
     c, settlement = _settlement(rpc, contract)
-    zero = "0x" + "00" * 20
-    credit = c.call("credits", settlement.functions.credits(zero, key.address).call)
+    credit = c.call(
+        "credits", settlement.functions.credits(token or "0x" + "00" * 20, key.address).call
+    )
     if not credit:
-        raise errors.ChainError(f"{key.address} has no ETH credited to withdraw")
-    receipt = c.transact(key, settlement.functions.withdraw(), abi=settlement.abi, what="withdraw")
-    _echo({"account": key.address, "withdrawn": str(credit), "tx": _tx(receipt)})
+        raise errors.ChainError(f"{key.address} has no {token or 'ETH'} credited to withdraw")
+    call = settlement.functions.withdrawToken(token) if token else settlement.functions.withdraw()
+    receipt = c.transact(key, call, abi=settlement.abi, what="withdraw")
+    out = {"account": key.address, "withdrawn": str(credit), "tx": _tx(receipt)}
+    _echo({**out, "token": token} if token else out)
 
 
 @app.command()

@@ -38,6 +38,28 @@ def abi(name: str = SETTLEMENT) -> list[dict[str, Any]]:
     return list(artifact(name)["abi"])
 
 
+ERC20_ABI: list[dict[str, Any]] = [
+    {
+        "type": "function",
+        "name": name,
+        "stateMutability": mutability,
+        "inputs": [{"name": n, "type": t} for n, t in inputs],
+        "outputs": [{"name": "", "type": out}],
+    }
+    for name, mutability, inputs, out in (
+        ("balanceOf", "view", (("account", "address"),), "uint256"),
+        ("allowance", "view", (("owner", "address"), ("spender", "address")), "uint256"),
+        ("approve", "nonpayable", (("spender", "address"), ("amount", "uint256")), "bool"),
+    )
+]
+"""The three ERC-20 functions escrowing a token needs (EIP-20), for any token's address."""
+
+
+def erc20(chain: chaining.Chain, address: str) -> Contract:
+    """A web3 contract object for the ERC-20 token at ``address``."""
+    return chain.w3.eth.contract(address=to_checksum_address(address), abi=ERC20_ABI)
+
+
 def at(chain: chaining.Chain, address: str, name: str = SETTLEMENT) -> Contract:
     """A web3 contract object bound to a deployed ``address``."""
     return chain.w3.eth.contract(address=to_checksum_address(address), abi=abi(name))

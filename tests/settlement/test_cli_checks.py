@@ -15,8 +15,9 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner, Result
 
-from pot import errors, keys
-from pot.settlement import cli, devchain
+from pot import errors, ids, keys
+from pot.settlement import chain as chaining
+from pot.settlement import cli, contracts, devchain
 
 ETH = 10**18
 
@@ -177,3 +178,52 @@ def test_stake_fund_reclaim_withdraw(chain: Env) -> None:
     out = invoke("withdraw", *as_funder(chain))
     assert out.exit_code == 0, out.output
     assert json.loads(out.output)["withdrawn"] == "50"
+
+
+# ---- ERC-20 escrow (a task's reward.token): fund --token, withdraw --token
+
+
+@pytest.fixture(scope="module")
+def token(chain: Env) -> Iterator[str]:
+    c = chaining.Chain(url=chain.url)
+    address = contracts.deploy(c, chain.key, "TestToken")
+    t = contracts.at(c, address, "TestToken")
+    c.transact(chain.key, t.functions.mint(chain.key.address, 1000), abi=t.abi, what="mint")
+    yield address
+
+
+def test_fund_with_a_token_approves_then_escrows_it(chain: Env, token: str) -> None:
+    out = invoke("fund", *as_funder(chain), "--task", "ns/tok", "--amount", "300", "--token", token)
+    assert out.exit_code == 0, out.output
+    doc = json.loads(out.output)
+    assert doc["token"] == token and doc["escrow"] == "300"
+    c = chaining.Chain(url=chain.url)
+    settlement = contracts.at(c, chain.contract)
+    got = settlement.functions.escrowOf(ids.chain_task_id("ns/tok"), chain.key.address).call()
+    assert tuple(got) == (token, 300)
+    held = contracts.erc20(c, token).functions.balanceOf(chain.key.address).call()
+    assert held == 700
+    # A top-up reuses the approval path and adds to the same escrow.
+    out = invoke("fund", *as_funder(chain), "--task", "ns/tok", "--amount", "100", "--token", token)
+    assert out.exit_code == 0, out.output
+    assert json.loads(out.output)["escrow"] == "400"
+
+
+def test_fund_refuses_more_than_the_funder_holds(chain: Env, token: str) -> None:
+    out = invoke(
+        "fund", *as_funder(chain), "--task", "ns/tok2", "--amount", "10000", "--token", token
+    )
+    assert out.exit_code == 1 and isinstance(out.exception, errors.ConfigError)
+    assert "--amount 10000" in str(out.exception) and "holds" in str(out.exception)
+
+
+def test_fund_refuses_a_token_address_without_code(chain: Env) -> None:
+    eoa = chain.validators[1]
+    out = invoke("fund", *as_funder(chain), "--task", "ns/tok3", "--amount", "1", "--token", eoa)
+    assert out.exit_code == 1 and "--token" in str(out.exception)
+    assert "no contract at this address" in str(out.exception)
+
+
+def test_withdraw_names_the_token_it_has_nothing_of(chain: Env, token: str) -> None:
+    out = invoke("withdraw", *as_funder(chain), "--token", token)
+    assert out.exit_code == 1 and f"no {token} credited" in str(out.exception)
