@@ -237,6 +237,8 @@ class Replica:
         """Client names bound to one replica each: only that replica may forward their REQUESTs."""
         self.bound_clients = frozenset(self.replica_clients)
         self.client_ids = {c: i for i, c in enumerate(self.replica_clients)}
+        self.forged_view = -1
+        """A view whose primary sent a PRE-PREPARE holding a forged request (``_on_pre_prepare``)."""
         self.verified: dict[bytes, None] = {}
         """Request signatures checked already (oldest first, at most VERIFIED_CACHE)."""
         snap = checkpointing.snapshot(self)
@@ -287,7 +289,9 @@ class Replica:
             # TOCS §4.5.2: the timer for view v+1 only runs once 2f+1 replicas asked for v, so a
             # replica cut off alone does not race through views nobody else will join.
             backoff = t * (2 ** min(self.view - self.last_normal_view - 1, 6))
-            if self.vc_quorum_at is None and viewchanging.count(self) >= self.cfg.quorum:
+            if self.vc_quorum_at is None and (
+                viewchanging.count(self) >= self.cfg.quorum or self.id not in self.vcs
+            ):  # (none of its own: restarted in a view it had entered, ``recovering``)
                 self.vc_quorum_at = now
             if self.vc_quorum_at is not None and now - self.vc_quorum_at >= backoff:
                 viewchanging.start(self, self.view + 1, out)
@@ -468,6 +472,8 @@ class Replica:
             return Rejection.WRONG_VIEW
         if pp.replica != self.primary:
             return Rejection.NOT_PRIMARY
+        if pp.view == self.forged_view:
+            return Rejection.FORGED_REQUEST  # its primary forged one already: see below
         if not self.h < pp.seq <= self.h + self.cfg.window:
             return Rejection.STALE if pp.seq <= self.h else Rejection.OUTSIDE_WINDOW
         if len(pp.batch) > self.cfg.batch_size:
@@ -480,7 +486,11 @@ class Replica:
         bound = self.bound_clients
         for r in pp.batch:
             if r.client in bound and self.forged(r):
-                return Rejection.FORGED_REQUEST  # see client_name: the primary forged it
+                # See client_name: the primary forged it. Refuse the rest of its view unchecked,
+                # or each PRE-PREPARE could put batch_size - 1 requests it signed or replayed
+                # before a forged one, and cost a signature check apiece, without end.
+                self.forged_view = pp.view
+                return Rejection.FORGED_REQUEST
         if pp.seq <= self.last_exec and e is None:
             return Rejection.STALE
         self.accept_pre_prepare(pp, out)
@@ -497,9 +507,10 @@ class Replica:
         e = self.entry(v.view, v.seq)
         votes = e.prepares if is_prepare else e.commits
         voters = votes.get(v.digest)
-        if voters is None:
-            if len(votes) >= self.cfg.n:
-                return Rejection.EQUIVOCATION  # bound memory against digest floods
+        if voters is None:  # (rare: a new digest) one vote per replica, so a faulty one's
+            for others in votes.values():  # junk cannot crowd out the others' (nor memory)
+                if v.replica in others:
+                    return Rejection.EQUIVOCATION
             voters = votes[v.digest] = set()
         elif v.replica in voters:
             return Rejection.DUPLICATE

@@ -17,6 +17,17 @@ records durable before the messages leave, and here they come back:
   PRE-PREPAREs are logged without holding up the send (``actions.Logged``), so
   the last few may be lost, and proposing again could reuse a sequence number;
   the backups' timers move the set to the next view, as for a crashed primary;
+- past view 0 it comes back *view-changing* in the view it crashed in, and
+  takes part in that view again only through a NEW-VIEW for it (a peer re-sends
+  the one it installed on seeing the restarted replica's STATUS), one that
+  contradicts none of its logged entries (``viewchanging``). The disk does not
+  say whether it had installed one, and a replica that resumed the view without
+  one would accept the view's PRE-PREPAREs unchecked: f faulty replicas and f+1
+  restarted ones could then commit a batch other than one committed in an
+  earlier view. If it had logged nothing in that view it was still changing
+  views, and re-sends a VIEW-CHANGE built from its logged P and Q sets; if it
+  had, it starts the timer to the next view at once, so a set restarted all
+  together (none holding the NEW-VIEW) moves on;
 - the batches committed since the stable checkpoint, re-executed in order.
 
 Pure (no I/O): the shell (``persistence``, or the simulator's disk) reads the
@@ -27,7 +38,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from pot.validator import checkpointing
+from pot.validator import checkpointing, viewchanging
 from pot.validator import messages as m
 from pot.validator.actions import Action, Durable
 
@@ -71,6 +82,11 @@ def recover(rep: Replica, d: Durable) -> None:
     _restore_votes(rep, d, known)
     rep.next_seq = max([rep.last_exec] + [s for s, e in rep.log.items() if e.view == rep.view])
     rep.stats["recovered_batches"] = rep.last_exec - d.seq
+    if d.view > 0:
+        rep.view_changing = True
+        rep.last_normal_view = d.view - 1
+        if not any(r.view == d.view for r in (*d.accepted, *d.sent)):
+            rep.vcs[rep.id] = viewchanging.own_view_change(rep, d.view)
 
 
 def _restore_votes(rep: Replica, d: Durable, known: dict[tuple[int, bytes], m.PrePrepare]) -> None:
@@ -78,8 +94,13 @@ def _restore_votes(rep: Replica, d: Durable, known: dict[tuple[int, bytes], m.Pr
     view, me = rep.view, rep.id
     primary = rep.cfg.primary(view)
     for pp in d.accepted:
-        if pp.view == view and pp.seq > rep.last_exec and pp.replica == me == primary:
-            rep.entry(view, pp.seq).pp = pp  # for retransmission; it proposes no more here
+        if pp.view == view and pp.seq > rep.last_exec:
+            # Its own, for retransmission (it proposes no more here); a primary's, so that
+            # another batch at that (view, seq) is refused as EQUIVOCATION.
+            e = rep.entry(view, pp.seq)
+            if e.pp is None:
+                e.pp = pp
+                rep.track(pp.batch)
     for v in d.sent:
         if v.view != view or v.seq <= rep.last_exec:
             continue

@@ -31,6 +31,14 @@ def start(rep: Replica, view: int, out: list[Action]) -> None:
     rep.view = view
     rep.view_changing = True
     rep.vc_quorum_at = None
+    vc = rep.vcs[rep.id] = own_view_change(rep, view)
+    out.append(ViewEntered(view))
+    out.append(Send(None, vc))
+    try_new_view(rep, out)
+
+
+def own_view_change(rep: Replica, view: int) -> m.ViewChange:
+    """This replica's signed VIEW-CHANGE for ``view``, from its checkpoints and P and Q sets."""
     lo, hi = rep.h, rep.h + rep.cfg.window
     prepared = tuple(
         m.PEntry(seq=s, digest=d, view=v) for s, (v, d) in sorted(rep.pset.items()) if lo < s <= hi
@@ -57,11 +65,7 @@ def start(rep: Replica, view: int, out: list[Action]) -> None:
         batches=tuple(batches[d] for d in sorted(batches)),
         replica=rep.id,
     )
-    vc = replace(vc, signature=rep.crypto.sign(m.signing_bytes(vc)))
-    rep.vcs[rep.id] = vc
-    out.append(ViewEntered(view))
-    out.append(Send(None, vc))
-    try_new_view(rep, out)
+    return replace(vc, signature=rep.crypto.sign(m.signing_bytes(vc)))
 
 
 def on_view_change(rep: Replica, vc: m.ViewChange, out: list[Action]) -> Rejection | None:
@@ -94,6 +98,11 @@ def count(rep: Replica) -> int:
 
 def try_new_view(rep: Replica, out: list[Action]) -> None:
     if not rep.view_changing or rep.cfg.primary(rep.view) != rep.id:
+        return
+    if rep.view <= rep.no_propose_view:
+        # Restarted in this view (``recovering``): it may have sent a NEW-VIEW already, and its
+        # own PRE-PREPAREs (those of that NEW-VIEW too) are logged without a gate, so a second
+        # one could contradict the first. Its peers re-send the first, or time out to the next.
         return
     s = [vc for vc in rep.vcs.values() if vc.view == rep.view]
     decision = viewchange.decide(s, f=rep.cfg.f, window=rep.cfg.window)
@@ -129,10 +138,30 @@ def on_new_view(rep: Replica, nv: m.NewView, out: list[Action]) -> Rejection | N
     decision = viewchange.decide(nv.view_changes, f=rep.cfg.f, window=rep.cfg.window)
     if decision is None or decision.checkpoint != nv.checkpoint or decision.chosen != nv.chosen:
         return Rejection.INVALID_NEW_VIEW
+    if _contradicts(rep, nv):
+        return Rejection.EQUIVOCATION
     if nv.view > rep.view:
         out.append(ViewEntered(nv.view))
     install(rep, nv, out)
     return None
+
+
+def _contradicts(rep: Replica, nv: m.NewView) -> bool:
+    """Whether ``nv`` puts another batch at a sequence number where this replica already
+    accepted or voted for one in ``nv.view``. Only a replica restarted in that view holds such
+    entries (``recovering``: it waits for the view's NEW-VIEW again); a faulty primary's second,
+    different NEW-VIEW must not make it contradict what it sent before the crash."""
+    log = rep.log
+    for seq, d in nv.chosen:
+        e = log.get(seq)
+        if e is None or e.view != nv.view:
+            continue
+        if e.pp is not None and e.pp.digest != d:
+            return True
+        for votes in (e.prepares, e.commits):
+            if any(rep.id in who for dd, who in votes.items() if dd != d):
+                return True
+    return False
 
 
 def install(rep: Replica, nv: m.NewView, out: list[Action]) -> None:
@@ -151,7 +180,15 @@ def install(rep: Replica, nv: m.NewView, out: list[Action]) -> None:
     # it carries. (Setting next_seq only at the end let a checkpoint made stable here propose
     # at a chosen sequence number, and then propose it again: the simulator caught a primary
     # equivocating with itself.)
-    rep.next_seq = max([ck_seq, rep.last_exec, *(seq for seq, _ in nv.chosen)])
+    # (A replica restarted in this view may hold its entries beyond the NEW-VIEW's.)
+    rep.next_seq = max(
+        [
+            ck_seq,
+            rep.last_exec,
+            *(seq for seq, _ in nv.chosen),
+            *(s for s, e in rep.log.items() if e.view == nv.view and e.pp is not None),
+        ]
+    )
     in_flight = {r.key for _, d in nv.chosen for r in bodies[d].requests}
     rep.queue = {k: r for k, r in rep.pending.items() if k not in in_flight}
     for s in [s for s, e in rep.log.items() if e.view < nv.view]:

@@ -134,12 +134,14 @@ def test_primary_cannot_forge_requests_under_a_replicas_name() -> None:
     for rep in net.reps[1:]:
         assert rep.rejected[Rejection.FORGED_REQUEST] == 4
         assert rep.log.get(1) is None and rep.dedup.get("r1") is None
-    # r1's real request still executes, under its own key, everywhere.
+    # r1's real request still executes, under its own key, everywhere: after the view change,
+    # since every backup refuses the rest of a view whose primary forged a request.
     net.perform(1, net.reps[1].submit(real))
     net.pump()
-    net.settle()
+    net.settle(200)
     assert all(real.key in done for done in net.executed)
     assert net.ops == [[b"verdict"]] * N
+    assert all(rep.view >= 1 for rep in net.reps)
 
 
 def test_unsigned_requests_under_a_replicas_name_go_nowhere() -> None:
