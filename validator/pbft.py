@@ -231,6 +231,7 @@ class Replica:
         """When this replica last multicast STATUS (ms)."""
         self.peer_exec: dict[int, int] = {}
         """Each peer's ``last_exec`` in its latest STATUS (``retransmitting``)."""
+        self.lag: tuple[int, int] | None = None  # (since, last_exec): ``retransmitting.overdue``
         self.rejected: Counter[Rejection] = Counter()
         self.stats: Counter[str] = Counter()
         self.replica_clients = tuple(client_name(i) for i in range(config.n))
@@ -273,7 +274,9 @@ class Replica:
             # Unsigned under a replica's name: every backup would refuse the batch holding it.
             self.rejected[Rejection.FORGED_REQUEST] += 1
             return out
-        if self.add_request(req, out) and req.key not in self.local:
+        # Already pending (e.g. reloaded from the log after a restart) counts as this client's
+        # too: the retransmission multicasts it, so the others' timers run for it.
+        if (self.add_request(req, out) or req.key in self.pending) and req.key not in self.local:
             self.local[req.key] = self.now
             if not self.is_primary:
                 out.append(Send(self.primary, req))
@@ -295,10 +298,8 @@ class Replica:
                 self.vc_quorum_at = now
             if self.vc_quorum_at is not None and now - self.vc_quorum_at >= backoff:
                 viewchanging.start(self, self.view + 1, out)
-        elif self.pending:
-            oldest = self.pending_since[next(iter(self.pending_since))]
-            if now - max(oldest, self.view_start) >= t:
-                viewchanging.start(self, self.view + 1, out)
+        elif retransmitting.overdue(self, now):  # a request waited, or this replica is stuck
+            viewchanging.start(self, self.view + 1, out)
         if self.behind is not None:
             if self.behind[0] <= self.last_exec:
                 self.behind = None

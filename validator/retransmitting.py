@@ -47,6 +47,27 @@ IDLE_FACTOR = 4
 """An idle replica's STATUS period, in ``retransmit_ms``."""
 
 
+def overdue(rep: Replica, now: int) -> bool:
+    """Whether the normal case's view-change timer ran out: a pending request waited a
+    timeout (PBFT §4.4), or f+1 peers of this view executed past this replica (so at least
+    one correct one did) and it executed nothing for a timeout. Only the primary can send a
+    lost PRE-PREPARE again, so one that leaves a replica stuck is suspected like one that
+    ignores a request; without this, a replica whose primary left the view (restarted, say)
+    waited for the next request to arrive before it could catch up."""
+    t = rep.cfg.view_change_timeout_ms
+    if rep.pending:
+        oldest = rep.pending_since[next(iter(rep.pending_since))]
+        if now - max(oldest, rep.view_start) >= t:
+            return True
+    if rep.lag is None:
+        return False
+    since, at = rep.lag
+    if rep.last_exec > at:
+        rep.lag = None  # it moved: start over
+        return False
+    return now - max(since, rep.view_start) >= t
+
+
 def period(rep: Replica) -> int:
     """How long after its last STATUS a replica sends the next one (ms)."""
     busy = (
@@ -93,6 +114,10 @@ def on_status(rep: Replica, s: m.Status, out: list[Action]) -> Rejection | None:
     if s.view != rep.view:
         return None
     before, rep.peer_exec[to] = rep.peer_exec.get(to), s.last_exec
+    if rep.lag is None and s.normal and s.last_exec > rep.last_exec:
+        ahead = sum(x > rep.last_exec for x in rep.peer_exec.values())
+        if ahead >= rep.cfg.f + 1:
+            rep.lag = (rep.now, rep.last_exec)
     if before != s.last_exec:
         return None  # moving: what it lacks is in flight, not lost
     sent = 0

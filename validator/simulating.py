@@ -442,14 +442,15 @@ def simulate(s: Scenario) -> Result:
 def random_scenario(
     *, n: int, faulty: int, seed: int, broken: bool = False, forgeable: bool = False
 ) -> Scenario:
-    """A scenario with ``faulty`` replicas, each crashed, restarted or Byzantine, and a random net.
-    ``broken``/``forgeable``: the deliberately broken variants (see the module docstring)."""
+    """A scenario with ``faulty`` replicas, each crashed, restarted or Byzantine, a random net,
+    and in some runs correct replicas restarted as well. ``broken``/``forgeable``: the
+    deliberately broken variants (see the module docstring)."""
     rng = random.Random(seed * 7919 + n)  # noqa: S311 (seeded on purpose)
     f = (n - 1) // 3
     kinds = [rng.choice(("crash", "byzantine", "byzantine", "restart")) for _ in range(faulty)]
     ids = rng.sample(range(n), faulty)
     pick = {k: tuple(i for i, kk in zip(ids, kinds, strict=True) if kk == k) for k in set(kinds)}
-    return Scenario(
+    sc = Scenario(
         n=n,
         f=f,
         seed=seed,
@@ -464,3 +465,13 @@ def random_scenario(
         normal_quorum=2 * f if broken else None,
         forgeable=forgeable,
     )
+    if rng.random() < 0.3:
+        # A crash that comes back from its own disk is not a fault (PBFT's replicas recover
+        # from stable storage): restart up to f+1 *correct* replicas too, on top of the f
+        # faulty ones. (Restarts of correct replicas beside Byzantine ones are where a
+        # replica resuming its view without the NEW-VIEW was unsafe, test_review_restart_view;
+        # and where one came back alone in a higher view holding a request nobody else knew.)
+        others = [i for i in range(n) if i not in ids]
+        extra = rng.sample(others, rng.randint(1, min(len(others), f + 1)))
+        sc = replace(sc, restarted=(*sc.restarted, *sorted(extra)))
+    return sc

@@ -64,3 +64,33 @@ def test_an_idle_replica_beacons_a_quarter_as_often_and_speeds_up_with_work() ->
     assert beacons(range(0, 1800, 50)) == [0, 800, 1600]  # idle: every 4 × 200 ms
     backup.submit(m.Request(client="c", ts=1, op=b"op"))  # pending until executed
     assert beacons(range(1850, 2300, 50)) == [1850, 2050, 2250]  # at once, then every 200 ms
+
+
+def test_a_replica_left_behind_by_its_primary_suspects_it_without_a_request() -> None:
+    """f+1 peers of its view executed past it, the primary does not re-send what it lacks
+    (it left the view, say, after a restart), and it has no request of its own pending: after
+    a view-change timeout it moves to the next view anyway, so f+1 such replicas bring a new
+    primary. One peer's claim alone (maybe a faulty one's) moves nothing; progress resets it."""
+    t = CFG.view_change_timeout_ms
+    backup = _replica(3)
+    backup.on_tick(0)
+    backup.on_message(_status(2, replica=1), 1)  # one peer ahead: could be lying
+    backup.on_tick(2 * t)
+    assert not backup.view_changing
+    backup.on_message(_status(2, replica=2), 2)  # f+1 peers ahead: a correct one is
+    backup.on_tick(2 * t + t // 2)
+    assert not backup.view_changing  # not a whole timeout yet
+    out = backup.on_tick(3 * t + 1)
+    assert backup.view_changing and backup.view == 1
+    assert _sent(out, m.ViewChange)
+
+
+def test_a_replica_that_executes_while_behind_is_not_suspicious() -> None:
+    t = CFG.view_change_timeout_ms
+    backup = _replica(3)
+    backup.on_tick(0)
+    for peer in (1, 2):
+        backup.on_message(_status(5, replica=peer), peer)
+    backup.last_exec = 1  # it moved on since it fell behind (batches in flight)
+    backup.on_tick(2 * t)
+    assert not backup.view_changing and backup.lag is None
