@@ -424,7 +424,9 @@ class ApiServer:
 
     def _select(self, request: web.Request, t: ResourceType, namespace: str | None) -> list[Obj]:
         label = selectors.parse_labels(request.query.get("labelSelector"))
-        field = selectors.parse_fields(request.query.get("fieldSelector"))
+        field = selectors.parse_fields(
+            request.query.get("fieldSelector"), selectors.field_labels(t)
+        )
         return [o for o in self.cluster.objects(t, namespace) if label(o) and field(o)]
 
     async def _list(
@@ -433,7 +435,7 @@ class ApiServer:
         q = request.query
         if _bool(q.get("watch")):
             label = selectors.parse_labels(q.get("labelSelector"))
-            field = selectors.parse_fields(q.get("fieldSelector"))
+            field = selectors.parse_fields(q.get("fieldSelector"), selectors.field_labels(t))
             return await watching.serve(
                 request,
                 store=self.store,
@@ -443,20 +445,29 @@ class ApiServer:
                 bookmark_interval=self.bookmark_interval,
             )
         items = self._select(request, t, namespace)
-        meta: dict[str, Any] = {"resourceVersion": str(self.store.rv)}
+        # Every page reports the first page's resourceVersion (one snapshot on a real server),
+        # so a watch from the last page's replays changes to pages already read.
+        rv = self.store.rv
         token = q.get("continue")
         if token:
             try:
-                after = json.loads(base64.urlsafe_b64decode(token.encode()))["after"]
+                decoded = json.loads(base64.urlsafe_b64decode(token.encode()))
+                after, rv = decoded["after"], int(decoded.get("rv", rv))
             except (ValueError, KeyError, TypeError):
                 raise statuses.bad_request("invalid continue token") from None
+            if rv < self.store.oldest:
+                raise statuses.gone(
+                    "The provided continue parameter is too old to display a consistent list "
+                    "result. You can start a new list without the continue parameter."
+                )
             items = [o for o in items if _sort_key(o) > tuple(after)]
+        meta: dict[str, Any] = {"resourceVersion": str(rv)}
         limit = int(q.get("limit") or 0)
         if limit and len(items) > limit:
             rest = len(items) - limit
             items = items[:limit]
             meta["continue"] = base64.urlsafe_b64encode(
-                json.dumps({"after": list(_sort_key(items[-1]))}).encode()
+                json.dumps({"after": list(_sort_key(items[-1])), "rv": rv}).encode()
             ).decode()
             meta["remainingItemCount"] = rest
         return self._answer(request, t, items, meta=meta)

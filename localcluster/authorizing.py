@@ -187,7 +187,8 @@ def _rule_allows(rule: Obj, a: Attributes) -> bool:
     if not (
         "*" in resources
         or a.qualified in resources
-        or (a.subresource and (f"{a.resource}/*" in resources or f"*/{a.subresource}" in resources))
+        # Real RBAC knows "*/<subresource>" but no "<resource>/*" (rbac ResourceMatches).
+        or (a.subresource and f"*/{a.subresource}" in resources)
     ):
         return False
     names = rule.get("resourceNames") or ()

@@ -167,7 +167,7 @@ class Cluster:
             meta["name"] = name
         return obj
 
-    def _check_namespace(self, t: ResourceType, namespace: str) -> None:
+    def _check_namespace(self, t: ResourceType, namespace: str, name: str = "") -> None:
         if not t.namespaced:
             return
         ns = self.store.get(("", "namespaces", "", namespace))
@@ -183,8 +183,18 @@ class Cluster:
             raise statuses.ApiError(
                 403,
                 "Forbidden",
-                f'{t.resource} "{"..."}" is forbidden: unable to create new content in namespace '
-                f"{namespace} because it is being terminated",
+                f'{target(t, name).qualified} "{name}" is forbidden: unable to create new content '
+                f"in namespace {namespace} because it is being terminated",
+                name=name,
+                group=t.group or None,
+                kind=t.resource,
+                causes=[
+                    statuses.Cause(
+                        "metadata.namespace",
+                        "NamespaceTerminating",
+                        f"namespace {namespace} is being terminated",
+                    )
+                ],
             )
 
     def _admit(
@@ -220,10 +230,17 @@ class Cluster:
             meta["name"] = meta["generateName"] + "".join(
                 secrets.choice("bcdfghjklmnpqrstvwxz2456789") for _ in range(5)
             )
-        self._check_namespace(t, namespace)
+        self._check_namespace(t, namespace, meta.get("name", ""))
         key = self.key(t, namespace, meta.get("name", ""))
         if meta.get("name") and self.store.get(key) is not None:
             raise statuses.already_exists(target(t, meta["name"]))
+        if meta.get("resourceVersion") and not opts.dry_run:
+            # etcd3's store refuses it (storage.ErrResourceVersionSetOnCreate), a 500.
+            raise statuses.ApiError(
+                500,
+                "InternalError",
+                "Internal error occurred: resourceVersion should not be set on objects to be created",
+            )
         for drop in (
             "resourceVersion",
             "deletionTimestamp",
@@ -317,7 +334,7 @@ class Cluster:
             else:
                 new["status"] = status
             meta = new["metadata"]
-        elif t.has_status:
+        elif t.has_status and sub != "binding":  # a binding sets nodeName and PodScheduled
             if "status" in old:
                 new["status"] = old["status"]
             else:
@@ -405,6 +422,7 @@ class Cluster:
             )
             if base is None:
                 # The manager is already recorded by applying.apply: create with none.
+                merged.get("metadata", {}).pop("resourceVersion", None)
                 return self.create(
                     t, namespace, merged, WriteOptions(opts.dry_run, "", opts.field_validation)
                 )

@@ -37,6 +37,8 @@ class ResourceType:
     """CRD scale sub-resource: specReplicasPath, statusReplicasPath, labelSelectorPath."""
     crd_name: str = ""
     """Name of the defining CRD; empty for built-ins."""
+    selectable_fields: tuple[str, ...] = ()
+    """CRD ``selectableFields`` as field-selector labels (``spec.color``), beyond metadata's."""
 
     @property
     def api_version(self) -> str:
@@ -185,6 +187,11 @@ def types_of_crd(crd: dict[str, Any]) -> list[ResourceType]:
                 printer_columns=list(v.get("additionalPrinterColumns") or []),
                 scale_paths=dict(subs.get("scale") or {}),
                 crd_name=(crd.get("metadata") or {}).get("name", ""),
+                selectable_fields=tuple(
+                    str(f.get("jsonPath", "")).lstrip(".")
+                    for f in v.get("selectableFields") or []
+                    if isinstance(f, dict)
+                ),
             )
         )
     return out

@@ -3,18 +3,23 @@
 Label selector grammar as in ``k8s.io/apimachinery/pkg/labels``: ``a=b``,
 ``a==b``, ``a!=b``, ``a in (x,y)``, ``a notin (x)``, ``a`` (exists) and
 ``!a``, joined by commas. Field selectors support ``=``, ``==`` and ``!=`` on
-any dotted path (``metadata.name``, ``spec.nodeName``, ``status.phase``,
-``involvedObject.uid``...): a real server allows only a per-kind list, this one
-is deliberately permissive since no client relies on the refusal.
+the fields the real server indexes for the kind: ``metadata.name`` and
+``metadata.namespace`` everywhere, plus the per-kind ones in
+:data:`FIELD_LABELS` (a custom resource's CRD ``selectableFields``); any other
+is a 400 "field label not supported", so a selector that works here works on a
+real cluster too.
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pot.localcluster import statuses
+
+if TYPE_CHECKING:
+    from pot.localcluster.resources import ResourceType
 
 Matcher = Callable[[dict[str, Any]], bool]
 
@@ -140,8 +145,58 @@ def field_value(obj: dict[str, Any], path: str) -> str:
     return str(cur)
 
 
-def parse_fields(text: str | None) -> Matcher:
-    """A predicate from a field selector such as ``metadata.name=x,status.phase!=Failed``."""
+_EVENT_FIELDS = (
+    "involvedObject.kind",
+    "involvedObject.namespace",
+    "involvedObject.name",
+    "involvedObject.uid",
+    "involvedObject.apiVersion",
+    "involvedObject.resourceVersion",
+    "involvedObject.fieldPath",
+    "reason",
+    "reportingComponent",
+    "source",
+    "type",
+)
+FIELD_LABELS: dict[tuple[str, str], tuple[str, ...]] = {
+    # (group, resource) -> field labels beyond metadata.name/namespace, from the
+    # registries' GetAttrs / AddFieldLabelConversionFunc in kubernetes/pkg.
+    ("", "pods"): (
+        "spec.nodeName",
+        "spec.restartPolicy",
+        "spec.schedulerName",
+        "spec.serviceAccountName",
+        "spec.hostNetwork",
+        "status.phase",
+        "status.podIP",
+        "status.podIPs",
+        "status.nominatedNodeName",
+    ),
+    ("", "events"): _EVENT_FIELDS,
+    ("", "nodes"): ("spec.unschedulable",),
+    ("", "namespaces"): ("status.phase",),
+    ("", "secrets"): ("type",),
+    ("", "services"): ("spec.clusterIP", "spec.type"),
+    ("", "replicationcontrollers"): ("status.replicas",),
+    ("apps", "replicasets"): ("status.replicas",),
+    ("batch", "jobs"): ("status.successful",),
+    ("certificates.k8s.io", "certificatesigningrequests"): ("spec.signerName",),
+}
+_PERMISSIVE = {("events.k8s.io", "events")}
+"""Served with the core Event's fields under other names: not checked here."""
+
+
+def field_labels(t: ResourceType) -> frozenset[str] | None:
+    """The field labels a selector may name for a resource type (None: any)."""
+    if (t.group, t.resource) in _PERMISSIVE:
+        return None
+    own = FIELD_LABELS.get((t.group, t.resource), ())
+    return frozenset(("metadata.name", "metadata.namespace", *own, *t.selectable_fields))
+
+
+def parse_fields(text: str | None, allowed: frozenset[str] | None = None) -> Matcher:
+    """A predicate from a field selector such as ``metadata.name=x,status.phase!=Failed``;
+    400 for a field outside ``allowed`` (when given)."""
     if not text or not text.strip():
         return lambda _obj: True
     reqs: list[tuple[str, bool, str]] = []
@@ -152,6 +207,8 @@ def parse_fields(text: str | None) -> Matcher:
         m = re.fullmatch(r"([A-Za-z0-9_.\-/]+)\s*(!=|==|=)\s*(.*)", part)
         if m is None:
             raise statuses.bad_request(f"invalid field selector: {part!r}")
+        if allowed is not None and m.group(1) not in allowed:
+            raise statuses.bad_request(f"field label not supported: {m.group(1)}")
         reqs.append((m.group(1), m.group(2) != "!=", m.group(3)))
 
     def match(obj: dict[str, Any]) -> bool:

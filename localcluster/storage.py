@@ -102,6 +102,9 @@ class Store:
         self._history: deque[Event] = deque(maxlen=history)
         self._watchers: set[Watcher] = set()
         self.rv = 0
+        self.published = 0
+        """The revision of the last event handed to watchers: a BOOKMARK may claim no more
+        (a write gets its revision at once but is published only after its fsync)."""
         self._oldest = 0
         """Watches may resume from any resourceVersion >= this one."""
         self._fd: int | None = None
@@ -127,7 +130,7 @@ class Store:
         path = directory / LOG_NAME
         if path.exists():
             self._replay(path)
-        self._oldest = self.rv
+        self._oldest = self.published = self.rv
         tmp = directory / (LOG_NAME + ".tmp")
         with open(tmp, "w", encoding="utf-8") as f:
             f.write(json.dumps({"op": "rv", "rv": self.rv}) + "\n")
@@ -305,6 +308,11 @@ class Store:
                     if not keys:
                         del self._dependents[uid]
 
+    @property
+    def oldest(self) -> int:
+        """The oldest revision a watch (or a list's continue token) may resume from."""
+        return self._oldest
+
     def next_rv(self) -> int:
         """The revision the next write will get (for objects built before commit)."""
         return self.rv + 1
@@ -343,6 +351,7 @@ class Store:
         if len(self._history) == self._history.maxlen:
             self._oldest = self._history[0].rv
         self._history.append(event)
+        self.published = max(self.published, event.rv)
         for w in self._watchers:
             if event.rv > w.since and w.wants(event.key):
                 w.queue.put_nowait(event)

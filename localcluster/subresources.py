@@ -2,7 +2,8 @@
 
 * ``pods/binding`` (POST a Binding): how a scheduler assigns a pod to a node;
   refused with 409 if the pod is already bound (as the real server does).
-* ``pods/eviction`` (POST an Eviction): a graceful delete of the pod.
+* ``pods/eviction`` (POST an Eviction): a graceful delete of the pod, refused
+  with 429 when its PodDisruptionBudget allows no disruption (:mod:`disruption`).
 * ``pods/log``: proxied to the kubelet of the pod's node, like the real API
   server does. The node advertises where its kubelet serves in
   ``status.daemonEndpoints.kubeletEndpoint.Port`` (and its first InternalIP
@@ -21,7 +22,7 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
-from pot.localcluster import handling, patching, statuses, tables
+from pot.localcluster import disruption, handling, patching, statuses, tables
 from pot.localcluster.resources import ResourceType
 from pot.localcluster.storage import Obj
 
@@ -59,25 +60,18 @@ def post(
         status["conditions"] = [
             c for c in status.get("conditions") or [] if c.get("type") != "PodScheduled"
         ] + [cond]
+        # One write, as the real binding: no watcher sees nodeName set while PodScheduled
+        # still says False (Unschedulable) from before.
         cluster.replace(
             t,
             cluster.key(t, ns, name),
             old or {},
             new,
             opts=handling.WriteOptions(manager="scheduler"),
-        )
-        # The status condition is written through the status path, as a scheduler would.
-        fresh = copy.deepcopy(cluster.store.get(cluster.key(t, ns, name)) or {})
-        fresh.setdefault("status", {})["conditions"] = status["conditions"]
-        cluster.replace(
-            t,
-            cluster.key(t, ns, name),
-            cluster.store.get(cluster.key(t, ns, name)) or {},
-            fresh,
-            opts=handling.WriteOptions(manager="scheduler"),
-            sub="status",
+            sub="binding",
         )
         return _success()
+    disruption.check_eviction(cluster.store, pod)
     options = body.get("deleteOptions") or {}
     cluster.delete(
         t,

@@ -79,8 +79,8 @@ async def serve(
         queue_line(kind, obj)
         await flush()
 
-    def bookmark(extra: dict[str, Any] | None = None) -> Obj:
-        meta: dict[str, Any] = {"resourceVersion": str(store.rv)}
+    def bookmark(rv: int, extra: dict[str, Any] | None = None) -> Obj:
+        meta: dict[str, Any] = {"resourceVersion": str(rv)}
         if extra:
             meta["annotations"] = extra
         return {"kind": t.kind, "apiVersion": t.api_version, "metadata": meta}
@@ -107,7 +107,8 @@ async def serve(
                 queue_line("ADDED", obj)
         await flush()
         if q.get("sendInitialEvents") == "true" and bookmarks:
-            await send("BOOKMARK", bookmark({"k8s.io/initial-events-end": "true"}))
+            # The snapshot's revision: later writes may still sit unsent in the queue.
+            await send("BOOKMARK", bookmark(since, {"k8s.io/initial-events-end": "true"}))
         while True:
             remaining = deadline - loop.time()
             if remaining <= 0:
@@ -117,7 +118,10 @@ async def serve(
                 ev = await asyncio.wait_for(watcher.queue.get(), wait)
             except TimeoutError:
                 if bookmarks and loop.time() < deadline:
-                    await send("BOOKMARK", bookmark())
+                    # The queue is empty, so every published event is sent; a write whose
+                    # fsync is still running has its revision but no event yet, and a
+                    # client resuming from a bookmark past it would never see it.
+                    await send("BOOKMARK", bookmark(max(since, store.published)))
                 continue
             batch = [ev]
             while len(batch) < 1000 and not watcher.queue.empty():

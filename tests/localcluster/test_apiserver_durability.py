@@ -77,7 +77,11 @@ def test_kill_9_loses_no_acknowledged_write_and_down_up_keeps_state(tmp_path: Pa
 
     t = threading.Thread(target=writer)
     t.start()
-    time.sleep(1.0)
+    deadline = time.monotonic() + 60  # enough acknowledged writes, however loaded the machine
+    while len(acked) <= 10 and t.is_alive():
+        assert time.monotonic() < deadline, f"only {len(acked)} writes acknowledged"
+        time.sleep(0.05)
+    time.sleep(0.2)  # and kill it mid-stream
     pid = launching.status(d).running["apiserver"]
     os.kill(pid, signal.SIGKILL)
     t.join(30)

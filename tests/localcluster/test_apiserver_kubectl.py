@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import subprocess
 import time
@@ -83,6 +84,9 @@ def test_invalid_task_is_refused_naming_the_field(cluster: Cluster) -> None:
 
 
 def test_get_watch_streams_changes(cluster: Cluster) -> None:
+    # kubectl lists, prints, then watches from the list's resourceVersion: once the
+    # marker is printed, every later change is streamed, however slow kubectl started.
+    cluster.kubectl("create", "configmap", "watch-marker")
     proc = subprocess.Popen(
         [str(KUBECTL), "get", "configmaps", "-w", "--output-watch-events"],
         stdout=subprocess.PIPE,
@@ -91,12 +95,13 @@ def test_get_watch_streams_changes(cluster: Cluster) -> None:
         env=cluster._env(),
     )
     try:
-        time.sleep(1.0)
+        assert proc.stdout is not None
+        while "watch-marker" not in proc.stdout.readline():
+            assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
         cluster.kubectl("create", "configmap", "watched", "--from-literal=a=1")
         cluster.kubectl("label", "configmap", "watched", "x=y")
         cluster.kubectl("delete", "configmap", "watched")
         seen: list[str] = []
-        assert proc.stdout is not None
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline and not any(
             "DELETED" in s and "watched" in s for s in seen
@@ -124,10 +129,20 @@ def test_delete_with_finalizer_waits_until_it_is_removed(cluster: Cluster) -> No
         env=cluster._env(),
     )
     try:
-        time.sleep(1.5)
+
+        def marked() -> bool:
+            got = json.loads(cluster.kubectl("get", "configmap", "held", "-o", "json").stdout)
+            return bool(got["metadata"].get("deletionTimestamp"))
+
+        # Wait for the delete to have been sent (kubectl may start slowly), then give it
+        # the same 1.5 s to (wrongly) return.
+        deadline = time.monotonic() + 30
+        while not marked():
+            assert time.monotonic() < deadline, "kubectl delete never marked the object"
+            time.sleep(0.1)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            deleting.wait(1.5)
         assert deleting.poll() is None, "kubectl delete returned while a finalizer was pending"
-        got = json.loads(cluster.kubectl("get", "configmap", "held", "-o", "json").stdout)
-        assert got["metadata"]["deletionTimestamp"]
         cluster.kubectl(
             "patch", "configmap", "held", "--type=merge", "-p", '{"metadata":{"finalizers":null}}'
         )

@@ -411,7 +411,10 @@ def gc_foreground(c: Cluster) -> None:
         content_type="application/merge-patch+json",
     )
     ok(c, "DELETE", f"{NS}/configmaps/own-fg", {"propagationPolicy": "Foreground"})
-    time.sleep(0.3)
+    # The collector runs asynchronously: wait for it to reach the dependent.
+    until(
+        lambda: bool(ok(c, "GET", f"{NS}/configmaps/dep-fg")["metadata"].get("deletionTimestamp"))
+    )
     owner = ok(c, "GET", f"{NS}/configmaps/own-fg")
     assert (
         owner["metadata"]["finalizers"] == ["foregroundDeletion"]

@@ -104,6 +104,10 @@ def test_groups_users_wildcards_subresources_and_resource_names() -> None:
     roles = {
         ("ClusterRole", "", "any"): _role({"apiGroups": ["*"], "resources": ["*"], "verbs": ["*"]}),
         ("ClusterRole", "", "logs"): _role(
+            {"apiGroups": [""], "resources": ["*/log"], "verbs": ["get"]}
+        ),
+        # Not a wildcard to real RBAC: "<resource>/*" names no subresource.
+        ("ClusterRole", "", "pods-star"): _role(
             {"apiGroups": [""], "resources": ["pods/*"], "verbs": ["get"]}
         ),
         ("ClusterRole", "", "one-cm"): _role(
@@ -120,6 +124,9 @@ def test_groups_users_wildcards_subresources_and_resource_names() -> None:
     by_user = [_crb("logs", {"kind": "User", "name": "system:serviceaccount:farm:op"})]
     assert _allowed(az.Attributes("get", "", "pods", "log", namespace="farm"), roles, by_user)
     assert not _allowed(az.Attributes("get", "", "pods", namespace="farm"), roles, by_user)
+    assert not _allowed(az.Attributes("get", "", "pods", "exec", namespace="farm"), roles, by_user)
+    star = [_crb("pods-star", {"kind": "User", "name": "system:serviceaccount:farm:op"})]
+    assert not _allowed(az.Attributes("get", "", "pods", "log", namespace="farm"), roles, star)
     named = [_crb("one-cm", OP)]
     assert _allowed(
         az.Attributes("patch", "", "configmaps", namespace="farm", name="settings"), roles, named
