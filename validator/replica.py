@@ -37,7 +37,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from pot import errors, keys, signing
+from pot import errors, files, keys, signing
 from pot.settlement import allocations
 from pot.validator import (
     actions,
@@ -305,7 +305,9 @@ class Node:
         measured = latencies[warm:]
         elapsed = time.perf_counter() - t_warm
         measured.sort()
-        out.write_text(
+        # Whole or not at all: the harness reads the file as soon as it exists.
+        files.write_atomic(
+            out,
             json.dumps(
                 {
                     "requests": len(measured),
@@ -319,7 +321,7 @@ class Node:
                     "frames_received": self.transport.frames_received,
                     "total_s": time.perf_counter() - start,
                 }
-            )
+            ).encode(),
         )
 
     # ------------------------------------------------------------ status
