@@ -3,7 +3,9 @@
 The failure modes issue 7 names, and what answers each here:
 
 - crash between broadcast and receipt: every signed attempt is in the intent log *before*
-  it is broadcast; on restart ``resume`` rebroadcasts the same raw transaction.
+  it is broadcast; on restart ``resume`` rebroadcasts the same raw transaction, and any poll
+  that finds the node does not know the newest attempt (a send that failed or never left)
+  sends it again.
 - stuck transaction (fees too low): after ``stuck_after`` seconds a new attempt with the same
   nonce and fees raised by more than 12.5% replaces it (nodes need >= 10%, geth's default;
   EIP-1559 base fee moves at most 12.5% a block).
@@ -284,6 +286,13 @@ class Sender:
             # this key took it (one writer per key was broken) or a receipt was pruned.
             return self._lost(intent, "nonce consumed by another transaction")
         last = intent.last
+        if last is not None and not self._known(last):
+            # Persisted but never heard of: its broadcast failed (the node was unreachable,
+            # or the process died between the log and the send). The same bytes again, now,
+            # rather than a fee bump ``stuck_after`` from now.
+            self._broadcast(last)
+            self.metrics.rebroadcasts.inc()
+            return intent
         if last is not None and time.time() - last.sent_at >= self.stuck_after:
             max_fee, tip = self.chain.fees()
             new_fee, new_tip = max(bumped(last.max_fee), max_fee), max(bumped(last.tip), tip)
@@ -298,6 +307,17 @@ class Sender:
             self.metrics.fee_bumps.inc()
             self._attempt(intent, new_fee, new_tip)
         return intent
+
+    def _known(self, attempt: intents.Attempt) -> bool:
+        """Whether the node has the attempt's transaction (pending or mined)."""
+        w3 = self.chain.w3
+        try:
+            self.chain.call("transaction", lambda: w3.eth.get_transaction(attempt.tx_hash))  # type: ignore[arg-type]
+        except errors.ChainError as exc:
+            if isinstance(exc.__cause__, w3x.TransactionNotFound):
+                return False
+            raise
+        return True
 
     def _canonical_receipt(self, intent: intents.Intent) -> tuple[intents.Attempt, Any] | None:
         w3 = self.chain.w3

@@ -10,6 +10,8 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+import pytest
+
 from pot import keys
 from pot.settlement import allocations, intents, sending, sidecar
 
@@ -304,3 +306,32 @@ def test_intent_log_roundtrip(tmp_path: Path) -> None:
     assert log.get(i.task_id, 2) == i
     assert [x.key for x in log.all()] == [i.key]
     assert not list(log.directory.glob(".tmp-*"))
+
+
+def test_a_broadcast_that_never_arrived_is_sent_again_at_the_next_poll(
+    world: World, validator: FakeValidator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The attempt is in the intent log, but its broadcast was lost (the node did not answer,
+    or the process died right after the log): the next poll sends the same bytes again instead
+    of waiting ``stuck_after`` for a fee bump."""
+    w = world
+    alloc = publish_round(w, validator)
+    car = make_sidecar(w, validator, tmp_path, confirmations=0)  # stuck_after: 30 s
+    real = sending.Sender._broadcast
+    lost: list[str] = []
+
+    def lose_the_first(self: sending.Sender, attempt: intents.Attempt) -> None:
+        if not lost:
+            lost.append(attempt.tx_hash)
+            return
+        real(self, attempt)
+
+    monkeypatch.setattr(sending.Sender, "_broadcast", lose_the_first)
+    car.tick()
+    assert lost and not w.settled_events(alloc.task, 0)
+    car.tick()  # unknown to the node: broadcast again, mined at once
+    car.tick()
+    [intent] = car.intent_log.all()
+    assert intent.state == "final"
+    assert [a.tx_hash for a in intent.attempts] == lost  # the same transaction, no fee bump
+    assert len(w.settled_events(alloc.task, 0)) == 1
