@@ -211,31 +211,36 @@ def marked_pids(tag: str) -> list[int]:
 
 
 def kill_marked(tag: str, wait_s: float = 5.0) -> int:
-    """SIGKILL every leftover container process of cluster ``tag`` and wait (up to ``wait_s``)
-    until those are gone; how many. Waiting matters: a container started while its predecessor
-    is still dying can find its port taken, fail, and be restarted once more.
+    """SIGKILL every leftover container process of cluster ``tag``, each with its process
+    group, and wait (up to ``wait_s``) until those are gone; how many. Waiting matters: a
+    container started while its predecessor is still dying can find its port taken, fail,
+    and be restarted once more. The group catches what a listed process forked between the
+    scan and its SIGKILL (each container leads a group of its own).
 
-    Killing is repeated until a scan finds none alive: a process listed by one scan may fork
-    (a shell loop, a launcher spawning workers) before its SIGKILL lands, and that child
-    carries the marker too. Each one's process group goes with it, which catches the
-    children a forking container makes meanwhile."""
+    One scan, not a loop until none is left: this runs as a kubelet starts, and a rescan can
+    find (and kill) the containers that a kubelet already back on its feet has just started
+    (seen: pods counted restarted but never ready again)."""
     own_group = os.getpgrp()
-    killed: set[int] = set()
+    pids = marked_pids(tag)
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            group = os.getpgid(pid)
+            if group != own_group:
+                os.killpg(group, signal.SIGKILL)
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, signal.SIGKILL)
+    needle = f"{MARKER}={tag}".encode()
     deadline = time.monotonic() + wait_s
-    while True:
-        # A scan lists only processes still carrying the marker: gone ones, zombies
-        # (their environ reads empty) and reused pids drop out.
-        pids = marked_pids(tag)
-        if not pids:
-            return len(killed)
-        for pid in pids:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                group = os.getpgid(pid)
-                if group != own_group:
-                    os.killpg(group, signal.SIGKILL)
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.kill(pid, signal.SIGKILL)
-        killed.update(pids)
-        if time.monotonic() >= deadline:
-            return len(killed)
+    left = pids
+    while left and time.monotonic() < deadline:
         time.sleep(0.02)
+        # Only those killed above: gone, a zombie (its environ reads empty) or a reused pid.
+        left = [p for p in left if needle in _environ(p)]
+    return len(pids)
+
+
+def _environ(pid: int) -> list[bytes]:
+    try:
+        return Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+    except OSError:
+        return []
