@@ -38,3 +38,12 @@ def _main_thread_loop() -> Iterator[None]:
 def repo_root() -> Path:
     """The repository root."""
     return ROOT
+
+
+@pytest.fixture(scope="session")
+def helm(repo_root: Path) -> str:
+    """The helm binary `make install` unpacked (tests of the chart render with it)."""
+    path = repo_root / ".tools" / "bin" / "helm"
+    if not path.exists():
+        pytest.fail("helm is missing: run `make install` (it unpacks helm into .tools/bin)")
+    return str(path)

@@ -20,14 +20,6 @@ K8S_VERSION = "1.33.0"
 FOREIGN_KINDS = {"ServiceMonitor"}
 
 
-@pytest.fixture(scope="module")
-def helm(repo_root: Path) -> str:
-    path = repo_root / ".tools" / "bin" / "helm"
-    if not path.exists():
-        pytest.fail("helm is missing: run `make install` (it unpacks helm into .tools/bin)")
-    return str(path)
-
-
 def run_helm(helm: str, repo_root: Path, *args: str) -> str:
     out = subprocess.run(
         [helm, *args], cwd=repo_root, capture_output=True, text=True, timeout=60, check=False

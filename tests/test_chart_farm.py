@@ -29,14 +29,6 @@ OPERATOR = {
 PROMETHEUS = {"app.kubernetes.io/name": "prometheus"}
 
 
-@pytest.fixture(scope="module")
-def helm(repo_root: Path) -> str:
-    path = repo_root / ".tools" / "bin" / "helm"
-    if not path.exists():
-        pytest.fail("helm is missing: run `make install` (it unpacks helm into .tools/bin)")
-    return str(path)
-
-
 def helm_run(helm: str, repo_root: Path, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [helm, *args], cwd=repo_root, capture_output=True, text=True, timeout=60, check=False

@@ -248,3 +248,19 @@ def kopf_operator(env: dict[str, str]) -> Iterator[Any]:
     finally:
         os.environ.clear()
         os.environ.update(saved)
+
+
+@pytest.fixture
+def vset(make_example: Any) -> dict[str, Any]:
+    """examples/validatorset.yaml in namespace farm, through the CRD's defaults."""
+    return make_example("validatorset.yaml", ns="farm")
+
+
+@pytest.fixture
+def task(make_example: Any) -> dict[str, Any]:
+    return make_example("task.yaml", ns="farm")
+
+
+@pytest.fixture
+def gpu_task(make_example: Any) -> dict[str, Any]:
+    return make_example("task-gpu.yaml", ns="farm")

@@ -5,29 +5,12 @@ from __future__ import annotations
 import json
 from typing import Any
 
-import pytest
-
 from pot.operator import builders_trainers as bt
 from pot.operator import builders_validators as bv
 from pot.operator import names
 from pot.operator.config import Config
 
 IDS = [bv.Identity(address=f"0x{i:040x}", public_key="0x04" + f"{i:02x}" * 64) for i in range(4)]
-
-
-@pytest.fixture
-def vset(make_example: Any) -> dict[str, Any]:
-    return make_example("validatorset.yaml", ns="farm")
-
-
-@pytest.fixture
-def task(make_example: Any) -> dict[str, Any]:
-    return make_example("task.yaml", ns="farm")
-
-
-@pytest.fixture
-def gpu_task(make_example: Any) -> dict[str, Any]:
-    return make_example("task-gpu.yaml", ns="farm")
 
 
 def _owned(obj: dict[str, Any], owner: dict[str, Any]) -> None:

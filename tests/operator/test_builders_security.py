@@ -43,21 +43,6 @@ RESTRICTED_VOLUMES = {
 }
 
 
-@pytest.fixture
-def task(make_example: Any) -> dict[str, Any]:
-    return make_example("task.yaml", ns="farm")
-
-
-@pytest.fixture
-def gpu_task(make_example: Any) -> dict[str, Any]:
-    return make_example("task-gpu.yaml", ns="farm")
-
-
-@pytest.fixture
-def vset(make_example: Any) -> dict[str, Any]:
-    return make_example("validatorset.yaml", ns="farm")
-
-
 def _pod(task: dict[str, Any], store: str = "hostPath") -> dict[str, Any]:
     spec: dict[str, Any] = bt.build_pod_spec(task, 1, 0, Config(store_volume=store))["spec"]  # type: ignore[arg-type]
     return spec

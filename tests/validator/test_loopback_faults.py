@@ -17,8 +17,10 @@ and the same state (the task views it serves) once the group settles.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import signal
 import time
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -102,45 +104,63 @@ def test_a_partition_without_a_quorum_stalls_then_heals(tmp_path: Path) -> None:
         net.close()
 
 
-async def test_an_equivocating_primary_is_replaced_and_all_commit_the_same_log(
-    tmp_path: Path,
-) -> None:
+CORRECT = [1, 2, 3]
+
+
+@contextlib.asynccontextmanager
+async def _played_primary(
+    tmp_path: Path, lie: Callable[[transport.Transport, m.Request], None]
+) -> AsyncIterator[localnet.LocalNet]:
+    """Replicas 1-3 as processes; replica 0, view 0's primary, played by the test with its own
+    key over the real MAC'd transport: ``lie`` gets every REQUEST forwarded to it."""
     net = localnet.LocalNet(tmp_path, 4, tuning=FAST)
     peers = auth.load_peers(net.config)
-    forwarded: list[m.Request] = []
-    sent: list[tuple[int, m.PrePrepare]] = []
 
     def on_messages(peer: int, payloads: list[bytes]) -> None:
         for p in payloads:
             msg = m.decode(p)
-            if isinstance(msg, m.Request) and msg.key not in {r.key for r in forwarded}:
-                forwarded.append(msg)
-                # Equivocate: the same request, sequence number 1, two batches.
-                for nonce, to in ((b"left", (1,)), (b"right", (2, 3))):
-                    pp = m.pre_prepare(view=0, seq=1, nonce=nonce, batch=(msg,), replica=0)
-                    for r in to:
-                        sent.append((r, pp))
-                        liar.send(r, m.encode(pp))
+            if isinstance(msg, m.Request):
+                lie(liar, msg)
 
     liar = transport.Transport(
         me=0, authn=auth.Auth(0, net.keys[0], peers), on_messages=on_messages, on_reject=print
     )
     await liar.start("127.0.0.1", peers.replicas[0].pbft_port)
-    correct = [1, 2, 3]
-    for i in correct:
+    for i in CORRECT:
         net.start(i)
     try:
-        await asyncio.to_thread(net.wait_ready, correct, 60)
+        await asyncio.to_thread(net.wait_ready, CORRECT, 60)
+        yield net
+    finally:
+        net.close()
+        await liar.stop()
+
+
+async def test_an_equivocating_primary_is_replaced_and_all_commit_the_same_log(
+    tmp_path: Path,
+) -> None:
+    forwarded: list[m.Request] = []
+    sent: list[tuple[int, m.PrePrepare]] = []
+
+    def equivocate(liar: transport.Transport, msg: m.Request) -> None:
+        if msg.key in {r.key for r in forwarded}:
+            return
+        forwarded.append(msg)
+        # The same request, sequence number 1, two batches.
+        for nonce, to in ((b"left", (1,)), (b"right", (2, 3))):
+            pp = m.pre_prepare(view=0, seq=1, nonce=nonce, batch=(msg,), replica=0)
+            for r in to:
+                sent.append((r, pp))
+                liar.send(r, m.encode(pp))
+
+    async with _played_primary(tmp_path, equivocate) as net:
         await asyncio.to_thread(_register, net, 1, "default/equivocated")
         assert len({pp.digest for _, pp in sent}) == 2  # it did equivocate
         await asyncio.to_thread(_register, net, 3, "default/next")  # ordered in the new view
         status = await asyncio.to_thread(
-            _settled, net, correct, ["default/equivocated", "default/next"]
+            _settled, net, CORRECT, ["default/equivocated", "default/next"]
         )
         assert all(s["view"] >= 1 and s["primary"] != 0 for s in status.values())
-    finally:
-        net.close()
-        await liar.stop()
 
 
 async def test_a_primary_forging_a_replicas_requests_is_replaced(tmp_path: Path) -> None:
@@ -149,38 +169,23 @@ async def test_a_primary_forging_a_replicas_requests_is_replaced(tmp_path: Path)
     same key and signature but another operation. Every correct backup refuses the batch
     (FORGED_REQUEST); replica 1's request stays pending, its multicast starts the backups'
     timers, and the next primary orders the real one."""
-    net = localnet.LocalNet(tmp_path, 4, tuning=FAST)
-    peers = auth.load_peers(net.config)
     forged: list[m.PrePrepare] = []
 
-    def on_messages(peer: int, payloads: list[bytes]) -> None:
-        for p in payloads:
-            msg = m.decode(p)
-            if isinstance(msg, m.Request) and msg.client == "r1" and not forged:
-                junk = msg._replace(op=b'{"op":"noop"}')  # r1's key and signature, not its op
-                pp = m.pre_prepare(view=0, seq=1, nonce=b"forge", batch=(junk,), replica=0)
-                forged.append(pp)
-                for r in (1, 2, 3):
-                    liar.send(r, m.encode(pp))
+    def forge(liar: transport.Transport, msg: m.Request) -> None:
+        if msg.client == "r1" and not forged:
+            junk = msg._replace(op=b'{"op":"noop"}')  # r1's key and signature, not its op
+            pp = m.pre_prepare(view=0, seq=1, nonce=b"forge", batch=(junk,), replica=0)
+            forged.append(pp)
+            for r in CORRECT:
+                liar.send(r, m.encode(pp))
 
-    liar = transport.Transport(
-        me=0, authn=auth.Auth(0, net.keys[0], peers), on_messages=on_messages, on_reject=print
-    )
-    await liar.start("127.0.0.1", peers.replicas[0].pbft_port)
-    correct = [1, 2, 3]
-    for i in correct:
-        net.start(i)
-    try:
-        await asyncio.to_thread(net.wait_ready, correct, 60)
+    async with _played_primary(tmp_path, forge) as net:
         await asyncio.to_thread(_register, net, 1, "default/forged")
-        status = await asyncio.to_thread(_settled, net, correct, ["default/forged"])
+        status = await asyncio.to_thread(_settled, net, CORRECT, ["default/forged"])
         assert forged, "the test's primary never saw r1's request"
         assert all(s["view"] >= 1 and s["primary"] != 0 for s in status.values())
-        for i in correct:  # each refused the forged batch, by name
+        for i in CORRECT:  # each refused the forged batch, by name
             metrics = net.get(i, "/metrics", raw=True)[1]
             assert 'pot_validator_rejected_total{reason="FORGED_REQUEST"}' in metrics, i
         view = net.get(2, "/v1/tasks/default/forged")[1]
         assert view["registered"] and view["phase"] == "Registered"  # the real op executed
-    finally:
-        net.close()
-        await liar.stop()
