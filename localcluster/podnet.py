@@ -155,16 +155,31 @@ async def _arun(argv: list[str], stdin: str | None = None) -> None:
         raise errors.ClusterError(f"{' '.join(argv)}: {err.decode().strip() or proc.returncode}")
 
 
+ADD_TRIES = 12
+"""Attempts at a pod's namespace and veth while a leftover's are still going away (~8 s)."""
+
+
 async def add_pod(net: Network, slot: int) -> str:
     """Create the pod's namespace and veth; returns its IP."""
     ns, veth, ip = net.netns(slot), net.veth(slot), net.address(slot)
-    if (NETNS_DIR / ns).exists():  # a leftover from a crash: start clean
-        await remove_pod(net, slot)
-    await _arun(
-        ["ip", "-batch", "-"],
-        f"netns add {ns}\nlink add {veth} type veth peer name eth0 netns {ns} address {mac(ip)}\n"
-        f"link set {veth} master {net.bridge} up\n",
-    )
+    for attempt in range(ADD_TRIES):
+        # A leftover from a crash: start clean. The kernel tears a deleted namespace down
+        # asynchronously, so the host end of its veth can outlive the namespace's name for a
+        # while (seen under load right after a control-plane restart: "File exists").
+        if (NETNS_DIR / ns).exists() or Path(f"/sys/class/net/{veth}").exists():
+            await remove_pod(net, slot)
+        try:
+            await _arun(
+                ["ip", "-batch", "-"],
+                f"netns add {ns}\n"
+                f"link add {veth} type veth peer name eth0 netns {ns} address {mac(ip)}\n"
+                f"link set {veth} master {net.bridge} up\n",
+            )
+            break
+        except errors.ClusterError as exc:
+            if "File exists" not in str(exc) or attempt == ADD_TRIES - 1:
+                raise
+            await asyncio.sleep(0.1 * (attempt + 1))
     await _arun(
         ["ip", "-n", ns, "-batch", "-"],
         f"addr add {ip}/{net.subnet.prefixlen} dev eth0\nlink set eth0 up\nlink set lo up\n",
