@@ -57,6 +57,8 @@ class Intent:
     """The attempt that was mined (empty until a receipt is seen)."""
     block_number: int = -1
     block_hash: str = ""
+    orphaned_at: float = 0.0
+    """When a poll first found our nonce used but no receipt for any attempt (0: not seen)."""
     error: str = ""
     """Why the intent failed or was rejected (a custom error name where there is one)."""
     retries: int = 0

@@ -119,6 +119,8 @@ class Sender:
     """Blocks required on top of the settle's block before the intent is final (>= 0)."""
     stuck_after: float = 30.0
     """Seconds without a receipt before the fees are bumped."""
+    orphan_grace: float = 15.0
+    """Seconds our nonce may show as used with no receipt of ours before the intent is lost."""
     fault: Callable[[str], None] = field(default=lambda point: None)
     """Test hook called at 'after-persist' and 'after-broadcast' (crash tests kill us there)."""
 
@@ -282,8 +284,17 @@ class Sender:
             )
         )
         if latest_nonce > intent.nonce:
-            # Our nonce is used but none of our attempts is on chain: another transaction from
-            # this key took it (one writer per key was broken) or a receipt was pruned.
+            # Our nonce is used but none of our attempts has a receipt: another transaction
+            # from this key took it (one writer per key was broken) or a receipt was pruned.
+            # Or not yet: a node can show the new nonce a moment before it stores the receipt
+            # of the transaction that used it (anvil does, under load), so this is concluded
+            # only once it has held for ``orphan_grace`` seconds.
+            now = time.time()
+            if not intent.orphaned_at:
+                intent.orphaned_at = now
+                self.log.save(intent)
+            if now - intent.orphaned_at < self.orphan_grace:
+                return intent
             return self._lost(intent, "nonce consumed by another transaction")
         last = intent.last
         if last is not None and not self._known(last):
@@ -359,6 +370,7 @@ class Sender:
                 return intent
             return self._lost(intent, f"transaction {attempt.tx_hash} reverted")
         intent.tx_hash = attempt.tx_hash
+        intent.orphaned_at = 0.0
         intent.block_number = int(receipt["blockNumber"])
         intent.block_hash = block_hash
         latest = int(self.chain.call("blockNumber", lambda: self.chain.w3.eth.block_number))

@@ -33,6 +33,19 @@ def make_sidecar(
     return sidecar.Sidecar(config=cfg, key=key)
 
 
+def tick(car: sidecar.Sidecar) -> None:
+    """One turn of ``car``, repeated while a transaction's nonce shows as used before its
+    receipt does: anvil stores the receipt a moment after the state under load, and the
+    sender waits that out across polls (``orphan_grace``) rather than deciding."""
+    car.tick()
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and any(
+        i.orphaned_at and i.state == "sending" for i in car.intent_log.all()
+    ):
+        time.sleep(0.05)
+        car.tick()
+
+
 def publish_round(
     w: World, v: FakeValidator, n_payees: int = 3, **kw: object
 ) -> allocations.Allocation:
@@ -62,16 +75,16 @@ def test_settles_once_and_counts_duplicate_as_done(
     w = world
     alloc = publish_round(w, validator)
     a = make_sidecar(w, validator, tmp_path / "a")
-    a.tick()
+    tick(a)
     w.dev.mine(1)  # the one block on top that the default confirmations=1 asks for
-    a.tick()
+    tick(a)
     [intent] = a.intent_log.all()
     assert intent.state == "final", intent
     for p, amount in zip(alloc.payees, alloc.amounts, strict=True):
         assert w.credit(p) == amount
     # A second replica's sidecar arrives late: the chain says settled, so it is done too.
     b = make_sidecar(w, validator, tmp_path / "b")
-    b.tick()
+    tick(b)
     [late] = b.intent_log.all()
     assert late.state == "already" and outcome(b, "already") == 1
     # and a direct settle of the same (task, round) reverts with the named error, which the
@@ -110,12 +123,12 @@ def test_waits_for_quorum_and_drops_bad_signatures(
     doc["signatures"].append({"signer": w.validators[3].address, "signature": "0x1234"})
     validator.publish(doc)
     car = make_sidecar(w, validator, tmp_path)
-    car.tick()
+    tick(car)
     assert car.intent_log.all() == []  # 2 good signatures of 3 needed: wait
     validator.publish(w.alloc_json(alloc, w.validators[1:]))
-    car.tick()
+    tick(car)
     w.dev.mine(1)
-    car.tick()
+    tick(car)
     assert [i.state for i in car.intent_log.all()] == ["final"]
 
 
@@ -128,10 +141,10 @@ def test_rejected_allocation_is_named_and_not_sent(
     )
     validator.publish(w.alloc_json(alloc))
     car = make_sidecar(w, validator, tmp_path)
-    car.tick()
+    tick(car)
     assert car.intent_log.all() == []  # nobody funded the task: nothing to send yet
     w.fund_task(alloc.task, ETH // 2)  # too little
-    car.tick()
+    tick(car)
     [intent] = car.intent_log.all()
     assert (intent.state, intent.error, intent.attempts) == ("rejected", "InsufficientEscrow", [])
     assert (
@@ -152,14 +165,14 @@ def test_two_racing_sidecars_one_effective_settle(
     b = make_sidecar(w, validator, tmp_path / "b")
     w.dev.set_automine(False)
     try:
-        a.tick()
-        b.tick()
+        tick(a)
+        tick(b)
         assert [len(i.attempts) for i in (*a.intent_log.all(), *b.intent_log.all())] == [1, 1]
     finally:
         w.dev.set_automine(True)
     w.dev.mine(2)  # both settles in the first block, one block on top
-    a.tick()
-    b.tick()
+    tick(a)
+    tick(b)
     states = sorted(i.state for i in (*a.intent_log.all(), *b.intent_log.all()))
     assert states == ["already", "final"]
     assert len(w.settled_events(alloc.task, 0)) == 1
@@ -174,8 +187,8 @@ def test_reorg_drops_settle_then_resubmitted_and_final(
     alloc = publish_round(w, validator)
     car = make_sidecar(w, validator, tmp_path, confirmations=3)
     snap = w.dev.snapshot() if w.dev.kind == "evm" else ""
-    car.tick()  # broadcast; mined at once (automine)
-    car.tick()  # receipt seen: 0 of 3 blocks on top
+    tick(car)  # broadcast; mined at once (automine)
+    tick(car)  # receipt seen: 0 of 3 blocks on top
     [intent] = car.intent_log.all()
     assert intent.state == "mined"
     mined_hash, mined_block = intent.tx_hash, intent.block_hash
@@ -185,10 +198,10 @@ def test_reorg_drops_settle_then_resubmitted_and_final(
         w.dev.revert(snap)  # the EVM: roll back past the settle block
         w.dev.mine(1)
     assert not w.settled_events(alloc.task, 0)
-    car.tick()  # notices, rebroadcasts the same transaction
+    tick(car)  # notices, rebroadcasts the same transaction
     assert car.metrics.registry.get_sample_value("pot_settlement_reorgs_total") == 1
     w.dev.mine(3)
-    car.tick()
+    tick(car)
     [intent] = car.intent_log.all()
     assert intent.state == "final"
     assert intent.tx_hash == mined_hash and intent.block_hash != mined_block
@@ -204,13 +217,13 @@ def test_stuck_transaction_fee_bump(world: World, validator: FakeValidator, tmp_
     car = make_sidecar(w, validator, tmp_path, stuck_after=0.01)
     w.dev.set_automine(False)
     try:
-        car.tick()
+        tick(car)
         time.sleep(0.05)
-        car.tick()  # no receipt after stuck_after: replace with higher fees
+        tick(car)  # no receipt after stuck_after: replace with higher fees
     finally:
         w.dev.set_automine(True)
     w.dev.mine(2)  # the replacement, then one block on top
-    car.tick()
+    tick(car)
     [intent] = car.intent_log.all()
     assert intent.state == "final"
     first, second = intent.attempts[0], intent.attempts[-1]
@@ -239,18 +252,18 @@ def test_default_confirmation_waits_for_a_block_on_top_and_survives_a_head_reorg
     car = make_sidecar(w, validator, tmp_path)  # default confirmations
     assert car.config.confirmations == 1
     snap = w.dev.snapshot() if w.dev.kind == "evm" else ""
-    car.tick()  # broadcast, mined at once in the new head block
-    car.tick()
+    tick(car)  # broadcast, mined at once in the new head block
+    tick(car)
     [intent] = car.intent_log.all()
     assert intent.state == "mined", intent  # no block on top yet
     _reorg_head(w, snap)
     assert not w.settled_events(alloc.task, 0)  # the payment is gone from the chain
-    car.tick()  # notices the reorg, rebroadcasts the same transaction (mined at once)
+    tick(car)  # notices the reorg, rebroadcasts the same transaction (mined at once)
     assert car.metrics.registry.get_sample_value("pot_settlement_reorgs_total") == 1
-    car.tick()
+    tick(car)
     assert car.intent_log.all()[0].state == "mined"
     w.dev.mine(1)
-    car.tick()
+    tick(car)
     [intent] = car.intent_log.all()
     assert intent.state == "final" and outcome(car, "final") == 1
     assert len(w.settled_events(alloc.task, 0)) == 1
@@ -264,13 +277,13 @@ def test_confirmations_count_blocks_on_top_of_the_settle(
     w = world
     publish_round(w, validator)
     car = make_sidecar(w, validator, tmp_path, confirmations=2)
-    car.tick()
-    car.tick()
+    tick(car)
+    tick(car)
     for on_top in (0, 1):
         [intent] = car.intent_log.all()
         assert intent.state == "mined", (on_top, intent)
         w.dev.mine(1)
-        car.tick()
+        tick(car)
     [intent] = car.intent_log.all()
     assert intent.state == "final"  # two blocks on top
 
@@ -281,8 +294,8 @@ def test_zero_confirmations_is_final_once_included(
     w = world
     publish_round(w, validator)
     car = make_sidecar(w, validator, tmp_path, confirmations=0)
-    car.tick()
-    car.tick()  # the receipt's block is the head: no block on top needed
+    tick(car)
+    tick(car)  # the receipt's block is the head: no block on top needed
     [intent] = car.intent_log.all()
     assert intent.state == "final"
 
@@ -327,11 +340,77 @@ def test_a_broadcast_that_never_arrived_is_sent_again_at_the_next_poll(
         real(self, attempt)
 
     monkeypatch.setattr(sending.Sender, "_broadcast", lose_the_first)
-    car.tick()
+    tick(car)
     assert lost and not w.settled_events(alloc.task, 0)
-    car.tick()  # unknown to the node: broadcast again, mined at once
-    car.tick()
+    tick(car)  # unknown to the node: broadcast again, mined at once
+    tick(car)
     [intent] = car.intent_log.all()
     assert intent.state == "final"
     assert [a.tx_hash for a in intent.attempts] == lost  # the same transaction, no fee bump
     assert len(w.settled_events(alloc.task, 0)) == 1
+
+
+def test_a_receipt_that_lags_its_nonce_is_waited_for(
+    world: World, validator: FakeValidator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The node shows our nonce as used but has no receipt yet (anvil, under load): the intent
+    stays open and is followed to "final", not mistaken for someone else's settle."""
+    w = world
+    alloc = publish_round(w, validator)
+    car = make_sidecar(w, validator, tmp_path, confirmations=0)
+    car.tick()  # broadcast, mined at once
+    real = sending.Sender._canonical_receipt
+    hidden: list[str] = []
+
+    def lagging(self: sending.Sender, intent: intents.Intent) -> object:
+        if not hidden:
+            hidden.append(intent.task)
+            return None
+        return real(self, intent)
+
+    monkeypatch.setattr(sending.Sender, "_canonical_receipt", lagging)
+    car.tick()
+    [intent] = car.intent_log.all()
+    assert hidden and intent.state == "sending" and intent.orphaned_at > 0
+    assert outcome(car, "already") == 0
+    car.tick()
+    [intent] = car.intent_log.all()
+    assert intent.state == "final" and intent.orphaned_at == 0
+    assert outcome(car, "final") == 1 and outcome(car, "already") == 0
+    assert len(w.settled_events(alloc.task, 0)) == 1
+
+
+def test_a_nonce_taken_by_another_transaction_fails_the_intent_after_the_grace(
+    world: World, validator: FakeValidator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Someone else used the sidecar's key (one writer per key broken): the nonce is gone and
+    none of our attempts is on chain. After ``orphan_grace`` the intent fails, naming why."""
+    w = world
+    alloc = publish_round(w, validator)
+    car = make_sidecar(w, validator, tmp_path)
+    monkeypatch.setattr(sending.Sender, "_broadcast", lambda self, attempt: None)
+    car.tick()  # persisted, never sent
+    [intent] = car.intent_log.all()
+    w3 = car.chain.w3
+    other = car.key.account.sign_transaction(
+        {
+            "type": 2,
+            "chainId": w.chain_id,
+            "nonce": intent.nonce,
+            "to": keys.generate().address,
+            "value": 1,
+            "gas": 21_000,
+            "maxFeePerGas": 100 * 10**9,
+            "maxPriorityFeePerGas": 10**9,
+        }
+    )
+    w3.eth.wait_for_transaction_receipt(w3.eth.send_raw_transaction(other.raw_transaction))
+    car.tick()
+    [intent] = car.intent_log.all()
+    assert intent.state == "sending" and intent.orphaned_at > 0  # not decided yet
+    car.sender.orphan_grace = 0.0
+    car.tick()
+    [intent] = car.intent_log.all()
+    assert intent.state == "failed"
+    assert intent.error == "nonce consumed by another transaction"
+    assert not w.settled_events(alloc.task, 0)
