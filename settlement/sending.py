@@ -15,6 +15,9 @@ The failure modes issue 7 names, and what answers each here:
   bytes: it is still valid, its nonce came back with the reorg). A final intent is never
   looked at again, so ``confirmations`` is the deepest reorg survived: 0 trusts the head
   block, the default 1 survives a reorg of one block.
+- our nonce used, but by none of our attempts (someone else sent with this key): the intent
+  fails once that has held for ``orphan_grace`` seconds, since a node may show the new nonce
+  a moment before the receipt, and the sidecar opens a new one after ``retry_after``.
 - race with the other replicas' sidecars: "already settled" (the contract's AlreadySettled
   at estimate time, or our transaction reverting while the chain says settled) is success.
 

@@ -66,7 +66,14 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import NamedTuple, Protocol
 
-from pot.validator import checkpointing, recovering, retransmitting, viewchanging
+from pot.validator import (
+    admission,
+    checkpointing,
+    recovering,
+    retransmitting,
+    signatures,
+    viewchanging,
+)
 from pot.validator import messages as m
 from pot.validator.actions import Action, Committed, Durable, Executed, Logged, Send
 from pot.validator.rejections import Rejection
@@ -74,8 +81,6 @@ from pot.validator.rejections import Rejection
 log = logging.getLogger(__name__)
 
 DEDUP_WINDOW = 4096
-MAX_PENDING = 200_000
-VERIFIED_CACHE = 8192
 
 
 def client_name(replica: int) -> str:
@@ -218,6 +223,9 @@ class Replica:
         self.dedup: dict[str, tuple[int, set[int]]] = {}
         self.pending: dict[tuple[str, int], m.Request] = {}
         self.pending_since: dict[tuple[str, int], int] = {}
+        self.pending_bytes = 0
+        """At least the bytes of the pending requests' ops (``admission``)."""
+        self.pending_recount = -(10**9)
         self.queue: dict[tuple[str, int], m.Request] = {}
         self.local: dict[tuple[str, int], int] = {}
         self.own_cks: dict[int, tuple[bytes, bytes]] = {}
@@ -241,7 +249,9 @@ class Replica:
         self.forged_view = -1
         """A view whose primary sent a PRE-PREPARE holding a forged request (``_on_pre_prepare``)."""
         self.verified: dict[bytes, None] = {}
-        """Request signatures checked already (oldest first, at most VERIFIED_CACHE)."""
+        """Request signatures checked already (oldest first, ``signatures.VERIFIED_CACHE``)."""
+        self.distrust_until: dict[int, int] = {}
+        """Peers whose signature failed, and until when (ms) they are refused unchecked."""
         snap = checkpointing.snapshot(self)
         self.own_cks[0] = (m.sha256(snap), snap)
         self.stable_digest = self.own_cks[0][0]
@@ -270,7 +280,7 @@ class Replica:
     def submit(self, req: m.Request) -> list[Action]:
         """A request from a local client (the HTTP API): forward to the primary, track it."""
         out: list[Action] = []
-        if req.client in self.bound_clients and self.forged(req):
+        if req.client in self.bound_clients and signatures.forged(self, req, None):
             # Unsigned under a replica's name: every backup would refuse the batch holding it.
             self.rejected[Rejection.FORGED_REQUEST] += 1
             return out
@@ -340,11 +350,15 @@ class Replica:
             if msg.client in self.bound_clients:
                 if msg.client != self.replica_clients[sender]:
                     return Rejection.SPOOFED_SENDER  # another replica's client: see client_name
-                if self.forged(msg):
+                if signatures.distrusted(self, sender):
+                    return Rejection.DISTRUSTED
+                if signatures.forged(self, msg, sender):
                     return Rejection.FORGED_REQUEST
             return None if self.add_request(msg, out) else Rejection.DUPLICATE
+        if isinstance(msg, (m.NewView, m.ViewChange)) and signatures.distrusted(self, sender):
+            return Rejection.DISTRUSTED
         if isinstance(msg, m.NewView):
-            return viewchanging.on_new_view(self, msg, out)
+            return viewchanging.on_new_view(self, msg, sender, out)
         if msg.replica != sender:
             return Rejection.SPOOFED_SENDER
         if isinstance(msg, m.PrePrepare):
@@ -368,30 +382,11 @@ class Replica:
         got = self.dedup.get(client)
         return got is not None and (ts <= got[0] or ts in got[1])
 
-    def forged(self, req: m.Request) -> bool:
-        """Whether ``req``, under a replica's client name, lacks that replica's signature."""
-        rid = self.client_ids.get(req.client)
-        if rid is None:
-            return False
-        if not req.sig:
-            return True
-        data = m.request_signing_bytes(req)
-        seen = m.sha256(data + req.sig)
-        verified = self.verified
-        if seen in verified:  # a retransmitted PRE-PREPARE, or a REQUEST then its batch
-            return False
-        if not self.crypto.verify(rid, data, req.sig):
-            return True
-        verified[seen] = None
-        if len(verified) > VERIFIED_CACHE:
-            del verified[next(iter(verified))]
-        return False
-
     def add_request(self, req: m.Request, out: list[Action]) -> bool:
         key = req.key
         if key in self.pending or self.executed(key):
             return False
-        if len(self.pending) >= MAX_PENDING:
+        if not admission.admit(self, len(req.op)):
             self.rejected[Rejection.OVERSIZED] += 1
             return False
         self.pending[key] = req
@@ -486,7 +481,7 @@ class Replica:
             return Rejection.BAD_DIGEST
         bound = self.bound_clients
         for r in pp.batch:
-            if r.client in bound and self.forged(r):
+            if r.client in bound and signatures.forged(self, r, pp.replica):
                 # See client_name: the primary forged it. Refuse the rest of its view unchecked,
                 # or each PRE-PREPARE could put batch_size - 1 requests it signed or replayed
                 # before a forged one, and cost a signature check apiece, without end.

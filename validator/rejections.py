@@ -28,6 +28,7 @@ class Rejection(enum.Enum):
     FORGED_REQUEST = (
         "forged_request"  # a request under a replica's client name, not signed by that replica
     )
+    DISTRUSTED = "distrusted"  # from a peer whose signature failed lately (``signatures``)
 
     # --- normal case (PBFT §4.2) -----------------------------------------
     WRONG_VIEW = "wrong_view"  # not for the view this replica is in (or it is changing views)

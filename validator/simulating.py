@@ -292,7 +292,10 @@ class Simulation:
         elif isinstance(msg, m.ViewChange):
             lie = replace(msg, prepared=(), preprepared=(), batches=())
             lie = replace(lie, signature=self.replicas[i].crypto.sign(m.signing_bytes(lie)))
+            junk = replace(msg, signature=rng.randbytes(32))  # gets its sender distrusted
             for d in dsts:
+                if rng.random() < 0.2:
+                    self.send(i, d, junk)
                 self.send(i, d, lie if rng.random() < 0.7 else msg)
         elif isinstance(msg, m.Checkpoint):
             for d in dsts:

@@ -15,7 +15,7 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
-from pot.validator import checkpointing, viewchange
+from pot.validator import checkpointing, signatures, viewchange
 from pot.validator import messages as m
 from pot.validator.actions import Action, Send, ViewEntered
 from pot.validator.rejections import Rejection
@@ -79,7 +79,7 @@ def on_view_change(rep: Replica, vc: m.ViewChange, out: list[Action]) -> Rejecti
     bad = viewchange.validate(vc, n=rep.cfg.n, window=rep.cfg.window)
     if bad is not None:
         return bad
-    if not rep.crypto.verify(vc.replica, m.signing_bytes(vc), vc.signature):
+    if not signatures.verify(rep, vc.replica, vc.replica, m.signing_bytes(vc), vc.signature):
         return Rejection.BAD_SIGNATURE
     rep.vcs[vc.replica] = vc
     # Liveness (§4.5.2): f+1 replicas ask for a higher view → join the smallest of them.
@@ -120,12 +120,12 @@ def try_new_view(rep: Replica, out: list[Action]) -> None:
     install(rep, nv, out)
 
 
-def on_new_view(rep: Replica, nv: m.NewView, out: list[Action]) -> Rejection | None:
+def on_new_view(rep: Replica, nv: m.NewView, sender: int, out: list[Action]) -> Rejection | None:
     if nv.replica != rep.cfg.primary(nv.view):
         return Rejection.NOT_PRIMARY
     if nv.view < rep.view or (nv.view == rep.view and not rep.view_changing):
         return Rejection.STALE
-    if not rep.crypto.verify(nv.replica, m.signing_bytes(nv), nv.signature):
+    if not signatures.verify(rep, sender, nv.replica, m.signing_bytes(nv), nv.signature):
         return Rejection.BAD_SIGNATURE
     senders = [vc.replica for vc in nv.view_changes]
     if len(set(senders)) != len(senders) or len(senders) < rep.cfg.quorum:
@@ -133,7 +133,7 @@ def on_new_view(rep: Replica, nv: m.NewView, out: list[Action]) -> Rejection | N
     for vc in nv.view_changes:
         if vc.view != nv.view or viewchange.validate(vc, n=rep.cfg.n, window=rep.cfg.window):
             return Rejection.INVALID_NEW_VIEW
-        if not rep.crypto.verify(vc.replica, m.signing_bytes(vc), vc.signature):
+        if not signatures.verify(rep, sender, vc.replica, m.signing_bytes(vc), vc.signature):
             return Rejection.BAD_SIGNATURE
     decision = viewchange.decide(nv.view_changes, f=rep.cfg.f, window=rep.cfg.window)
     if decision is None or decision.checkpoint != nv.checkpoint or decision.chosen != nv.chosen:

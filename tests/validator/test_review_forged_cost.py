@@ -12,7 +12,7 @@ from __future__ import annotations
 import random
 
 from pot.validator import messages as m
-from pot.validator import pbft, simulating
+from pot.validator import pbft, signatures, simulating
 from pot.validator.rejections import Rejection
 
 SECRETS = [bytes([i + 1]) * 32 for i in range(4)]
@@ -35,7 +35,7 @@ def test_forged_pre_prepares_cost_one_batch_of_checks_per_view() -> None:
     primary = simulating.SimCrypto(0, SECRETS, random.Random(0))
     own = [  # the faulty primary's own requests, validly signed: more than the cache holds
         pbft.signed(m.Request(client=pbft.client_name(0), ts=t, op=b"x"), primary)
-        for t in range(pbft.VERIFIED_CACHE + 2 * cfg.batch_size)
+        for t in range(signatures.VERIFIED_CACHE + 2 * cfg.batch_size)
     ]
     forged = m.Request(client=pbft.client_name(2), ts=1, op=b"junk", sig=b"\0" * 32)
     per = cfg.batch_size - 1
