@@ -80,8 +80,8 @@ from eth_utils import to_checksum_address
 from pot import errors, ids, signing
 from pot.settlement import allocations
 from pot.trainer import segments
+from pot.validator import closing, pbft, rewards, specs
 from pot.validator import messages as m
-from pot.validator import pbft, rewards, specs
 from pot.validator.auditing import AUDIT_ERROR
 from pot.validator.rejections import Rejection
 from pot.validator.verdicts import (
@@ -292,11 +292,11 @@ class App:
         t = self.tasks.get(doc["task"])
         if t is None:
             return _no(Rejection.UNKNOWN_TASK)
+        if t["allocation"] is not None:
+            return _no(Rejection.TASK_CLOSED)  # (and its segment records are gone: ``closing``)
         rec = t["segments"].get(f"{doc['miner'].lower()}/{doc['index']}")
         if rec is None or rec["digest"] != doc["segment"]:
             return _no(Rejection.NOT_ASSIGNED)
-        if t["allocation"] is not None:
-            return _no(Rejection.TASK_CLOSED)
         if not rec["sampled"] and doc["valid"] is not False:
             return _no(Rejection.NOT_ASSIGNED)  # a passed private audit is not ordered
         replica = doc["replica"]
@@ -455,8 +455,7 @@ class App:
             "slashAmounts": [str(x) for x in a.slash_amounts],
             "targetMet": a.target_met,
         }
-        for s in segs:
-            s["json"] = None  # closed: no audit will need a body again
+        closing.close(t)  # no audit, chain or reward needs a segment record again
 
     # ------------------------------------------------------------ queries
 
@@ -516,22 +515,12 @@ class App:
         t = self.tasks.get(task)
         if t is None:
             return None
-        segs = list(t["segments"].values())
-        finals = {s["rank"] for s in segs if s["final"]}
-        miners: dict[str, dict[str, int]] = {}
-        for s in segs:
-            mm = miners.setdefault(
-                s["miner"], {"segments": 0, "verified": 0, "rejected": 0, "samples": 0}
-            )
-            mm["segments"] += 1
-            mm["verified"] += s["decided"] is True
-            mm["rejected"] += s["decided"] is False
-            mm["samples"] += s["samples"] if s["decided"] else 0
+        done = closing.summary(t)
         if t["allocation"] is not None:
             phase = "Allocated"
-        elif len(finals) >= t["info"]["nodes"]:
+        elif self.finals_in(task):
             phase = "Verifying"
-        elif segs:
+        elif t["segments"]:
             phase = "Training"
         else:
             phase = "Registered"
@@ -539,14 +528,8 @@ class App:
             "id": task,
             "registered": True,
             "phase": phase,
-            "progress": {
-                "step": max((s["endStep"] for s in segs), default=0),
-                "totalSteps": t["info"]["steps"],
-                "segmentsCommitted": len(segs),
-                "segmentsVerified": sum(s["decided"] is True for s in segs),
-                "segmentsRejected": sum(s["decided"] is False for s in segs),
-            },
-            "miners": miners,
+            "progress": done["progress"],
+            "miners": done["miners"],
             "rejections": list(t["rejections"]),
             "allocation": self.allocation_json(task, with_signatures=False),
         }
