@@ -358,7 +358,13 @@ def test_a_receipt_that_lags_its_nonce_is_waited_for(
     w = world
     alloc = publish_round(w, validator)
     car = make_sidecar(w, validator, tmp_path, confirmations=0)
-    car.tick()  # broadcast, mined at once
+    car.tick()  # broadcast
+    [intent] = car.intent_log.all()
+    w3, me = car.chain.w3, car.key.address
+    deadline = time.monotonic() + 10
+    while w3.eth.get_transaction_count(me, "latest") <= intent.nonce:  # mined (anvil: soon)
+        assert time.monotonic() < deadline, "the settle was never mined"
+        time.sleep(0.02)
     real = sending.Sender._canonical_receipt
     hidden: list[str] = []
 
