@@ -22,7 +22,7 @@ contract PotSettlement is EIP712, ReentrancyGuard {
     // builds the same string off chain).
     bytes32 public constant ALLOCATION_TYPEHASH = keccak256(
         "Allocation(bytes32 taskId,uint256 round,address[] payees,uint256[] amounts,"
-        "address[] slashed,uint256[] slashAmounts,bool targetMet)"
+        "address[] slashed,uint256[] slashAmounts,bool targetMet,address token)"
     );
     // A rotation is signed by the current set; `epoch` is the current epoch, so a rotation
     // signature can never be replayed after the set changed.
@@ -239,6 +239,9 @@ contract PotSettlement is EIP712, ReentrancyGuard {
     /// @notice Credit a quorum-signed allocation, exactly once per (taskId, round), from
     /// `funder`'s escrow for the task (the signatures do not cover `funder`: any escrow made
     /// for this task may pay for it, and one that cannot cover it reverts InsufficientEscrow).
+    /// The signatures do cover `token` (the task's reward.token; zero: ETH), and an escrow in
+    /// another token reverts TokenMismatch: anybody may fund a task, so without it a worthless
+    /// token's escrow could settle the round and leave the payees with nothing of value.
     /// @dev docs/protocol.md "Allocation". Gas: one SSTORE per payee (a mapping +=), the arrays
     /// hashed straight from calldata, each signature recovered once.
     function settle(
@@ -250,7 +253,8 @@ contract PotSettlement is EIP712, ReentrancyGuard {
         uint256[] calldata slashAmounts,
         bool targetMet,
         bytes[] calldata signatures,
-        address funder
+        address funder,
+        address token
     ) external {
         if (payees.length != amounts.length || slashed.length != slashAmounts.length) revert LengthMismatch();
         if (settled[taskId][round]) revert AlreadySettled(taskId, round);
@@ -262,6 +266,7 @@ contract PotSettlement is EIP712, ReentrancyGuard {
         _lastActivity[slot] = block.timestamp;
         Task storage task = _escrows[slot];
         if (task.funder == address(0)) revert TaskNotFunded(taskId);
+        if (task.token != token) revert TokenMismatch(task.token);
         uint256 available = task.escrow;
         mapping(address => uint256) storage balance = credits[task.token];
         uint256 total;
@@ -308,15 +313,16 @@ contract PotSettlement is EIP712, ReentrancyGuard {
     }
 
     /// @dev EIP-712 hashStruct(Allocation) read straight from settle's calldata: the ABI head of
-    /// settle holds (taskId, round, offsets of the four arrays, targetMet), and an ABI-encoded
+    /// settle holds (taskId, round, offsets of the four arrays, targetMet, offset of the
+    /// signatures, funder, token), and an ABI-encoded
     /// static array's elements are exactly EIP-712's encodeData of the array (32-byte words).
     /// Reading calldata here keeps settle's stack shallow and copies each array once.
     function _allocationHash() private pure returns (bytes32 h) {
         bytes32 typehash = ALLOCATION_TYPEHASH;
         assembly ("memory-safe") {
             let free := mload(0x40)
-            // scratch for the arrays, after the 8-word struct encoding at `free`
-            let scratch := add(free, 0x100)
+            // scratch for the arrays, after the 9-word struct encoding at `free`
+            let scratch := add(free, 0x120)
             mstore(free, typehash)
             mstore(add(free, 0x20), calldataload(4)) // taskId
             mstore(add(free, 0x40), calldataload(36)) // round
@@ -328,7 +334,8 @@ contract PotSettlement is EIP712, ReentrancyGuard {
                 mstore(add(free, add(0x60, mul(k, 0x20))), keccak256(scratch, size))
             }
             mstore(add(free, 0xe0), calldataload(196)) // targetMet
-            h := keccak256(free, 0x100)
+            mstore(add(free, 0x100), calldataload(292)) // token (head 9; validated by the ABI decoder)
+            h := keccak256(free, 0x120)
         }
     }
 

@@ -31,6 +31,7 @@ TYPES: dict[str, list[dict[str, str]]] = {
         {"name": "slashed", "type": "address[]"},
         {"name": "slashAmounts", "type": "uint256[]"},
         {"name": "targetMet", "type": "bool"},
+        {"name": "token", "type": "address"},
     ]
 }
 # The type string the contract hashes into ALLOCATION_TYPEHASH (EIP-712 §encodeType).
@@ -39,6 +40,8 @@ TYPE_STRING = (
 )
 
 UINT256_MAX = 2**256 - 1
+NATIVE = "0x" + "00" * 20
+"""``token`` of an allocation paid in the chain's own currency (ETH)."""
 
 
 class Rejection(enum.Enum):
@@ -65,9 +68,14 @@ class Allocation:
     slash_amounts: tuple[int, ...] = ()
     target_met: bool = True
     """Bounty gate: False refunds the amounts to the funder instead of paying them."""
+    token: str = NATIVE
+    """What the amounts are in: the task's ``reward.token`` (checksummed), NATIVE for ETH.
+    Signed, so only an escrow in this token can pay (the contract's TokenMismatch)."""
 
     def __post_init__(self) -> None:
         ids.split_task_key(self.task)
+        if not is_address(self.token):
+            raise errors.ProtocolError(f"allocation token {self.token!r} is not an address")
         if self.round < 0 or self.round > UINT256_MAX:
             raise errors.ProtocolError(f"allocation round {self.round} out of range")
         if len(self.payees) != len(self.amounts):
@@ -98,6 +106,7 @@ class Allocation:
             "slashed": list(self.slashed),
             "slashAmounts": list(self.slash_amounts),
             "targetMet": self.target_met,
+            "token": self.token,
         }
 
     def settle_args(self, signatures: Sequence[bytes], funder: str) -> tuple[Any, ...]:
@@ -113,6 +122,7 @@ class Allocation:
             self.target_met,
             list(signatures),
             to_checksum_address(funder),
+            self.token,
         )
 
 
@@ -162,6 +172,7 @@ def parse(doc: Mapping[str, Any]) -> tuple[Allocation, list[tuple[str, str]]]:
             slashed=tuple(_address(p, "slashed") for p in doc.get("slashed", [])),
             slash_amounts=tuple(_wei(a, "slashAmounts") for a in doc.get("slashAmounts", [])),
             target_met=bool(doc.get("targetMet", True)),
+            token=_address(doc.get("token", NATIVE), "token"),
         )
     except KeyError as exc:
         raise errors.ProtocolError(f"allocation: missing field {exc.args[0]!r}") from None
@@ -189,6 +200,7 @@ def to_json(alloc: Allocation, *, chain_id: int, contract: str, quorum: int) -> 
         "slashed": list(alloc.slashed),
         "slashAmounts": [str(a) for a in alloc.slash_amounts],
         "targetMet": alloc.target_met,
+        "token": alloc.token,
         "chainId": chain_id,
         "contract": to_checksum_address(contract),
         "digest": "0x" + digest(alloc, chain_id, contract).hex(),

@@ -30,14 +30,16 @@ def escrows(chain: chaining.Chain, contract: str, task_id: bytes) -> dict[str, t
     return out
 
 
-def paying_funder(found: dict[str, tuple[str, int]], total: int) -> str | None:
-    """Whose escrow pays an allocation of ``total``: the largest that covers it (ties: the
-    lowest address), else the largest (its settle reverts InsufficientEscrow, named, and the
-    sidecar retries later); None when nobody funded the task."""
-    if not found:
+def paying_funder(found: dict[str, tuple[str, int]], total: int, token: str) -> str | None:
+    """Whose escrow pays an allocation of ``total`` in ``token``: of the escrows in that
+    token (any other one's settle reverts TokenMismatch), the largest that covers it (ties:
+    the lowest address), else the largest (its settle reverts InsufficientEscrow, named, and
+    the sidecar retries later); None when nobody funded the task in that token."""
+    mine = {f: e for f, e in found.items() if int(e[0], 16) == int(token, 16)}
+    if not mine:
         return None
-    ranked = sorted(found, key=lambda f: (-found[f][1], int(f, 16)))
-    covering = [f for f in ranked if found[f][1] >= total]
+    ranked = sorted(mine, key=lambda f: (-mine[f][1], int(f, 16)))
+    covering = [f for f in ranked if mine[f][1] >= total]
     return (covering or ranked)[0]
 
 

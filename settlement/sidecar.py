@@ -275,12 +275,17 @@ class Sidecar:
                 "allocation %s/%d: %d of %d signatures so far", task, round_, len(sigs), threshold
             )
             return None
-        # Whose escrow pays (the contract keeps one per funder and task): the largest that
-        # covers the allocation.
+        # Whose escrow pays (the contract keeps one per funder and task): the largest in the
+        # allocation's signed token that covers it.
         found = reading.escrows(self.chain, self.config.contract, alloc.task_id)
-        funder = reading.paying_funder(found, sum(alloc.amounts))
+        funder = reading.paying_funder(found, sum(alloc.amounts), alloc.token)
         if funder is None:
-            log.info("allocation %s/%d: the task is not funded yet", task, round_)
+            log.info(
+                "allocation %s/%d: the task is not funded yet (in %s)",
+                task,
+                round_,
+                "ETH" if int(alloc.token, 16) == 0 else alloc.token,
+            )
             return None
         return self.sender.open(alloc, sigs, funder, retries=retries)
 

@@ -454,6 +454,7 @@ class App:
             "slashed": list(a.slashed),
             "slashAmounts": [str(x) for x in a.slash_amounts],
             "targetMet": a.target_met,
+            "token": info.get("token", allocations.NATIVE),
         }
         closing.close(t)  # no audit, chain or reward needs a segment record again
 
@@ -472,6 +473,7 @@ class App:
             slashed=tuple(a["slashed"]),
             slash_amounts=tuple(int(x) for x in a["slashAmounts"]),
             target_met=a["targetMet"],
+            token=a.get("token", allocations.NATIVE),
         )
 
     def pending_audits(self, replica: int) -> list[tuple[str, dict[str, Any]]]:

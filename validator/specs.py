@@ -12,7 +12,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from eth_utils import is_address, to_checksum_address
+
 from pot import errors
+from pot.settlement import allocations
 from pot.trainer import segments, tasks
 from pot.validator.verdicts import SCALE
 
@@ -32,6 +35,10 @@ def parse_reward(spec: dict[str, Any]) -> dict[str, Any]:
     if type(fee) is not int or not 0 <= fee <= 5000:
         raise errors.ConfigError("spec.reward.validatorFeeBps: must be an integer in 0..5000")
     out["feeBps"] = fee
+    token = reward.get("token") or allocations.NATIVE
+    if not isinstance(token, str) or not is_address(token):
+        raise errors.ConfigError("spec.reward.token: must be a 0x address (or absent: ETH)")
+    out["token"] = to_checksum_address(token)
     target = reward.get("targetMetric")
     if target is not None:
         if not isinstance(target, dict) or not isinstance(target.get("name"), str):

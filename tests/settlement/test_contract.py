@@ -311,18 +311,47 @@ def test_token_escrow(world: World) -> None:
         lambda: w.rpc.transact(w.deployer, c.functions.fundTask(task_id), abi=c.abi, value=1),
     )
     payee = w.key()
-    alloc = _alloc(task, [payee], [60])
+    in_eth = _alloc(task, [payee], [60])  # signed for ETH: this escrow cannot pay it
+    _reverts("TokenMismatch", lambda: w.estimate_settle(in_eth, w.sign(in_eth)))
+    alloc = _alloc(task, [payee], [60], token=token_addr)
     w.settle(alloc, w.sign(alloc))
     assert w.credit(payee.address, token_addr) == 60
     w.rpc.transact(payee, c.functions.withdrawToken(token_addr), abi=c.abi)
     assert token.functions.balanceOf(payee.address).call() == 60
     # round 1 of the same task pays from what is left
-    alloc1 = _alloc(task, [payee], [40], round=1)
+    alloc1 = _alloc(task, [payee], [40], round=1, token=token_addr)
     w.settle(alloc1, w.sign(alloc1))
-    _reverts(
-        "InsufficientEscrow",
-        lambda: w.estimate_settle(a2 := _alloc(task, [payee], [1], round=2), w.sign(a2)),
+    a2 = _alloc(task, [payee], [1], round=2, token=token_addr)
+    _reverts("InsufficientEscrow", lambda: w.estimate_settle(a2, w.sign(a2)))
+
+
+def test_a_worthless_token_escrow_cannot_settle_an_eth_allocation(world: World) -> None:
+    """Anybody may fund a task, in any token. A griefer's big escrow of a token it minted
+    itself must not settle the round (the payees would get nothing of value and the round
+    would be closed for good): the signed token decides which escrows may pay."""
+    w = world
+    c = w.contract
+    griefer = w.key()
+    junk_addr = contracts.deploy(w.rpc, griefer, "TestToken")
+    junk = contracts.at(w.rpc, junk_addr, "TestToken")
+    w.rpc.transact(griefer, junk.functions.mint(griefer.address, 10**30), abi=junk.abi)
+    w.rpc.transact(griefer, junk.functions.approve(w.address, 10**30), abi=junk.abi)
+    task = w.task()
+    task_id = allocations.Allocation(task=task, round=0, payees=(), amounts=()).task_id
+    w.rpc.transact(griefer, c.functions.fundTaskToken(task_id, junk_addr, 10**30), abi=c.abi)
+    w.fund_task(task, 10 * ETH)
+    payee = w.key()
+    alloc = _alloc(task, [payee], [3 * ETH])
+    sigs = w.sign(alloc)
+    _reverts("TokenMismatch", lambda: w.estimate_settle(alloc, sigs, funder=griefer.address))
+    relabelled = _alloc(task, [payee], [3 * ETH], token=junk_addr)  # not what was signed
+    _reverts(  # the signatures recover to strangers
+        "UnregisteredSigner",
+        lambda: w.estimate_settle(relabelled, sigs, funder=griefer.address),
     )
+    w.settle(alloc, sigs)  # the ETH escrow pays
+    assert w.credit(payee.address) == 3 * ETH
+    assert w.credit(payee.address, junk_addr) == 0
 
 
 def test_gas_per_payee_at_100_within_goal(shared_world: World) -> None:

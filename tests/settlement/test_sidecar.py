@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from pot import keys
-from pot.settlement import allocations, intents, sending, sidecar
+from pot.settlement import allocations, contracts, intents, sending, sidecar
 
 from .conftest import ETH, FakeValidator, World
 
@@ -420,3 +420,30 @@ def test_a_nonce_taken_by_another_transaction_fails_the_intent_after_the_grace(
     assert intent.state == "failed"
     assert intent.error == "nonce consumed by another transaction"
     assert not w.settled_events(alloc.task, 0)
+
+
+def test_an_escrow_in_another_token_is_never_the_one_that_pays(
+    world: World, validator: FakeValidator, tmp_path: Path
+) -> None:
+    """A griefer funds the task with far more of a token it minted itself: the allocation is
+    signed for ETH, so the sidecar settles from the ETH escrow (the junk one would revert
+    TokenMismatch, and before the token was signed it would have paid the round in junk)."""
+    w = world
+    griefer = w.key()
+    junk_addr = contracts.deploy(w.rpc, griefer, "TestToken")
+    junk = contracts.at(w.rpc, junk_addr, "TestToken")
+    w.rpc.transact(griefer, junk.functions.mint(griefer.address, 10**30), abi=junk.abi)
+    w.rpc.transact(griefer, junk.functions.approve(w.address, 10**30), abi=junk.abi)
+    alloc = publish_round(w, validator)  # funded with 10 ETH by the deployer
+    w.rpc.transact(
+        griefer,
+        w.contract.functions.fundTaskToken(alloc.task_id, junk_addr, 10**30),
+        abi=w.contract.abi,
+    )
+    car = make_sidecar(w, validator, tmp_path, confirmations=0)
+    tick(car)
+    tick(car)
+    [intent] = car.intent_log.all()
+    assert intent.state == "final", intent
+    for p, amount in zip(alloc.payees, alloc.amounts, strict=True):
+        assert w.credit(p) == amount and w.credit(p, junk_addr) == 0

@@ -47,6 +47,7 @@ class Replica:
         target: dict[str, Any] | None = None,
         rate: float = 1e-12,
         segments: int = 3,
+        token: str | None = None,
     ) -> None:
         """A task of ``segments`` segments of K steps per rank (the last one is final)."""
         self.app = vapp.App(
@@ -62,6 +63,8 @@ class Replica:
         spec = _spec(nodes, rate, segments)
         if target is not None:
             spec["reward"]["targetMetric"] = target
+        if token is not None:
+            spec["reward"]["token"] = token
         assert self.execute(vapp.op("register", task=TASK, spec=spec))["ok"]
 
     def execute(self, op: bytes) -> dict[str, Any]:
