@@ -25,6 +25,8 @@ State = Literal["sending", "mined", "final", "already", "failed", "rejected"]
 DONE: frozenset[str] = frozenset({"final", "already"})
 # Our transaction may still land: its nonce is reserved.
 OPEN: frozenset[str] = frozenset({"sending", "mined"})
+_TMP = ".tmp-"
+"""Prefix of a save's temp file (renamed over the intent's file once written and synced)."""
 
 
 @dataclass(kw_only=True)
@@ -97,6 +99,10 @@ class IntentLog:
             raise errors.ConfigError(
                 f"settlement state dir {self.directory}: {exc.strerror}"
             ) from exc
+        for stale in self.directory.glob(_TMP + "*"):
+            # A save cut short (killed between write and rename): the intent's file still
+            # holds the version before it, which is what a crash at that point means.
+            stale.unlink(missing_ok=True)
 
     def path(self, task_id: str, round_: int) -> Path:
         """Where the intent for (task_id, round) lives."""
@@ -108,7 +114,8 @@ class IntentLog:
 
     def all(self) -> list[Intent]:
         """Every intent, oldest first."""
-        found = [self._read(p) for p in sorted(self.directory.glob("*.json"))]
+        paths = sorted(p for p in self.directory.glob("*.json") if not p.name.startswith(_TMP))
+        found = [self._read(p) for p in paths]  # (pathlib's * matches the dotted temp files)
         return sorted((i for i in found if i is not None), key=lambda i: i.created_at)
 
     def save(self, intent: Intent) -> None:
@@ -120,7 +127,7 @@ class IntentLog:
         intent.updated_at = time.time()
         target = self.path(intent.task_id, intent.round)
         body = json.dumps(intent.to_json(), indent=1, sort_keys=True).encode()
-        fd, tmp = tempfile.mkstemp(dir=self.directory, prefix=".tmp-", suffix=".json")
+        fd, tmp = tempfile.mkstemp(dir=self.directory, prefix=_TMP, suffix=".json")
         try:
             with os.fdopen(fd, "wb") as f:
                 f.write(body)
