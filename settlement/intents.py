@@ -99,9 +99,12 @@ class IntentLog:
             raise errors.ConfigError(
                 f"settlement state dir {self.directory}: {exc.strerror}"
             ) from exc
+
+    def clear_stale(self) -> None:
+        """Remove what saves cut short left (killed between write and rename): the intent's
+        file still holds the version before it, which is what a crash there means. Only the
+        log's one writer calls this, at start: a reader must not pull a live save's file."""
         for stale in self.directory.glob(_TMP + "*"):
-            # A save cut short (killed between write and rename): the intent's file still
-            # holds the version before it, which is what a crash at that point means.
             stale.unlink(missing_ok=True)
 
     def path(self, task_id: str, round_: int) -> Path:

@@ -245,6 +245,7 @@ class Sender:
 
     def resume(self) -> None:
         """After a restart: rebroadcast the newest attempt of every open intent, unchanged."""
+        self.log.clear_stale()
         for intent in self.log.all():
             if intent.state in intents.OPEN and intent.last is not None:
                 log.info(
