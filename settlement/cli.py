@@ -324,14 +324,15 @@ def balances(
     task: str = TASK,
     rpc: str = RPC,
     contract: str = CONTRACT,
+    token: str = TOKEN,
 ) -> None:
-    """Print a task's escrow, and per account what it was credited, holds and withdrew."""
+    """Print a task's escrows, and per account what it was credited, holds and withdrew."""
     from pot import ids
-    from pot.settlement import reading
+    from pot.settlement import allocations, reading
 
     ids.chain_task_id(task)
     c, _ = _settlement(rpc, contract)
-    _echo(reading.task_balances(c, contract, task))
+    _echo(reading.task_balances(c, contract, task, token or allocations.NATIVE))
 
 
 @app.command()

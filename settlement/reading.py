@@ -11,8 +11,8 @@ from __future__ import annotations
 from typing import Any
 
 from pot import ids
+from pot.settlement import allocations, contracts
 from pot.settlement import chain as chaining
-from pot.settlement import contracts
 
 
 def escrows(chain: chaining.Chain, contract: str, task_id: bytes) -> dict[str, tuple[str, int]]:
@@ -43,13 +43,17 @@ def paying_funder(found: dict[str, tuple[str, int]], total: int, token: str) -> 
     return (covering or ranked)[0]
 
 
-def task_balances(chain: chaining.Chain, contract: str, task: str) -> dict[str, Any]:
-    """JSON-ready summary of one task (amounts as decimal wei strings)."""
+def task_balances(
+    chain: chaining.Chain, contract: str, task: str, token: str = allocations.NATIVE
+) -> dict[str, Any]:
+    """JSON-ready summary of one task (amounts as decimal strings in ``token``'s units): every
+    funder's escrow with its token, and the escrow left, credits and withdrawals in ``token``
+    (the task's reward.token, the only one its allocations can be paid in; anybody may open
+    an escrow for the task in another, and adding those up would mix units)."""
     c = contracts.at(chain, contract)
     task_id = ids.chain_task_id(task)
     funders = escrows(chain, contract, task_id)
-    token = next((t for t, _ in funders.values()), "0x" + "00" * 20)
-    escrow = sum(left for _, left in funders.values())
+    escrow = sum(left for t, left in funders.values() if int(t, 16) == int(token, 16))
     filt = {"taskId": task_id}
 
     def logs(event: str, **extra: Any) -> list[Any]:
@@ -63,7 +67,11 @@ def task_balances(chain: chaining.Chain, contract: str, task: str) -> dict[str, 
         credited[e["args"]["account"]] = credited.get(e["args"]["account"], 0) + int(
             e["args"]["amount"]
         )
-    refunded = sum(int(e["args"]["amount"]) for e in logs("Refunded"))
+    refunded = sum(  # (a reclaim refunds each funder in its own escrow's token)
+        int(e["args"]["amount"])
+        for e in logs("Refunded")
+        if int(funders.get(str(e["args"]["funder"]), (token, 0))[0], 16) == int(token, 16)
+    )
     slashed: dict[str, int] = {}
     for e in logs("Slashed"):
         slashed[e["args"]["account"]] = slashed.get(e["args"]["account"], 0) + int(

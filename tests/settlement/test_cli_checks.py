@@ -227,3 +227,23 @@ def test_fund_refuses_a_token_address_without_code(chain: Env) -> None:
 def test_withdraw_names_the_token_it_has_nothing_of(chain: Env, token: str) -> None:
     out = invoke("withdraw", *as_funder(chain), "--token", token)
     assert out.exit_code == 1 and f"no {token} credited" in str(out.exception)
+
+
+def test_balances_add_up_escrows_in_one_token_only(chain: Env, token: str) -> None:
+    """Anybody may open an escrow for a task in any token; ``balances`` shows each funder's
+    with its token and sums only those in the task's token (``--token``; default ETH)."""
+    task = "ns/mixed"
+    out = invoke("fund", *as_funder(chain), "--task", task, "--amount", "300", "--token", token)
+    assert out.exit_code == 0, out.output
+    other = keys.generate()
+    chain.dev.fund(other.address, 10 * ETH)
+    c = chaining.Chain(url=chain.url)
+    settlement = contracts.at(c, chain.contract)
+    fn = settlement.functions.fundTask(ids.chain_task_id(task))
+    c.transact(other, fn, abi=settlement.abi, value=2 * ETH, what="fundTask")
+    base = [*as_funder(chain)[:4], "--task", task]
+    in_eth = json.loads(invoke("balances", *base).output)
+    assert in_eth["escrow"] == str(2 * ETH) and int(in_eth["token"], 16) == 0
+    assert {f["token"] for f in in_eth["funders"].values()} == {token, in_eth["token"]}
+    in_token = json.loads(invoke("balances", *base, "--token", token).output)
+    assert in_token["escrow"] == "300" and in_token["token"] == token
