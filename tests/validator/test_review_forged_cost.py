@@ -18,7 +18,9 @@ from pot.validator.rejections import Rejection
 SECRETS = [bytes([i + 1]) * 32 for i in range(4)]
 
 
-class _Counting(simulating.SimCrypto):
+class CountingCrypto(simulating.SimCrypto):
+    """SimCrypto that counts signature checks."""
+
     def __init__(self, rid: int) -> None:
         super().__init__(rid, SECRETS, random.Random(rid))
         self.checks = 0
@@ -29,7 +31,7 @@ class _Counting(simulating.SimCrypto):
 
 
 def test_forged_pre_prepares_cost_one_batch_of_checks_per_view() -> None:
-    crypto = _Counting(1)
+    crypto = CountingCrypto(1)
     cfg = pbft.Config(n=4, f=1)
     backup = pbft.Replica(config=cfg, replica_id=1, app=simulating.ChainApp(), crypto=crypto)
     primary = simulating.SimCrypto(0, SECRETS, random.Random(0))

@@ -13,19 +13,9 @@ from dataclasses import replace
 from pot.validator import messages as m
 from pot.validator import pbft, signatures, simulating, viewchanging
 from pot.validator.rejections import Rejection
+from tests.validator.test_review_forged_cost import SECRETS, CountingCrypto
 
-SECRETS = [bytes([i + 1]) * 32 for i in range(4)]
 CFG = pbft.Config(n=4, f=1)
-
-
-class _Counting(simulating.SimCrypto):
-    def __init__(self, rid: int) -> None:
-        super().__init__(rid, SECRETS, random.Random(rid))
-        self.checks = 0
-
-    def verify(self, replica: int, data: bytes, signature: bytes) -> bool:
-        self.checks += 1
-        return super().verify(replica, data, signature)
 
 
 def _replica(rid: int, crypto: simulating.SimCrypto | None = None) -> pbft.Replica:
@@ -43,7 +33,7 @@ def _view_change(rid: int, view: int, *, bad: bool = False) -> m.ViewChange:
 
 
 def test_a_flood_of_bad_view_changes_costs_one_check_per_distrust_period() -> None:
-    crypto = _Counting(1)
+    crypto = CountingCrypto(1)
     backup = _replica(1, crypto)
     floods = 300
     for view in range(1, floods + 1):  # each a new, higher view: no DUPLICATE shortcut
@@ -61,7 +51,7 @@ def test_a_flood_of_bad_view_changes_costs_one_check_per_distrust_period() -> No
 
 
 def test_a_forged_own_request_distrusts_its_sender_but_not_its_votes() -> None:
-    crypto = _Counting(1)
+    crypto = CountingCrypto(1)
     backup = _replica(1, crypto)
     for ts in range(1, 101):
         junk = m.Request(client=pbft.client_name(3), ts=ts, op=b"junk", sig=b"\1" * 64)
