@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import textwrap
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
+import kopf
 import kopf.testing
 import kubernetes
 import pytest
@@ -189,6 +192,19 @@ def _wait(pred, timeout: float = 30.0):  # type: ignore[no-untyped-def]
     raise AssertionError("condition not met in time")
 
 
+@contextlib.contextmanager
+def _own_registry() -> Iterator[kopf.OperatorRegistry]:
+    """A fresh kopf registry for an operator run in this process. The default one holds pot's
+    operator handlers once any test imported pot.operator, and their startup (no pot CRDs on
+    this cluster) would hold the run up. ``kopf run`` makes the registry it is given the
+    default, so the old one is put back after."""
+    previous = kopf.get_default_registry()
+    try:
+        yield kopf.OperatorRegistry()
+    finally:
+        kopf.set_default_registry(previous)
+
+
 def test_kopf_operator_create_update_delete(
     api: kubernetes.client.ApiClient,
     apiserver_cluster: Cluster,
@@ -204,9 +220,12 @@ def test_kopf_operator_create_update_delete(
     def get() -> dict:  # type: ignore[type-arg]
         return co.get_namespaced_custom_object("test.pot.dev", "v1", "default", "widgets", "kw")
 
-    with kopf.testing.KopfRunner(
-        ["run", "-A", "--standalone", "--verbose", str(path)], timeout=60
-    ) as runner:
+    with (
+        _own_registry() as registry,
+        kopf.testing.KopfRunner(
+            ["run", "-A", "--standalone", "--verbose", str(path)], timeout=60, registry=registry
+        ) as runner,
+    ):
         co.create_namespaced_custom_object(
             "test.pot.dev",
             "v1",
