@@ -30,12 +30,17 @@ def escrows(chain: chaining.Chain, contract: str, task_id: bytes) -> dict[str, t
     return out
 
 
+def _same(a: str, b: str) -> bool:
+    """Whether two spellings (any case) name the same token address."""
+    return int(a, 16) == int(b, 16)
+
+
 def paying_funder(found: dict[str, tuple[str, int]], total: int, token: str) -> str | None:
     """Whose escrow pays an allocation of ``total`` in ``token``: of the escrows in that
     token (any other one's settle reverts TokenMismatch), the largest that covers it (ties:
     the lowest address), else the largest (its settle reverts InsufficientEscrow, named, and
     the sidecar retries later); None when nobody funded the task in that token."""
-    mine = {f: e for f, e in found.items() if int(e[0], 16) == int(token, 16)}
+    mine = {f: e for f, e in found.items() if _same(e[0], token)}
     if not mine:
         return None
     ranked = sorted(mine, key=lambda f: (-mine[f][1], int(f, 16)))
@@ -53,7 +58,7 @@ def task_balances(
     c = contracts.at(chain, contract)
     task_id = ids.chain_task_id(task)
     funders = escrows(chain, contract, task_id)
-    escrow = sum(left for t, left in funders.values() if int(t, 16) == int(token, 16))
+    escrow = sum(left for t, left in funders.values() if _same(t, token))
     filt = {"taskId": task_id}
 
     def logs(event: str, **extra: Any) -> list[Any]:
@@ -70,7 +75,7 @@ def task_balances(
     refunded = sum(  # (a reclaim refunds each funder in its own escrow's token)
         int(e["args"]["amount"])
         for e in logs("Refunded")
-        if int(funders.get(str(e["args"]["funder"]), (token, 0))[0], 16) == int(token, 16)
+        if _same(funders.get(str(e["args"]["funder"]), (token, 0))[0], token)
     )
     slashed: dict[str, int] = {}
     for e in logs("Slashed"):

@@ -1,6 +1,6 @@
 """What a task keeps once its allocation is computed: a summary, not its segments.
 
-A task's per-segment records (CIDs, digest, verdicts, metrics: about half a kilobyte each)
+A task's per-segment records (CIDs, digest, verdicts, metrics: about a kilobyte each)
 are needed until the allocation: for chaining, audits and the reward computation. After
 it, nothing reads them but ``GET /v1/tasks``, whose per-miner counts and progress are
 computed once here and kept. Without this, every closed task's records stayed in the
