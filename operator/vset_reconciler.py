@@ -17,9 +17,7 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
-from eth_account import Account
-
-from pot import errors, urls
+from pot import errors, keys, urls
 from pot.operator import (
     builders_validators,
     checks,
@@ -58,17 +56,15 @@ def identities(secret: dict[str, Any], n: int) -> list[builders_validators.Ident
         else:
             raise errors.ConfigError(f'Secret "{name}" lacks {item}')
         try:
-            account = Account.from_key(text if text.startswith("0x") else "0x" + text)
-        except (ValueError, TypeError):
-            # `from None`: the library's message could echo key material.
+            key = keys.from_text(text, f'Secret "{name}" item {item}')
+        except errors.KeyLoadError:
+            # Not chained: the message names the item, and nothing may echo key material.
             raise errors.ConfigError(
                 f'Secret "{name}" item {item}: not a secp256k1 private key'
             ) from None
-        public = account._key_obj.public_key.to_bytes()
+        public = key.private.public_key.to_bytes()
         out.append(
-            builders_validators.Identity(
-                address=str(account.address), public_key="0x04" + public.hex()
-            )
+            builders_validators.Identity(address=key.address, public_key="0x04" + public.hex())
         )
     return out
 

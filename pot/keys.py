@@ -4,19 +4,29 @@ Keys come only from a file (a mounted Kubernetes Secret is a file), or an
 environment variable; never from the command line, where ``ps`` would show
 them. Key material is never printed or logged: ``Key`` shows only its address,
 and every error names the source (file path or variable), never the content.
+
+Signing needs only eth_keys; the eth_account view of a key (``Key.account``,
+for signing transactions) is built on first use, so the processes that never
+send a transaction (validators, trainers, the operator) never import
+eth_account and its costly dependencies (see ``pot.eip712``).
 """
 
 from __future__ import annotations
 
 import os
 import re
+import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from eth_account import Account
-from eth_account.signers.local import LocalAccount
+from eth_keys.datatypes import PrivateKey
+from eth_keys.exceptions import ValidationError
 
 from pot import errors
+
+if TYPE_CHECKING:
+    from eth_account.signers.local import LocalAccount
 
 _HEX_KEY = re.compile(r"^(0x)?[0-9a-fA-F]{64}$")
 
@@ -25,13 +35,29 @@ _HEX_KEY = re.compile(r"^(0x)?[0-9a-fA-F]{64}$")
 class Key:
     """A loaded private key. ``repr`` and ``str`` show the address only."""
 
-    account: LocalAccount = field(repr=False)
+    private: PrivateKey = field(repr=False)
     source: str
+    address: str = field(init=False)
+    """The checksummed address."""
+    _account: list[LocalAccount] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "address", str(self.private.public_key.to_checksum_address()))
+        object.__setattr__(self, "_account", [])
 
     @property
-    def address(self) -> str:
-        """The checksummed address."""
-        return str(self.account.address)
+    def account(self) -> LocalAccount:
+        """The key as an eth_account account (to sign transactions), made on first use."""
+        if not self._account:
+            from eth_account import Account
+
+            self._account.append(Account.from_key(self.private.to_bytes()))
+        return self._account[0]
+
+    @property
+    def secret(self) -> bytes:
+        """The 32 private key bytes (for key derivations; never log them)."""
+        return bytes(self.private.to_bytes())
 
     def __repr__(self) -> str:
         return f"Key(address={self.address}, source={self.source})"
@@ -46,11 +72,11 @@ def _parse(text: str, source: str) -> Key:
             f"{source}: not a secp256k1 private key (expected 64 hex digits, optionally 0x-prefixed)"
         )
     try:
-        account = Account.from_key(text if text.startswith("0x") else "0x" + text)
-    except (ValueError, TypeError):
+        private = PrivateKey(bytes.fromhex(text.removeprefix("0x")))
+    except (ValidationError, ValueError, TypeError):
         # `from None`: the library's message could echo the key material.
         raise errors.KeyLoadError(f"{source}: key out of range for secp256k1") from None
-    return Key(account=account, source=source)
+    return Key(private=private, source=source)
 
 
 def from_text(text: str, source: str) -> Key:
@@ -95,4 +121,8 @@ def load(*, file: str | os.PathLike[str] | None = None, env: str | None = None) 
 
 def generate() -> Key:
     """A fresh random key (tests, the demo's throwaway identities)."""
-    return Key(account=Account.create(), source="generated")
+    while True:  # all but about 2^-128 of 32-byte strings are in [1, n - 1]
+        try:
+            return Key(private=PrivateKey(secrets.token_bytes(32)), source="generated")
+        except ValidationError:
+            continue

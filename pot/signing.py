@@ -13,11 +13,10 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from eth_account import Account
-from eth_account.messages import SignableMessage, encode_typed_data
+from eth_keys.datatypes import Signature
 from eth_utils import keccak, to_checksum_address
 
-from pot import errors, keys
+from pot import eip712, errors, keys
 
 DOMAIN_NAME = "pot"
 DOMAIN_VERSION = "1"
@@ -44,36 +43,11 @@ def offchain_domain(purpose: str) -> dict[str, Any]:
     return {"name": f"{DOMAIN_NAME}-{purpose}", "version": DOMAIN_VERSION}
 
 
-def _encode(
-    domain_data: Mapping[str, Any], types: Types, primary: str, message: Mapping[str, Any]
-) -> SignableMessage:
-    full = {
-        "types": {
-            "EIP712Domain": [
-                {"name": k, "type": t}
-                for k, t in (
-                    ("name", "string"),
-                    ("version", "string"),
-                    ("chainId", "uint256"),
-                    ("verifyingContract", "address"),
-                )
-                if k in domain_data
-            ],
-            **{k: list(v) for k, v in types.items()},
-        },
-        "primaryType": primary,
-        "domain": dict(domain_data),
-        "message": dict(message),
-    }
-    return encode_typed_data(full_message=full)
-
-
 def digest(
     domain_data: Mapping[str, Any], types: Types, primary: str, message: Mapping[str, Any]
 ) -> bytes:
     """The 32-byte EIP-712 digest (keccak256(0x1901 ‖ domainSeparator ‖ structHash))."""
-    signable = _encode(domain_data, types, primary, message)
-    return bytes(keccak(b"\x19" + signable.version + signable.header + signable.body))
+    return eip712.digest(domain_data, types, primary, message)
 
 
 def sign(
@@ -83,9 +57,14 @@ def sign(
     primary: str,
     message: Mapping[str, Any],
 ) -> str:
-    """A 65-byte signature (r ‖ s ‖ v, v in {27, 28}) as 0x-hex."""
-    signed = key.account.sign_message(_encode(domain_data, types, primary, message))
-    return "0x" + bytes(signed.signature).hex()
+    """A 65-byte signature (r ‖ s ‖ v, v in {27, 28}, low s) as 0x-hex."""
+    sig = key.private.sign_msg_hash(eip712.digest(domain_data, types, primary, message))
+    return (
+        "0x"
+        + sig.r.to_bytes(32, "big").hex()
+        + sig.s.to_bytes(32, "big").hex()
+        + f"{sig.v + 27:02x}"
+    )
 
 
 def recover(
@@ -98,8 +77,8 @@ def recover(
     """The checksummed address that made ``signature``; ProtocolError if malformed.
 
     Only canonical signatures are accepted: v of 27 or 28 and s in the lower half of the
-    curve order, as the settlement contract's ECDSA check wants. eth_account would also
-    recover v = 0/1 and high-s forms; the contract refuses them, so a replica that stored
+    curve order, as the settlement contract's ECDSA check wants. A bare recovery would also
+    take v = 0/1 and high-s forms; the contract refuses them, so a replica that stored
     one (each replica keeps a peer's first allocation signature) would hand every sidecar a
     quorum that can never settle.
     """
@@ -115,11 +94,14 @@ def recover(
     if not 0 < r < SECP256K1_N or not 0 < s <= SECP256K1_N // 2:
         raise errors.ProtocolError("signature is not canonical (r or s out of range, or high s)")
     try:
-        return str(
-            Account.recover_message(_encode(domain_data, types, primary, message), signature=raw)
-        )
-    except Exception as exc:
+        h = eip712.digest(domain_data, types, primary, message)
+    except (ValueError, TypeError, KeyError) as exc:
+        raise errors.ProtocolError(f"signed message is malformed: {exc}") from exc
+    try:
+        public = Signature(vrs=(raw[64] - 27, r, s)).recover_public_key_from_msg_hash(h)
+    except Exception as exc:  # the library's errors for points off the curve vary by backend
         raise errors.ProtocolError(f"signature does not recover: {exc}") from exc
+    return str(public.to_checksum_address())
 
 
 # ---------------------------------------------------------------------- task registrations

@@ -80,7 +80,7 @@ class Peers:
 
 def public_key_of(key: keys.Key) -> bytes:
     """The uncompressed public key of a loaded key (what peers.json lists)."""
-    priv = ec.derive_private_key(int.from_bytes(bytes(key.account.key), "big"), ec.SECP256K1())
+    priv = ec.derive_private_key(int.from_bytes(key.secret, "big"), ec.SECP256K1())
     from cryptography.hazmat.primitives import serialization
 
     return priv.public_key().public_bytes(
@@ -162,7 +162,7 @@ class Auth:
     def __init__(self, me: int, key: keys.Key, peers: Peers) -> None:
         self.me = me
         self.peers = peers
-        secret = int.from_bytes(bytes(key.account.key), "big")
+        secret = int.from_bytes(key.secret, "big")
         self._priv = ec.derive_private_key(secret, ec.SECP256K1())
         if public_key_of(key) != peers.replicas[me].public_key:
             raise errors.ConfigError(f"key does not belong to replica {me} in peers.json")

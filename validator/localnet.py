@@ -45,7 +45,7 @@ def write_peers(
     ports = free_ports(2 * n)
     replicas = []
     for i, k in enumerate(ks):
-        (root / f"validator-{i}.key").write_text(bytes(k.account.key).hex())
+        (root / f"validator-{i}.key").write_text(k.secret.hex())
         replicas.append(
             {
                 "id": i,

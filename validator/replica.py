@@ -133,7 +133,7 @@ class Node:
         # per open task, each segment's draw (True: a private audit still owed; False:
         # not drawn, or replayed and found valid), so every coin is drawn once; and
         # when it last said "audited". Closed tasks are dropped.
-        self.coin = verdicts.coin_secret(bytes(key.account.key))
+        self.coin = verdicts.coin_secret(key.secret)
         self.owed: dict[str, dict[str, bool]] = {}
         self.audited_at: dict[str, float] = {}
         self.tasks: list[asyncio.Task[None]] = []

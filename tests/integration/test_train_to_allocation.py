@@ -73,7 +73,7 @@ def _train(
         miners.append(key)
         node = root / f"node-{rank}"
         node.mkdir()
-        (node / f"miner-{rank}.key").write_text(bytes(key.account.key).hex())
+        (node / f"miner-{rank}.key").write_text(key.secret.hex())
         cmd = [
             str(TORCHRUN),
             "--nnodes=2",

@@ -222,7 +222,7 @@ def test_secrets_leave_miner_addresses_and_no_key_material() -> None:
     from pot.operator import runtime
 
     k0, k1 = keys.generate(), keys.generate()
-    hex0, hex1 = bytes(k0.account.key).hex(), bytes(k1.account.key).hex()
+    hex0, hex1 = k0.secret.hex(), k1.secret.hex()
     rt = runtime.Runtime(configuration.Config())
     secret = {
         "metadata": {"namespace": "farm", "name": "miner-keys", "resourceVersion": "1"},

@@ -20,7 +20,7 @@ def test_deploy_fund_settle_balances(tmp_path: Path) -> None:
         deployer = keys.generate()
         dev.fund(deployer.address, 100 * ETH)
         key_file = tmp_path / "deployer.key"
-        key_file.write_text(bytes(deployer.account.key).hex())
+        key_file.write_text(deployer.secret.hex())
         vals = [keys.generate() for _ in range(4)]
         peers = tmp_path / "peers.json"
         peers.write_text(

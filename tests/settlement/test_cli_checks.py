@@ -48,7 +48,7 @@ def chain(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
         key = keys.generate()
         dev.fund(key.address, 100 * ETH)
         key_file = root / "funder.key"
-        key_file.write_text(bytes(key.account.key).hex())
+        key_file.write_text(key.secret.hex())
         validators = [keys.generate().address for _ in range(4)]
         listed = root / "validators.txt"
         listed.write_text("\n".join(validators) + "\n")

@@ -76,7 +76,7 @@ def test_no_rpc_url_anywhere_is_one_error_naming_all_three(
     peers = operator_peers(tmp_path, rpcSecretRef={"name": "rpc", "key": "url"})
     monkeypatch.delenv(sidecar.RPC_URL_ENV, raising=False)
     key_file = tmp_path / "validator-0.key"
-    key_file.write_text(bytes(keys.generate().account.key).hex())
+    key_file.write_text(keys.generate().secret.hex())
     argv = ["--validator-url", "http://127.0.0.1:8080", "--config", str(peers)]
     argv += ["--key-file", str(key_file), "--state-dir", str(tmp_path / "state")]
     with pytest.raises(SystemExit) as info:
@@ -133,7 +133,7 @@ def test_sidecar_process_with_rpc_secret_ref_settles_through_a_rate_limit(
     validator.publish(w.alloc_json(alloc))
     key = w.key(10 * ETH)
     key_file = tmp_path / "validator-0.key"
-    key_file.write_text(bytes(key.account.key).hex())
+    key_file.write_text(key.secret.hex())
     key_file.chmod(0o600)
     peers = operator_peers(
         tmp_path,

@@ -104,7 +104,7 @@ def test_killed_sidecar_restarts_into_exactly_one_settle(
     validator.publish(w.alloc_json(alloc))
     key = w.key(10 * ETH)
     key_file = tmp_path / "validator-0.key"
-    key_file.write_text(bytes(key.account.key).hex())
+    key_file.write_text(key.secret.hex())
     key_file.chmod(0o600)
     log_path = tmp_path / "sidecar.log"
     log = intents.IntentLog(tmp_path / "state")
@@ -148,4 +148,4 @@ def test_killed_sidecar_restarts_into_exactly_one_settle(
     events = w.settled_events(task, 0)
     assert len(events) == 1 and "0x" + bytes(events[0]["transactionHash"]).hex() == persisted
     assert [w.credit(p) for p in alloc.payees] == list(alloc.amounts)
-    assert bytes(key.account.key).hex() not in log_path.read_text()  # the key is never logged
+    assert key.secret.hex() not in log_path.read_text()  # the key is never logged

@@ -138,7 +138,7 @@ def new_run(root: Path, spec: dict[str, Any], **fields: Any) -> Run:
     root.mkdir(parents=True, exist_ok=True)
     key = keys.generate()
     (root / "spec.json").write_text(json.dumps(spec))
-    (root / "miner-0.key").write_text(key.account.key.hex())
+    (root / "miner-0.key").write_text(key.secret.hex())
     return Run(root=root, spec=spec, key=key, **fields)
 
 

@@ -42,7 +42,7 @@ def _launch(
 ) -> subprocess.Popen[bytes]:
     node = root / f"node-{rank}"
     node.mkdir(exist_ok=True)
-    (node / "miner.key").write_text(bytes(key.account.key).hex())
+    (node / "miner.key").write_text(key.secret.hex())
     cmd = [
         str(TORCHRUN),
         "--nnodes=2",

@@ -79,8 +79,8 @@ def test_a_challenge_makes_the_segment_public_and_2f_plus_1_decide() -> None:
 
 
 def test_private_coins_are_secret_per_replica_and_hit_the_rate() -> None:
-    secrets = [verdicts.coin_secret(bytes(k.account.key)) for k in REPLICAS]
-    assert len(set(secrets)) == 4 and all(bytes(k.account.key) not in secrets for k in REPLICAS)
+    secrets = [verdicts.coin_secret(k.secret) for k in REPLICAS]
+    assert len(set(secrets)) == 4 and all(k.secret not in secrets for k in REPLICAS)
     rate = int(0.1 * verdicts.SCALE)
     digests = ["0x" + hashlib.sha256(str(i).encode()).hexdigest() for i in range(4000)]
     draws = [[verdicts.audit_coin(s, TASK, d) < rate for d in digests] for s in secrets]
