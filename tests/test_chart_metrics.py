@@ -1,0 +1,102 @@
+"""Every metric the chart's Grafana dashboard queries, and every ``pot_*`` metric name the
+README and docs mention, is one a component actually serves.
+
+The served names come from the components' own registries (operator, trainer,
+validator, settlement sidecar), rendered as Prometheus exposes them: a Counter
+``x`` is scraped as ``x_total``, a Histogram ``h`` as ``h_bucket``/``h_sum``/``h_count``.
+A panel on a name nobody serves stays empty forever and nobody notices.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterable
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+from prometheus_client import REGISTRY, CollectorRegistry
+from prometheus_client.metrics_core import Metric
+
+CHART = "charts/pot-operator"
+_NAME = re.compile(r"\bpot_[a-z_]*[a-z]\b")
+_SUFFIXES = {
+    "counter": ("_total", "_created"),
+    "histogram": ("_bucket", "_sum", "_count", "_created"),
+    "summary": ("", "_sum", "_count", "_created"),
+    "gauge": ("",),
+}
+
+
+def scraped(families: Iterable[Metric]) -> set[str]:
+    """The sample names a scrape of ``families`` yields (also with no samples yet)."""
+    out: set[str] = set()
+    for family in families:
+        out.update(family.name + s for s in _SUFFIXES.get(family.type, ("",)))
+    return out
+
+
+def served() -> set[str]:
+    """Every pot_* sample name the operator, trainer, validator and sidecar serve."""
+    # Importing these registers their metrics on the default registry.
+    import pot.operator.metrics
+    import pot.trainer.publishing
+    import pot.trainer.training  # noqa: F401
+    from pot.settlement import sending
+    from pot.validator import api
+
+    names = scraped(REGISTRY.collect())
+    names |= scraped(sending.Metrics(CollectorRegistry()).registry.collect())
+    core = SimpleNamespace(
+        view=0, last_exec=0, h=0, pending=(), is_primary=False, rejected={}, stats={}
+    )
+    node: Any = SimpleNamespace(core=core, ready=lambda: (False, ""))
+    names |= scraped(api._Metrics(node).collect())
+    return {n for n in names if n.startswith("pot_")}
+
+
+@pytest.fixture(scope="module")
+def served_names() -> set[str]:
+    return served()
+
+
+def dashboard_queries(repo_root: Path) -> list[tuple[str, str]]:
+    doc = json.loads((repo_root / CHART / "files" / "grafana-dashboard.json").read_text())
+    return [(p["title"], t["expr"]) for p in doc["panels"] for t in p.get("targets", [])]
+
+
+def test_served_names_are_found(served_names: set[str]) -> None:
+    # The collection itself must work, or every check below passes vacuously.
+    for name in (
+        "pot_operator_reconciles_total",
+        "pot_operator_reconcile_seconds_bucket",
+        "pot_trainer_segments_total",
+        "pot_validator_view",
+        "pot_validator_rejected_total",
+        "pot_settlement_intents_total",
+    ):
+        assert name in served_names
+    assert "pot_validator_segments_total" not in served_names
+    assert "pot_operator_reconciles" not in served_names  # a counter is scraped as _total
+
+
+def test_dashboard_queries_served_metrics(repo_root: Path, served_names: set[str]) -> None:
+    queries = dashboard_queries(repo_root)
+    assert len(queries) >= 6
+    for title, expr in queries:
+        used = _NAME.findall(expr)
+        assert used, f"panel {title!r}: no pot_ metric in {expr!r}"
+        unknown = sorted(set(used) - served_names)
+        assert not unknown, f"panel {title!r} queries {unknown}, which nothing serves"
+
+
+def test_docs_name_served_metrics(repo_root: Path, served_names: set[str]) -> None:
+    for doc in [repo_root / "README.md", *sorted((repo_root / "docs").glob("*.md"))]:
+        text = doc.read_text(encoding="utf-8")
+        # A name ending in "_" is a prefix (pot_operator_*), not a metric.
+        for name in set(_NAME.findall(text)):
+            if text[text.index(name) + len(name) :].startswith(("_*", "*")):
+                continue
+            assert name in served_names, f"{doc.name} names metric {name}, which nothing serves"
