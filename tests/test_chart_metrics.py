@@ -100,3 +100,72 @@ def test_docs_name_served_metrics(repo_root: Path, served_names: set[str]) -> No
             if text[text.index(name) + len(name) :].startswith(("_*", "*")):
                 continue
             assert name in served_names, f"{doc.name} names metric {name}, which nothing serves"
+
+
+def _selects(selector: dict[str, Any], labels: dict[str, str]) -> bool:
+    ok = all(labels.get(k) == v for k, v in (selector.get("matchLabels") or {}).items())
+    for expr in selector.get("matchExpressions") or []:
+        assert expr["operator"] == "In", expr  # the chart uses nothing else
+        ok = ok and labels.get(expr["key"]) in expr["values"]
+    return ok
+
+
+def _example(repo_root: Path, name: str) -> dict[str, Any]:
+    import yaml
+
+    doc: dict[str, Any] = yaml.safe_load((repo_root / "examples" / name).read_text())
+    doc["metadata"].update(namespace="farm-a", uid="0d2a1c4e-0000-4000-8000-000000000000")
+    return doc
+
+
+@pytest.mark.parametrize("watch", [(), ("farm-a", "farm-b")])
+def test_prometheus_scrapes_the_pods_the_dashboard_reads(
+    helm: str, repo_root: Path, watch: tuple[str, ...]
+) -> None:
+    """With serviceMonitor.enabled, Prometheus finds validators, settlement sidecars and
+    trainers (the dashboard's panels), not only the operator: a PodMonitor selects the
+    pods the operator builds, on the named ports that serve /metrics."""
+    import subprocess
+
+    import yaml
+
+    from pot.operator import builders_trainers, builders_validators
+    from pot.operator.config import Config
+
+    args = ["--set", "metrics.serviceMonitor.enabled=true"]
+    if watch:
+        args += ["--set", "watchNamespaces={" + ",".join(watch) + "}"]
+    out = subprocess.run(
+        [helm, "template", "pot", CHART, "-n", "pot-system", *args],
+        cwd=repo_root,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    ).stdout
+    (monitor,) = [d for d in yaml.safe_load_all(out) if d and d["kind"] == "PodMonitor"]
+    spec = monitor["spec"]
+    if watch:
+        assert spec["namespaceSelector"] == {"matchNames": list(watch)}
+    else:
+        assert spec["namespaceSelector"] == {"any": True}
+    scraped_ports = {e["port"] for e in spec["podMetricsEndpoints"] if e["path"] == "/metrics"}
+
+    config = Config()
+    trainer = builders_trainers.build_pod_spec(_example(repo_root, "task.yaml"), 0, 0, config)
+    sts = builders_validators.build_statefulset_spec(
+        _example(repo_root, "validatorset.yaml"), config, "{}"
+    )
+    validator = sts["spec"]["template"]
+    # The ports each pod serves /metrics on (docs/protocol.md "Ports").
+    metrics_ports = {
+        "trainer": builders_trainers.STORE_PORT,
+        "validator": builders_validators.HTTP_PORT,
+        "settlement": builders_validators.SETTLEMENT_PORT,
+    }
+    for pod in (trainer, validator):
+        assert _selects(spec["selector"], pod["metadata"]["labels"]), pod["metadata"]
+        for container in pod["spec"]["containers"]:
+            named = {p["containerPort"]: p["name"] for p in container["ports"]}
+            port = metrics_ports[container["name"]]
+            assert named.get(port) in scraped_ports, (container["name"], named, scraped_ports)
