@@ -288,3 +288,16 @@ def test_task_children(task: dict[str, Any]) -> None:
 def test_backend_auto() -> None:
     assert bt.backend({"resources": {"gpusPerNode": 2, "backend": "auto"}}) == "nccl"
     assert bt.backend({"resources": {"gpusPerNode": 0}}) == "gloo"
+
+
+def test_gpu_pod_gets_a_memory_backed_dev_shm(gpu_task: dict[str, Any]) -> None:
+    """torchrun starts one process per GPU; with P2P off (risers) NCCL moves intra-node
+    traffic through /dev/shm, which a container gets at 64 MiB: 8 ranks' buffers do not
+    fit, and NCCL fails at init (ncclShmOpen). The pod mounts a tmpfs there instead."""
+    pod = bt.build_pod_spec(gpu_task, 0, 0, Config())
+    (container,) = pod["spec"]["containers"]
+    (mount,) = [m for m in container["volumeMounts"] if m["mountPath"] == "/dev/shm"]
+    (volume,) = [v for v in pod["spec"]["volumes"] if v["name"] == mount["name"]]
+    assert volume["emptyDir"]["medium"] == "Memory"
+    # Its pages count against the container's memory limit: no separate sizeLimit to exceed.
+    assert "sizeLimit" not in volume["emptyDir"]
