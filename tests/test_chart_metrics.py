@@ -132,7 +132,9 @@ def test_prometheus_scrapes_the_pods_the_dashboard_reads(
     from pot.operator import builders_trainers, builders_validators
     from pot.operator.config import Config
 
+    # kube-prometheus-stack selects monitors by its release label: both must carry it.
     args = ["--set", "metrics.serviceMonitor.enabled=true"]
+    args += ["--set", "metrics.serviceMonitor.labels.release=kube-prometheus-stack"]
     if watch:
         args += ["--set", "watchNamespaces={" + ",".join(watch) + "}"]
     out = subprocess.run(
@@ -143,7 +145,12 @@ def test_prometheus_scrapes_the_pods_the_dashboard_reads(
         timeout=60,
         check=True,
     ).stdout
-    (monitor,) = [d for d in yaml.safe_load_all(out) if d and d["kind"] == "PodMonitor"]
+    docs = [d for d in yaml.safe_load_all(out) if d]
+    monitors = [d for d in docs if d["kind"] in ("PodMonitor", "ServiceMonitor")]
+    assert len(monitors) == 2
+    for doc in monitors:
+        assert doc["metadata"]["labels"]["release"] == "kube-prometheus-stack", doc["kind"]
+    (monitor,) = [d for d in docs if d["kind"] == "PodMonitor"]
     spec = monitor["spec"]
     if watch:
         assert spec["namespaceSelector"] == {"matchNames": list(watch)}
