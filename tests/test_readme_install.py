@@ -105,3 +105,12 @@ def test_notes_say_which_namespace_is_fenced(repo_root: Path, helm: str) -> None
     assert "NetworkPolicies fence validators and trainers in pot-system only" in notes()
     assert "fence validators and trainers in" not in notes("--set", "watchNamespaces={farm-a}")
     assert "fence validators and trainers in" not in notes("--set", "networkPolicies.enabled=false")
+
+
+def test_readme_upgrades_the_crds_helm_never_upgrades(repo_root: Path) -> None:
+    """Helm applies a chart's crds/ on install only; the README's upgrade applies them."""
+    assert (repo_root / CHART / "crds" / "trainingtask.yaml").exists()
+    text = (repo_root / "README.md").read_text(encoding="utf-8")
+    upgrade = text.index("helm upgrade pot")
+    crds = text.index(f"kubectl apply --server-side -f {CHART}/crds/")
+    assert crds < upgrade
