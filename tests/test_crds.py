@@ -347,6 +347,13 @@ BAD_SPECS: list[tuple[str, str, Callable[[Doc], None], str, str]] = [
         "spec.runPolicy.backoffLimit",
         "greater than or equal to 0",
     ),
+    (
+        "TrainingTask",
+        "zero miner stake (R_i = S_i x P_i pays nobody)",
+        setter("spec.reward.minerStake", "0"),
+        "spec.reward.minerStake",
+        "should match",
+    ),
     ("ValidatorSet", "replicas not 3f+1", setter("spec.replicas", 5), "spec.replicas", "3f+1"),
     (
         "ValidatorSet",
