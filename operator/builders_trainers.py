@@ -42,6 +42,7 @@ Body = Mapping[str, Any]
 
 MASTER_PORT = 29500
 STORE_PORT = 8090
+SHM_DIR = "/dev/shm"  # noqa: S108 - a mountPath in the pod, not a temp file here
 SPEC_DIR = "/etc/pot/task"
 STATE_DIR = "/var/lib/pot"
 STORE_DIR = f"{STATE_DIR}/store"
@@ -303,6 +304,13 @@ def build_pod_spec(
         ],
         "terminationGracePeriodSeconds": 30,
     }
+    if gpus > 0:
+        # torchrun runs a process per GPU, and NCCL passes intra-node traffic through
+        # /dev/shm (all of it with P2P off over risers); a container's own /dev/shm is
+        # 64 MiB, too small for a rig's ranks (NCCL fails at init in ncclShmOpen). A
+        # memory-backed emptyDir is charged to the container's memory limit.
+        container["volumeMounts"].append({"name": "dshm", "mountPath": SHM_DIR})
+        pod_spec["volumes"].append({"name": "dshm", "emptyDir": {"medium": "Memory"}})
     if inits:
         pod_spec["initContainers"] = inits
     selector = dict(config.gpu_node_selector) if gpus > 0 else {}

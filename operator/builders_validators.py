@@ -261,6 +261,15 @@ def _probe(path: str, port: int, period: int, failures: int) -> dict[str, Any]:
     }
 
 
+def _names_gpu(resources: Mapping[str, Any]) -> bool:
+    """Whether requests or limits name a GPU resource (nvidia.com/gpu, amd.com/gpu, ...)."""
+    return any(
+        str(key).endswith("/gpu")
+        for part in ("limits", "requests")
+        for key in (resources.get(part) or {})
+    )
+
+
 def build_statefulset_spec(vset: Body, config: Config, peers_text: str) -> dict[str, Any]:
     """StatefulSet ``<vset>``: validator container + settlement sidecar per replica."""
     meta, spec = vset["metadata"], vset["spec"]
@@ -294,8 +303,15 @@ def build_statefulset_spec(vset: Body, config: Config, peers_text: str) -> dict[
         "volumeMounts": mounts,
         "securityContext": security.container_security_context(),
     }
-    if spec.get("resources"):
-        validator["resources"] = spec["resources"]
+    # Replays on cuda need a GPU in the pod, or every audit fails (AUDIT_ERROR) and no
+    # audited segment is paid: one per replica, on the operator's GPU nodes, unless the
+    # set's own resources name GPUs already.
+    on_gpu = (spec.get("verification") or {}).get("device") == "cuda"
+    resources = dict(spec.get("resources") or {})
+    if on_gpu and not _names_gpu(resources):
+        resources["limits"] = {**(resources.get("limits") or {}), names.GPU: "1"}
+    if resources:
+        validator["resources"] = resources
     settlement: dict[str, Any] = {
         "name": "settlement",
         "image": image,
@@ -349,10 +365,14 @@ def build_statefulset_spec(vset: Body, config: Config, peers_text: str) -> dict[
             }
         },
     }
-    if spec.get("nodeSelector"):
-        pod_spec["nodeSelector"] = dict(spec["nodeSelector"])
-    if spec.get("tolerations"):
-        pod_spec["tolerations"] = list(spec["tolerations"])
+    selector = dict(config.gpu_node_selector) if on_gpu else {}
+    selector.update(spec.get("nodeSelector") or {})
+    if selector:
+        pod_spec["nodeSelector"] = selector
+    tolerations = list(config.gpu_tolerations) if on_gpu else []
+    tolerations += list(spec.get("tolerations") or [])
+    if tolerations:
+        pod_spec["tolerations"] = tolerations
     return {
         "apiVersion": "apps/v1",
         "kind": "StatefulSet",

@@ -26,6 +26,9 @@ Every verb below is one the code makes; nothing else is granted:
 - Secrets are only read (miner-key names and addresses, validator public
   keys: never written, never logged); a ValidatorSet's keys Secret by ``get``.
 - Events: one core/v1 ``create`` per transition (``posting.post_event``).
+- ``update`` of the CRs' ``finalizers`` subresource is never called: admission asks
+  for it where OwnerReferencesPermissionEnforcement runs, as the children's
+  ownerReferences set ``blockOwnerDeletion``.
 - kopf watches CRDs to notice resources appearing, and namespaces to follow
   ``POT_WATCH_NAMESPACES`` patterns.
 
@@ -50,6 +53,15 @@ OPERATOR_RULES: Sequence[Mapping[str, Any]] = (
         "apiGroups": ["pot.dev"],
         "resources": ["trainingtasks/status", "validatorsets/status"],
         "verbs": ["patch"],
+    },
+    # Not a call the operator makes: every child's ownerReference sets blockOwnerDeletion
+    # (names.owner_reference), and the OwnerReferencesPermissionEnforcement admission
+    # plugin (on by default in OpenShift) refuses that create, 403, to a client that may
+    # not update the owner's finalizers. The operator never writes finalizers.
+    {
+        "apiGroups": ["pot.dev"],
+        "resources": ["trainingtasks/finalizers", "validatorsets/finalizers"],
+        "verbs": ["update"],
     },
     {"apiGroups": [""], "resources": ["pods"], "verbs": [*_WATCH, *_APPLY, "delete"]},
     {

@@ -17,7 +17,7 @@ from pot import charting
 CHART = "charts/pot-operator"
 K8S_VERSION = "1.33.0"
 # Kinds owned by other projects' CRDs: not in the upstream schemas.
-FOREIGN_KINDS = {"ServiceMonitor"}
+FOREIGN_KINDS = {"ServiceMonitor", "PodMonitor"}
 
 
 def run_helm(helm: str, repo_root: Path, *args: str) -> str:

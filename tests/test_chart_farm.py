@@ -258,3 +258,45 @@ def test_notes_commands_target_the_watched_namespace(helm: str, repo_root: Path)
     assert any(c.startswith("kubectl -n farm-a create secret generic miner-keys") for c in tasks)
     assert any(c.startswith("kubectl -n pot-system create secret generic chain-rpc") for c in tasks)
     assert "pot task status mlp-demo -n farm-a" in notes
+
+
+def test_children_owner_references_are_permitted(helm: str, repo_root: Path) -> None:
+    """Every child the operator creates names its owner with blockOwnerDeletion; clusters
+    running the OwnerReferencesPermissionEnforcement admission plugin (OpenShift's
+    default) refuse such a create (403) unless the client may update the owner's
+    finalizers subresource, so the chart's ClusterRole must grant exactly that."""
+    from pot.operator import builders_trainers as bt
+    from pot.operator import builders_validators as bv
+    from pot.operator import names
+    from pot.operator.config import Config
+
+    def example(name: str) -> dict[str, Any]:
+        doc: dict[str, Any] = yaml.safe_load((repo_root / "examples" / name).read_text())
+        doc["metadata"].update(namespace="farm-a", uid="0d2a1c4e-0000-4000-8000-000000000000")
+        return doc
+
+    task, vset, config = example("task.yaml"), example("validatorset.yaml"), Config()
+    ids = [bv.Identity(address="0x" + "11" * 20, public_key="0x04" + "22" * 64)] * 4
+    children = [
+        bt.build_service_spec(task),
+        bt.build_store_claim_spec(task, 0, config),
+        bt.build_pod_spec(task, 0, 0, config),
+        bt.build_volcano_podgroup(task, 0),
+        *bv.build_all(vset, ids, config),
+    ]
+    plurals = {"TrainingTask": names.TASKS, "ValidatorSet": names.VSETS}
+    (role,) = [d for d in render(helm, repo_root) if d["kind"] == "ClusterRole"]
+    granted = {
+        (group, resource, verb)
+        for rule in role["rules"]
+        for group in rule["apiGroups"]
+        for resource in rule["resources"]
+        for verb in rule["verbs"]
+    }
+    blocking = [ref for child in children for ref in child["metadata"].get("ownerReferences") or []]
+    assert {ref["kind"] for ref in blocking} == set(plurals)
+    for ref in blocking:
+        if ref.get("blockOwnerDeletion"):
+            group = ref["apiVersion"].split("/")[0]
+            need = (group, f"{plurals[ref['kind']]}/finalizers", "update")
+            assert need in granted, f"{ref['kind']} child: {need} not granted"

@@ -347,6 +347,13 @@ BAD_SPECS: list[tuple[str, str, Callable[[Doc], None], str, str]] = [
         "spec.runPolicy.backoffLimit",
         "greater than or equal to 0",
     ),
+    (
+        "TrainingTask",
+        "zero miner stake (R_i = S_i x P_i pays nobody)",
+        setter("spec.reward.minerStake", "0"),
+        "spec.reward.minerStake",
+        "should match",
+    ),
     ("ValidatorSet", "replicas not 3f+1", setter("spec.replicas", 5), "spec.replicas", "3f+1"),
     (
         "ValidatorSet",
@@ -390,6 +397,13 @@ BAD_SPECS: list[tuple[str, str, Callable[[Doc], None], str, str]] = [
         deleter("spec.keysSecretRef"),
         "spec.keysSecretRef",
         "Required value",
+    ),
+    (
+        "ValidatorSet",
+        "stakes not one per replica",
+        setter("spec.stakes", ["1", "2", "3"]),
+        "spec.stakes",
+        "one stake per replica",
     ),
     (
         "ValidatorSet",
@@ -519,3 +533,21 @@ def test_settlement_status_keeps_what_the_operator_writes(
     cleaned, causes = schemas.admit(crd_schemas["TrainingTask"], doc)
     assert causes == []
     assert cleaned["status"]["settlement"] == receipt
+
+
+@pytest.mark.parametrize("replicas", [4, 7])
+def test_stakes_one_per_replica_accepted(
+    repo_root: Path, crd_schemas: dict[str, schemas.Schema], replicas: int
+) -> None:
+    """The stakes rule admits what the validators accept: one stake per replica, or none."""
+    doc = copy.deepcopy(
+        next(d for label, d in example_docs(repo_root) if label == "validatorset.yaml:vset")
+    )
+    doc["spec"]["replicas"] = replicas
+    for stakes in ([str(10**18 * (i + 1)) for i in range(replicas)], []):
+        doc["spec"]["stakes"] = stakes
+        _, causes = schemas.admit(crd_schemas["ValidatorSet"], doc)
+        assert causes == [], [str(c) for c in causes]
+    del doc["spec"]["stakes"]
+    _, causes = schemas.admit(crd_schemas["ValidatorSet"], doc)
+    assert causes == []

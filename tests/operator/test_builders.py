@@ -288,3 +288,46 @@ def test_task_children(task: dict[str, Any]) -> None:
 def test_backend_auto() -> None:
     assert bt.backend({"resources": {"gpusPerNode": 2, "backend": "auto"}}) == "nccl"
     assert bt.backend({"resources": {"gpusPerNode": 0}}) == "gloo"
+
+
+def test_gpu_pod_gets_a_memory_backed_dev_shm(gpu_task: dict[str, Any]) -> None:
+    """torchrun starts one process per GPU; with P2P off (risers) NCCL moves intra-node
+    traffic through /dev/shm, which a container gets at 64 MiB: 8 ranks' buffers do not
+    fit, and NCCL fails at init (ncclShmOpen). The pod mounts a tmpfs there instead."""
+    pod = bt.build_pod_spec(gpu_task, 0, 0, Config())
+    (container,) = pod["spec"]["containers"]
+    (mount,) = [m for m in container["volumeMounts"] if m["mountPath"] == "/dev/shm"]
+    (volume,) = [v for v in pod["spec"]["volumes"] if v["name"] == mount["name"]]
+    assert volume["emptyDir"]["medium"] == "Memory"
+    # Its pages count against the container's memory limit: no separate sizeLimit to exceed.
+    assert "sizeLimit" not in volume["emptyDir"]
+
+
+def test_cuda_validators_get_a_gpu(make_example: Any) -> None:
+    """spec.verification.device cuda replays on a GPU: without one in the pod every audit
+    fails (AUDIT_ERROR) and no audited segment is ever paid. Each replica asks for one,
+    on the operator's GPU nodes, unless spec.resources already names GPUs."""
+    vset = make_example("validatorset.yaml", ns="farm")
+    vset["spec"]["verification"] = {"device": "cuda", "maxConcurrent": 1}
+    cfg = Config(
+        gpu_node_selector={"pool": "rigs"}, gpu_tolerations=[{"key": "rig", "operator": "Exists"}]
+    )
+    pod = bv.build_statefulset_spec(vset, cfg, "{}")["spec"]["template"]["spec"]
+    validator = next(c for c in pod["containers"] if c["name"] == "validator")
+    assert validator["resources"]["limits"]["nvidia.com/gpu"] == "1"
+    assert pod["nodeSelector"] == {"pool": "rigs"}
+    assert pod["tolerations"] == [{"key": "rig", "operator": "Exists"}]
+    settlement = next(c for c in pod["containers"] if c["name"] == "settlement")
+    assert "nvidia.com/gpu" not in str(settlement.get("resources"))  # the sidecar needs none
+    # The set's own resources win, and CPU replays take no GPU.
+    vset["spec"]["resources"] = {"limits": {"nvidia.com/gpu": "2", "memory": "8Gi"}}
+    vset["spec"]["nodeSelector"] = {"pool": "validators"}
+    pod = bv.build_statefulset_spec(vset, cfg, "{}")["spec"]["template"]["spec"]
+    validator = next(c for c in pod["containers"] if c["name"] == "validator")
+    assert validator["resources"] == {"limits": {"nvidia.com/gpu": "2", "memory": "8Gi"}}
+    assert pod["nodeSelector"] == {"pool": "validators"}
+    vset["spec"]["verification"]["device"] = "cpu"
+    del vset["spec"]["resources"], vset["spec"]["nodeSelector"]
+    pod = bv.build_statefulset_spec(vset, cfg, "{}")["spec"]["template"]["spec"]
+    assert "nvidia.com/gpu" not in str(pod)
+    assert "nodeSelector" not in pod and "tolerations" not in pod
