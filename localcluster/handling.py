@@ -370,7 +370,7 @@ class Cluster:
             return Outcome(present(t, old), warnings)
         if opts.dry_run:
             return Outcome(present(t, new), warnings)
-        if meta.get("deletionTimestamp") and not meta.get("finalizers"):
+        if _delete_during_update(t, old, new):
             meta["resourceVersion"] = old_meta.get("resourceVersion")
             done = self._remove(key)
             return Outcome(present(t, done or new), warnings)
@@ -515,12 +515,9 @@ class Cluster:
         if dry_run:
             return present(t, old)
         if finalizers or graceful:
-            if (
-                meta.get("deletionTimestamp")
-                and finalizers == list(meta.get("finalizers") or [])
-                and not (graceful and grace == 0)
-            ):
-                return present(t, old)
+            # Only a graceful pod deletion waits; everything else (a namespace, an object
+            # held by finalizers) gets deletionGracePeriodSeconds 0, as on a real server.
+            period = grace if graceful and grace is not None and t.resource == "pods" else 0
             new = copy.deepcopy(old)
             nm = new["metadata"]
             nm["finalizers"] = finalizers
@@ -528,13 +525,17 @@ class Cluster:
                 nm.pop("finalizers")
             if not nm.get("deletionTimestamp"):
                 nm["deletionTimestamp"] = now()
-                nm["deletionGracePeriodSeconds"] = (
-                    grace if graceful and grace is not None else (30 if graceful else 0)
-                )
+                nm["deletionGracePeriodSeconds"] = period
                 if "generation" in nm:
                     nm["generation"] = int(nm["generation"]) + 1
+            elif grace is not None and grace < int(nm.get("deletionGracePeriodSeconds") or 0):
+                # A shorter grace period replaces the pending one (the kubelet's grace=0
+                # confirmation of a pod still held by finalizers).
+                nm["deletionGracePeriodSeconds"] = max(grace, 0)
             if (t.group, t.resource) == ("", "namespaces"):
                 new.setdefault("status", {})["phase"] = "Terminating"
+            if new == old:
+                return present(t, old)
             return present(t, self._commit(key, new))
         done = self._remove(key)
         return present(t, done or old)
@@ -547,6 +548,23 @@ class Cluster:
             meta = obj.get("metadata") or {}
             self.store.delete((group, plural, meta.get("namespace", ""), meta.get("name", "")))
         self.registry.drop_crd((crd.get("metadata") or {}).get("name", ""))
+
+
+def _delete_during_update(t: ResourceType, old: Obj, new: Obj) -> bool:
+    """Whether an update completes a pending deletion (the real store's ShouldDeleteDuringUpdate).
+
+    Only once the last finalizer is gone and no grace period is running: an update of a pod
+    in its grace period (the kubelet's status) or of a namespace whose content is still being
+    deleted (``spec.finalizers``) keeps the object.
+    """
+    old_meta, meta = old.get("metadata") or {}, new.get("metadata") or {}
+    if not old_meta.get("deletionTimestamp") or meta.get("finalizers"):
+        return False
+    if int(old_meta.get("deletionGracePeriodSeconds") or 0) > 0:
+        return False
+    return not (
+        (t.group, t.resource) == ("", "namespaces") and (new.get("spec") or {}).get("finalizers")
+    )
 
 
 def _same(old: Obj, new: Obj) -> bool:

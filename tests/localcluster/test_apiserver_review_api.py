@@ -1,0 +1,96 @@
+"""Regression tests from a review of the API server against real-server semantics:
+
+* an update of an object whose deletion is pending completes the deletion only as
+  the real store's ShouldDeleteDuringUpdate does: no finalizers left and no grace
+  period running (a pod's kubelet status update in its grace period, or a label on
+  a terminating namespace, removed the object at once).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import pytest
+
+from tests.localcluster.conformance_kit import NS, cm, ok
+from tests.localcluster.conftest import Cluster
+
+MERGE = "application/merge-patch+json"
+
+
+def _until(pred: Any, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not pred():
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.02)
+
+
+@pytest.fixture(scope="module")
+def c(apiserver_cluster: Cluster) -> Cluster:
+    return apiserver_cluster
+
+
+def _bound_pod(name: str, **meta: Any) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name, **meta},
+        "spec": {"nodeName": "n1", "containers": [{"name": "c", "image": "busybox"}]},
+    }
+
+
+# -- updates during a pending deletion ---------------------------------------------------------
+
+
+def test_status_update_in_a_pods_grace_period_keeps_the_pod(c: Cluster) -> None:
+    ok(c, "POST", f"{NS}/pods", _bound_pod("graceful"))
+    gone = ok(c, "DELETE", f"{NS}/pods/graceful")
+    assert gone["metadata"]["deletionGracePeriodSeconds"] == 30
+    # The kubelet reports status while it stops the containers.
+    patch = {"status": {"phase": "Running"}}
+    ok(c, "PATCH", f"{NS}/pods/graceful/status", patch, content_type=MERGE)
+    ok(c, "PATCH", f"{NS}/pods/graceful", {"metadata": {"labels": {"a": "b"}}}, content_type=MERGE)
+    assert c.request("GET", f"{NS}/pods/graceful")[0] == 200
+    # Its grace=0 confirmation removes it.
+    ok(c, "DELETE", f"{NS}/pods/graceful?gracePeriodSeconds=0")
+    assert c.request("GET", f"{NS}/pods/graceful")[0] == 404
+
+
+def test_pod_confirmed_by_the_kubelet_goes_with_its_last_finalizer(c: Cluster) -> None:
+    ok(c, "POST", f"{NS}/pods", _bound_pod("held", finalizers=["pot.dev/hold"]))
+    ok(c, "DELETE", f"{NS}/pods/held")
+    out = ok(c, "DELETE", f"{NS}/pods/held?gracePeriodSeconds=0")
+    assert out["metadata"]["deletionGracePeriodSeconds"] == 0
+    ok(c, "PATCH", f"{NS}/pods/held", {"metadata": {"finalizers": None}}, content_type=MERGE)
+    assert c.request("GET", f"{NS}/pods/held")[0] == 404
+
+
+def test_object_held_by_a_finalizer_goes_with_it(c: Cluster) -> None:
+    ok(c, "POST", f"{NS}/configmaps", cm("fin", finalizers=["pot.dev/hold"]))
+    out = ok(c, "DELETE", f"{NS}/configmaps/fin")
+    assert out["metadata"]["deletionGracePeriodSeconds"] == 0
+    ok(c, "PATCH", f"{NS}/configmaps/fin", {"metadata": {"labels": {"a": "b"}}}, content_type=MERGE)
+    assert c.request("GET", f"{NS}/configmaps/fin")[0] == 200
+    ok(c, "PATCH", f"{NS}/configmaps/fin", {"metadata": {"finalizers": []}}, content_type=MERGE)
+    assert c.request("GET", f"{NS}/configmaps/fin")[0] == 404
+
+
+def test_label_on_a_terminating_namespace_keeps_it_until_it_is_empty(c: Cluster) -> None:
+    ok(c, "POST", "/api/v1/namespaces", {"metadata": {"name": "winding"}})
+    ok(c, "POST", "/api/v1/namespaces/winding/configmaps", cm("held", finalizers=["pot.dev/h"]))
+    out = ok(c, "DELETE", "/api/v1/namespaces/winding")
+    assert out["metadata"]["deletionGracePeriodSeconds"] == 0
+    ok(
+        c,
+        "PATCH",
+        "/api/v1/namespaces/winding",
+        {"metadata": {"labels": {"x": "y"}}},
+        content_type=MERGE,
+    )
+    ns = ok(c, "GET", "/api/v1/namespaces/winding")
+    assert ns["status"]["phase"] == "Terminating" and ns["metadata"]["labels"]["x"] == "y"
+    path = "/api/v1/namespaces/winding/configmaps/held"
+    ok(c, "PATCH", path, {"metadata": {"finalizers": None}}, content_type=MERGE)
+    _until(lambda: c.request("GET", "/api/v1/namespaces/winding")[0] == 404)
+    assert c.request("GET", path)[0] == 404
