@@ -123,7 +123,7 @@ class ApiServer:
     async def _on_startup(self, _: web.Application) -> None:
         self.collector = collecting.Collector(self.cluster)
         self.collector.start()
-        self.collector.sweep()
+        self.collector.safe_sweep()
         await self.store.sync()
 
     async def _on_shutdown(self, _: web.Application) -> None:
@@ -360,7 +360,10 @@ class ApiServer:
             ):
                 policy = "Orphan"
             grace_raw = request.query.get("gracePeriodSeconds", options.get("gracePeriodSeconds"))
-            grace = int(grace_raw) if grace_raw is not None else None
+            try:
+                grace = int(grace_raw) if grace_raw is not None else None
+            except (TypeError, ValueError):
+                raise statuses.bad_request(f"invalid gracePeriodSeconds {grace_raw!r}") from None
             dry = opts.dry_run or bool(options.get("dryRun"))
             if name is not None:
                 return _json(

@@ -52,11 +52,18 @@ class Collector:
             await self._wake.wait()
             self._wake.clear()
             await asyncio.sleep(0.01)  # coalesce a burst of writes into one sweep
-            try:
-                self.sweep()
-            except statuses.ApiError as exc:
-                log.warning("garbage collection: %s", exc.message)
+            self.safe_sweep()
             await self.cluster.store.sync()
+
+    def safe_sweep(self) -> None:
+        """One sweep that never raises: the collector (and the server's start-up, which sweeps
+        once) must outlive any object it fails on; the next write retries."""
+        try:
+            self.sweep()
+        except statuses.ApiError as exc:
+            log.warning("garbage collection: %s", exc.message)
+        except Exception:
+            log.exception("garbage collection failed")
 
     # -- one sweep -----------------------------------------------------------
 
@@ -104,8 +111,12 @@ class Collector:
         if t is None:
             self.cluster.store.delete(key)
             return
-        with contextlib.suppress(statuses.ApiError):
+        try:
             self.cluster.delete(t, key[2], key[3], policy=policy)
+        except statuses.ApiError:
+            pass
+        except Exception:  # one bad object must not stop the collection of the others
+            log.exception("garbage collection: deleting %s", "/".join(key))
 
     def _update(self, key: Key, new: Obj) -> None:
         t = self._type(key)

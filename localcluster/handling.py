@@ -151,6 +151,7 @@ class Cluster:
             meta = obj["metadata"] = {}
         if not isinstance(meta, dict):
             raise statuses.bad_request("metadata must be an object")
+        admission.check_meta(t, meta)
         if t.namespaced:
             if meta.get("namespace") and meta["namespace"] != namespace:
                 raise statuses.bad_request(
@@ -504,7 +505,7 @@ class Cluster:
         if (t.group, t.resource) == ("", "pods"):
             spec, phase = old.get("spec") or {}, (old.get("status") or {}).get("phase")
             period = (
-                grace if grace is not None else int(spec.get("terminationGracePeriodSeconds", 30))
+                grace if grace is not None else _seconds(spec.get("terminationGracePeriodSeconds"))
             )
             grace = period  # issue 4: deletionGracePeriodSeconds is the pod's own grace period
             graceful = (
@@ -548,6 +549,17 @@ class Cluster:
             meta = obj.get("metadata") or {}
             self.store.delete((group, plural, meta.get("namespace", ""), meta.get("name", "")))
         self.registry.drop_crd((crd.get("metadata") or {}).get("name", ""))
+
+
+def _seconds(value: Any) -> int:
+    """A pod's ``terminationGracePeriodSeconds`` (30 when unset; built-ins are stored as given,
+    so a value that is no number must not fail the deletion, nor the collector's)."""
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        return 30
+    try:
+        return max(int(value), 0)
+    except ValueError:
+        return 30
 
 
 def _delete_during_update(t: ResourceType, old: Obj, new: Obj) -> bool:

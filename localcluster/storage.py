@@ -286,6 +286,8 @@ class Store:
     def _index_owners(self, key: Key, obj: Obj, *, add: bool) -> None:
         meta = obj.get("metadata") or {}
         uid = meta.get("uid")
+        if not isinstance(uid, str):
+            uid = None
         if add:
             if uid:
                 self._uids[uid] = key
@@ -295,9 +297,12 @@ class Store:
             if uid:
                 self._uids.pop(uid, None)
             self._deleting.discard(key)
-        for ref in (obj.get("metadata") or {}).get("ownerReferences") or []:
-            uid = ref.get("uid")
-            if not uid:
+        refs = meta.get("ownerReferences")
+        for ref in refs if isinstance(refs, list) else ():
+            # The server refuses malformed references; a log written before it did must
+            # still replay.
+            uid = ref.get("uid") if isinstance(ref, dict) else None
+            if not uid or not isinstance(uid, str):
                 continue
             if add:
                 self._dependents.setdefault(uid, set()).add(key)

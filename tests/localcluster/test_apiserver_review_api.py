@@ -3,18 +3,24 @@
 * an update of an object whose deletion is pending completes the deletion only as
   the real store's ShouldDeleteDuringUpdate does: no finalizers left and no grace
   period running (a pod's kubelet status update in its grace period, or a label on
-  a terminating namespace, removed the object at once).
+  a terminating namespace, removed the object at once);
+* ObjectMeta fields have the types the real decoder insists on (400): a list of
+  labels or an ownerReference that is no object was stored, failed the request
+  half-way and made the server unable to replay its log at start;
+* one object the garbage collector fails on does not stop it for the others
+  (a pod whose terminationGracePeriodSeconds is no number killed its task).
 """
 
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tests.localcluster.conformance_kit import NS, cm, ok
-from tests.localcluster.conftest import Cluster
+from tests.localcluster.conftest import Cluster, start_threaded
 
 MERGE = "application/merge-patch+json"
 
@@ -94,3 +100,71 @@ def test_label_on_a_terminating_namespace_keeps_it_until_it_is_empty(c: Cluster)
     ok(c, "PATCH", path, {"metadata": {"finalizers": None}}, content_type=MERGE)
     _until(lambda: c.request("GET", "/api/v1/namespaces/winding")[0] == 404)
     assert c.request("GET", path)[0] == 404
+
+
+# -- malformed metadata and the garbage collector ----------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "meta",
+    [
+        {"ownerReferences": ["owner"]},
+        {"ownerReferences": [{"apiVersion": "v1", "kind": "ConfigMap", "name": "o", "uid": ["u"]}]},
+        {"ownerReferences": "owner"},
+        {"labels": ["a"]},
+        {"labels": {"a": 1}},
+        {"annotations": "a"},
+        {"finalizers": "pot.dev/x"},
+        {"generateName": 5},
+    ],
+)
+def test_malformed_metadata_is_a_bad_request(c: Cluster, meta: dict[str, Any]) -> None:
+    body = cm("malformed", **meta)
+    if "generateName" in meta:
+        del body["metadata"]["name"]
+    code, out = c.request("POST", f"{NS}/configmaps", body)
+    assert code == 400 and out["reason"] == "BadRequest", out
+    assert "cannot unmarshal" in out["message"]
+    assert c.request("GET", f"{NS}/configmaps/malformed")[0] == 404
+
+
+def test_owner_reference_without_uid_is_invalid(c: Cluster) -> None:
+    ref = {"apiVersion": "v1", "kind": "ConfigMap", "name": "o"}
+    code, out = c.request("POST", f"{NS}/configmaps", cm("nouid", ownerReferences=[ref]))
+    assert code == 422, out
+    assert out["details"]["causes"][0]["field"] == "metadata.ownerReferences[0].uid"
+
+
+def test_server_restarts_after_a_refused_malformed_object(tmp_path: Path) -> None:
+    srv, c = start_threaded(tmp_path)
+    try:
+        code, _ = c.request("POST", f"{NS}/configmaps", cm("bad", ownerReferences=["x"]))
+        assert code == 400
+        ok(c, "POST", f"{NS}/configmaps", cm("good"))
+    finally:
+        srv.stop()
+    srv, c = start_threaded(tmp_path)
+    try:
+        names = [o["metadata"]["name"] for o in ok(c, "GET", f"{NS}/configmaps")["items"]]
+        assert names == ["good"]
+    finally:
+        srv.stop()
+
+
+def test_a_pod_the_collector_cannot_read_does_not_stop_collection(c: Cluster) -> None:
+    ok(c, "POST", "/api/v1/namespaces", {"metadata": {"name": "oddpods"}})
+    pod = _bound_pod("odd")
+    pod["spec"]["terminationGracePeriodSeconds"] = "soon"
+    ok(c, "POST", "/api/v1/namespaces/oddpods/pods", pod)
+    ok(c, "DELETE", "/api/v1/namespaces/oddpods")
+    owner = ok(c, "POST", f"{NS}/configmaps", cm("gc-owner"))
+    ref = {"apiVersion": "v1", "kind": "ConfigMap", "name": "gc-owner"}
+    ref["uid"] = owner["metadata"]["uid"]
+    ok(c, "POST", f"{NS}/configmaps", cm("gc-dep", ownerReferences=[ref]))
+    ok(c, "DELETE", f"{NS}/configmaps/gc-owner")
+    _until(lambda: c.request("GET", f"{NS}/configmaps/gc-dep")[0] == 404, timeout=10)
+    # The pod itself is deleted gracefully (30 s default), like any bound pod.
+    out = ok(c, "GET", "/api/v1/namespaces/oddpods/pods/odd")
+    assert out["metadata"]["deletionGracePeriodSeconds"] == 30
+    code, _ = c.request("DELETE", "/api/v1/namespaces/oddpods/pods/odd?gracePeriodSeconds=x")
+    assert code == 400
