@@ -291,7 +291,12 @@ class ApiServer:
         ns = namespace or ""
         m = request.method
         if self.gate.rbac:
-            watch = request.query.get("watch") in ("1", "true")
+            watch = _bool(request.query.get("watch"))
+            # A list or watch pinned to one name (kubectl get NAME -w, delete --wait) is
+            # authorized for that name, so resourceNames rules cover it (RequestInfoFactory).
+            pinned = None
+            if name is None and m in ("GET", "HEAD"):
+                pinned = selectors.single_name(request.query.get("fieldSelector"))
             self.gate.authorize(
                 user,
                 authorizing.Attributes(
@@ -300,7 +305,7 @@ class ApiServer:
                     resource,
                     sub,
                     ns,
-                    name or "",
+                    name or pinned or "",
                 ),
             )
         if sub == "exec" and name is not None:  # issue 4: relayed to the pod's kubelet

@@ -168,3 +168,59 @@ def test_a_pod_the_collector_cannot_read_does_not_stop_collection(c: Cluster) ->
     assert out["metadata"]["deletionGracePeriodSeconds"] == 30
     code, _ = c.request("DELETE", "/api/v1/namespaces/oddpods/pods/odd?gracePeriodSeconds=x")
     assert code == 400
+
+
+# -- RBAC: list and watch pinned to one name --------------------------------------------------
+
+
+def test_rbac_list_and_watch_pinned_to_a_name_match_resource_names(tmp_path: Path) -> None:
+    srv, c = start_threaded(tmp_path, authorization="RBAC")
+    try:
+        assert srv.server is not None
+        tokens = srv.server.gate.tokens
+        admin = {"Authorization": f"Bearer {tokens.admin()}"}
+        rules = [
+            {
+                "apiGroups": [""],
+                "resources": ["configmaps"],
+                "resourceNames": ["mine"],
+                "verbs": ["get", "list", "watch", "delete"],
+            }
+        ]
+        for path, body in (
+            (f"{NS}/serviceaccounts", {"metadata": {"name": "one"}}),
+            (f"{NS}/configmaps", cm("mine")),
+            (
+                "/apis/rbac.authorization.k8s.io/v1/namespaces/default/roles",
+                {"metadata": {"name": "one-cm"}, "rules": rules},
+            ),
+            (
+                "/apis/rbac.authorization.k8s.io/v1/namespaces/default/rolebindings",
+                {
+                    "metadata": {"name": "one-cm"},
+                    "roleRef": {
+                        "apiGroup": "rbac.authorization.k8s.io",
+                        "kind": "Role",
+                        "name": "one-cm",
+                    },
+                    "subjects": [{"kind": "ServiceAccount", "name": "one"}],
+                },
+            ),
+        ):
+            code, out = c.request("POST", path, body, headers=admin)
+            assert code == 201, out
+        sa = {"Authorization": f"Bearer {tokens.service_account('default', 'one')}"}
+        mine = f"{NS}/configmaps?fieldSelector=metadata.name%3Dmine"
+        # What kubectl get configmap mine -w and kubectl delete --wait send.
+        assert c.request("GET", mine, headers=sa)[0] == 200
+        assert c.request("GET", mine + "&watch=true&timeoutSeconds=1", headers=sa)[0] == 200
+        assert c.request("GET", f"{NS}/configmaps/mine", headers=sa)[0] == 200
+        # Unpinned, or pinned to another name, the list stays forbidden.
+        assert c.request("GET", f"{NS}/configmaps", headers=sa)[0] == 403
+        other = f"{NS}/configmaps?fieldSelector=metadata.name%3Dother"
+        assert c.request("GET", other, headers=sa)[0] == 403
+        # A watch spelled watch=True is a watch for RBAC too (the server serves it as one).
+        code, out = c.request("GET", f"{NS}/configmaps?watch=True", headers=sa)
+        assert code == 403 and "cannot watch" in out["message"], out
+    finally:
+        srv.stop()
