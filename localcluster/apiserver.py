@@ -290,6 +290,10 @@ class ApiServer:
             raise _not_found()
         ns = namespace or ""
         m = request.method
+        if t.namespaced and namespace is None and m in ("POST", "DELETE"):
+            # The all-namespaces path serves list and watch only: a deletecollection here
+            # emptied every namespace, kube-system included.
+            raise statuses.method_not_allowed()
         if self.gate.rbac:
             watch = _bool(request.query.get("watch"))
             # A list or watch pinned to one name (kubectl get NAME -w, delete --wait) is
@@ -442,6 +446,7 @@ class ApiServer:
     ) -> web.StreamResponse:
         q = request.query
         if _bool(q.get("watch")):
+            _count(q, "timeoutSeconds")
             label = selectors.parse_labels(q.get("labelSelector"))
             field = selectors.parse_fields(q.get("fieldSelector"), selectors.field_labels(t))
             return await watching.serve(
@@ -461,7 +466,9 @@ class ApiServer:
             try:
                 decoded = json.loads(base64.urlsafe_b64decode(token.encode()))
                 after, rv = decoded["after"], int(decoded.get("rv", rv))
-            except (ValueError, KeyError, TypeError):
+                if not (isinstance(after, list) and all(isinstance(a, str) for a in after)):
+                    raise TypeError(after)
+            except (ValueError, KeyError, TypeError, AttributeError):
                 raise statuses.bad_request("invalid continue token") from None
             if rv < self.store.oldest:
                 raise statuses.gone(
@@ -470,7 +477,7 @@ class ApiServer:
                 )
             items = [o for o in items if _sort_key(o) > tuple(after)]
         meta: dict[str, Any] = {"resourceVersion": str(rv)}
-        limit = int(q.get("limit") or 0)
+        limit = _count(q, "limit")
         if limit and len(items) > limit:
             rest = len(items) - limit
             items = items[:limit]
@@ -511,6 +518,20 @@ class ApiServer:
                 "items": items,
             }
         )
+
+
+def _count(query: Any, param: str) -> int:
+    """A non-negative integer query parameter (0 when absent); 400 otherwise."""
+    raw = query.get(param) or "0"
+    try:
+        value = int(raw)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise statuses.bad_request(
+            f"{param}: invalid value {raw!r}: must be a non-negative integer"
+        )
+    return value
 
 
 def _sort_key(obj: Obj) -> tuple[str, str]:

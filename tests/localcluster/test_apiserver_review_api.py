@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+import base64
 import time
 from pathlib import Path
 from typing import Any
@@ -224,3 +225,33 @@ def test_rbac_list_and_watch_pinned_to_a_name_match_resource_names(tmp_path: Pat
         assert code == 403 and "cannot watch" in out["message"], out
     finally:
         srv.stop()
+
+
+# -- the all-namespaces path and query parameters ---------------------------------------------
+
+
+def test_all_namespaces_path_refuses_deletecollection_and_create(c: Cluster) -> None:
+    ok(c, "POST", "/api/v1/namespaces/kube-system/configmaps", cm("keep-me"))
+    code, out = c.request("DELETE", "/api/v1/configmaps")
+    assert code == 405 and out["reason"] == "MethodNotAllowed", out
+    assert c.request("GET", "/api/v1/namespaces/kube-system/configmaps/keep-me")[0] == 200
+    code, out = c.request("POST", "/api/v1/configmaps", cm("nowhere", namespace="default"))
+    assert code == 405, out
+    # The namespaced path still deletes its own namespace's objects only.
+    ok(c, "POST", f"{NS}/configmaps", cm("sweep-me", labels={"sweep": "yes"}))
+    ok(c, "DELETE", f"{NS}/configmaps?labelSelector=sweep%3Dyes")
+    assert c.request("GET", f"{NS}/configmaps/sweep-me")[0] == 404
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        "limit=abc",
+        "limit=-1",
+        "watch=true&timeoutSeconds=soon",
+        "continue=" + base64.urlsafe_b64encode(b'{"after": 5, "rv": 1}').decode(),
+    ],
+)
+def test_bad_list_parameters_are_a_bad_request(c: Cluster, query: str) -> None:
+    code, out = c.request("GET", f"{NS}/configmaps?{query}")
+    assert code == 400 and out["reason"] == "BadRequest", out
