@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import base64
 import contextlib
 import json
 import logging
@@ -45,6 +44,7 @@ from pot.localcluster import (
     collecting,
     discovery,
     handling,
+    listing,
     openapi,
     podproxy,
     protobuf,
@@ -446,7 +446,7 @@ class ApiServer:
     ) -> web.StreamResponse:
         q = request.query
         if _bool(q.get("watch")):
-            _count(q, "timeoutSeconds")
+            listing.count(q, "timeoutSeconds")
             label = selectors.parse_labels(q.get("labelSelector"))
             field = selectors.parse_fields(q.get("fieldSelector"), selectors.field_labels(t))
             return await watching.serve(
@@ -457,34 +457,7 @@ class ApiServer:
                 match=lambda o: label(o) and field(o),
                 bookmark_interval=self.bookmark_interval,
             )
-        items = self._select(request, t, namespace)
-        # Every page reports the first page's resourceVersion (one snapshot on a real server),
-        # so a watch from the last page's replays changes to pages already read.
-        rv = self.store.rv
-        token = q.get("continue")
-        if token:
-            try:
-                decoded = json.loads(base64.urlsafe_b64decode(token.encode()))
-                after, rv = decoded["after"], int(decoded.get("rv", rv))
-                if not (isinstance(after, list) and all(isinstance(a, str) for a in after)):
-                    raise TypeError(after)
-            except (ValueError, KeyError, TypeError, AttributeError):
-                raise statuses.bad_request("invalid continue token") from None
-            if rv < self.store.oldest:
-                raise statuses.gone(
-                    "The provided continue parameter is too old to display a consistent list "
-                    "result. You can start a new list without the continue parameter."
-                )
-            items = [o for o in items if _sort_key(o) > tuple(after)]
-        meta: dict[str, Any] = {"resourceVersion": str(rv)}
-        limit = _count(q, "limit")
-        if limit and len(items) > limit:
-            rest = len(items) - limit
-            items = items[:limit]
-            meta["continue"] = base64.urlsafe_b64encode(
-                json.dumps({"after": list(_sort_key(items[-1])), "rv": rv}).encode()
-            ).decode()
-            meta["remainingItemCount"] = rest
+        items, meta = listing.page(self._select(request, t, namespace), q, self.store)
         return self._answer(request, t, items, meta=meta)
 
     def _answer(
@@ -518,25 +491,6 @@ class ApiServer:
                 "items": items,
             }
         )
-
-
-def _count(query: Any, param: str) -> int:
-    """A non-negative integer query parameter (0 when absent); 400 otherwise."""
-    raw = query.get(param) or "0"
-    try:
-        value = int(raw)
-    except ValueError:
-        value = -1
-    if value < 0:
-        raise statuses.bad_request(
-            f"{param}: invalid value {raw!r}: must be a non-negative integer"
-        )
-    return value
-
-
-def _sort_key(obj: Obj) -> tuple[str, str]:
-    meta = obj.get("metadata") or {}
-    return (meta.get("namespace", ""), meta.get("name", ""))
 
 
 def _manager_from_agent(agent: str) -> str:
