@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from tests.localcluster.conformance_kit import NS, cm, ok
+from tests.localcluster.conformance_kit import NS, TABLE, cm, ok
 from tests.localcluster.conftest import Cluster, start_threaded
 
 MERGE = "application/merge-patch+json"
@@ -255,3 +255,16 @@ def test_all_namespaces_path_refuses_deletecollection_and_create(c: Cluster) -> 
 def test_bad_list_parameters_are_a_bad_request(c: Cluster, query: str) -> None:
     code, out = c.request("GET", f"{NS}/configmaps?{query}")
     assert code == 400 and out["reason"] == "BadRequest", out
+
+
+# -- tables -------------------------------------------------------------------------------------
+
+
+def test_a_malformed_built_in_does_not_fail_the_whole_table(c: Cluster) -> None:
+    odd = {"metadata": {"name": "odd-node"}, "status": {"conditions": "x", "addresses": "x"}}
+    ok(c, "POST", "/api/v1/nodes", odd)
+    ok(c, "POST", "/api/v1/nodes", {"metadata": {"name": "fine-node"}})
+    table = ok(c, "GET", "/api/v1/nodes", headers={"Accept": TABLE})
+    rows = {r["cells"][0]: r["cells"] for r in table["rows"]}
+    assert set(rows) >= {"odd-node", "fine-node"}
+    assert "<unknown>" in rows["odd-node"]
