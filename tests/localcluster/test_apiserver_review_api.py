@@ -268,3 +268,11 @@ def test_a_malformed_built_in_does_not_fail_the_whole_table(c: Cluster) -> None:
     rows = {r["cells"][0]: r["cells"] for r in table["rows"]}
     assert set(rows) >= {"odd-node", "fine-node"}
     assert "<unknown>" in rows["odd-node"]
+
+
+def test_protobuf_bytes_that_do_not_decode_are_a_bad_request(c: Cluster) -> None:
+    raw = b"k8s\x00\n\xf36e\x1c\xcd-\x90\x12\x9a}\x06\x00\x02{\xda\x813\x83"
+    code, out = c.request(
+        "POST", f"{NS}/configmaps", raw=raw, content_type="application/vnd.kubernetes.protobuf"
+    )
+    assert code == 400 and out["reason"] == "BadRequest", out
