@@ -20,6 +20,7 @@ from typing import Any
 
 import pytest
 
+from pot.localcluster import collecting
 from tests.localcluster.conformance_kit import NS, TABLE, cm, ok
 from tests.localcluster.conftest import Cluster, start_threaded
 
@@ -276,3 +277,44 @@ def test_protobuf_bytes_that_do_not_decode_are_a_bad_request(c: Cluster) -> None
         "POST", f"{NS}/configmaps", raw=raw, content_type="application/vnd.kubernetes.protobuf"
     )
     assert code == 400 and out["reason"] == "BadRequest", out
+
+
+# -- event expiry -------------------------------------------------------------------------------
+
+
+def _event(name: str, **fields: Any) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Event",
+        "metadata": {"name": name},
+        "involvedObject": {"kind": "ConfigMap", "name": "x", "namespace": "default"},
+        "reason": "Test",
+        "message": "m",
+        "type": "Normal",
+        **fields,
+    }
+
+
+def test_event_written_is_its_latest_reported_time() -> None:
+    ev = _event("e", lastTimestamp="2030-01-01T00:00:00Z", firstTimestamp="2020-01-01T00:00:00Z")
+    ev["metadata"]["creationTimestamp"] = "2025-01-01T00:00:00Z"
+    assert collecting.event_written(ev) == collecting._epoch("2030-01-01T00:00:00Z")
+    ev = _event("e", eventTime="2026-01-01T00:00:00.000001Z", lastTimestamp=None)
+    ev["metadata"]["creationTimestamp"] = "2025-01-01T00:00:00Z"
+    assert collecting.event_written(ev) == collecting._epoch("2026-01-01T00:00:00.000001Z")
+
+
+def test_events_expire_after_the_event_ttl(tmp_path: Path) -> None:
+    srv, c = start_threaded(tmp_path)
+    try:
+        assert srv.server is not None and srv.server.collector is not None
+        collector = srv.server.collector
+        assert collector.event_ttl == 3600.0  # kube-apiserver's default --event-ttl
+        ok(c, "POST", f"{NS}/events", _event("recent"))
+        ok(c, "POST", f"{NS}/configmaps", cm("stays"))
+        collector.event_ttl, collector.expiry_every = 1.0, 0.2
+        ok(c, "POST", f"{NS}/configmaps", cm("wake"))
+        _until(lambda: c.request("GET", f"{NS}/events/recent")[0] == 404, timeout=15)
+        assert c.request("GET", f"{NS}/configmaps/stays")[0] == 200
+    finally:
+        srv.stop()
