@@ -159,7 +159,7 @@ def _dropped(before: Any, after: Any, prefix: str = "") -> list[str]:
     return out
 
 
-def check_crd(crd: Obj) -> None:
+def check_crd(crd: Obj, old: Obj | None = None) -> None:
     spec = crd.get("spec") or {}
     names = spec.get("names") or {}
     name = crd["metadata"].get("name", "")
@@ -187,6 +187,24 @@ def check_crd(crd: Obj) -> None:
                 "Invalid value: must have exactly one version marked as storage version",
             )
         )
+    if old is not None:
+        # Immutable once Established (at once here): stored objects are keyed by namespace or
+        # not, and a new scope would strand them.
+        old_spec = old.get("spec") or {}
+        for field, now, before in (
+            (
+                "spec.scope",
+                spec.get("scope") or "Namespaced",
+                old_spec.get("scope") or "Namespaced",
+            ),
+            ("spec.names.kind", names.get("kind"), (old_spec.get("names") or {}).get("kind")),
+        ):
+            if now != before:
+                causes.append(
+                    statuses.Cause(
+                        field, "FieldValueInvalid", f'Invalid value: "{now}": field is immutable'
+                    )
+                )
     if causes:
         raise statuses.invalid("CustomResourceDefinition", "apiextensions.k8s.io", name, causes)
 

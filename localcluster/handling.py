@@ -207,7 +207,7 @@ class Cluster:
         if t.schema is not None:
             obj, warnings = admission.admit_custom(t, obj, old, opts.field_validation)
         if t.resource == "customresourcedefinitions":
-            admission.check_crd(obj)
+            admission.check_crd(obj, old)
         return obj, warnings
 
     def _generation_changed(self, t: ResourceType, old: Obj, new: Obj) -> bool:

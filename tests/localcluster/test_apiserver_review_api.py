@@ -318,3 +318,50 @@ def test_events_expire_after_the_event_ttl(tmp_path: Path) -> None:
         assert c.request("GET", f"{NS}/configmaps/stays")[0] == 200
     finally:
         srv.stop()
+
+
+# -- CRDs ---------------------------------------------------------------------------------------
+
+
+def test_a_crds_scope_is_immutable(c: Cluster) -> None:
+    crd = {
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": {"name": "scoped.review.pot.dev"},
+        "spec": {
+            "group": "review.pot.dev",
+            "scope": "Namespaced",
+            "names": {"plural": "scoped", "singular": "scope", "kind": "Scoped"},
+            "versions": [
+                {
+                    "name": "v1",
+                    "served": True,
+                    "storage": True,
+                    "schema": {
+                        "openAPIV3Schema": {
+                            "type": "object",
+                            "x-kubernetes-preserve-unknown-fields": True,
+                        }
+                    },
+                }
+            ],
+        },
+    }
+    crds = "/apis/apiextensions.k8s.io/v1/customresourcedefinitions"
+    ok(c, "POST", crds, crd)
+    path = "/apis/review.pot.dev/v1/namespaces/default/scoped"
+    _until(lambda: c.request("GET", path)[0] == 200)
+    ok(
+        c,
+        "POST",
+        path,
+        {"apiVersion": "review.pot.dev/v1", "kind": "Scoped", "metadata": {"name": "a"}},
+    )
+    patch = {"spec": {"scope": "Cluster"}}
+    code, out = c.request("PATCH", f"{crds}/scoped.review.pot.dev", patch, content_type=MERGE)
+    assert code == 422, out
+    assert out["details"]["causes"][0]["field"] == "spec.scope"
+    assert c.request("GET", f"{path}/a")[0] == 200
+    # Other changes still go through.
+    patch = {"spec": {"names": {"shortNames": ["sc"]}}}
+    ok(c, "PATCH", f"{crds}/scoped.review.pot.dev", patch, content_type=MERGE)
