@@ -97,6 +97,22 @@ def check_meta(t: ResourceType, meta: dict[str, Any]) -> None:
         raise statuses.invalid(t.kind, t.group, str(meta.get("name") or ""), causes)
 
 
+IMMORTAL_NAMESPACES = ("default", "kube-system", "kube-public")
+"""What the NamespaceLifecycle admission plugin never lets anyone delete."""
+
+
+def check_delete(t: ResourceType, name: str) -> None:
+    """403 for a namespace that may not be deleted, as the real server answers."""
+    if (t.group, t.resource) == ("", "namespaces") and name in IMMORTAL_NAMESPACES:
+        raise statuses.ApiError(
+            403,
+            "Forbidden",
+            f'namespaces "{name}" is forbidden: this namespace may not be deleted',
+            name=name,
+            kind="namespaces",
+        )
+
+
 def check_name(t: ResourceType, obj: Obj) -> None:
     name = obj["metadata"].get("name", "")
     namespaces = t.resource == "namespaces"

@@ -479,12 +479,13 @@ class Cluster:
         preconditions: dict[str, Any] | None = None,
         dry_run: bool = False,
     ) -> Obj:
+        admission.check_delete(t, name)
         key = self.key(t, namespace, name)
         old = self.store.get(key)
         if old is None:
             raise statuses.not_found(target(t, name))
         meta = old["metadata"]
-        pre = preconditions or {}
+        pre = preconditions if isinstance(preconditions, dict) else {}
         if pre.get("uid") and pre["uid"] != meta.get("uid"):
             raise statuses.conflict(
                 target(t, name),

@@ -365,3 +365,29 @@ def test_a_crds_scope_is_immutable(c: Cluster) -> None:
     # Other changes still go through.
     patch = {"spec": {"names": {"shortNames": ["sc"]}}}
     ok(c, "PATCH", f"{crds}/scoped.review.pot.dev", patch, content_type=MERGE)
+
+
+# -- namespaces the real server never deletes ---------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["default", "kube-system", "kube-public"])
+def test_system_namespaces_may_not_be_deleted(c: Cluster, name: str) -> None:
+    code, out = c.request("DELETE", f"/api/v1/namespaces/{name}")
+    assert code == 403 and out["reason"] == "Forbidden", out
+    assert out["message"] == f'namespaces "{name}" is forbidden: this namespace may not be deleted'
+    ns = ok(c, "GET", f"/api/v1/namespaces/{name}")
+    assert "deletionTimestamp" not in ns["metadata"] and ns["status"]["phase"] == "Active"
+
+
+def test_kubectl_delete_namespace_default_is_refused(c: Cluster) -> None:
+    ok(c, "POST", f"{NS}/configmaps", cm("survivor"))
+    out = c.kubectl("delete", "namespace", "default", check=False)
+    assert out.returncode != 0
+    assert "this namespace may not be deleted" in out.stderr
+    assert c.request("GET", f"{NS}/configmaps/survivor")[0] == 200
+
+
+def test_delete_preconditions_that_are_no_object_are_ignored(c: Cluster) -> None:
+    ok(c, "POST", f"{NS}/configmaps", cm("odd-pre"))
+    code, out = c.request("DELETE", f"{NS}/configmaps/odd-pre", {"preconditions": "x"})
+    assert code == 200, out
