@@ -90,8 +90,11 @@ class Collector:
 
     async def _run(self) -> None:
         while True:
+            # asyncio.timeout, not wait_for: 3.11's wait_for swallows a cancel that arrives as
+            # the wake-up does, and the server's shutdown then waited for the next timeout.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self.expiry_every)
+                async with asyncio.timeout(self.expiry_every):
+                    await self._wake.wait()
             self._wake.clear()
             await asyncio.sleep(0.01)  # coalesce a burst of writes into one sweep
             self.safe_sweep()
