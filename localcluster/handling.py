@@ -358,7 +358,7 @@ class Cluster:
                     ],
                 )
         if not t.is_custom and sub != "status":
-            defaulting.apply_defaults(t.group, t.resource, new, self._allocate_ip)
+            defaulting.apply_defaults(t.group, t.resource, new, self._allocate_ip, old)
         new, warnings = self._admit(t, new, old, opts)
         if self._generation_changed(t, old, new) and "generation" in meta:
             meta["generation"] = int(meta["generation"]) + 1

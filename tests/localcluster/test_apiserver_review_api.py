@@ -391,3 +391,26 @@ def test_delete_preconditions_that_are_no_object_are_ignored(c: Cluster) -> None
     ok(c, "POST", f"{NS}/configmaps", cm("odd-pre"))
     code, out = c.request("DELETE", f"{NS}/configmaps/odd-pre", {"preconditions": "x"})
     assert code == 200, out
+
+
+# -- Services keep their ClusterIP ----------------------------------------------------------------
+
+
+def test_an_update_without_cluster_ip_keeps_the_allocated_one(c: Cluster) -> None:
+    svc = {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": "steady"},
+        "spec": {"selector": {"a": "b"}, "ports": [{"port": 80}]},
+    }
+    made = ok(c, "POST", f"{NS}/services", svc)
+    ip = made["spec"]["clusterIP"]
+    ok(c, "POST", f"{NS}/services", {**svc, "metadata": {"name": "other"}})
+    ok(c, "DELETE", f"{NS}/services/other")  # so the next free address differs
+    # kubectl replace -f / the python client's replace_namespaced_service: no clusterIP.
+    out = ok(c, "PUT", f"{NS}/services/steady", {**svc, "metadata": {"name": "steady"}})
+    assert out["spec"]["clusterIP"] == ip and out["spec"]["clusterIPs"] == [ip]
+    # An ExternalName Service has none.
+    external = {**svc, "spec": {"type": "ExternalName", "externalName": "example.com"}}
+    out = ok(c, "PUT", f"{NS}/services/steady", external)
+    assert "clusterIP" not in out["spec"], out["spec"]
