@@ -19,7 +19,11 @@ What etcd is to a real API server, at the scale of one machine:
   fsync-ed and renamed over the old log atomically;
 * a bounded history of change events, so a watch can resume from any
   resourceVersion still in it; older ones get 410 Gone, exactly the contract
-  client-go's reflector and kopf rely on to relist.
+  client-go's reflector and kopf rely on to relist. It holds at most
+  ``history`` events, and beyond the last ``keep`` only those of the last
+  ``window`` seconds (the real watch cache keeps about 75 s): every event holds
+  an object version, and a cluster left running for a day of status and lease
+  writes would otherwise hold gigabytes of them.
 
 All mutation happens on the server's one event-loop thread, so each
 read-modify-write in the request handlers is atomic without locks.
@@ -32,6 +36,7 @@ import contextlib
 import fcntl
 import json
 import os
+import time
 from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -57,6 +62,8 @@ class Event:
     key: Key
     obj: Obj
     prev: Obj | None
+    at: float = field(default_factory=time.monotonic)
+    """When it was committed (the history's time window)."""
 
 
 @dataclass(eq=False)
@@ -94,12 +101,21 @@ def _key(k: list[str]) -> Key:
 class Store:
     """Objects by key, the global revision, the durable log and the watch history."""
 
-    def __init__(self, directory: Path | None, *, history: int = 200_000) -> None:
+    def __init__(
+        self,
+        directory: Path | None,
+        *,
+        history: int = 200_000,
+        keep: int = 10_000,
+        window: float = 900.0,
+    ) -> None:
         self._objects: dict[tuple[str, str], dict[tuple[str, str], Obj]] = {}
         self._dependents: dict[str, set[Key]] = {}
         self._uids: dict[str, Key] = {}
         self._deleting: set[Key] = set()
         self._history: deque[Event] = deque(maxlen=history)
+        self._keep = keep
+        self._window = window
         self._watchers: set[Watcher] = set()
         self.rv = 0
         self.published = 0
@@ -356,6 +372,9 @@ class Store:
         if len(self._history) == self._history.maxlen:
             self._oldest = self._history[0].rv
         self._history.append(event)
+        horizon = event.at - self._window
+        while len(self._history) > self._keep and self._history[0].at < horizon:
+            self._oldest = self._history.popleft().rv
         self.published = max(self.published, event.rv)
         for w in self._watchers:
             if event.rv > w.since and w.wants(event.key):

@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from pot.localcluster import collecting
+from pot.localcluster import collecting, storage
 from tests.localcluster.conformance_kit import NS, TABLE, cm, ok
 from tests.localcluster.conftest import Cluster, start_threaded
 
@@ -414,3 +414,32 @@ def test_an_update_without_cluster_ip_keeps_the_allocated_one(c: Cluster) -> Non
     external = {**svc, "spec": {"type": "ExternalName", "externalName": "example.com"}}
     out = ok(c, "PUT", f"{NS}/services/steady", external)
     assert "clusterIP" not in out["spec"], out["spec"]
+
+
+# -- the watch history is bounded in time ---------------------------------------------------------
+
+
+def test_watch_history_beyond_the_last_keep_events_is_bounded_in_time() -> None:
+    assert storage.Store(None)._window == 900.0  # a day of writes is not kept
+    store = storage.Store(None, keep=2, window=0.05)
+    for i in range(5):
+        store.put(("", "configmaps", "default", f"h{i}"), cm(f"h{i}"))
+    first = store.rv - 4
+    store.watch("", "configmaps", None, first)  # young events stay, however many
+    time.sleep(0.1)
+    store.put(("", "configmaps", "default", "late"), cm("late"))
+    # The last `keep` events stay resumable; older ones are gone (410, a relist).
+    assert store.oldest == store.rv - 2
+    with pytest.raises(storage.TooOld):
+        store.watch("", "configmaps", None, first)
+    w = store.watch("", "configmaps", None, store.rv - 2)
+    assert [ev.key[3] for ev in _drain(w)] == ["h4", "late"]
+
+
+def _drain(w: storage.Watcher) -> list[storage.Event]:
+    out = []
+    while not w.queue.empty():
+        ev = w.queue.get_nowait()
+        assert ev is not None
+        out.append(ev)
+    return out
