@@ -76,6 +76,8 @@ class Watcher:
     since: int = 0
     """Events at or before this revision were already sent (in a list or initial state)."""
     queue: asyncio.Queue[Event | None] = field(default_factory=asyncio.Queue)
+    backlog: int = 0
+    """How many unsent events it may hold before it is closed (a client that stopped reading)."""
 
     def wants(self, key: Key) -> bool:
         return (
@@ -100,6 +102,9 @@ def _key(k: list[str]) -> Key:
 
 class Store:
     """Objects by key, the global revision, the durable log and the watch history."""
+
+    max_backlog = 20_000
+    """Unsent events a watcher may fall behind by (beyond its replay) before it is closed."""
 
     def __init__(
         self,
@@ -376,9 +381,18 @@ class Store:
         while len(self._history) > self._keep and self._history[0].at < horizon:
             self._oldest = self._history.popleft().rv
         self.published = max(self.published, event.rv)
+        stuck = []
         for w in self._watchers:
             if event.rv > w.since and w.wants(event.key):
-                w.queue.put_nowait(event)
+                if w.queue.qsize() >= w.backlog:
+                    stuck.append(w)
+                else:
+                    w.queue.put_nowait(event)
+        for w in stuck:
+            # As the real watch cache closes an unresponsive watcher: the stream ends after
+            # what it holds, and the client resumes from its last resourceVersion (or relists).
+            self._watchers.discard(w)
+            w.queue.put_nowait(None)
 
     def watch(self, group: str, resource: str, namespace: str | None, since: int | None) -> Watcher:
         """Subscribe; with ``since``, first replay history after it (TooOld if gone)."""
@@ -389,6 +403,7 @@ class Store:
             for ev in self._history:
                 if ev.rv > since and w.wants(ev.key):
                     w.queue.put_nowait(ev)
+        w.backlog = w.queue.qsize() + self.max_backlog
         self._watchers.add(w)
         return w
 

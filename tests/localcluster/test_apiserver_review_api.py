@@ -443,3 +443,20 @@ def _drain(w: storage.Watcher) -> list[storage.Event]:
         assert ev is not None
         out.append(ev)
     return out
+
+
+def test_a_watcher_that_stops_reading_is_closed_not_fed_for_ever() -> None:
+    store = storage.Store(None)
+    assert store.max_backlog == 20_000
+    store.max_backlog = 3
+    for i in range(2):
+        store.put(("", "configmaps", "default", f"b{i}"), cm(f"b{i}"))
+    w = store.watch("", "configmaps", None, store.rv - 2)  # a replay of 2, then 3 more
+    for i in range(2, 8):
+        store.put(("", "configmaps", "default", f"b{i}"), cm(f"b{i}"))
+    assert store.watcher_count == 0
+    items = []
+    while not w.queue.empty():
+        items.append(w.queue.get_nowait())
+    assert items[-1] is None  # the stream ends; the client resumes from b4's revision
+    assert [ev.key[3] for ev in items[:-1] if ev is not None] == ["b0", "b1", "b2", "b3", "b4"]
