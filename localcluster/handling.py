@@ -29,7 +29,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from pot.localcluster import admission, applying, defaulting, patching, statuses
+from pot.localcluster import admission, applying, defaulting, immutability, patching, statuses
 from pot.localcluster.resources import Registry, ResourceType
 from pot.localcluster.storage import Key, Obj, Store
 
@@ -359,6 +359,8 @@ class Cluster:
                 )
         if not t.is_custom and sub != "status":
             defaulting.apply_defaults(t.group, t.resource, new, self._allocate_ip, old)
+            if sub != "binding":  # a binding sets a pod's nodeName
+                immutability.check_update(t, new, old)
         new, warnings = self._admit(t, new, old, opts)
         if self._generation_changed(t, old, new) and "generation" in meta:
             meta["generation"] = int(meta["generation"]) + 1

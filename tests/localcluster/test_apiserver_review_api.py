@@ -460,3 +460,92 @@ def test_a_watcher_that_stops_reading_is_closed_not_fed_for_ever() -> None:
         items.append(w.queue.get_nowait())
     assert items[-1] is None  # the stream ends; the client resumes from b4's revision
     assert [ev.key[3] for ev in items[:-1] if ev is not None] == ["b0", "b1", "b2", "b3", "b4"]
+
+
+# -- what updates of built-ins may not change ------------------------------------------------------
+
+
+def _sts(name: str, **spec: Any) -> dict[str, Any]:
+    labels = {"app": name}
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "StatefulSet",
+        "metadata": {"name": name},
+        "spec": {
+            "serviceName": name,
+            "replicas": 1,
+            "selector": {"matchLabels": labels},
+            "template": {
+                "metadata": {"labels": labels},
+                "spec": {"containers": [{"name": "c", "image": "busybox"}]},
+            },
+            **spec,
+        },
+    }
+
+
+def test_statefulset_spec_beyond_the_mutable_fields_is_immutable(c: Cluster) -> None:
+    path = "/apis/apps/v1/namespaces/default/statefulsets"
+    ok(c, "POST", path, _sts("frozen"))
+    claim = {"metadata": {"name": "data"}, "spec": {"accessModes": ["ReadWriteOnce"]}}
+    patch = {"spec": {"volumeClaimTemplates": [claim]}}
+    code, out = c.request("PATCH", f"{path}/frozen", patch, content_type=MERGE)
+    assert code == 422 and out["reason"] == "Invalid", out
+    assert "updates to statefulset spec for fields other than 'replicas'" in out["message"]
+    assert out["details"]["causes"][0]["field"] == "spec"
+    # What may change still does (the operator's own JSON patch).
+    ops = [
+        {"op": "add", "path": "/spec/replicas", "value": 3},
+        {"op": "add", "path": "/spec/template/spec/containers/0/image", "value": "busybox:2"},
+    ]
+    out = ok(c, "PATCH", f"{path}/frozen", ops, content_type="application/json-patch+json")
+    assert out["spec"]["replicas"] == 3
+
+
+def test_deployment_selector_and_job_template_are_immutable(c: Cluster) -> None:
+    path = "/apis/apps/v1/namespaces/default/deployments"
+    dep = _sts("fixed")
+    dep["kind"] = "Deployment"
+    del dep["spec"]["serviceName"]
+    ok(c, "POST", path, dep)
+    patch = {"spec": {"selector": {"matchLabels": {"app": "fixed", "x": "y"}}}}
+    code, out = c.request("PATCH", f"{path}/fixed", patch, content_type=MERGE)
+    assert code == 422 and out["details"]["causes"][0]["field"] == "spec.selector", out
+    ok(c, "PATCH", f"{path}/fixed", {"spec": {"replicas": 2}}, content_type=MERGE)
+    jobs = "/apis/batch/v1/namespaces/default/jobs"
+    tmpl = {"spec": {"restartPolicy": "Never", "containers": [{"name": "c", "image": "busybox"}]}}
+    job = {"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": "once"}}
+    ok(c, "POST", jobs, {**job, "spec": {"template": tmpl}})
+    patch = {"spec": {"template": {"spec": {"containers": [{"name": "c", "command": ["true"]}]}}}}
+    code, out = c.request("PATCH", f"{jobs}/once", patch, content_type=MERGE)
+    assert code == 422 and out["details"]["causes"][0]["field"] == "spec.template", out
+    ok(c, "PATCH", f"{jobs}/once", {"metadata": {"labels": {"a": "b"}}}, content_type=MERGE)
+
+
+def test_pod_updates_change_only_what_a_real_server_allows(c: Cluster) -> None:
+    pod = _bound_pod("strict")
+    del pod["spec"]["nodeName"]
+    pod["spec"]["schedulingGates"] = [{"name": "pot.dev/gang"}]
+    ok(c, "POST", f"{NS}/pods", pod)
+    path = f"{NS}/pods/strict"
+    patch = {"spec": {"containers": [{"name": "c", "image": "busybox", "command": ["x"]}]}}
+    code, out = c.request("PATCH", path, patch, content_type=MERGE)
+    assert code == 422 and "pod updates may not change fields" in out["message"], out
+    code, out = c.request("PATCH", path, {"spec": {"nodeName": "n2"}}, content_type=MERGE)
+    assert code == 422, out
+    gates = {"spec": {"schedulingGates": [{"name": "pot.dev/gang"}, {"name": "other"}]}}
+    code, out = c.request("PATCH", path, gates, content_type=MERGE)
+    assert code == 422 and "found new scheduling gate 'other'" in out["message"], out
+    # Allowed: a new image, added tolerations, labels, and the gang release (gates removed).
+    image = {"spec": {"containers": [{"name": "c", "image": "busybox:2"}]}}
+    ok(c, "PATCH", path, image, content_type="application/strategic-merge-patch+json")
+    toleration = {"spec": {"tolerations": [{"key": "k", "operator": "Exists"}]}}
+    ok(c, "PATCH", path, toleration, content_type=MERGE)
+    ok(c, "PATCH", path, {"metadata": {"labels": {"a": "b"}}}, content_type=MERGE)
+    out = ok(c, "PATCH", path, {"spec": {"schedulingGates": None}}, content_type=MERGE)
+    assert "schedulingGates" not in out["spec"]
+    # The scheduler's binding still sets nodeName.
+    binding = {"apiVersion": "v1", "kind": "Binding", "metadata": {"name": "strict"}}
+    code, _ = c.request("POST", f"{path}/binding", {**binding, "target": {"name": "n1"}})
+    assert code == 201
+    assert ok(c, "GET", path)["spec"]["nodeName"] == "n1"
