@@ -43,6 +43,7 @@ from pot.localcluster import (
     authorizing,
     collecting,
     discovery,
+    escalation,
     handling,
     listing,
     openapi,
@@ -110,6 +111,7 @@ class ApiServer:
         )
         self.registry = Registry()
         self.cluster = handling.Cluster(self.store, self.registry)
+        self.cluster.admit_hooks.append(escalation.Guard(self.gate))
         self.collector: collecting.Collector | None = None
         self.bookmark_interval = bookmark_interval
         self.host = "127.0.0.1:0"
@@ -199,6 +201,7 @@ class ApiServer:
             request.headers.get("Impersonate-User"),
             request.headers.getall("Impersonate-Group", []),
         )
+        escalation.CURRENT_USER.set(user)
         if parts[:4] == ["apis", "authorization.k8s.io", "v1", "selfsubjectaccessreviews"]:
             if request.method != "POST" or len(parts) != 4:
                 raise statuses.method_not_allowed()
