@@ -168,13 +168,20 @@ class Store:
         self._fd = os.open(path, os.O_WRONLY | os.O_APPEND)
 
     def _replay(self, path: Path) -> None:
-        with open(path, encoding="utf-8") as f:
+        with open(path, encoding="utf-8", errors="replace") as f:
             for line in f:
                 try:
                     rec = json.loads(line)
                 except json.JSONDecodeError:
-                    # A torn last line: the write was never acknowledged.
-                    break
+                    # A torn record (a crash, or a write cut short by a full disk) was never
+                    # acknowledged; a record appended after it on the same line was.
+                    start = line.find('{"op":', 1)
+                    try:
+                        rec = json.loads(line[start:]) if start > 0 else None
+                    except json.JSONDecodeError:
+                        rec = None
+                    if not isinstance(rec, dict):
+                        continue
                 self.rv = max(self.rv, int(rec.get("rv", 0)))
                 if rec["op"] == "put":
                     self._set(_key(rec["k"]), rec["o"])
@@ -185,9 +192,15 @@ class Store:
         if self._fd is None:
             return
         data = (json.dumps(rec, separators=(",", ":")) + "\n").encode()
+        end = os.lseek(self._fd, 0, os.SEEK_END)
         try:
-            os.write(self._fd, data)
+            written = 0
+            while written < len(data):  # a full disk can cut a write short
+                written += os.write(self._fd, data[written:])
         except OSError as exc:
+            # Leave no torn record for the next one to be appended to.
+            with contextlib.suppress(OSError):
+                os.ftruncate(self._fd, end)
             raise errors.ClusterError(f"cannot persist state: {exc.strerror}") from exc
 
     def flush(self) -> None:
