@@ -90,8 +90,8 @@ class Watcher:
 class TooOld(errors.ClusterError):
     """A watch asked for a resourceVersion older than the history kept (410 Gone)."""
 
-    def __init__(self, asked: int, oldest: int) -> None:
-        super().__init__(f"too old resource version: {asked} ({oldest})")
+    def __init__(self, asked: int, oldest: int, message: str = "") -> None:
+        super().__init__(message or f"too old resource version: {asked} ({oldest})")
         self.asked = asked
         self.oldest = oldest
 
@@ -413,6 +413,15 @@ class Store:
         if since is not None:
             if since < self._oldest:
                 raise TooOld(since, self._oldest)
+            if since > self.rv:
+                # Not a revision of this store (its state was reset under a running client,
+                # which would otherwise wait, silently, until the counter caught up): relist.
+                raise TooOld(
+                    since,
+                    self._oldest,
+                    f"resource version {since} is newer than the server's ({self.rv}): "
+                    "its history was reset; list again",
+                )
             for ev in self._history:
                 if ev.rv > since and w.wants(ev.key):
                     w.queue.put_nowait(ev)

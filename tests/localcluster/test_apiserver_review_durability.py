@@ -1,6 +1,7 @@
-"""The object log under a full disk: a write cut short leaves no torn record behind, and a
-torn record in the middle of the log (from a server before that fix) does not make the
-replay drop every acknowledged write after it."""
+"""The object log under a full disk, and clients of a reset history: a write cut short leaves no
+torn record behind; a torn record in the middle of the log (from a server before that fix) does
+not make the replay drop every acknowledged write after it; a watch from a revision the store
+never had is 410."""
 
 from __future__ import annotations
 
@@ -13,7 +14,8 @@ import pytest
 
 from pot import errors
 from pot.localcluster import storage
-from tests.localcluster.conformance_kit import cm
+from tests.localcluster.conformance_kit import NS, cm, ok, watch_lines
+from tests.localcluster.conftest import start_threaded
 
 
 def _key(name: str) -> storage.Key:
@@ -69,3 +71,19 @@ def test_a_write_cut_short_leaves_no_torn_record(
         assert s.get(_key("before")) is not None and s.get(_key("after")) is not None
     finally:
         s.close()
+
+
+def test_a_watch_from_a_revision_the_store_never_had_is_410(tmp_path: Path) -> None:
+    # The state directory reset under a running operator: its resourceVersion is from the
+    # old history. It must relist (410), not wait silently until the counter catches up.
+    srv, c = start_threaded(tmp_path)
+    try:
+        rv = ok(c, "GET", f"{NS}/configmaps")["metadata"]["resourceVersion"]
+        path = f"{NS}/configmaps?watch=true&timeoutSeconds=3&resourceVersion={int(rv) + 5000}"
+        events = watch_lines(c, path, 1, timeout=10)
+        assert events and events[0]["type"] == "ERROR", events
+        assert events[0]["object"]["code"] == 410
+        assert "newer than the server's" in events[0]["object"]["message"]
+        ok(c, "GET", f"{NS}/configmaps?watch=true&timeoutSeconds=1&resourceVersion={rv}")
+    finally:
+        srv.stop()
