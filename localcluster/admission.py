@@ -32,6 +32,87 @@ def _now() -> str:
     return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+_META_STRINGS = ("name", "generateName", "namespace", "resourceVersion", "uid")
+_REF_STRINGS = ("apiVersion", "kind", "name", "uid")
+
+
+def check_meta(t: ResourceType, meta: dict[str, Any]) -> None:
+    """The ObjectMeta fields the server relies on have the types the real decoder insists on
+    (400 BadRequest otherwise): a list of labels or an ownerReference that is no object would
+    otherwise fail requests, the garbage collector or the replay of the log at start."""
+
+    def refuse(field: str, got: Any, want: str) -> statuses.ApiError:
+        what = "null" if got is None else type(got).__name__
+        return statuses.bad_request(
+            f'{t.kind} in version "{t.version}" cannot be handled as a {t.kind}: json: cannot '
+            f"unmarshal {what} into Go struct field ObjectMeta.metadata.{field} of type {want}"
+        )
+
+    for key in _META_STRINGS:
+        if meta.get(key) is not None and not isinstance(meta[key], str):
+            raise refuse(key, meta[key], "string")
+    for key in ("labels", "annotations"):
+        value = meta.get(key)
+        if value is None:
+            continue
+        if not isinstance(value, dict):
+            raise refuse(key, value, "map[string]string")
+        for k, v in list(value.items()):
+            if v is None:
+                value[k] = ""  # as Go decodes a null map value
+            elif not isinstance(v, str):
+                raise refuse(key, v, "string")
+    finalizers = meta.get("finalizers")
+    if finalizers is not None and (
+        not isinstance(finalizers, list) or not all(isinstance(f, str) for f in finalizers)
+    ):
+        raise refuse("finalizers", finalizers, "[]string")
+    refs = meta.get("ownerReferences")
+    if refs is None:
+        return
+    if not isinstance(refs, list):
+        raise refuse("ownerReferences", refs, "[]v1.OwnerReference")
+    causes = []
+    for i, ref in enumerate(refs):
+        if not isinstance(ref, dict):
+            raise refuse("ownerReferences", ref, "v1.OwnerReference")
+        for key in _REF_STRINGS:
+            value = ref.get(key)
+            if value is not None and not isinstance(value, str):
+                raise refuse(f"ownerReferences.{key}", value, "string")
+            if not value:
+                causes.append(
+                    statuses.Cause(
+                        f"metadata.ownerReferences[{i}].{key}",
+                        "FieldValueRequired" if key != "uid" else "FieldValueInvalid",
+                        "Required value"
+                        if key != "uid"
+                        else 'Invalid value: "": uid must not be empty',
+                    )
+                )
+        for key in ("controller", "blockOwnerDeletion"):
+            if ref.get(key) is not None and not isinstance(ref[key], bool):
+                raise refuse(f"ownerReferences.{key}", ref[key], "bool")
+    if causes:
+        raise statuses.invalid(t.kind, t.group, str(meta.get("name") or ""), causes)
+
+
+IMMORTAL_NAMESPACES = ("default", "kube-system", "kube-public")
+"""What the NamespaceLifecycle admission plugin never lets anyone delete."""
+
+
+def check_delete(t: ResourceType, name: str) -> None:
+    """403 for a namespace that may not be deleted, as the real server answers."""
+    if (t.group, t.resource) == ("", "namespaces") and name in IMMORTAL_NAMESPACES:
+        raise statuses.ApiError(
+            403,
+            "Forbidden",
+            f'namespaces "{name}" is forbidden: this namespace may not be deleted',
+            name=name,
+            kind="namespaces",
+        )
+
+
 def check_name(t: ResourceType, obj: Obj) -> None:
     name = obj["metadata"].get("name", "")
     namespaces = t.resource == "namespaces"
@@ -94,7 +175,7 @@ def _dropped(before: Any, after: Any, prefix: str = "") -> list[str]:
     return out
 
 
-def check_crd(crd: Obj) -> None:
+def check_crd(crd: Obj, old: Obj | None = None) -> None:
     spec = crd.get("spec") or {}
     names = spec.get("names") or {}
     name = crd["metadata"].get("name", "")
@@ -122,6 +203,24 @@ def check_crd(crd: Obj) -> None:
                 "Invalid value: must have exactly one version marked as storage version",
             )
         )
+    if old is not None:
+        # Immutable once Established (at once here): stored objects are keyed by namespace or
+        # not, and a new scope would strand them.
+        old_spec = old.get("spec") or {}
+        for field, now, before in (
+            (
+                "spec.scope",
+                spec.get("scope") or "Namespaced",
+                old_spec.get("scope") or "Namespaced",
+            ),
+            ("spec.names.kind", names.get("kind"), (old_spec.get("names") or {}).get("kind")),
+        ):
+            if now != before:
+                causes.append(
+                    statuses.Cause(
+                        field, "FieldValueInvalid", f'Invalid value: "{now}": field is immutable'
+                    )
+                )
     if causes:
         raise statuses.invalid("CustomResourceDefinition", "apiextensions.k8s.io", name, causes)
 

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import base64
 import contextlib
 import json
 import logging
@@ -44,7 +43,9 @@ from pot.localcluster import (
     authorizing,
     collecting,
     discovery,
+    escalation,
     handling,
+    listing,
     openapi,
     podproxy,
     protobuf,
@@ -110,6 +111,7 @@ class ApiServer:
         )
         self.registry = Registry()
         self.cluster = handling.Cluster(self.store, self.registry)
+        self.cluster.admit_hooks.append(escalation.Guard(self.gate))
         self.collector: collecting.Collector | None = None
         self.bookmark_interval = bookmark_interval
         self.host = "127.0.0.1:0"
@@ -123,7 +125,7 @@ class ApiServer:
     async def _on_startup(self, _: web.Application) -> None:
         self.collector = collecting.Collector(self.cluster)
         self.collector.start()
-        self.collector.sweep()
+        self.collector.safe_sweep()
         await self.store.sync()
 
     async def _on_shutdown(self, _: web.Application) -> None:
@@ -199,6 +201,7 @@ class ApiServer:
             request.headers.get("Impersonate-User"),
             request.headers.getall("Impersonate-Group", []),
         )
+        escalation.CURRENT_USER.set(user)
         if parts[:4] == ["apis", "authorization.k8s.io", "v1", "selfsubjectaccessreviews"]:
             if request.method != "POST" or len(parts) != 4:
                 raise statuses.method_not_allowed()
@@ -290,8 +293,17 @@ class ApiServer:
             raise _not_found()
         ns = namespace or ""
         m = request.method
+        if t.namespaced and namespace is None and m in ("POST", "DELETE"):
+            # The all-namespaces path serves list and watch only: a deletecollection here
+            # emptied every namespace, kube-system included.
+            raise statuses.method_not_allowed()
         if self.gate.rbac:
-            watch = request.query.get("watch") in ("1", "true")
+            watch = _bool(request.query.get("watch"))
+            # A list or watch pinned to one name (kubectl get NAME -w, delete --wait) is
+            # authorized for that name, so resourceNames rules cover it (RequestInfoFactory).
+            pinned = None
+            if name is None and m in ("GET", "HEAD"):
+                pinned = selectors.single_name(request.query.get("fieldSelector"))
             self.gate.authorize(
                 user,
                 authorizing.Attributes(
@@ -300,7 +312,7 @@ class ApiServer:
                     resource,
                     sub,
                     ns,
-                    name or "",
+                    name or pinned or "",
                 ),
             )
         if sub == "exec" and name is not None:  # issue 4: relayed to the pod's kubelet
@@ -360,7 +372,10 @@ class ApiServer:
             ):
                 policy = "Orphan"
             grace_raw = request.query.get("gracePeriodSeconds", options.get("gracePeriodSeconds"))
-            grace = int(grace_raw) if grace_raw is not None else None
+            try:
+                grace = int(grace_raw) if grace_raw is not None else None
+            except (TypeError, ValueError):
+                raise statuses.bad_request(f"invalid gracePeriodSeconds {grace_raw!r}") from None
             dry = opts.dry_run or bool(options.get("dryRun"))
             if name is not None:
                 return _json(
@@ -434,6 +449,7 @@ class ApiServer:
     ) -> web.StreamResponse:
         q = request.query
         if _bool(q.get("watch")):
+            listing.count(q, "timeoutSeconds")
             label = selectors.parse_labels(q.get("labelSelector"))
             field = selectors.parse_fields(q.get("fieldSelector"), selectors.field_labels(t))
             return await watching.serve(
@@ -444,32 +460,7 @@ class ApiServer:
                 match=lambda o: label(o) and field(o),
                 bookmark_interval=self.bookmark_interval,
             )
-        items = self._select(request, t, namespace)
-        # Every page reports the first page's resourceVersion (one snapshot on a real server),
-        # so a watch from the last page's replays changes to pages already read.
-        rv = self.store.rv
-        token = q.get("continue")
-        if token:
-            try:
-                decoded = json.loads(base64.urlsafe_b64decode(token.encode()))
-                after, rv = decoded["after"], int(decoded.get("rv", rv))
-            except (ValueError, KeyError, TypeError):
-                raise statuses.bad_request("invalid continue token") from None
-            if rv < self.store.oldest:
-                raise statuses.gone(
-                    "The provided continue parameter is too old to display a consistent list "
-                    "result. You can start a new list without the continue parameter."
-                )
-            items = [o for o in items if _sort_key(o) > tuple(after)]
-        meta: dict[str, Any] = {"resourceVersion": str(rv)}
-        limit = int(q.get("limit") or 0)
-        if limit and len(items) > limit:
-            rest = len(items) - limit
-            items = items[:limit]
-            meta["continue"] = base64.urlsafe_b64encode(
-                json.dumps({"after": list(_sort_key(items[-1])), "rv": rv}).encode()
-            ).decode()
-            meta["remainingItemCount"] = rest
+        items, meta = listing.page(self._select(request, t, namespace), q, self.store)
         return self._answer(request, t, items, meta=meta)
 
     def _answer(
@@ -503,11 +494,6 @@ class ApiServer:
                 "items": items,
             }
         )
-
-
-def _sort_key(obj: Obj) -> tuple[str, str]:
-    meta = obj.get("metadata") or {}
-    return (meta.get("namespace", ""), meta.get("name", ""))
 
 
 def _manager_from_agent(agent: str) -> str:

@@ -13,6 +13,10 @@ every cluster needs them: a sweep runs after each batch of writes.
   and loses the finalizer when none remain.
 * A namespace with ``deletionTimestamp`` has every object in it deleted; once
   it is empty its ``kubernetes`` finalizer is dropped and it goes.
+* Events expire :data:`EVENT_TTL` seconds after their last write (the real
+  server's ``--event-ttl``, 1 h, an etcd lease): kopf and the components post
+  events for as long as the cluster runs, and they must not fill the store,
+  its memory and its log for ever.
 """
 
 from __future__ import annotations
@@ -20,12 +24,45 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import copy
+import datetime
 import logging
+import time
+from typing import Any
 
 from pot.localcluster import handling, statuses
 from pot.localcluster.storage import Key, Obj
 
 log = logging.getLogger(__name__)
+
+EVENT_TTL = 3600.0
+"""Seconds an Event lives after its last write, as kube-apiserver's default --event-ttl."""
+_EVENTS = (("", "events"), ("events.k8s.io", "events"))
+_EVENT_TIMES = ("lastTimestamp", "eventTime", "firstTimestamp")
+
+
+def _epoch(stamp: Any) -> float | None:
+    if not isinstance(stamp, str) or not stamp:
+        return None
+    try:
+        when = datetime.datetime.fromisoformat(stamp.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=datetime.UTC)
+    return when.timestamp()
+
+
+def event_written(ev: Obj) -> float:
+    """When an Event was last written, as far as it tells: the latest of its creation and the
+    times it reports (a repeat bumps ``lastTimestamp`` or ``series.lastObservedTime``)."""
+    series = ev.get("series") if isinstance(ev.get("series"), dict) else {}
+    stamps = [
+        (ev.get("metadata") or {}).get("creationTimestamp"),
+        *(ev.get(k) for k in _EVENT_TIMES),
+        (series or {}).get("lastObservedTime"),
+    ]
+    times = [t for t in map(_epoch, stamps) if t is not None]
+    return max(times) if times else 0.0
 
 
 class Collector:
@@ -36,6 +73,10 @@ class Collector:
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._deleted_uids: list[str] = []
+        self.event_ttl = EVENT_TTL
+        self.expiry_every = 60.0
+        """How often expired events are looked for (also without writes to wake the sweep)."""
+        self._expired_at = 0.0
         cluster.on_change.append(self._wake.set)
 
     def start(self) -> None:
@@ -49,14 +90,43 @@ class Collector:
 
     async def _run(self) -> None:
         while True:
-            await self._wake.wait()
+            # asyncio.timeout, not wait_for: 3.11's wait_for swallows a cancel that arrives as
+            # the wake-up does, and the server's shutdown then waited for the next timeout.
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self.expiry_every):
+                    await self._wake.wait()
             self._wake.clear()
             await asyncio.sleep(0.01)  # coalesce a burst of writes into one sweep
-            try:
-                self.sweep()
-            except statuses.ApiError as exc:
-                log.warning("garbage collection: %s", exc.message)
+            self.safe_sweep()
+            if time.monotonic() - self._expired_at >= self.expiry_every:
+                self._expired_at = time.monotonic()
+                try:
+                    self.expire_events(time.time())
+                except Exception:
+                    log.exception("expiring events failed")
             await self.cluster.store.sync()
+
+    def expire_events(self, now: float) -> int:
+        """Delete every Event last written more than ``event_ttl`` seconds before ``now``."""
+        store, expired = self.cluster.store, 0
+        for group, resource in _EVENTS:
+            for ev in store.objects(group, resource):
+                if now - event_written(ev) <= self.event_ttl:
+                    continue
+                meta = ev.get("metadata") or {}
+                if store.delete((group, resource, meta.get("namespace", ""), meta.get("name", ""))):
+                    expired += 1
+        return expired
+
+    def safe_sweep(self) -> None:
+        """One sweep that never raises: the collector (and the server's start-up, which sweeps
+        once) must outlive any object it fails on; the next write retries."""
+        try:
+            self.sweep()
+        except statuses.ApiError as exc:
+            log.warning("garbage collection: %s", exc.message)
+        except Exception:
+            log.exception("garbage collection failed")
 
     # -- one sweep -----------------------------------------------------------
 
@@ -104,8 +174,12 @@ class Collector:
         if t is None:
             self.cluster.store.delete(key)
             return
-        with contextlib.suppress(statuses.ApiError):
+        try:
             self.cluster.delete(t, key[2], key[3], policy=policy)
+        except statuses.ApiError:
+            pass
+        except Exception:  # one bad object must not stop the collection of the others
+            log.exception("garbage collection: deleting %s", "/".join(key))
 
     def _update(self, key: Key, new: Obj) -> None:
         t = self._type(key)

@@ -117,6 +117,19 @@ def _job(obj: Obj, _: Callable[[], str]) -> None:
                 labels.setdefault(key, value)
 
 
+def keep_allocated(obj: Obj, old: Obj | None) -> None:
+    """An update that omits a Service's clusterIP keeps the one allocated (the real
+    registry's patchAllocatedValues): ``kubectl replace`` must not move the Service."""
+    spec, old_spec = obj.get("spec"), (old or {}).get("spec")
+    if not isinstance(spec, dict) or not isinstance(old_spec, dict):
+        return
+    external = spec.get("type", "ClusterIP") == "ExternalName"
+    if not external and not spec.get("clusterIP") and old_spec.get("clusterIP"):
+        spec["clusterIP"] = old_spec["clusterIP"]
+        if not spec.get("clusterIPs") and old_spec.get("clusterIPs"):
+            spec["clusterIPs"] = old_spec["clusterIPs"]
+
+
 def _service(obj: Obj, next_ip: Callable[[], str]) -> None:
     spec = obj.setdefault("spec", {})
     if not isinstance(spec, dict):
@@ -155,7 +168,12 @@ _DEFAULTERS: dict[tuple[str, str], Callable[[Obj, Callable[[], str]], None]] = {
 }
 
 
-def apply_defaults(group: str, resource: str, obj: Obj, next_ip: Callable[[], str]) -> None:
+def apply_defaults(
+    group: str, resource: str, obj: Obj, next_ip: Callable[[], str], old: Obj | None = None
+) -> None:
+    """Fill the defaults of a create, or of an update of ``old``."""
+    if (group, resource) == ("", "services"):
+        keep_allocated(obj, old)
     fn = _DEFAULTERS.get((group, resource))
     if fn is not None:
         fn(obj, next_ip)

@@ -29,7 +29,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from pot.localcluster import admission, applying, defaulting, patching, statuses
+from pot.localcluster import admission, applying, defaulting, immutability, patching, statuses
 from pot.localcluster.resources import Registry, ResourceType
 from pot.localcluster.storage import Key, Obj, Store
 
@@ -78,6 +78,7 @@ class Cluster:
         self.registry = registry
         self.on_change: list[Callable[[], None]] = []
         """Called after every commit (the garbage collector's wake-up)."""
+        self.admit_hooks: list[Callable[[ResourceType, Obj, Obj | None], None]] = []
         for crd in store.objects("apiextensions.k8s.io", "customresourcedefinitions"):
             registry.set_crd(crd)
         for ns in _SYSTEM_NAMESPACES:
@@ -151,6 +152,7 @@ class Cluster:
             meta = obj["metadata"] = {}
         if not isinstance(meta, dict):
             raise statuses.bad_request("metadata must be an object")
+        admission.check_meta(t, meta)
         if t.namespaced:
             if meta.get("namespace") and meta["namespace"] != namespace:
                 raise statuses.bad_request(
@@ -202,11 +204,13 @@ class Cluster:
     ) -> tuple[Obj, list[str]]:
         """Names of every object; schema of custom resources; CRDs' own rules."""
         admission.check_name(t, obj)
+        for hook in self.admit_hooks:  # (the API server's RBAC escalation check)
+            hook(t, obj, old)
         warnings: list[str] = []
         if t.schema is not None:
             obj, warnings = admission.admit_custom(t, obj, old, opts.field_validation)
         if t.resource == "customresourcedefinitions":
-            admission.check_crd(obj)
+            admission.check_crd(obj, old)
         return obj, warnings
 
     def _generation_changed(self, t: ResourceType, old: Obj, new: Obj) -> bool:
@@ -357,7 +361,9 @@ class Cluster:
                     ],
                 )
         if not t.is_custom and sub != "status":
-            defaulting.apply_defaults(t.group, t.resource, new, self._allocate_ip)
+            defaulting.apply_defaults(t.group, t.resource, new, self._allocate_ip, old)
+            if sub != "binding":  # a binding sets a pod's nodeName
+                immutability.check_update(t, new, old)
         new, warnings = self._admit(t, new, old, opts)
         if self._generation_changed(t, old, new) and "generation" in meta:
             meta["generation"] = int(meta["generation"]) + 1
@@ -370,7 +376,7 @@ class Cluster:
             return Outcome(present(t, old), warnings)
         if opts.dry_run:
             return Outcome(present(t, new), warnings)
-        if meta.get("deletionTimestamp") and not meta.get("finalizers"):
+        if _delete_during_update(t, old, new):
             meta["resourceVersion"] = old_meta.get("resourceVersion")
             done = self._remove(key)
             return Outcome(present(t, done or new), warnings)
@@ -478,12 +484,13 @@ class Cluster:
         preconditions: dict[str, Any] | None = None,
         dry_run: bool = False,
     ) -> Obj:
+        admission.check_delete(t, name)
         key = self.key(t, namespace, name)
         old = self.store.get(key)
         if old is None:
             raise statuses.not_found(target(t, name))
         meta = old["metadata"]
-        pre = preconditions or {}
+        pre = preconditions if isinstance(preconditions, dict) else {}
         if pre.get("uid") and pre["uid"] != meta.get("uid"):
             raise statuses.conflict(
                 target(t, name),
@@ -504,7 +511,7 @@ class Cluster:
         if (t.group, t.resource) == ("", "pods"):
             spec, phase = old.get("spec") or {}, (old.get("status") or {}).get("phase")
             period = (
-                grace if grace is not None else int(spec.get("terminationGracePeriodSeconds", 30))
+                grace if grace is not None else _seconds(spec.get("terminationGracePeriodSeconds"))
             )
             grace = period  # issue 4: deletionGracePeriodSeconds is the pod's own grace period
             graceful = (
@@ -515,12 +522,9 @@ class Cluster:
         if dry_run:
             return present(t, old)
         if finalizers or graceful:
-            if (
-                meta.get("deletionTimestamp")
-                and finalizers == list(meta.get("finalizers") or [])
-                and not (graceful and grace == 0)
-            ):
-                return present(t, old)
+            # Only a graceful pod deletion waits; everything else (a namespace, an object
+            # held by finalizers) gets deletionGracePeriodSeconds 0, as on a real server.
+            period = grace if graceful and grace is not None and t.resource == "pods" else 0
             new = copy.deepcopy(old)
             nm = new["metadata"]
             nm["finalizers"] = finalizers
@@ -528,13 +532,17 @@ class Cluster:
                 nm.pop("finalizers")
             if not nm.get("deletionTimestamp"):
                 nm["deletionTimestamp"] = now()
-                nm["deletionGracePeriodSeconds"] = (
-                    grace if graceful and grace is not None else (30 if graceful else 0)
-                )
+                nm["deletionGracePeriodSeconds"] = period
                 if "generation" in nm:
                     nm["generation"] = int(nm["generation"]) + 1
+            elif grace is not None and grace < int(nm.get("deletionGracePeriodSeconds") or 0):
+                # A shorter grace period replaces the pending one (the kubelet's grace=0
+                # confirmation of a pod still held by finalizers).
+                nm["deletionGracePeriodSeconds"] = max(grace, 0)
             if (t.group, t.resource) == ("", "namespaces"):
                 new.setdefault("status", {})["phase"] = "Terminating"
+            if new == old:
+                return present(t, old)
             return present(t, self._commit(key, new))
         done = self._remove(key)
         return present(t, done or old)
@@ -547,6 +555,34 @@ class Cluster:
             meta = obj.get("metadata") or {}
             self.store.delete((group, plural, meta.get("namespace", ""), meta.get("name", "")))
         self.registry.drop_crd((crd.get("metadata") or {}).get("name", ""))
+
+
+def _seconds(value: Any) -> int:
+    """A pod's ``terminationGracePeriodSeconds`` (30 when unset; built-ins are stored as given,
+    so a value that is no number must not fail the deletion, nor the collector's)."""
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        return 30
+    try:
+        return max(int(value), 0)
+    except ValueError:
+        return 30
+
+
+def _delete_during_update(t: ResourceType, old: Obj, new: Obj) -> bool:
+    """Whether an update completes a pending deletion (the real store's ShouldDeleteDuringUpdate).
+
+    Only once the last finalizer is gone and no grace period is running: an update of a pod
+    in its grace period (the kubelet's status) or of a namespace whose content is still being
+    deleted (``spec.finalizers``) keeps the object.
+    """
+    old_meta, meta = old.get("metadata") or {}, new.get("metadata") or {}
+    if not old_meta.get("deletionTimestamp") or meta.get("finalizers"):
+        return False
+    if int(old_meta.get("deletionGracePeriodSeconds") or 0) > 0:
+        return False
+    return not (
+        (t.group, t.resource) == ("", "namespaces") and (new.get("spec") or {}).get("finalizers")
+    )
 
 
 def _same(old: Obj, new: Obj) -> bool:

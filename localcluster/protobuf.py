@@ -326,7 +326,15 @@ _KINDS: dict[tuple[str, str], Callable[[bytes], dict[str, Any]]] = {
 
 
 def decode(body: bytes) -> dict[str, Any]:
-    """A JSON-shaped object from a Kubernetes protobuf body (415 for kinds not handled)."""
+    """A JSON-shaped object from a Kubernetes protobuf body (415 for kinds not handled; 400
+    for bytes that are not protobuf)."""
+    try:
+        return _decode(body)
+    except (UnicodeDecodeError, ValueError, IndexError, TypeError) as exc:
+        raise statuses.bad_request(f"the protobuf body could not be decoded: {exc}") from None
+
+
+def _decode(body: bytes) -> dict[str, Any]:
     if not body.startswith(MAGIC):
         raise statuses.bad_request("protobuf body without the k8s envelope")
     api_version = kind = ""

@@ -19,7 +19,11 @@ What etcd is to a real API server, at the scale of one machine:
   fsync-ed and renamed over the old log atomically;
 * a bounded history of change events, so a watch can resume from any
   resourceVersion still in it; older ones get 410 Gone, exactly the contract
-  client-go's reflector and kopf rely on to relist.
+  client-go's reflector and kopf rely on to relist. It holds at most
+  ``history`` events, and beyond the last ``keep`` only those of the last
+  ``window`` seconds (the real watch cache keeps about 75 s): every event holds
+  an object version, and a cluster left running for a day of status and lease
+  writes would otherwise hold gigabytes of them.
 
 All mutation happens on the server's one event-loop thread, so each
 read-modify-write in the request handlers is atomic without locks.
@@ -32,6 +36,7 @@ import contextlib
 import fcntl
 import json
 import os
+import time
 from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -57,6 +62,8 @@ class Event:
     key: Key
     obj: Obj
     prev: Obj | None
+    at: float = field(default_factory=time.monotonic)
+    """When it was committed (the history's time window)."""
 
 
 @dataclass(eq=False)
@@ -69,6 +76,8 @@ class Watcher:
     since: int = 0
     """Events at or before this revision were already sent (in a list or initial state)."""
     queue: asyncio.Queue[Event | None] = field(default_factory=asyncio.Queue)
+    backlog: int = 0
+    """How many unsent events it may hold before it is closed (a client that stopped reading)."""
 
     def wants(self, key: Key) -> bool:
         return (
@@ -81,8 +90,8 @@ class Watcher:
 class TooOld(errors.ClusterError):
     """A watch asked for a resourceVersion older than the history kept (410 Gone)."""
 
-    def __init__(self, asked: int, oldest: int) -> None:
-        super().__init__(f"too old resource version: {asked} ({oldest})")
+    def __init__(self, asked: int, oldest: int, message: str = "") -> None:
+        super().__init__(message or f"too old resource version: {asked} ({oldest})")
         self.asked = asked
         self.oldest = oldest
 
@@ -94,12 +103,24 @@ def _key(k: list[str]) -> Key:
 class Store:
     """Objects by key, the global revision, the durable log and the watch history."""
 
-    def __init__(self, directory: Path | None, *, history: int = 200_000) -> None:
+    max_backlog = 20_000
+    """Unsent events a watcher may fall behind by (beyond its replay) before it is closed."""
+
+    def __init__(
+        self,
+        directory: Path | None,
+        *,
+        history: int = 200_000,
+        keep: int = 10_000,
+        window: float = 900.0,
+    ) -> None:
         self._objects: dict[tuple[str, str], dict[tuple[str, str], Obj]] = {}
         self._dependents: dict[str, set[Key]] = {}
         self._uids: dict[str, Key] = {}
         self._deleting: set[Key] = set()
         self._history: deque[Event] = deque(maxlen=history)
+        self._keep = keep
+        self._window = window
         self._watchers: set[Watcher] = set()
         self.rv = 0
         self.published = 0
@@ -147,13 +168,20 @@ class Store:
         self._fd = os.open(path, os.O_WRONLY | os.O_APPEND)
 
     def _replay(self, path: Path) -> None:
-        with open(path, encoding="utf-8") as f:
+        with open(path, encoding="utf-8", errors="replace") as f:
             for line in f:
                 try:
                     rec = json.loads(line)
                 except json.JSONDecodeError:
-                    # A torn last line: the write was never acknowledged.
-                    break
+                    # A torn record (a crash, or a write cut short by a full disk) was never
+                    # acknowledged; a record appended after it on the same line was.
+                    start = line.find('{"op":', 1)
+                    try:
+                        rec = json.loads(line[start:]) if start > 0 else None
+                    except json.JSONDecodeError:
+                        rec = None
+                    if not isinstance(rec, dict):
+                        continue
                 self.rv = max(self.rv, int(rec.get("rv", 0)))
                 if rec["op"] == "put":
                     self._set(_key(rec["k"]), rec["o"])
@@ -164,9 +192,15 @@ class Store:
         if self._fd is None:
             return
         data = (json.dumps(rec, separators=(",", ":")) + "\n").encode()
+        end = os.lseek(self._fd, 0, os.SEEK_END)
         try:
-            os.write(self._fd, data)
+            written = 0
+            while written < len(data):  # a full disk can cut a write short
+                written += os.write(self._fd, data[written:])
         except OSError as exc:
+            # Leave no torn record for the next one to be appended to.
+            with contextlib.suppress(OSError):
+                os.ftruncate(self._fd, end)
             raise errors.ClusterError(f"cannot persist state: {exc.strerror}") from exc
 
     def flush(self) -> None:
@@ -286,6 +320,8 @@ class Store:
     def _index_owners(self, key: Key, obj: Obj, *, add: bool) -> None:
         meta = obj.get("metadata") or {}
         uid = meta.get("uid")
+        if not isinstance(uid, str):
+            uid = None
         if add:
             if uid:
                 self._uids[uid] = key
@@ -295,9 +331,12 @@ class Store:
             if uid:
                 self._uids.pop(uid, None)
             self._deleting.discard(key)
-        for ref in (obj.get("metadata") or {}).get("ownerReferences") or []:
-            uid = ref.get("uid")
-            if not uid:
+        refs = meta.get("ownerReferences")
+        for ref in refs if isinstance(refs, list) else ():
+            # The server refuses malformed references; a log written before it did must
+            # still replay.
+            uid = ref.get("uid") if isinstance(ref, dict) else None
+            if not uid or not isinstance(uid, str):
                 continue
             if add:
                 self._dependents.setdefault(uid, set()).add(key)
@@ -351,10 +390,22 @@ class Store:
         if len(self._history) == self._history.maxlen:
             self._oldest = self._history[0].rv
         self._history.append(event)
+        horizon = event.at - self._window
+        while len(self._history) > self._keep and self._history[0].at < horizon:
+            self._oldest = self._history.popleft().rv
         self.published = max(self.published, event.rv)
+        stuck = []
         for w in self._watchers:
             if event.rv > w.since and w.wants(event.key):
-                w.queue.put_nowait(event)
+                if w.queue.qsize() >= w.backlog:
+                    stuck.append(w)
+                else:
+                    w.queue.put_nowait(event)
+        for w in stuck:
+            # As the real watch cache closes an unresponsive watcher: the stream ends after
+            # what it holds, and the client resumes from its last resourceVersion (or relists).
+            self._watchers.discard(w)
+            w.queue.put_nowait(None)
 
     def watch(self, group: str, resource: str, namespace: str | None, since: int | None) -> Watcher:
         """Subscribe; with ``since``, first replay history after it (TooOld if gone)."""
@@ -362,9 +413,19 @@ class Store:
         if since is not None:
             if since < self._oldest:
                 raise TooOld(since, self._oldest)
+            if since > self.rv:
+                # Not a revision of this store (its state was reset under a running client,
+                # which would otherwise wait, silently, until the counter caught up): relist.
+                raise TooOld(
+                    since,
+                    self._oldest,
+                    f"resource version {since} is newer than the server's ({self.rv}): "
+                    "its history was reset; list again",
+                )
             for ev in self._history:
                 if ev.rv > since and w.wants(ev.key):
                     w.queue.put_nowait(ev)
+        w.backlog = w.queue.qsize() + self.max_backlog
         self._watchers.add(w)
         return w
 

@@ -276,6 +276,15 @@ def partial(obj: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def _cell(fn: Callable[[dict[str, Any]], Any], obj: dict[str, Any]) -> Any:
+    """One cell; built-ins are stored unvalidated, so a field of an unexpected type shows as
+    ``<unknown>`` instead of failing the whole table (``kubectl get``, ``get -w``)."""
+    try:
+        return fn(obj)
+    except (AttributeError, TypeError, ValueError, KeyError, IndexError):
+        return "<unknown>"
+
+
 def table(
     t: ResourceType,
     objs: list[dict[str, Any]],
@@ -288,7 +297,7 @@ def table(
     cols = columns(t)
     rows = []
     for o in objs:
-        row: dict[str, Any] = {"cells": [fn(o) for _, fn in cols]}
+        row: dict[str, Any] = {"cells": [_cell(fn, o) for _, fn in cols]}
         if include == "Object":
             row["object"] = o
         elif include != "None":

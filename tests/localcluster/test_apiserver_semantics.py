@@ -258,50 +258,60 @@ def json_patch_and_merge_patch(c: Cluster) -> None:
 
 @row
 def strategic_merge_patch_merges_lists_by_key(c: Cluster) -> None:
-    pod = {
+    # A Deployment's pod template: a real server refuses such changes to a Pod's own spec.
+    deployments = "/apis/apps/v1/namespaces/default/deployments"
+    pod_spec = {
+        "containers": [
+            {
+                "name": "a",
+                "image": "a:1",
+                "env": [{"name": "X", "value": "1"}],
+                "ports": [{"containerPort": 80}],
+            }
+        ],
+        "volumes": [{"name": "v1", "emptyDir": {}}],
+    }
+    labels = {"app": "smp"}
+    dep = {
         "metadata": {"name": "smp"},
         "spec": {
-            "containers": [
-                {
-                    "name": "a",
-                    "image": "a:1",
-                    "env": [{"name": "X", "value": "1"}],
-                    "ports": [{"containerPort": 80}],
-                }
-            ],
-            "volumes": [{"name": "v1", "emptyDir": {}}],
+            "selector": {"matchLabels": labels},
+            "template": {"metadata": {"labels": labels}, "spec": pod_spec},
         },
     }
-    ok(c, "POST", f"{NS}/pods", pod)
+    ok(c, "POST", deployments, dep)
     patch = {
-        "spec": {
-            "containers": [
-                {
-                    "name": "a",
-                    "env": [{"name": "Y", "value": "2"}],
-                    "ports": [{"containerPort": 81}],
-                },
-                {"name": "b", "image": "b:1"},
-            ],
-            "volumes": [{"name": "v2", "emptyDir": {}}],
-        }
+        "containers": [
+            {
+                "name": "a",
+                "env": [{"name": "Y", "value": "2"}],
+                "ports": [{"containerPort": 81}],
+            },
+            {"name": "b", "image": "b:1"},
+        ],
+        "volumes": [{"name": "v2", "emptyDir": {}}],
     }
     out = ok(
-        c, "PATCH", f"{NS}/pods/smp", patch, content_type="application/strategic-merge-patch+json"
-    )
+        c,
+        "PATCH",
+        f"{deployments}/smp",
+        {"spec": {"template": {"spec": patch}}},
+        content_type="application/strategic-merge-patch+json",
+    )["spec"]["template"]
     a = out["spec"]["containers"][0]
     assert [x["name"] for x in out["spec"]["containers"]] == ["a", "b"] and a["image"] == "a:1"
     assert [e["name"] for e in a["env"]] == ["X", "Y"] and [
         p["containerPort"] for p in a["ports"]
     ] == [80, 81]
     assert [v["name"] for v in out["spec"]["volumes"]] == ["v1", "v2"]
+    delete = {"containers": [{"name": "b", "$patch": "delete"}]}
     out = ok(
         c,
         "PATCH",
-        f"{NS}/pods/smp",
-        {"spec": {"containers": [{"name": "b", "$patch": "delete"}]}},
+        f"{deployments}/smp",
+        {"spec": {"template": {"spec": delete}}},
         content_type="application/strategic-merge-patch+json",
-    )
+    )["spec"]["template"]
     assert [x["name"] for x in out["spec"]["containers"]] == ["a"]
     ok(c, "POST", GIZMOS, gizmo("smp", size=1))
     code, _ = c.request(
