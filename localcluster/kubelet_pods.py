@@ -69,6 +69,7 @@ class Container:
         self.started_event = asyncio.Event()  # sidecars: started (startup probe passed)
         self.kill_reason = ""
         self.resumed = False  # counts continue from a previous kubelet
+        self.finished = False  # a previous kubelet ran it to its end: not run again
         self.probe_tasks: list[asyncio.Task[None]] = []
 
 
@@ -90,15 +91,46 @@ class PodWorker:
         for c in spec.get("containers") or []:
             self.containers[c["name"]] = Container(c, "regular")
         # A pod that already ran (a kubelet restart killed its processes):
-        # carry its restart counts on, so logs and counts stay monotonic.
+        # carry its restart counts on, so logs and counts stay monotonic, and
+        # run nothing again that its restartPolicy forbids (kubelet_status.adopted_state).
         status = pod.get("status") or {}
-        for prev in (status.get("containerStatuses") or []) + (
+        previous = (status.get("containerStatuses") or []) + (
             status.get("initContainerStatuses") or []
-        ):
+        )
+        policy = spec.get("restartPolicy", "Always")
+        pod_ran = any(prev.get("containerID") for prev in previous)
+        self.over = False
+        """Nothing of this pod runs again: a previous kubelet ran it to its end, or it is a
+        ``Never`` pod whose containers had started."""
+        for prev in previous:
             c = self.containers.get(prev.get("name", ""))
-            if c is not None and prev.get("containerID"):
-                c.status.restart_count = int(prev.get("restartCount", 0)) + 1
-                c.resumed = True
+            if c is None or not prev.get("containerID"):
+                continue
+            final = kubelet_status.adopted_state(
+                prev, kind=c.status.kind, restart_policy=policy, pod_ran=pod_ran
+            )
+            if final:
+                c.status.state = final
+                c.status.last_state = dict(prev.get("lastState") or {})
+                c.status.restart_count = int(prev.get("restartCount", 0))
+                c.status.container_id = prev.get("containerID", "")
+                c.status.will_restart = False
+                c.finished = True
+                continue
+            c.status.restart_count = int(prev.get("restartCount", 0)) + 1
+            c.resumed = True
+        regular = [c for c in self.containers.values() if c.status.kind == "regular"]
+        if (policy == "Never" and pod_ran) or (regular and all(c.finished for c in regular)):
+            self.over = True
+            by_name = {prev.get("name"): prev for prev in previous}
+            for c in self.containers.values():  # sidecars, inits, those that never started
+                if not c.finished:
+                    prev = by_name.get(c.status.name) or {}
+                    term = (prev.get("state") or {}).get("terminated")
+                    c.status.state = {"terminated": dict(term or kubelet_status.UNKNOWN)}
+                    c.status.restart_count = max(0, c.status.restart_count - c.resumed)
+                    c.status.will_restart = False
+                    c.finished = True
         self.slot: int | None = None
         self.ip: str | None = None
         self.netns: str | None = None
@@ -147,6 +179,13 @@ class PodWorker:
         self.task = asyncio.create_task(self._run(), name=f"pod {self.key}")
 
     async def _run(self) -> None:
+        if self.over:  # only its final status to report (see __init__)
+            inits = [c for c in self.containers.values() if c.status.kind == "init"]
+            self.init_failed = any(c.status.exit_code != 0 for c in inits)
+            self.initialized = not self.init_failed
+            self.ip = (self.pod.get("status") or {}).get("podIP")
+            self.changed()
+            return
         try:
             await self._sandbox()
             await self._run_inits()
@@ -155,7 +194,7 @@ class PodWorker:
             self.initialized = True
             self.changed()
             for c in self.containers.values():
-                if c.status.kind == "regular":
+                if c.status.kind == "regular" and not c.finished:
                     self.tasks.append(asyncio.create_task(self._supervise(c)))
             await asyncio.gather(*self.tasks, return_exceptions=True)
         except asyncio.CancelledError:
@@ -256,7 +295,7 @@ class PodWorker:
 
     def _all_waiting(self, reason: str, message: str) -> None:
         for c in self.containers.values():
-            if not c.status.running:
+            if not c.status.running and not c.finished:
                 c.status.state = {"waiting": {"reason": reason, "message": message}}
         self.changed()
 

@@ -188,3 +188,38 @@ def qos_class(pod: Obj) -> str:
     if not any_set:
         return "BestEffort"
     return "Guaranteed" if guaranteed else "Burstable"
+
+
+UNKNOWN = {
+    "exitCode": 137,
+    "reason": "ContainerStatusUnknown",
+    "message": "The container could not be located when the pod was terminated",
+}
+"""What Kubernetes reports for a container whose process vanished with its sandbox."""
+
+
+def adopted_state(prev: Obj, *, kind: str, restart_policy: str, pod_ran: bool) -> dict[str, Any]:
+    """The final state of a container that a previous kubelet ran, or {} to run it again.
+
+    A restarted kubelet finds no processes (it killed the leftovers) and runs the pod again,
+    except what the pod's restartPolicy forbids, as Kubernetes does when a sandbox is lost: a
+    ``Never`` pod whose containers had started is not run again (those that were still
+    running are reported terminated, ``ContainerStatusUnknown``, exit 137: the pod fails and
+    its owner decides), and under ``OnFailure`` a container that had completed (exit 0) stays
+    completed. Sidecars always run again. ``pod_ran``: some container of the pod had started.
+    """
+    if kind == "sidecar":
+        return {}
+    term = (prev.get("state") or {}).get("terminated")
+    if restart_policy == "Never" and pod_ran:
+        if term is not None:
+            return {"terminated": dict(term)}
+        return {"terminated": dict(UNKNOWN)}
+    if (
+        restart_policy == "OnFailure"
+        and kind == "regular"
+        and term is not None
+        and int(term.get("exitCode", 1)) == 0
+    ):
+        return {"terminated": dict(term)}
+    return {}

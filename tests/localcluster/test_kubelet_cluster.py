@@ -16,6 +16,7 @@ import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -417,6 +418,82 @@ def test_crashed_control_plane_is_restarted_by_up_and_cleans_up(cluster: Cluster
 
     assert len(containers.marked_pids(tag)) == 4, "exactly one process per container, no duplicates"
     reach_all(cluster, "web-1")
+
+
+def _crash_and_restart_control_plane(c: Cluster) -> None:
+    pid = launching.status(c.directory).running["controlplane"]
+    os.kill(pid, 9)
+    wait_for(
+        lambda: "controlplane" not in launching.status(c.directory).running,
+        10,
+        "control plane dead",
+    )
+    launching.up(c.directory, components=COMPONENT)
+
+
+def test_restarted_kubelet_runs_nothing_the_restart_policy_forbids(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    # A restarted kubelet runs pods again, but not a restartPolicy Never pod's containers (the
+    # operator's gangs: a member that silently reran would rejoin a dead rendezvous) nor an
+    # OnFailure container that had completed: as on Kubernetes when a sandbox is lost, the
+    # Never pod fails (ContainerStatusUnknown, 137) and its owner decides.
+    runs = tmp_path / "runs"
+    apply(
+        cluster,
+        f"""
+apiVersion: v1
+kind: Pod
+metadata: {{name: gang-member}}
+spec:
+  restartPolicy: Never
+  terminationGracePeriodSeconds: 1
+  containers:
+  - {{name: c, image: x, command: [sh, -c, "echo never >> {runs}; exec sleep 600"]}}
+---
+apiVersion: v1
+kind: Pod
+metadata: {{name: half-done}}
+spec:
+  restartPolicy: OnFailure
+  terminationGracePeriodSeconds: 1
+  containers:
+  - {{name: done, image: x, command: [sh, -c, "echo onfailure >> {runs}"]}}
+  - {{name: serving, image: x, command: [sleep, "600"]}}
+""",
+    )
+
+    def states(name: str) -> dict[str, dict[str, Any]]:
+        return {s["name"]: s for s in pod(cluster, name)["status"]["containerStatuses"]}
+
+    wait_for(
+        lambda: (
+            "running" in states("gang-member")["c"]["state"]
+            and "terminated" in states("half-done")["done"]["state"]
+            and "running" in states("half-done")["serving"]["state"]
+        ),
+        30,
+        "both pods started",
+    )
+    _crash_and_restart_control_plane(cluster)
+    wait_for(lambda: pod(cluster, "gang-member")["status"]["phase"] == "Failed", 30, "Failed")
+    member = states("gang-member")["c"]
+    assert member["restartCount"] == 0, member
+    assert member["state"]["terminated"]["reason"] == "ContainerStatusUnknown", member
+    assert member["state"]["terminated"]["exitCode"] == 137, member
+    wait_for(
+        lambda: (
+            states("half-done")["serving"]["restartCount"] == 1
+            and "running" in states("half-done")["serving"]["state"]
+        ),
+        30,
+        "serving run again",
+    )
+    done = states("half-done")["done"]
+    assert done["restartCount"] == 0, done
+    assert done["state"]["terminated"]["exitCode"] == 0, done
+    assert sorted(runs.read_text().split()) == ["never", "onfailure"]
+    cluster.kubectl("delete", "pod", "gang-member", "half-done", "--wait=true", timeout=60)
 
 
 def test_down_leaves_no_process_namespace_or_bridge(cluster: Cluster) -> None:
