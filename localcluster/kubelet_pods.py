@@ -410,6 +410,7 @@ class PodWorker:
                 if f"{kind}Probe" in c.spec
             ]
             await c.running.process.wait()
+            await containers.reap(c.running)
             code = containers.exit_code(c.running.process.returncode)
             for t in c.probe_tasks:
                 t.cancel()
@@ -461,6 +462,7 @@ class PodWorker:
             venv_bin=self.host.venv_bin,
         )
         spec.env[containers.MARKER] = self.host.net.tag if self.host.net else "local"
+        spec.env[containers.INSTANCE] = f"{self.uid}/{c.status.name}/{c.status.restart_count}"
         if self.service_account_dir and not any(m.target == apiforward.MOUNT for m in spec.mounts):
             spec.mounts.append(podspecs.Mount(self.service_account_dir, apiforward.MOUNT, True))
             spec.env.setdefault("KUBECONFIG", f"{apiforward.MOUNT}/kubeconfig")

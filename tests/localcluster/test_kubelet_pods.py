@@ -300,3 +300,40 @@ def test_init_sidecar_api_access_and_graceful_termination(cluster: Cluster) -> N
     took = time.monotonic() - started
     assert "got-term" in (host_dir / "term.log").read_text(), "SIGTERM first"
     assert 1.5 <= took < 15, f"grace period 2s then SIGKILL; deletion took {took:.1f}s"
+
+
+def test_processes_that_left_the_container_group_die_with_it(cluster: Cluster) -> None:
+    # A daemon (setsid: its own session and group) started by a container dies with the
+    # container, as a runtime's cgroup ensures: on a crash before the restart (it could hold a
+    # port the restart needs) and on pod deletion (it would live on in a deleted netns).
+    pids = cluster.directory / "escaped.pids"
+    apply(
+        cluster,
+        f"""
+apiVersion: v1
+kind: Pod
+metadata: {{name: escaper}}
+spec:
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: c
+    image: x
+    command: [sh, -c, "setsid sleep 601 & echo $! >> {pids}; sleep 0.5; exit 1"]
+""",
+    )
+
+    def alive(pid: int) -> bool:
+        try:
+            return b"601" in Path(f"/proc/{pid}/cmdline").read_bytes()
+        except OSError:
+            return False
+
+    def started() -> list[int]:
+        return [int(p) for p in pids.read_text().split()] if pids.exists() else []
+
+    wait_for(lambda: len(started()) >= 2, 30, "a restart")
+    first = started()[0]
+    wait_for(lambda: not alive(first), 5, f"the first instance's daemon {first} killed")
+    cluster.kubectl("delete", "pod", "escaper", "--wait=true", timeout=60)
+    left = [p for p in started() if alive(p)]
+    assert left == [], f"daemons outlived their pod: {left}"
