@@ -150,7 +150,7 @@ class PodWorker:
     # -- status -----------------------------------------------------------
     def status(self) -> Obj:
         """The pod status to report now."""
-        return kubelet_status.build(
+        status = kubelet_status.build(
             self.pod,
             [c.status for c in self.containers.values()],
             pod_ip=self.ip,
@@ -163,6 +163,10 @@ class PodWorker:
             message=self.message,
             reason=self.reason,
         )
+        # What was reported is the previous status of the next report: a condition's
+        # lastTransitionTime then moves only when the condition does.
+        self.pod.setdefault("status", {})["conditions"] = status["conditions"]
+        return status
 
     def changed(self) -> None:
         """Tell the kubelet this pod's status should be written."""

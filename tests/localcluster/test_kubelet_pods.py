@@ -337,3 +337,40 @@ spec:
     cluster.kubectl("delete", "pod", "escaper", "--wait=true", timeout=60)
     left = [p for p in started() if alive(p)]
     assert left == [], f"daemons outlived their pod: {left}"
+
+
+def test_condition_transition_times_move_only_with_the_condition(cluster: Cluster) -> None:
+    # Every status write (here: a sibling container crash-looping) used to restamp every
+    # condition's lastTransitionTime, even PodScheduled's and Initialized's, which never move.
+    apply(
+        cluster,
+        """
+apiVersion: v1
+kind: Pod
+metadata: {name: flapping}
+spec:
+  terminationGracePeriodSeconds: 1
+  containers:
+  - {name: steady, image: x, command: [sleep, "600"]}
+  - {name: flappy, image: x, command: [sh, -c, "sleep 1.5; exit 1"]}
+""",
+    )
+
+    def times() -> dict[str, str]:
+        conds = pod(cluster, "flapping")["status"].get("conditions") or []
+        return {c["type"]: c["lastTransitionTime"] for c in conds}
+
+    wait_for(lambda: "Initialized" in times(), 30, "conditions")
+    first = times()
+    wait_for(
+        lambda: (
+            max(s["restartCount"] for s in pod(cluster, "flapping")["status"]["containerStatuses"])
+            >= 2
+        ),
+        30,
+        "another restart",
+    )
+    later = times()
+    for kind in ("PodScheduled", "Initialized", "PodReadyToStartContainers"):
+        assert later[kind] == first[kind], (kind, first, later)
+    cluster.kubectl("delete", "pod", "flapping", "--wait=false")
