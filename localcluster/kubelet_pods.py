@@ -20,7 +20,15 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Protocol
 
-from pot.localcluster import apiforward, containers, kubelet_status, podnet, podspecs, probing
+from pot.localcluster import (
+    apiforward,
+    containers,
+    kubelet_status,
+    kubelet_volumes,
+    podnet,
+    podspecs,
+    probing,
+)
 from pot.localcluster.kubelet_status import ContainerState
 
 log = logging.getLogger(__name__)
@@ -144,6 +152,7 @@ class PodWorker:
         self.message = ""
         self.reason = ""
         self.stopping = asyncio.Event()
+        self.sidecars_stopping = asyncio.Event()  # the regular containers are all done
         self.task: asyncio.Task[None] | None = None
         self.tasks: list[asyncio.Task[Any]] = []
 
@@ -197,9 +206,17 @@ class PodWorker:
                 return
             self.initialized = True
             self.changed()
-            for c in self.containers.values():
-                if c.status.kind == "regular" and not c.finished:
-                    self.tasks.append(asyncio.create_task(self._supervise(c)))
+            regular = [
+                asyncio.create_task(self._supervise(c))
+                for c in self.containers.values()
+                if c.status.kind == "regular" and not c.finished
+            ]
+            self.tasks.extend(regular)
+            await asyncio.gather(*regular, return_exceptions=True)
+            if not self.stopping.is_set():
+                # Every regular container is done for good (the pod Succeeded or Failed):
+                # its sidecars stop, as on Kubernetes, and the sandbox can go.
+                await self._stop_sidecars()
             await asyncio.gather(*self.tasks, return_exceptions=True)
         except asyncio.CancelledError:
             raise
@@ -265,37 +282,14 @@ class PodWorker:
             os.close(fd)
 
     def _prepare_volumes(self) -> None:
-        pod = self.pod
-        ns = pod["metadata"]["namespace"]
-        cms, secrets = self.host.lookup("configmaps", ns), self.host.lookup("secrets", ns)
-        vol_root = self.dir / "volumes"
-        for vol in (pod.get("spec") or {}).get("volumes") or []:
-            name = vol["name"]
-            files = podspecs.volume_files(vol, pod, configmaps=cms, secrets=secrets)
-            if files is not None:
-                target = vol_root / name
-                target.mkdir(parents=True, exist_ok=True)
-                for rel, (data, mode) in files.items():
-                    path = target / rel
-                    path.parent.mkdir(parents=True, exist_ok=True)
-                    path.write_bytes(data)
-                    path.chmod(mode)
-                self.volume_dirs[name] = str(target)
-            elif "persistentVolumeClaim" in vol:
-                claim = vol["persistentVolumeClaim"]["claimName"]
-                # A PVC is a directory that outlives pods (like a local PV).
-                target = self.host.state_dir / "volumes" / ns / claim
-                target.mkdir(parents=True, exist_ok=True)
-                self.volume_dirs[name] = str(target)
-            elif "hostPath" in vol:
-                path = Path(vol["hostPath"]["path"])
-                if vol["hostPath"].get("type") in {"DirectoryOrCreate", None, ""}:
-                    path.mkdir(parents=True, exist_ok=True)
-                self.volume_dirs[name] = str(path)
-            else:  # emptyDir, ephemeral and anything else: a private directory
-                target = vol_root / name
-                target.mkdir(parents=True, exist_ok=True)
-                self.volume_dirs[name] = str(target)
+        ns = self.pod["metadata"]["namespace"]
+        self.volume_dirs = kubelet_volumes.prepare(
+            self.pod,
+            pod_root=self.dir / "volumes",
+            claims_root=self.host.state_dir / "volumes",
+            configmaps=self.host.lookup("configmaps", ns),
+            secrets=self.host.lookup("secrets", ns),
+        )
 
     def _all_waiting(self, reason: str, message: str) -> None:
         for c in self.containers.values():
@@ -303,11 +297,31 @@ class PodWorker:
                 c.status.state = {"waiting": {"reason": reason, "message": message}}
         self.changed()
 
-    async def _sleep(self, seconds: float) -> bool:
-        """Sleep unless the pod is stopping; True when it is."""
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self.stopping.wait(), timeout=seconds)
-        return self.stopping.is_set()
+    async def _sleep(self, seconds: float, c: Container | None = None) -> bool:
+        """Sleep unless the pod (or sidecar ``c``) is stopping; True when it is."""
+        events = [self.stopping]
+        if c is not None and c.status.kind == "sidecar":
+            events.append(self.sidecars_stopping)
+        waiters = [asyncio.ensure_future(e.wait()) for e in events]
+        await asyncio.wait(waiters, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
+        for w in waiters:
+            w.cancel()
+        return self._halted(c) if c is not None else self.stopping.is_set()
+
+    def _halted(self, c: Container) -> bool:
+        """``c`` must not run (again): the pod is stopping, or ``c`` is a sidecar of a pod
+        whose regular containers are all done."""
+        return self.stopping.is_set() or (
+            c.status.kind == "sidecar" and self.sidecars_stopping.is_set()
+        )
+
+    async def _stop_sidecars(self) -> None:
+        """Stop the sidecars, the last started first, each with the grace period."""
+        self.sidecars_stopping.set()
+        for c in reversed(self.containers.values()):
+            if c.status.kind == "sidecar" and c.running is not None:
+                self.host.event(self.pod, "Killing", f"Stopping container {c.status.name}")
+                await containers.stop(c.running, self._grace())
 
     async def _run_inits(self) -> None:
         policy = (self.pod.get("spec") or {}).get("restartPolicy", "Always")
@@ -344,7 +358,7 @@ class PodWorker:
         first = not c.resumed
         if c.resumed:
             c.status.restart_count -= 1  # the loop adds it back when it starts the instance
-        while not self.stopping.is_set():
+        while not self._halted(c):
             if not first:
                 delay = (
                     0.0
@@ -366,7 +380,7 @@ class PodWorker:
                         + f"{name} in pod {self.pod['metadata']['name']}",
                         "Warning",
                     )
-                    if await self._sleep(delay):
+                    if await self._sleep(delay, c):
                         return
                 c.status.restart_count += 1
             first = False
@@ -381,7 +395,7 @@ class PodWorker:
                 if c.status.restart_count:
                     c.status.restart_count -= 1
                 first = True
-                if await self._sleep(2):
+                if await self._sleep(2, c):
                     return
                 continue
             log_path = self.dir / "logs" / name / f"{c.status.restart_count}.log"
@@ -397,6 +411,8 @@ class PodWorker:
                 c.crashes += 1
                 self.changed()
                 continue
+            if self._halted(c):  # stopped while it was being started: it must not run on
+                await containers.stop(c.running, 0)
             started_at = _now_iso()
             c.status.container_id = f"pot-process://{c.running.pid}"
             c.status.state = {"running": {"startedAt": started_at}}
@@ -433,7 +449,7 @@ class PodWorker:
                 }
             }
             c.status.last_state = {}
-            if self.stopping.is_set():
+            if self._halted(c):
                 self.changed()
                 return
             if code == 0 and c.status.kind == "init":

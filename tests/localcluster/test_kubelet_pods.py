@@ -11,6 +11,7 @@ import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -374,3 +375,39 @@ spec:
     for kind in ("PodScheduled", "Initialized", "PodReadyToStartContainers"):
         assert later[kind] == first[kind], (kind, first, later)
     cluster.kubectl("delete", "pod", "flapping", "--wait=false")
+
+
+def test_sidecars_stop_once_the_main_containers_are_done(cluster: Cluster) -> None:
+    # A Job-like pod (restartPolicy Never) with a native sidecar: once main has exited the pod
+    # is Succeeded, and its sidecar must stop too (it ran on, reported running, with its
+    # network namespace held, for as long as the pod object lived).
+    apply(
+        cluster,
+        """
+apiVersion: v1
+kind: Pod
+metadata: {name: job-with-sidecar}
+spec:
+  restartPolicy: Never
+  terminationGracePeriodSeconds: 2
+  initContainers:
+  - {name: shipper, image: x, restartPolicy: Always, command: [sleep, "602"]}
+  containers:
+  - {name: main, image: x, command: [sh, -c, "sleep 1"]}
+""",
+    )
+    wait_for(
+        lambda: pod(cluster, "job-with-sidecar")["status"].get("phase") == "Succeeded",
+        30,
+        "Succeeded",
+    )
+
+    def shipper() -> dict[str, Any]:
+        return pod(cluster, "job-with-sidecar")["status"]["initContainerStatuses"][0]
+
+    pid = int(shipper()["containerID"].rsplit("/", 1)[1])
+
+    wait_for(lambda: "terminated" in shipper()["state"], 10, f"sidecar stopped: {shipper()}")
+    assert not Path(f"/proc/{pid}").exists(), "the sidecar's process is gone"
+    assert pod(cluster, "job-with-sidecar")["status"]["phase"] == "Succeeded"
+    cluster.kubectl("delete", "pod", "job-with-sidecar", "--wait=false")
