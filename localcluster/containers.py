@@ -164,6 +164,15 @@ async def start(
     )
 
 
+def prune_logs(directory: Path, current: int) -> None:
+    """Keep the logs of instance ``current`` and the one before (``kubectl logs --previous``),
+    as the kubelet does: a crash loop must not pile up a file per restart."""
+    with contextlib.suppress(FileNotFoundError):
+        for path in directory.glob("*.log"):
+            if path.stem.isdigit() and int(path.stem) < current - 1:
+                path.unlink(missing_ok=True)
+
+
 def _signal_group(pid: int, sig: int) -> None:
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pid, sig)

@@ -399,6 +399,7 @@ class PodWorker:
                     return
                 continue
             log_path = self.dir / "logs" / name / f"{c.status.restart_count}.log"
+            containers.prune_logs(log_path.parent, c.status.restart_count)
             try:
                 c.running = await containers.start(
                     c.process_spec,

@@ -411,3 +411,30 @@ spec:
     assert not Path(f"/proc/{pid}").exists(), "the sidecar's process is gone"
     assert pod(cluster, "job-with-sidecar")["status"]["phase"] == "Succeeded"
     cluster.kubectl("delete", "pod", "job-with-sidecar", "--wait=false")
+
+
+def test_a_crash_loop_keeps_two_log_files(cluster: Cluster) -> None:
+    # The current instance's log and the previous one (kubectl logs --previous), not one file
+    # per restart for as long as the loop lasts.
+    apply(
+        cluster,
+        """
+apiVersion: v1
+kind: Pod
+metadata: {name: looper}
+spec:
+  terminationGracePeriodSeconds: 1
+  containers:
+  - {name: c, image: x, command: [sh, -c, "echo run; exit 1"]}
+""",
+    )
+    wait_for(
+        lambda: pod(cluster, "looper")["status"]["containerStatuses"][0]["restartCount"] >= 4,
+        40,
+        "four restarts",
+    )
+    uid = pod(cluster, "looper")["metadata"]["uid"]
+    (logs,) = (cluster.directory / "kubelet" / "pods").glob(f"default_looper_{uid[:8]}/logs/c")
+    assert len(list(logs.iterdir())) <= 2, sorted(p.name for p in logs.iterdir())
+    assert cluster.kubectl("logs", "looper", "--previous").stdout == "run\n"
+    cluster.kubectl("delete", "pod", "looper", "--wait=false")
