@@ -202,7 +202,11 @@ class PodWorker:
         try:
             await self._sandbox()
             await self._run_inits()
-            if self.stopping.is_set() or self.init_failed:
+            if self.stopping.is_set():
+                return
+            if self.init_failed:  # the pod Failed: the sidecars started so far stop
+                await self._stop_sidecars()
+                await asyncio.gather(*self.tasks, return_exceptions=True)
                 return
             self.initialized = True
             self.changed()

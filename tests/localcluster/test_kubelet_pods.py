@@ -413,6 +413,34 @@ spec:
     cluster.kubectl("delete", "pod", "job-with-sidecar", "--wait=false")
 
 
+def test_sidecars_stop_when_an_init_container_fails_the_pod(cluster: Cluster) -> None:
+    apply(
+        cluster,
+        """
+apiVersion: v1
+kind: Pod
+metadata: {name: init-fails}
+spec:
+  restartPolicy: Never
+  terminationGracePeriodSeconds: 2
+  initContainers:
+  - {name: shipper, image: x, restartPolicy: Always, command: [sleep, "603"]}
+  - {name: setup, image: x, command: [sh, -c, "exit 2"]}
+  containers:
+  - {name: main, image: x, command: [sleep, "603"]}
+""",
+    )
+    wait_for(lambda: pod(cluster, "init-fails")["status"].get("phase") == "Failed", 30, "Failed")
+
+    def shipper() -> dict[str, Any]:
+        return pod(cluster, "init-fails")["status"]["initContainerStatuses"][0]
+
+    pid = int(shipper()["containerID"].rsplit("/", 1)[1])
+    wait_for(lambda: "terminated" in shipper()["state"], 10, f"sidecar stopped: {shipper()}")
+    assert not Path(f"/proc/{pid}").exists(), "the sidecar's process is gone"
+    cluster.kubectl("delete", "pod", "init-fails", "--wait=false")
+
+
 def test_a_crash_loop_keeps_two_log_files(cluster: Cluster) -> None:
     # The current instance's log and the previous one (kubectl logs --previous), not one file
     # per restart for as long as the loop lasts.
