@@ -24,6 +24,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import shutil
 import sys
 import time
 from collections.abc import Mapping
@@ -240,6 +241,7 @@ class Kubelet:
             self.pods.add_handler(self._on_pod)
             for pod in list(self.pods.cache.values()):
                 self._on_pod("ADDED", pod)
+            self._remove_orphaned_pod_dirs()
             self.tasks.append(asyncio.create_task(self._heartbeats()))
             self.tasks.append(asyncio.create_task(self._write_statuses()))
             self.tasks.append(asyncio.create_task(self._refresh_hosts()))
@@ -252,6 +254,14 @@ class Kubelet:
             await server.stop()
             if self.relay is not None:
                 self.relay.close()
+
+    def _remove_orphaned_pod_dirs(self) -> None:
+        """Directories of pods deleted while no kubelet ran (logs, emptyDirs) go."""
+        known = {worker.dir.name for worker in self.workers.values()}
+        with contextlib.suppress(FileNotFoundError):
+            for path in (self.state_dir / "pods").iterdir():
+                if path.name not in known:
+                    shutil.rmtree(path, ignore_errors=True)
 
     async def shutdown(self) -> None:
         """Kill every container and remove pod namespaces (kubelet stop, `down`)."""
@@ -320,10 +330,15 @@ class Kubelet:
             return
         worker = self.workers.get(uid)
         if worker is None:
-            if node is None or kubelet_status_terminal(pod):
+            if node is None:
                 return
             worker = PodWorker(self, pod)
             self.workers[uid] = worker
+            if kubelet_status_terminal(pod):
+                # Finished under a previous kubelet: nothing runs, but its logs are served
+                # and its directory goes with it.
+                worker.keep_finished()
+                return
             worker.start()
         else:
             worker.pod["metadata"] = pod["metadata"]

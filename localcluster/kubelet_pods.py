@@ -187,6 +187,20 @@ class PodWorker:
         return self.status()["phase"] in {"Succeeded", "Failed"}
 
     # -- lifecycle --------------------------------------------------------
+    def keep_finished(self) -> None:
+        """A pod that ended under a previous kubelet: report nothing, run nothing (its
+        containers' instances as the API server records them, for their logs)."""
+        status = self.pod.get("status") or {}
+        for prev in (status.get("containerStatuses") or []) + (
+            status.get("initContainerStatuses") or []
+        ):
+            c = self.containers.get(prev.get("name", ""))
+            if c is not None:
+                c.status.restart_count = int(prev.get("restartCount", 0))
+                c.status.state = dict(prev.get("state") or {})
+                c.finished = True
+        self.over = True
+
     def start(self) -> None:
         """Begin running the pod in the background."""
         self.task = asyncio.create_task(self._run(), name=f"pod {self.key}")
@@ -325,7 +339,7 @@ class PodWorker:
         for c in reversed(self.containers.values()):
             if c.status.kind == "sidecar" and c.running is not None:
                 self.host.event(self.pod, "Killing", f"Stopping container {c.status.name}")
-                await containers.stop(c.running, self._grace())
+                await containers.stop(c.running, self.grace())
 
     async def _run_inits(self) -> None:
         policy = (self.pod.get("spec") or {}).get("restartPolicy", "Always")
@@ -430,7 +444,7 @@ class PodWorker:
                 c.started_event.set()
             self.changed()
             c.probe_tasks = [
-                asyncio.create_task(self._probe(c, kind))
+                asyncio.create_task(probing.supervise(self, c, kind))
                 for kind in ("startup", "liveness", "readiness")
                 if f"{kind}Probe" in c.spec
             ]
@@ -500,63 +514,15 @@ class PodWorker:
         argv = podspecs.resolve_program(list(argv), self.host.venv_bin)
         return ["nsenter", "-t", str(c.running.pid), "-m", "-n", "-u", "--", *argv]
 
-    async def _probe(self, c: Container, kind: str) -> None:
-        probe = c.spec[f"{kind}Probe"]
-        timing = probing.Timing.of(probe, kind=kind)
-        tracker = probing.Tracker(timing, ok=(kind == "liveness"))
-        if kind != "startup":
-            while not c.status.started:
-                await asyncio.sleep(0.1)
-        await asyncio.sleep(timing.initial_delay)
-        while c.running is not None:
-            ok, message = await probing.run_once(
-                probe,
-                container=c.spec,
-                pod_ip=self.ip or "127.0.0.1",
-                exec_argv=self.exec_argv(c, (probe.get("exec") or {}).get("command") or []),
-                env=c.process_spec.env if c.process_spec else {},
-                timeout=timing.timeout,
-            )
-            if not ok:
-                self.host.event(
-                    self.pod, "Unhealthy", f"{kind.capitalize()} probe failed: {message}", "Warning"
-                )
-            flipped = tracker.observe(ok)
-            if kind == "readiness" and flipped:
-                c.status.ready = tracker.ok
-                self.changed()
-            elif kind == "startup" and flipped and tracker.ok:
-                c.status.started = True
-                c.status.ready = "readinessProbe" not in c.spec
-                c.started_event.set()
-                self.changed()
-                return
-            elif (
-                kind in {"liveness", "startup"}
-                and not tracker.ok
-                and (kind == "liveness" or tracker.failures >= timing.failure_threshold)
-            ):
-                c.kill_reason = kind
-                self.host.event(
-                    self.pod,
-                    "Killing",
-                    f"Container {c.status.name} failed {kind} probe, will be restarted",
-                )
-                running = c.running
-                if running is not None:
-                    grace = probe.get("terminationGracePeriodSeconds", self._grace())
-                    await containers.stop(running, float(grace))
-                return
-            await asyncio.sleep(timing.period)
-
-    def _grace(self) -> float:
+    def grace(self) -> float:
+        """The pod's terminationGracePeriodSeconds."""
         return float((self.pod.get("spec") or {}).get("terminationGracePeriodSeconds", 30))
 
     # -- termination ------------------------------------------------------
     async def terminate(self, grace: float | None) -> None:
         """Stop every container (SIGTERM, ``grace``, SIGKILL) and free the sandbox."""
         self.stopping.set()
-        grace = self._grace() if grace is None else grace
+        grace = self.grace() if grace is None else grace
         order = [
             [c for c in self.containers.values() if c.status.kind in {"regular", "init"}],
             [c for c in reversed(self.containers.values()) if c.status.kind == "sidecar"],

@@ -496,6 +496,49 @@ spec:
     cluster.kubectl("delete", "pod", "gang-member", "half-done", "--wait=true", timeout=60)
 
 
+def test_restarted_kubelet_serves_finished_pods_and_drops_deleted_ones(cluster: Cluster) -> None:
+    # A pod that finished under the previous kubelet keeps its logs (kubectl logs answered
+    # "not running on this kubelet") and its directory goes when it is deleted; a pod deleted
+    # while no kubelet ran leaves no directory (its emptyDir could hold gigabytes).
+    apply(
+        cluster,
+        """
+apiVersion: v1
+kind: Pod
+metadata: {name: finished}
+spec:
+  restartPolicy: Never
+  containers: [{name: c, image: x, command: [sh, -c, "echo bye"]}]
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: doomed}
+spec:
+  terminationGracePeriodSeconds: 1
+  containers: [{name: c, image: x, command: [sleep, "600"]}]
+""",
+    )
+    wait_for(lambda: pod(cluster, "finished")["status"].get("phase") == "Succeeded", 30, "done")
+    wait_running(cluster, "doomed")
+    uids = {name: pod(cluster, name)["metadata"]["uid"][:8] for name in ("finished", "doomed")}
+    pods_dir = cluster.directory / "kubelet" / "pods"
+
+    def pod_dir(name: str) -> Path:
+        return pods_dir / f"default_{name}_{uids[name]}"
+
+    assert pod_dir("finished").is_dir() and pod_dir("doomed").is_dir()
+    pid = launching.status(cluster.directory).running["controlplane"]
+    os.kill(pid, 9)
+    wait_for(lambda: "controlplane" not in launching.status(cluster.directory).running, 10, "dead")
+    cluster.kubectl("delete", "pod", "doomed", "--force", "--grace-period=0")
+    launching.up(cluster.directory, components=COMPONENT)
+    wait_for(lambda: not pod_dir("doomed").exists(), 30, "the deleted pod's directory removed")
+    wait_for(lambda: cluster.kubectl("logs", "finished").stdout == "bye\n", 30, "logs served")
+    assert pod(cluster, "finished")["status"]["phase"] == "Succeeded"
+    cluster.kubectl("delete", "pod", "finished", "--wait=true", timeout=60)
+    wait_for(lambda: not pod_dir("finished").exists(), 10, "the finished pod's directory removed")
+
+
 def test_down_leaves_no_process_namespace_or_bridge(cluster: Cluster) -> None:
     pids = [
         int(c["containerID"].rsplit("/", 1)[1])
