@@ -96,6 +96,8 @@ class Kubelet:
         self.workers: dict[str, PodWorker] = {}
         self.virtual: dict[str, Obj] = {}
         self.virtual_index = 0
+        self.virtual_ips: dict[str, str] = {}
+        """Each virtual pod's address, fixed when it is first seen."""
         self.free_slots: list[int] = []
         self.next_slot = 0
         self.dirty: set[str] = set()
@@ -322,6 +324,7 @@ class Kubelet:
         if kind == "DELETED":
             worker = self.workers.pop(uid, None)
             self.virtual.pop(uid, None)
+            self.virtual_ips.pop(uid, None)
             if worker is not None:
                 self._spawn(self._stop(worker, grace=2, delete=False))
             return
@@ -376,11 +379,13 @@ class Kubelet:
         meta = pod["metadata"]
         if meta.get("deletionTimestamp"):
             self.virtual.pop(uid, None)
+            self.virtual_ips.pop(uid, None)
             path = apiclient.path_for("v1", "pods", meta["namespace"], meta["name"])
             self._spawn(apiclient.ignore_missing(self.api.delete(path, grace=0, uid=uid)))
             return
         if uid in self.virtual:
             return
+        self.virtual_ips[uid] = podnet.virtual_address(self.virtual_index)
         self.virtual_index += 1
         self.virtual[uid] = pod
         self.dirty.add(uid)
@@ -412,15 +417,10 @@ class Kubelet:
                 state.state = {"running": {"startedAt": now}}
                 state.ready = state.started = True
             states.append(state)
-        index = (
-            list(self.virtual).index(pod["metadata"]["uid"])
-            if len(self.virtual) < 64
-            else self.virtual_index
-        )
         return kubelet_status.build(
             pod,
             states,
-            pod_ip=podnet.virtual_address(index),
+            pod_ip=self.virtual_ips[pod["metadata"]["uid"]],
             host_ip=self.host_ip(),
             start_time=now,
             initialized=True,
@@ -496,6 +496,7 @@ class Kubelet:
             for uid, pod in list(self.virtual.items()):
                 if pod["spec"].get("nodeName") == name:
                     self.virtual.pop(uid, None)
+                    self.virtual_ips.pop(uid, None)
         elif not failed and name in self.failed_nodes:
             log.warning("node %s: recovered", name)
             self.failed_nodes.discard(name)

@@ -258,7 +258,7 @@ apiVersion: apps/v1
 kind: Deployment
 metadata: {name: fleet}
 spec:
-  replicas: 30
+  replicas: 70
   selector: {matchLabels: {app: fleet}}
   template:
     metadata: {labels: {app: fleet}}
@@ -269,19 +269,29 @@ spec:
 """,
     )
 
-    def all_running() -> bool:
-        items = json.loads(cluster.kubectl("get", "pods", "-l", "app=fleet", "-o", "json").stdout)[
-            "items"
-        ]
-        return len(items) == 30 and all(p["status"].get("phase") == "Running" for p in items)
+    def fleet() -> list[dict[str, Any]]:
+        out = cluster.kubectl("get", "pods", "-l", "app=fleet", "-o", "json").stdout
+        return list(json.loads(out)["items"])
 
-    wait_for(all_running, 60, "30 virtual pods Running")
+    def all_running(n: int) -> bool:
+        items = fleet()
+        return len(items) == n and all(p["status"].get("phase") == "Running" for p in items)
+
+    def distinct_ips() -> bool:
+        # Each virtual pod its own address (all of a status batch once shared one).
+        ips = [
+            p["status"].get("podIP") for p in fleet() if not p["metadata"].get("deletionTimestamp")
+        ]
+        return len(set(ips)) == len(ips)
+
+    wait_for(lambda: all_running(70), 60, "70 virtual pods Running")
+    assert distinct_ips()
     wait_for(
         lambda: (
             json.loads(cluster.kubectl("get", "deploy", "fleet", "-o", "json").stdout)[
                 "status"
             ].get("readyReplicas")
-            == 30
+            == 70
         ),
         30,
         "deployment ready",
@@ -294,6 +304,9 @@ spec:
         30,
         "scaled down",
     )
+    cluster.kubectl("scale", "deploy", "fleet", "--replicas=5")
+    wait_for(lambda: all_running(5), 30, "scaled up again")
+    assert distinct_ips()
     cluster.kubectl("delete", "deploy", "fleet")
 
 
