@@ -3,8 +3,9 @@
 configMap, secret, downwardAPI and projected volumes get their files written
 (contents from ``podspecs.volume_files``, with their modes) under the pod's
 directory; a persistentVolumeClaim is a directory per claim that outlives pods
-(like a local PV); a hostPath is the path itself (created for
-``DirectoryOrCreate``); emptyDir and anything else a private directory.
+(like a local PV); a hostPath is the path itself, file or directory (created
+for ``DirectoryOrCreate`` and ``FileOrCreate``, checked for the other types);
+emptyDir and anything else a private directory.
 """
 
 from __future__ import annotations
@@ -48,12 +49,30 @@ def prepare(
             target.mkdir(parents=True, exist_ok=True)
             dirs[name] = str(target)
         elif "hostPath" in vol:
-            path = Path(vol["hostPath"]["path"])
-            if vol["hostPath"].get("type") in {"DirectoryOrCreate", None, ""}:
-                path.mkdir(parents=True, exist_ok=True)
-            dirs[name] = str(path)
+            dirs[name] = _host_path(vol["hostPath"])
         else:  # emptyDir, ephemeral and anything else: a private directory
             target = pod_root / name
             target.mkdir(parents=True, exist_ok=True)
             dirs[name] = str(target)
     return dirs
+
+
+def _host_path(source: Obj) -> str:
+    """Check (or create) a hostPath as its ``type`` says; Kubernetes' FailedMount otherwise."""
+    path = Path(source["path"])
+    kind = source.get("type") or ""
+    if kind == "FileOrCreate" and not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.touch(mode=0o644)
+    elif kind in {"DirectoryOrCreate", ""} and not path.exists():
+        # "" checks nothing on Kubernetes; a bind mount needs something there.
+        path.mkdir(parents=True, exist_ok=True)
+    elif kind in {"Directory", "DirectoryOrCreate"} and not path.is_dir():
+        raise podspecs.ContainerConfigError(
+            f"hostPath type check failed: {path} is not a directory"
+        )
+    elif kind in {"File", "FileOrCreate"} and not path.is_file():
+        raise podspecs.ContainerConfigError(f"hostPath type check failed: {path} is not a file")
+    elif kind in {"Socket", "CharDevice", "BlockDevice"} and not path.exists():
+        raise podspecs.ContainerConfigError(f"hostPath type check failed: {path} does not exist")
+    return str(path)

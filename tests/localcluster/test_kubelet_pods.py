@@ -466,3 +466,50 @@ spec:
     assert len(list(logs.iterdir())) <= 2, sorted(p.name for p in logs.iterdir())
     assert cluster.kubectl("logs", "looper", "--previous").stdout == "run\n"
     cluster.kubectl("delete", "pod", "looper", "--wait=false")
+
+
+def test_host_path_files_and_type_checks(cluster: Cluster) -> None:
+    # A hostPath naming an existing file with no type (the /etc/localtime pattern) left the
+    # pod in ContainerCreating for good ("kubelet error: File exists"); FileOrCreate failed
+    # to mount; a missing Directory is a FailedMount that clears once it exists.
+    host = cluster.directory / "hostpaths"
+    host.mkdir()
+    (host / "existing.txt").write_text("from the host\n")
+    missing = host / "later"
+    apply(
+        cluster,
+        f"""
+apiVersion: v1
+kind: Pod
+metadata: {{name: host-files}}
+spec:
+  terminationGracePeriodSeconds: 1
+  volumes:
+  - {{name: existing, hostPath: {{path: {host}/existing.txt}}}}
+  - {{name: created, hostPath: {{path: {host}/new/created.txt, type: FileOrCreate}}}}
+  - {{name: later, hostPath: {{path: {missing}, type: Directory}}}}
+  containers:
+  - name: c
+    image: x
+    command: [sh, -c, "cat /in/existing.txt; echo written > /out/created.txt; exec sleep 600"]
+    volumeMounts:
+    - {{name: existing, mountPath: /in/existing.txt, readOnly: true}}
+    - {{name: created, mountPath: /out/created.txt}}
+    - {{name: later, mountPath: /srv/pot-test-later}}
+""",
+    )
+    wait_for(
+        lambda: (
+            "is not a directory"
+            in pod(cluster, "host-files")["status"]["containerStatuses"][0]["state"]["waiting"][
+                "message"
+            ]
+        ),
+        30,
+        "FailedMount for the missing Directory",
+    )
+    missing.mkdir()
+    wait_running(cluster, "host-files")
+    wait_for(lambda: cluster.kubectl("logs", "host-files").stdout == "from the host\n", 10, "log")
+    wait_for(lambda: (host / "new" / "created.txt").read_text() == "written\n", 10, "file written")
+    cluster.kubectl("delete", "pod", "host-files", "--wait=false")
