@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import copy
 import logging
 import os
 import shutil
@@ -86,7 +87,9 @@ class PodWorker:
 
     def __init__(self, host: Host, pod: Obj) -> None:
         self.host = host
-        self.pod = pod
+        # Its own copy: the worker writes status fields (podIP, conditions) into it, and the
+        # informer's cached object is what the scheduler and controllers read.
+        self.pod = copy.deepcopy(pod)
         meta = pod["metadata"]
         self.uid: str = meta["uid"]
         self.key = f"{meta['namespace']}/{meta['name']}"
