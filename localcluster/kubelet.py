@@ -101,6 +101,8 @@ class Kubelet:
         self.free_slots: list[int] = []
         self.next_slot = 0
         self.dirty: set[str] = set()
+        self.written: dict[str, Obj] = {}
+        """The status last sent per pod uid (unchanged statuses are not sent again)."""
         self.dirty_event = asyncio.Event()
         self.records: dict[str, list[tuple[str, list[str]]]] = {}
         self.hosts_dirty = asyncio.Event()
@@ -246,6 +248,7 @@ class Kubelet:
             self._remove_orphaned_pod_dirs()
             self.tasks.append(asyncio.create_task(self._heartbeats()))
             self.tasks.append(asyncio.create_task(self._write_statuses()))
+            self.tasks.append(asyncio.create_task(self._resync_statuses()))
             self.tasks.append(asyncio.create_task(self._refresh_hosts()))
             self._on_endpoints("ADDED", {})
             await asyncio.gather(*self.tasks)
@@ -430,7 +433,7 @@ class Kubelet:
         )
 
     async def _write_statuses(self) -> None:
-        written: dict[str, Obj] = {}
+        written = self.written
         while True:
             await self.dirty_event.wait()
             await asyncio.sleep(0.02)  # coalesce bursts
@@ -455,6 +458,27 @@ class Kubelet:
             for uid in list(written):
                 if uid not in self.workers and uid not in self.virtual:
                     del written[uid]
+
+    async def _resync_statuses(self, every: float = 3.0) -> None:
+        """Like the kubelet's status manager: send a pod's status again when the API server's
+        differs from it (a write failed while the API server was down; the node lifecycle
+        marked the pods of a node not ready whose heartbeats only ran late)."""
+        while True:
+            await asyncio.sleep(every)
+            for uid, sent in list(self.written.items()):
+                worker = self.workers.get(uid)
+                pod = worker.pod if worker is not None else self.virtual.get(uid)
+                if pod is None:
+                    continue
+                current = self.pods.cache.get(apiclient.key_of(pod))
+                if current is None or current["metadata"].get("uid") != uid:
+                    continue
+                if kubelet_status.summary(current.get("status") or {}) != kubelet_status.summary(
+                    sent
+                ):
+                    self.written.pop(uid, None)
+                    self.dirty.add(uid)
+                    self.dirty_event.set()
 
     async def _patch_status(self, pod: Obj, status: Obj) -> None:
         meta = pod["metadata"]

@@ -223,3 +223,23 @@ def adopted_state(prev: Obj, *, kind: str, restart_policy: str, pod_ran: bool) -
     ):
         return {"terminated": dict(term)}
     return {}
+
+
+def summary(status: Obj) -> tuple[Any, ...]:
+    """What of a pod status the kubelet owns and must see on the API server: the phase, its
+    condition statuses and each container's state, readiness and restart count."""
+    conditions = sorted(
+        (str(c.get("type")), str(c.get("status")))
+        for c in status.get("conditions") or []
+        if c.get("type") in OWN_CONDITIONS
+    )
+    containers = tuple(
+        (c.get("name"), c.get("ready"), c.get("restartCount"), tuple(c.get("state") or {}))
+        for c in (status.get("containerStatuses") or [])
+        + (status.get("initContainerStatuses") or [])
+    )
+    return (status.get("phase"), tuple(conditions), containers, status.get("podIP"))
+
+
+OWN_CONDITIONS = frozenset({"PodReadyToStartContainers", "Initialized", "Ready", "ContainersReady"})
+"""The pod conditions the kubelet sets."""

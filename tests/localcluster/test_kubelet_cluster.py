@@ -552,6 +552,45 @@ spec:
     wait_for(lambda: not pod_dir("finished").exists(), 10, "the finished pod's directory removed")
 
 
+def test_pods_outlive_an_api_server_crash(cluster: Cluster) -> None:
+    # `up` after the API server died starts it again and leaves the control plane alone: pods
+    # keep running (all were killed and rerun), and a status the kubelet could not write
+    # meanwhile (a pod that finished) reaches the API server once it is back.
+    apply(
+        cluster,
+        """
+apiVersion: v1
+kind: Pod
+metadata: {name: survivor}
+spec:
+  terminationGracePeriodSeconds: 1
+  containers: [{name: c, image: x, command: [sleep, "600"]}]
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: finisher}
+spec:
+  restartPolicy: Never
+  containers: [{name: c, image: x, command: [sh, -c, "sleep 3"]}]
+""",
+    )
+    wait_running(cluster, "survivor")
+    wait_running(cluster, "finisher")
+    before = pod(cluster, "survivor")["status"]["containerStatuses"][0]["containerID"]
+    running = launching.status(cluster.directory).running
+    os.kill(running["apiserver"], 9)
+    wait_for(lambda: "apiserver" not in launching.status(cluster.directory).running, 10, "API down")
+    time.sleep(4)  # finisher ends while no API server listens
+    launching.up(cluster.directory, components=COMPONENT)
+    assert launching.status(cluster.directory).running["controlplane"] == running["controlplane"]
+    wait_for(lambda: pod(cluster, "finisher")["status"]["phase"] == "Succeeded", 30, "Succeeded")
+    wait_running(cluster, "survivor")
+    after = pod(cluster, "survivor")["status"]["containerStatuses"][0]
+    assert after["containerID"] == before and after["restartCount"] == 0, after
+    assert os.path.exists(f"/proc/{before.rsplit('/', 1)[1]}")
+    cluster.kubectl("delete", "pod", "survivor", "finisher", "--wait=true", timeout=60)
+
+
 def test_down_leaves_no_process_namespace_or_bridge(cluster: Cluster) -> None:
     pids = [
         int(c["containerID"].rsplit("/", 1)[1])
