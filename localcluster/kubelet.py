@@ -261,8 +261,13 @@ class Kubelet:
                 self.relay.close()
 
     def _remove_orphaned_pod_dirs(self) -> None:
-        """Directories of pods deleted while no kubelet ran (logs, emptyDirs) go."""
+        """Directories of pods no longer bound here (deleted while no kubelet ran, evicted
+        while their node was down) go, with their logs and emptyDirs."""
         known = {worker.dir.name for worker in self.workers.values()}
+        for pod in self.pods.cache.values():
+            if (pod.get("spec") or {}).get("nodeName") in self.node_configs:
+                meta = pod["metadata"]
+                known.add(f"{meta['namespace']}_{meta['name']}_{meta.get('uid', '')[:8]}")
         with contextlib.suppress(FileNotFoundError):
             for path in (self.state_dir / "pods").iterdir():
                 if path.name not in known:
@@ -529,6 +534,7 @@ class Kubelet:
             for pod in list(self.pods.cache.values()):
                 if pod["spec"].get("nodeName") == name:
                     self._on_pod("MODIFIED", pod)
+            self._remove_orphaned_pod_dirs()
 
 
 def kubelet_status_terminal(pod: Obj) -> bool:

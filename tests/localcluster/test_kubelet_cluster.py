@@ -354,6 +354,9 @@ spec:
     pid = int(
         pod(cluster, "victim")["status"]["containerStatuses"][0]["containerID"].rsplit("/", 1)[1]
     )
+    uid = pod(cluster, "victim")["metadata"]["uid"]
+    victim_dir = cluster.directory / "kubelet" / "pods" / f"default_victim_{uid[:8]}"
+    assert victim_dir.is_dir()
     pot_local("node", "fail", "gpu-rig-1", "--dir", str(cluster.directory))
     wait_for(
         lambda: not os.path.exists(f"/proc/{pid}"), 10, "victim's process killed with its node"
@@ -375,6 +378,8 @@ spec:
     assert {pod(cluster, f"web-{i}")["spec"]["nodeName"] for i in range(4)} == {"gpu-rig-0"}
     pot_local("node", "recover", "gpu-rig-1", "--dir", str(cluster.directory))
     wait_for(lambda: "gpu-rig-1" in _ready_nodes(cluster), 20, "node recovered")
+    # Back up, the rig drops what its evicted pods left (logs, emptyDirs).
+    wait_for(lambda: not victim_dir.exists(), 10, "the evicted pod's directory removed")
 
 
 def _container_pids(c: Cluster) -> set[int]:
