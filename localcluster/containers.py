@@ -135,6 +135,8 @@ class Running:
     process: asyncio.subprocess.Process
     log_path: Path
     started: float
+    instance: str = ""
+    """Its ``INSTANCE`` marker: what its descendants carry even outside its process group."""
 
     @property
     def pid(self) -> int:
@@ -157,7 +159,18 @@ async def start(
             cwd="/",
             start_new_session=True,  # its own process group: signals reach its children too
         )
-    return Running(process=process, log_path=log_path, started=time.time())
+    return Running(
+        process=process, log_path=log_path, started=time.time(), instance=spec.env.get(INSTANCE, "")
+    )
+
+
+def prune_logs(directory: Path, current: int) -> None:
+    """Keep the logs of instance ``current`` and the one before (``kubectl logs --previous``),
+    as the kubelet does: a crash loop must not pile up a file per restart."""
+    with contextlib.suppress(FileNotFoundError):
+        for path in directory.glob("*.log"):
+            if path.stem.isdigit() and int(path.stem) < current - 1:
+                path.unlink(missing_ok=True)
 
 
 def _signal_group(pid: int, sig: int) -> None:
@@ -176,7 +189,20 @@ async def stop(running: Running, grace: float) -> int:
             await running.process.wait()
     # Children that ignored SIGTERM and outlived the leader go too.
     _signal_group(running.pid, signal.SIGKILL)
+    await reap(running)
     return exit_code(running.process.returncode)
+
+
+async def reap(running: Running) -> int:
+    """SIGKILL what is left of an instance whose main process ended: its process group and
+    the descendants that left it (``setsid``, a daemon), found by its ``INSTANCE`` marker.
+    A container runtime kills them with the container's cgroup; here they would outlive
+    the pod (in a deleted network namespace) or hold a port its restart needs."""
+    _signal_group(running.pid, signal.SIGKILL)
+    if not running.instance:
+        return 0
+    needle = f"{INSTANCE}={running.instance}".encode()
+    return await asyncio.to_thread(lambda: _kill_all(_pids_with(needle)))
 
 
 def kill_now(running: Running) -> None:
@@ -196,10 +222,17 @@ def exit_code(returncode: int | None) -> int:
 #: recorded pids that the machine may since have reused.
 MARKER = "POT_LOCALCLUSTER"
 
+#: Env var naming one container instance (pod uid, container, restart count), which its
+#: descendants inherit: how those that left its process group are found when it ends.
+INSTANCE = "POT_LOCALCLUSTER_CONTAINER"
+
 
 def marked_pids(tag: str) -> list[int]:
     """Processes on this machine whose environment carries ``MARKER=tag``."""
-    needle = f"{MARKER}={tag}".encode()
+    return _pids_with(f"{MARKER}={tag}".encode())
+
+
+def _pids_with(needle: bytes) -> list[int]:
     found = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit() or int(entry.name) == os.getpid():
@@ -220,15 +253,8 @@ def kill_marked(tag: str, wait_s: float = 5.0) -> int:
     One scan, not a loop until none is left: this runs as a kubelet starts, and a rescan can
     find (and kill) the containers that a kubelet already back on its feet has just started
     (seen: pods counted restarted but never ready again)."""
-    own_group = os.getpgrp()
     pids = marked_pids(tag)
-    for pid in pids:
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            group = os.getpgid(pid)
-            if group != own_group:
-                os.killpg(group, signal.SIGKILL)
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.kill(pid, signal.SIGKILL)
+    _kill_all(pids)
     needle = f"{MARKER}={tag}".encode()
     deadline = time.monotonic() + wait_s
     left = pids
@@ -244,3 +270,16 @@ def _environ(pid: int) -> list[bytes]:
         return Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
     except OSError:
         return []
+
+
+def _kill_all(pids: list[int]) -> int:
+    """SIGKILL each of ``pids`` with its process group (never this process's own); how many."""
+    own_group = os.getpgrp()
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            group = os.getpgid(pid)
+            if group != own_group:
+                os.killpg(group, signal.SIGKILL)
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, signal.SIGKILL)
+    return len(pids)

@@ -24,6 +24,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import shutil
 import sys
 import time
 from collections.abc import Mapping
@@ -95,9 +96,13 @@ class Kubelet:
         self.workers: dict[str, PodWorker] = {}
         self.virtual: dict[str, Obj] = {}
         self.virtual_index = 0
+        self.virtual_ips: dict[str, str] = {}
+        """Each virtual pod's address, fixed when it is first seen."""
         self.free_slots: list[int] = []
         self.next_slot = 0
         self.dirty: set[str] = set()
+        self.written: dict[str, Obj] = {}
+        """The status last sent per pod uid (unchanged statuses are not sent again)."""
         self.dirty_event = asyncio.Event()
         self.records: dict[str, list[tuple[str, list[str]]]] = {}
         self.hosts_dirty = asyncio.Event()
@@ -240,8 +245,10 @@ class Kubelet:
             self.pods.add_handler(self._on_pod)
             for pod in list(self.pods.cache.values()):
                 self._on_pod("ADDED", pod)
+            self._remove_orphaned_pod_dirs()
             self.tasks.append(asyncio.create_task(self._heartbeats()))
             self.tasks.append(asyncio.create_task(self._write_statuses()))
+            self.tasks.append(asyncio.create_task(self._resync_statuses()))
             self.tasks.append(asyncio.create_task(self._refresh_hosts()))
             self._on_endpoints("ADDED", {})
             await asyncio.gather(*self.tasks)
@@ -252,6 +259,19 @@ class Kubelet:
             await server.stop()
             if self.relay is not None:
                 self.relay.close()
+
+    def _remove_orphaned_pod_dirs(self) -> None:
+        """Directories of pods no longer bound here (deleted while no kubelet ran, evicted
+        while their node was down) go, with their logs and emptyDirs."""
+        known = {worker.dir.name for worker in self.workers.values()}
+        for pod in self.pods.cache.values():
+            if (pod.get("spec") or {}).get("nodeName") in self.node_configs:
+                meta = pod["metadata"]
+                known.add(f"{meta['namespace']}_{meta['name']}_{meta.get('uid', '')[:8]}")
+        with contextlib.suppress(FileNotFoundError):
+            for path in (self.state_dir / "pods").iterdir():
+                if path.name not in known:
+                    shutil.rmtree(path, ignore_errors=True)
 
     async def shutdown(self) -> None:
         """Kill every container and remove pod namespaces (kubelet stop, `down`)."""
@@ -312,6 +332,7 @@ class Kubelet:
         if kind == "DELETED":
             worker = self.workers.pop(uid, None)
             self.virtual.pop(uid, None)
+            self.virtual_ips.pop(uid, None)
             if worker is not None:
                 self._spawn(self._stop(worker, grace=2, delete=False))
             return
@@ -320,10 +341,15 @@ class Kubelet:
             return
         worker = self.workers.get(uid)
         if worker is None:
-            if node is None or kubelet_status_terminal(pod):
+            if node is None:
                 return
             worker = PodWorker(self, pod)
             self.workers[uid] = worker
+            if kubelet_status_terminal(pod):
+                # Finished under a previous kubelet: nothing runs, but its logs are served
+                # and its directory goes with it.
+                worker.keep_finished()
+                return
             worker.start()
         else:
             worker.pod["metadata"] = pod["metadata"]
@@ -361,11 +387,13 @@ class Kubelet:
         meta = pod["metadata"]
         if meta.get("deletionTimestamp"):
             self.virtual.pop(uid, None)
+            self.virtual_ips.pop(uid, None)
             path = apiclient.path_for("v1", "pods", meta["namespace"], meta["name"])
             self._spawn(apiclient.ignore_missing(self.api.delete(path, grace=0, uid=uid)))
             return
         if uid in self.virtual:
             return
+        self.virtual_ips[uid] = podnet.virtual_address(self.virtual_index)
         self.virtual_index += 1
         self.virtual[uid] = pod
         self.dirty.add(uid)
@@ -397,15 +425,10 @@ class Kubelet:
                 state.state = {"running": {"startedAt": now}}
                 state.ready = state.started = True
             states.append(state)
-        index = (
-            list(self.virtual).index(pod["metadata"]["uid"])
-            if len(self.virtual) < 64
-            else self.virtual_index
-        )
         return kubelet_status.build(
             pod,
             states,
-            pod_ip=podnet.virtual_address(index),
+            pod_ip=self.virtual_ips[pod["metadata"]["uid"]],
             host_ip=self.host_ip(),
             start_time=now,
             initialized=True,
@@ -415,7 +438,7 @@ class Kubelet:
         )
 
     async def _write_statuses(self) -> None:
-        written: dict[str, Obj] = {}
+        written = self.written
         while True:
             await self.dirty_event.wait()
             await asyncio.sleep(0.02)  # coalesce bursts
@@ -440,6 +463,27 @@ class Kubelet:
             for uid in list(written):
                 if uid not in self.workers and uid not in self.virtual:
                     del written[uid]
+
+    async def _resync_statuses(self, every: float = 3.0) -> None:
+        """Like the kubelet's status manager: send a pod's status again when the API server's
+        differs from it (a write failed while the API server was down; the node lifecycle
+        marked the pods of a node not ready whose heartbeats only ran late)."""
+        while True:
+            await asyncio.sleep(every)
+            for uid, sent in list(self.written.items()):
+                worker = self.workers.get(uid)
+                pod = worker.pod if worker is not None else self.virtual.get(uid)
+                if pod is None:
+                    continue
+                current = self.pods.cache.get(apiclient.key_of(pod))
+                if current is None or current["metadata"].get("uid") != uid:
+                    continue
+                if kubelet_status.summary(current.get("status") or {}) != kubelet_status.summary(
+                    sent
+                ):
+                    self.written.pop(uid, None)
+                    self.dirty.add(uid)
+                    self.dirty_event.set()
 
     async def _patch_status(self, pod: Obj, status: Obj) -> None:
         meta = pod["metadata"]
@@ -481,6 +525,7 @@ class Kubelet:
             for uid, pod in list(self.virtual.items()):
                 if pod["spec"].get("nodeName") == name:
                     self.virtual.pop(uid, None)
+                    self.virtual_ips.pop(uid, None)
         elif not failed and name in self.failed_nodes:
             log.warning("node %s: recovered", name)
             self.failed_nodes.discard(name)
@@ -489,6 +534,7 @@ class Kubelet:
             for pod in list(self.pods.cache.values()):
                 if pod["spec"].get("nodeName") == name:
                     self._on_pod("MODIFIED", pod)
+            self._remove_orphaned_pod_dirs()
 
 
 def kubelet_status_terminal(pod: Obj) -> bool:

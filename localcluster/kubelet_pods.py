@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import copy
 import logging
 import os
 import shutil
@@ -20,7 +21,15 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Protocol
 
-from pot.localcluster import apiforward, containers, kubelet_status, podnet, podspecs, probing
+from pot.localcluster import (
+    apiforward,
+    containers,
+    kubelet_status,
+    kubelet_volumes,
+    podnet,
+    podspecs,
+    probing,
+)
 from pot.localcluster.kubelet_status import ContainerState
 
 log = logging.getLogger(__name__)
@@ -69,6 +78,7 @@ class Container:
         self.started_event = asyncio.Event()  # sidecars: started (startup probe passed)
         self.kill_reason = ""
         self.resumed = False  # counts continue from a previous kubelet
+        self.finished = False  # a previous kubelet ran it to its end: not run again
         self.probe_tasks: list[asyncio.Task[None]] = []
 
 
@@ -77,7 +87,9 @@ class PodWorker:
 
     def __init__(self, host: Host, pod: Obj) -> None:
         self.host = host
-        self.pod = pod
+        # Its own copy: the worker writes status fields (podIP, conditions) into it, and the
+        # informer's cached object is what the scheduler and controllers read.
+        self.pod = copy.deepcopy(pod)
         meta = pod["metadata"]
         self.uid: str = meta["uid"]
         self.key = f"{meta['namespace']}/{meta['name']}"
@@ -90,15 +102,46 @@ class PodWorker:
         for c in spec.get("containers") or []:
             self.containers[c["name"]] = Container(c, "regular")
         # A pod that already ran (a kubelet restart killed its processes):
-        # carry its restart counts on, so logs and counts stay monotonic.
+        # carry its restart counts on, so logs and counts stay monotonic, and
+        # run nothing again that its restartPolicy forbids (kubelet_status.adopted_state).
         status = pod.get("status") or {}
-        for prev in (status.get("containerStatuses") or []) + (
+        previous = (status.get("containerStatuses") or []) + (
             status.get("initContainerStatuses") or []
-        ):
+        )
+        policy = spec.get("restartPolicy", "Always")
+        pod_ran = any(prev.get("containerID") for prev in previous)
+        self.over = False
+        """Nothing of this pod runs again: a previous kubelet ran it to its end, or it is a
+        ``Never`` pod whose containers had started."""
+        for prev in previous:
             c = self.containers.get(prev.get("name", ""))
-            if c is not None and prev.get("containerID"):
-                c.status.restart_count = int(prev.get("restartCount", 0)) + 1
-                c.resumed = True
+            if c is None or not prev.get("containerID"):
+                continue
+            final = kubelet_status.adopted_state(
+                prev, kind=c.status.kind, restart_policy=policy, pod_ran=pod_ran
+            )
+            if final:
+                c.status.state = final
+                c.status.last_state = dict(prev.get("lastState") or {})
+                c.status.restart_count = int(prev.get("restartCount", 0))
+                c.status.container_id = prev.get("containerID", "")
+                c.status.will_restart = False
+                c.finished = True
+                continue
+            c.status.restart_count = int(prev.get("restartCount", 0)) + 1
+            c.resumed = True
+        regular = [c for c in self.containers.values() if c.status.kind == "regular"]
+        if (policy == "Never" and pod_ran) or (regular and all(c.finished for c in regular)):
+            self.over = True
+            by_name = {prev.get("name"): prev for prev in previous}
+            for c in self.containers.values():  # sidecars, inits, those that never started
+                if not c.finished:
+                    prev = by_name.get(c.status.name) or {}
+                    term = (prev.get("state") or {}).get("terminated")
+                    c.status.state = {"terminated": dict(term or kubelet_status.UNKNOWN)}
+                    c.status.restart_count = max(0, c.status.restart_count - c.resumed)
+                    c.status.will_restart = False
+                    c.finished = True
         self.slot: int | None = None
         self.ip: str | None = None
         self.netns: str | None = None
@@ -112,13 +155,14 @@ class PodWorker:
         self.message = ""
         self.reason = ""
         self.stopping = asyncio.Event()
+        self.sidecars_stopping = asyncio.Event()  # the regular containers are all done
         self.task: asyncio.Task[None] | None = None
         self.tasks: list[asyncio.Task[Any]] = []
 
     # -- status -----------------------------------------------------------
     def status(self) -> Obj:
         """The pod status to report now."""
-        return kubelet_status.build(
+        status = kubelet_status.build(
             self.pod,
             [c.status for c in self.containers.values()],
             pod_ip=self.ip,
@@ -131,6 +175,10 @@ class PodWorker:
             message=self.message,
             reason=self.reason,
         )
+        # What was reported is the previous status of the next report: a condition's
+        # lastTransitionTime then moves only when the condition does.
+        self.pod.setdefault("status", {})["conditions"] = status["conditions"]
+        return status
 
     def changed(self) -> None:
         """Tell the kubelet this pod's status should be written."""
@@ -142,21 +190,54 @@ class PodWorker:
         return self.status()["phase"] in {"Succeeded", "Failed"}
 
     # -- lifecycle --------------------------------------------------------
+    def keep_finished(self) -> None:
+        """A pod that ended under a previous kubelet: report nothing, run nothing (its
+        containers' instances as the API server records them, for their logs)."""
+        status = self.pod.get("status") or {}
+        for prev in (status.get("containerStatuses") or []) + (
+            status.get("initContainerStatuses") or []
+        ):
+            c = self.containers.get(prev.get("name", ""))
+            if c is not None:
+                c.status.restart_count = int(prev.get("restartCount", 0))
+                c.status.state = dict(prev.get("state") or {})
+                c.finished = True
+        self.over = True
+
     def start(self) -> None:
         """Begin running the pod in the background."""
         self.task = asyncio.create_task(self._run(), name=f"pod {self.key}")
 
     async def _run(self) -> None:
+        if self.over:  # only its final status to report (see __init__)
+            inits = [c for c in self.containers.values() if c.status.kind == "init"]
+            self.init_failed = any(c.status.exit_code != 0 for c in inits)
+            self.initialized = not self.init_failed
+            self.ip = (self.pod.get("status") or {}).get("podIP")
+            self.changed()
+            return
         try:
             await self._sandbox()
             await self._run_inits()
-            if self.stopping.is_set() or self.init_failed:
+            if self.stopping.is_set():
+                return
+            if self.init_failed:  # the pod Failed: the sidecars started so far stop
+                await self._stop_sidecars()
+                await asyncio.gather(*self.tasks, return_exceptions=True)
                 return
             self.initialized = True
             self.changed()
-            for c in self.containers.values():
-                if c.status.kind == "regular":
-                    self.tasks.append(asyncio.create_task(self._supervise(c)))
+            regular = [
+                asyncio.create_task(self._supervise(c))
+                for c in self.containers.values()
+                if c.status.kind == "regular" and not c.finished
+            ]
+            self.tasks.extend(regular)
+            await asyncio.gather(*regular, return_exceptions=True)
+            if not self.stopping.is_set():
+                # Every regular container is done for good (the pod Succeeded or Failed):
+                # its sidecars stop, as on Kubernetes, and the sandbox can go.
+                await self._stop_sidecars()
             await asyncio.gather(*self.tasks, return_exceptions=True)
         except asyncio.CancelledError:
             raise
@@ -222,49 +303,46 @@ class PodWorker:
             os.close(fd)
 
     def _prepare_volumes(self) -> None:
-        pod = self.pod
-        ns = pod["metadata"]["namespace"]
-        cms, secrets = self.host.lookup("configmaps", ns), self.host.lookup("secrets", ns)
-        vol_root = self.dir / "volumes"
-        for vol in (pod.get("spec") or {}).get("volumes") or []:
-            name = vol["name"]
-            files = podspecs.volume_files(vol, pod, configmaps=cms, secrets=secrets)
-            if files is not None:
-                target = vol_root / name
-                target.mkdir(parents=True, exist_ok=True)
-                for rel, (data, mode) in files.items():
-                    path = target / rel
-                    path.parent.mkdir(parents=True, exist_ok=True)
-                    path.write_bytes(data)
-                    path.chmod(mode)
-                self.volume_dirs[name] = str(target)
-            elif "persistentVolumeClaim" in vol:
-                claim = vol["persistentVolumeClaim"]["claimName"]
-                # A PVC is a directory that outlives pods (like a local PV).
-                target = self.host.state_dir / "volumes" / ns / claim
-                target.mkdir(parents=True, exist_ok=True)
-                self.volume_dirs[name] = str(target)
-            elif "hostPath" in vol:
-                path = Path(vol["hostPath"]["path"])
-                if vol["hostPath"].get("type") in {"DirectoryOrCreate", None, ""}:
-                    path.mkdir(parents=True, exist_ok=True)
-                self.volume_dirs[name] = str(path)
-            else:  # emptyDir, ephemeral and anything else: a private directory
-                target = vol_root / name
-                target.mkdir(parents=True, exist_ok=True)
-                self.volume_dirs[name] = str(target)
+        ns = self.pod["metadata"]["namespace"]
+        self.volume_dirs = kubelet_volumes.prepare(
+            self.pod,
+            pod_root=self.dir / "volumes",
+            claims_root=self.host.state_dir / "volumes",
+            configmaps=self.host.lookup("configmaps", ns),
+            secrets=self.host.lookup("secrets", ns),
+        )
 
     def _all_waiting(self, reason: str, message: str) -> None:
         for c in self.containers.values():
-            if not c.status.running:
+            if not c.status.running and not c.finished:
                 c.status.state = {"waiting": {"reason": reason, "message": message}}
         self.changed()
 
-    async def _sleep(self, seconds: float) -> bool:
-        """Sleep unless the pod is stopping; True when it is."""
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self.stopping.wait(), timeout=seconds)
-        return self.stopping.is_set()
+    async def _sleep(self, seconds: float, c: Container | None = None) -> bool:
+        """Sleep unless the pod (or sidecar ``c``) is stopping; True when it is."""
+        events = [self.stopping]
+        if c is not None and c.status.kind == "sidecar":
+            events.append(self.sidecars_stopping)
+        waiters = [asyncio.ensure_future(e.wait()) for e in events]
+        await asyncio.wait(waiters, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
+        for w in waiters:
+            w.cancel()
+        return self._halted(c) if c is not None else self.stopping.is_set()
+
+    def _halted(self, c: Container) -> bool:
+        """``c`` must not run (again): the pod is stopping, or ``c`` is a sidecar of a pod
+        whose regular containers are all done."""
+        return self.stopping.is_set() or (
+            c.status.kind == "sidecar" and self.sidecars_stopping.is_set()
+        )
+
+    async def _stop_sidecars(self) -> None:
+        """Stop the sidecars, the last started first, each with the grace period."""
+        self.sidecars_stopping.set()
+        for c in reversed(self.containers.values()):
+            if c.status.kind == "sidecar" and c.running is not None:
+                self.host.event(self.pod, "Killing", f"Stopping container {c.status.name}")
+                await containers.stop(c.running, self.grace())
 
     async def _run_inits(self) -> None:
         policy = (self.pod.get("spec") or {}).get("restartPolicy", "Always")
@@ -301,7 +379,7 @@ class PodWorker:
         first = not c.resumed
         if c.resumed:
             c.status.restart_count -= 1  # the loop adds it back when it starts the instance
-        while not self.stopping.is_set():
+        while not self._halted(c):
             if not first:
                 delay = (
                     0.0
@@ -323,7 +401,7 @@ class PodWorker:
                         + f"{name} in pod {self.pod['metadata']['name']}",
                         "Warning",
                     )
-                    if await self._sleep(delay):
+                    if await self._sleep(delay, c):
                         return
                 c.status.restart_count += 1
             first = False
@@ -338,10 +416,11 @@ class PodWorker:
                 if c.status.restart_count:
                     c.status.restart_count -= 1
                 first = True
-                if await self._sleep(2):
+                if await self._sleep(2, c):
                     return
                 continue
             log_path = self.dir / "logs" / name / f"{c.status.restart_count}.log"
+            containers.prune_logs(log_path.parent, c.status.restart_count)
             try:
                 c.running = await containers.start(
                     c.process_spec,
@@ -354,6 +433,8 @@ class PodWorker:
                 c.crashes += 1
                 self.changed()
                 continue
+            if self._halted(c):  # stopped while it was being started: it must not run on
+                await containers.stop(c.running, 0)
             started_at = _now_iso()
             c.status.container_id = f"pot-process://{c.running.pid}"
             c.status.state = {"running": {"startedAt": started_at}}
@@ -366,11 +447,12 @@ class PodWorker:
                 c.started_event.set()
             self.changed()
             c.probe_tasks = [
-                asyncio.create_task(self._probe(c, kind))
+                asyncio.create_task(probing.supervise(self, c, kind))
                 for kind in ("startup", "liveness", "readiness")
                 if f"{kind}Probe" in c.spec
             ]
             await c.running.process.wait()
+            await containers.reap(c.running)
             code = containers.exit_code(c.running.process.returncode)
             for t in c.probe_tasks:
                 t.cancel()
@@ -389,7 +471,7 @@ class PodWorker:
                 }
             }
             c.status.last_state = {}
-            if self.stopping.is_set():
+            if self._halted(c):
                 self.changed()
                 return
             if code == 0 and c.status.kind == "init":
@@ -422,6 +504,7 @@ class PodWorker:
             venv_bin=self.host.venv_bin,
         )
         spec.env[containers.MARKER] = self.host.net.tag if self.host.net else "local"
+        spec.env[containers.INSTANCE] = f"{self.uid}/{c.status.name}/{c.status.restart_count}"
         if self.service_account_dir and not any(m.target == apiforward.MOUNT for m in spec.mounts):
             spec.mounts.append(podspecs.Mount(self.service_account_dir, apiforward.MOUNT, True))
             spec.env.setdefault("KUBECONFIG", f"{apiforward.MOUNT}/kubeconfig")
@@ -434,63 +517,15 @@ class PodWorker:
         argv = podspecs.resolve_program(list(argv), self.host.venv_bin)
         return ["nsenter", "-t", str(c.running.pid), "-m", "-n", "-u", "--", *argv]
 
-    async def _probe(self, c: Container, kind: str) -> None:
-        probe = c.spec[f"{kind}Probe"]
-        timing = probing.Timing.of(probe, kind=kind)
-        tracker = probing.Tracker(timing, ok=(kind == "liveness"))
-        if kind != "startup":
-            while not c.status.started:
-                await asyncio.sleep(0.1)
-        await asyncio.sleep(timing.initial_delay)
-        while c.running is not None:
-            ok, message = await probing.run_once(
-                probe,
-                container=c.spec,
-                pod_ip=self.ip or "127.0.0.1",
-                exec_argv=self.exec_argv(c, (probe.get("exec") or {}).get("command") or []),
-                env=c.process_spec.env if c.process_spec else {},
-                timeout=timing.timeout,
-            )
-            if not ok:
-                self.host.event(
-                    self.pod, "Unhealthy", f"{kind.capitalize()} probe failed: {message}", "Warning"
-                )
-            flipped = tracker.observe(ok)
-            if kind == "readiness" and flipped:
-                c.status.ready = tracker.ok
-                self.changed()
-            elif kind == "startup" and flipped and tracker.ok:
-                c.status.started = True
-                c.status.ready = "readinessProbe" not in c.spec
-                c.started_event.set()
-                self.changed()
-                return
-            elif (
-                kind in {"liveness", "startup"}
-                and not tracker.ok
-                and (kind == "liveness" or tracker.failures >= timing.failure_threshold)
-            ):
-                c.kill_reason = kind
-                self.host.event(
-                    self.pod,
-                    "Killing",
-                    f"Container {c.status.name} failed {kind} probe, will be restarted",
-                )
-                running = c.running
-                if running is not None:
-                    grace = probe.get("terminationGracePeriodSeconds", self._grace())
-                    await containers.stop(running, float(grace))
-                return
-            await asyncio.sleep(timing.period)
-
-    def _grace(self) -> float:
+    def grace(self) -> float:
+        """The pod's terminationGracePeriodSeconds."""
         return float((self.pod.get("spec") or {}).get("terminationGracePeriodSeconds", 30))
 
     # -- termination ------------------------------------------------------
     async def terminate(self, grace: float | None) -> None:
         """Stop every container (SIGTERM, ``grace``, SIGKILL) and free the sandbox."""
         self.stopping.set()
-        grace = self._grace() if grace is None else grace
+        grace = self.grace() if grace is None else grace
         order = [
             [c for c in self.containers.values() if c.status.kind in {"regular", "init"}],
             [c for c in reversed(self.containers.values()) if c.status.kind == "sidecar"],

@@ -188,3 +188,58 @@ def qos_class(pod: Obj) -> str:
     if not any_set:
         return "BestEffort"
     return "Guaranteed" if guaranteed else "Burstable"
+
+
+UNKNOWN = {
+    "exitCode": 137,
+    "reason": "ContainerStatusUnknown",
+    "message": "The container could not be located when the pod was terminated",
+}
+"""What Kubernetes reports for a container whose process vanished with its sandbox."""
+
+
+def adopted_state(prev: Obj, *, kind: str, restart_policy: str, pod_ran: bool) -> dict[str, Any]:
+    """The final state of a container that a previous kubelet ran, or {} to run it again.
+
+    A restarted kubelet finds no processes (it killed the leftovers) and runs the pod again,
+    except what the pod's restartPolicy forbids, as Kubernetes does when a sandbox is lost: a
+    ``Never`` pod whose containers had started is not run again (those that were still
+    running are reported terminated, ``ContainerStatusUnknown``, exit 137: the pod fails and
+    its owner decides), and under ``OnFailure`` a container that had completed (exit 0) stays
+    completed. Sidecars always run again. ``pod_ran``: some container of the pod had started.
+    """
+    if kind == "sidecar":
+        return {}
+    term = (prev.get("state") or {}).get("terminated")
+    if restart_policy == "Never" and pod_ran:
+        if term is not None:
+            return {"terminated": dict(term)}
+        return {"terminated": dict(UNKNOWN)}
+    if (
+        restart_policy == "OnFailure"
+        and kind == "regular"
+        and term is not None
+        and int(term.get("exitCode", 1)) == 0
+    ):
+        return {"terminated": dict(term)}
+    return {}
+
+
+def summary(status: Obj) -> tuple[Any, ...]:
+    """What of a pod status the kubelet owns and must see on the API server: the phase, its
+    condition statuses and each container's state, readiness and restart count."""
+    conditions = sorted(
+        (str(c.get("type")), str(c.get("status")))
+        for c in status.get("conditions") or []
+        if c.get("type") in OWN_CONDITIONS
+    )
+    containers = tuple(
+        (c.get("name"), c.get("ready"), c.get("restartCount"), tuple(c.get("state") or {}))
+        for c in (status.get("containerStatuses") or [])
+        + (status.get("initContainerStatuses") or [])
+    )
+    return (status.get("phase"), tuple(conditions), containers, status.get("podIP"))
+
+
+OWN_CONDITIONS = frozenset({"PodReadyToStartContainers", "Initialized", "Ready", "ContainersReady"})
+"""The pod conditions the kubelet sets."""

@@ -228,10 +228,17 @@ def up(
         if missing:
             _start_components(directory, kubeconfig, _pids(directory), missing)
         return kubeconfig, True
-    if current.running:
-        down(directory)
     port_file = directory / "apiserver.port"
     previous = _url(directory)
+    wanted = COMPONENTS if components is None else components
+    keep: dict[str, int] = {}
+    if current.running and "apiserver" not in current.running and previous:
+        # Only the API server died: start it again on its port and leave the control plane
+        # (and so every pod) running, as a real kubelet outlives an API server restart; its
+        # informers relist, and its status writes that failed meanwhile are made again.
+        keep = {name: pid for name, pid in current.running.items() if name != "apiserver"}
+    elif current.running:
+        down(directory)
     argv = [
         sys.executable,
         "-m",
@@ -260,6 +267,7 @@ def up(
     pids: dict[str, int] = {}
     proc = _spawn(directory, "apiserver", argv)
     pids["apiserver"] = proc.pid
+    pids.update(keep)  # after the API server: `down` stops them first
     _write_pids(directory, pids)
     deadline = time.monotonic() + timeout
     url = None
@@ -282,7 +290,7 @@ def up(
     tmp.write_text(kubeconfig_text(url, token=token, ca=ca))
     tmp.chmod(0o600)
     tmp.replace(kubeconfig)
-    _start_components(directory, kubeconfig, pids, COMPONENTS if components is None else components)
+    _start_components(directory, kubeconfig, pids, [c for c in wanted if c.name not in keep])
     return kubeconfig, False
 
 

@@ -13,9 +13,14 @@ import asyncio
 import contextlib
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
+
+from pot.localcluster import containers
+
+if TYPE_CHECKING:
+    from pot.localcluster.kubelet_pods import Container, PodWorker
 
 Obj = Mapping[str, Any]
 
@@ -138,3 +143,55 @@ async def run_once(
         return False, f"probe timed out after {timeout:g}s"
     except (OSError, aiohttp.ClientError, ValueError) as exc:
         return False, f"probe failed: {exc}"
+
+
+async def supervise(worker: PodWorker, c: Container, kind: str) -> None:
+    """Probe ``c`` (``kind``: startup, liveness or readiness) while it runs; a failed liveness
+    or startup probe stops it (its supervisor restarts it as the restartPolicy says)."""
+    probe = c.spec[f"{kind}Probe"]
+    timing = Timing.of(probe, kind=kind)
+    tracker = Tracker(timing, ok=(kind == "liveness"))
+    if kind != "startup":
+        while not c.status.started:
+            await asyncio.sleep(0.1)
+    await asyncio.sleep(timing.initial_delay)
+    while c.running is not None:
+        ok, message = await run_once(
+            probe,
+            container=c.spec,
+            pod_ip=worker.ip or "127.0.0.1",
+            exec_argv=worker.exec_argv(c, (probe.get("exec") or {}).get("command") or []),
+            env=c.process_spec.env if c.process_spec else {},
+            timeout=timing.timeout,
+        )
+        if not ok:
+            worker.host.event(
+                worker.pod, "Unhealthy", f"{kind.capitalize()} probe failed: {message}", "Warning"
+            )
+        flipped = tracker.observe(ok)
+        if kind == "readiness" and flipped:
+            c.status.ready = tracker.ok
+            worker.changed()
+        elif kind == "startup" and flipped and tracker.ok:
+            c.status.started = True
+            c.status.ready = "readinessProbe" not in c.spec
+            c.started_event.set()
+            worker.changed()
+            return
+        elif (
+            kind in {"liveness", "startup"}
+            and not tracker.ok
+            and (kind == "liveness" or tracker.failures >= timing.failure_threshold)
+        ):
+            c.kill_reason = kind
+            worker.host.event(
+                worker.pod,
+                "Killing",
+                f"Container {c.status.name} failed {kind} probe, will be restarted",
+            )
+            running = c.running
+            if running is not None:
+                grace = probe.get("terminationGracePeriodSeconds", worker.grace())
+                await containers.stop(running, float(grace))
+            return
+        await asyncio.sleep(timing.period)

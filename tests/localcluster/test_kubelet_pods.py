@@ -11,6 +11,7 @@ import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -300,3 +301,215 @@ def test_init_sidecar_api_access_and_graceful_termination(cluster: Cluster) -> N
     took = time.monotonic() - started
     assert "got-term" in (host_dir / "term.log").read_text(), "SIGTERM first"
     assert 1.5 <= took < 15, f"grace period 2s then SIGKILL; deletion took {took:.1f}s"
+
+
+def test_processes_that_left_the_container_group_die_with_it(cluster: Cluster) -> None:
+    # A daemon (setsid: its own session and group) started by a container dies with the
+    # container, as a runtime's cgroup ensures: on a crash before the restart (it could hold a
+    # port the restart needs) and on pod deletion (it would live on in a deleted netns).
+    pids = cluster.directory / "escaped.pids"
+    apply(
+        cluster,
+        f"""
+apiVersion: v1
+kind: Pod
+metadata: {{name: escaper}}
+spec:
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: c
+    image: x
+    command: [sh, -c, "setsid sleep 601 & echo $! >> {pids}; sleep 0.5; exit 1"]
+""",
+    )
+
+    def alive(pid: int) -> bool:
+        try:
+            return b"601" in Path(f"/proc/{pid}/cmdline").read_bytes()
+        except OSError:
+            return False
+
+    def started() -> list[int]:
+        return [int(p) for p in pids.read_text().split()] if pids.exists() else []
+
+    wait_for(lambda: len(started()) >= 2, 30, "a restart")
+    first = started()[0]
+    wait_for(lambda: not alive(first), 5, f"the first instance's daemon {first} killed")
+    cluster.kubectl("delete", "pod", "escaper", "--wait=true", timeout=60)
+    left = [p for p in started() if alive(p)]
+    assert left == [], f"daemons outlived their pod: {left}"
+
+
+def test_condition_transition_times_move_only_with_the_condition(cluster: Cluster) -> None:
+    # Every status write (here: a sibling container crash-looping) used to restamp every
+    # condition's lastTransitionTime, even PodScheduled's and Initialized's, which never move.
+    apply(
+        cluster,
+        """
+apiVersion: v1
+kind: Pod
+metadata: {name: flapping}
+spec:
+  terminationGracePeriodSeconds: 1
+  containers:
+  - {name: steady, image: x, command: [sleep, "600"]}
+  - {name: flappy, image: x, command: [sh, -c, "sleep 1.5; exit 1"]}
+""",
+    )
+
+    def times() -> dict[str, str]:
+        conds = pod(cluster, "flapping")["status"].get("conditions") or []
+        return {c["type"]: c["lastTransitionTime"] for c in conds}
+
+    wait_for(lambda: "Initialized" in times(), 30, "conditions")
+    first = times()
+    wait_for(
+        lambda: (
+            max(s["restartCount"] for s in pod(cluster, "flapping")["status"]["containerStatuses"])
+            >= 2
+        ),
+        30,
+        "another restart",
+    )
+    later = times()
+    for kind in ("PodScheduled", "Initialized", "PodReadyToStartContainers"):
+        assert later[kind] == first[kind], (kind, first, later)
+    cluster.kubectl("delete", "pod", "flapping", "--wait=false")
+
+
+def test_sidecars_stop_once_the_main_containers_are_done(cluster: Cluster) -> None:
+    # A Job-like pod (restartPolicy Never) with a native sidecar: once main has exited the pod
+    # is Succeeded, and its sidecar must stop too (it ran on, reported running, with its
+    # network namespace held, for as long as the pod object lived).
+    apply(
+        cluster,
+        """
+apiVersion: v1
+kind: Pod
+metadata: {name: job-with-sidecar}
+spec:
+  restartPolicy: Never
+  terminationGracePeriodSeconds: 2
+  initContainers:
+  - {name: shipper, image: x, restartPolicy: Always, command: [sleep, "602"]}
+  containers:
+  - {name: main, image: x, command: [sh, -c, "sleep 1"]}
+""",
+    )
+    wait_for(
+        lambda: pod(cluster, "job-with-sidecar")["status"].get("phase") == "Succeeded",
+        30,
+        "Succeeded",
+    )
+
+    def shipper() -> dict[str, Any]:
+        return pod(cluster, "job-with-sidecar")["status"]["initContainerStatuses"][0]
+
+    pid = int(shipper()["containerID"].rsplit("/", 1)[1])
+
+    wait_for(lambda: "terminated" in shipper()["state"], 10, f"sidecar stopped: {shipper()}")
+    assert not Path(f"/proc/{pid}").exists(), "the sidecar's process is gone"
+    assert pod(cluster, "job-with-sidecar")["status"]["phase"] == "Succeeded"
+    cluster.kubectl("delete", "pod", "job-with-sidecar", "--wait=false")
+
+
+def test_sidecars_stop_when_an_init_container_fails_the_pod(cluster: Cluster) -> None:
+    apply(
+        cluster,
+        """
+apiVersion: v1
+kind: Pod
+metadata: {name: init-fails}
+spec:
+  restartPolicy: Never
+  terminationGracePeriodSeconds: 2
+  initContainers:
+  - {name: shipper, image: x, restartPolicy: Always, command: [sleep, "603"]}
+  - {name: setup, image: x, command: [sh, -c, "exit 2"]}
+  containers:
+  - {name: main, image: x, command: [sleep, "603"]}
+""",
+    )
+    wait_for(lambda: pod(cluster, "init-fails")["status"].get("phase") == "Failed", 30, "Failed")
+
+    def shipper() -> dict[str, Any]:
+        return pod(cluster, "init-fails")["status"]["initContainerStatuses"][0]
+
+    pid = int(shipper()["containerID"].rsplit("/", 1)[1])
+    wait_for(lambda: "terminated" in shipper()["state"], 10, f"sidecar stopped: {shipper()}")
+    assert not Path(f"/proc/{pid}").exists(), "the sidecar's process is gone"
+    cluster.kubectl("delete", "pod", "init-fails", "--wait=false")
+
+
+def test_a_crash_loop_keeps_two_log_files(cluster: Cluster) -> None:
+    # The current instance's log and the previous one (kubectl logs --previous), not one file
+    # per restart for as long as the loop lasts.
+    apply(
+        cluster,
+        """
+apiVersion: v1
+kind: Pod
+metadata: {name: looper}
+spec:
+  terminationGracePeriodSeconds: 1
+  containers:
+  - {name: c, image: x, command: [sh, -c, "echo run; exit 1"]}
+""",
+    )
+    wait_for(
+        lambda: pod(cluster, "looper")["status"]["containerStatuses"][0]["restartCount"] >= 4,
+        40,
+        "four restarts",
+    )
+    uid = pod(cluster, "looper")["metadata"]["uid"]
+    (logs,) = (cluster.directory / "kubelet" / "pods").glob(f"default_looper_{uid[:8]}/logs/c")
+    assert len(list(logs.iterdir())) <= 2, sorted(p.name for p in logs.iterdir())
+    assert cluster.kubectl("logs", "looper", "--previous").stdout == "run\n"
+    cluster.kubectl("delete", "pod", "looper", "--wait=false")
+
+
+def test_host_path_files_and_type_checks(cluster: Cluster) -> None:
+    # A hostPath naming an existing file with no type (the /etc/localtime pattern) left the
+    # pod in ContainerCreating for good ("kubelet error: File exists"); FileOrCreate failed
+    # to mount; a missing Directory is a FailedMount that clears once it exists.
+    host = cluster.directory / "hostpaths"
+    host.mkdir()
+    (host / "existing.txt").write_text("from the host\n")
+    missing = host / "later"
+    apply(
+        cluster,
+        f"""
+apiVersion: v1
+kind: Pod
+metadata: {{name: host-files}}
+spec:
+  terminationGracePeriodSeconds: 1
+  volumes:
+  - {{name: existing, hostPath: {{path: {host}/existing.txt}}}}
+  - {{name: created, hostPath: {{path: {host}/new/created.txt, type: FileOrCreate}}}}
+  - {{name: later, hostPath: {{path: {missing}, type: Directory}}}}
+  containers:
+  - name: c
+    image: x
+    command: [sh, -c, "cat /in/existing.txt; echo written > /out/created.txt; exec sleep 600"]
+    volumeMounts:
+    - {{name: existing, mountPath: /in/existing.txt, readOnly: true}}
+    - {{name: created, mountPath: /out/created.txt}}
+    - {{name: later, mountPath: /srv/pot-test-later}}
+""",
+    )
+    wait_for(
+        lambda: (
+            "is not a directory"
+            in pod(cluster, "host-files")["status"]["containerStatuses"][0]["state"]["waiting"][
+                "message"
+            ]
+        ),
+        30,
+        "FailedMount for the missing Directory",
+    )
+    missing.mkdir()
+    wait_running(cluster, "host-files")
+    wait_for(lambda: cluster.kubectl("logs", "host-files").stdout == "from the host\n", 10, "log")
+    wait_for(lambda: (host / "new" / "created.txt").read_text() == "written\n", 10, "file written")
+    cluster.kubectl("delete", "pod", "host-files", "--wait=false")
