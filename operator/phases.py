@@ -42,6 +42,8 @@ VERIFYING, SETTLING, SUCCEEDED, FAILED = "Verifying", "Settling", "Succeeded", "
 TERMINAL = (SUCCEEDED, FAILED)
 DEFAULT_BACKOFF_LIMIT = 3
 WAITING = "; waiting for the scheduler"
+_STARTING = (None, "", "ContainerCreating", "PodInitializing")
+_STATUSES = (("init container", "initContainerStatuses"), ("container", "containerStatuses"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,10 +141,7 @@ def pod_view(pod: Body, nodes: Mapping[str, gang.NodeInfo] | None = None) -> Pod
     message = status.get("message") or status.get("reason") or ""
     failed = [
         (kind, cs, term)
-        for kind, key in (
-            ("init container", "initContainerStatuses"),
-            ("container", "containerStatuses"),
-        )
+        for kind, key in _STATUSES
         for cs in status.get(key) or []
         if (term := (cs.get("state") or {}).get("terminated")) and term.get("exitCode", 0) != 0
     ]
@@ -152,6 +151,16 @@ def pod_view(pod: Body, nodes: Mapping[str, gang.NodeInfo] | None = None) -> Pod
         )
         if term.get("message"):  # its termination message, e.g. the path it could not own
             message += f": {str(term['message']).strip()[:300]}"
+    waits = [  # a container that cannot start (ImagePullBackOff, ...) says why
+        (kind, cs, w)
+        for kind, key in _STATUSES
+        for cs in status.get(key) or []
+        if (w := (cs.get("state") or {}).get("waiting") or {}).get("reason") not in _STARTING
+    ]
+    for kind, cs, w in waits[:1] if not message and phase == "Pending" else []:
+        message = f"{kind} {cs.get('name')} waiting: {w['reason']}" + (
+            f": {str(w['message']).strip()[:300]}" if w.get("message") else ""
+        )
     if not message:
         for cond in status.get("conditions") or []:
             if cond.get("type") == "PodScheduled" and cond.get("status") == "False":
@@ -300,12 +309,16 @@ class _Machine:
         self.cond(conditions.GANG_SCHEDULED, "Unknown", "Released", msg + WAITING)
 
     def deadline_passed(self) -> str:
+        # Until training starts, from the creation (as a Job's, from its first sync):
+        # a gang that never runs (an image not pulled, validators down) still ends.
         limit = (self.spec.get("runPolicy") or {}).get("activeDeadlineSeconds")
-        start = conditions.parse_time(self.status.get("startTime"))
+        since = self.status.get("startTime") or self.meta.get("creationTimestamp")
+        start = conditions.parse_time(since)
         if limit is None or start is None:
             return ""
         if (self.w.now - start).total_seconds() > float(limit):
-            return f"ran longer than runPolicy.activeDeadlineSeconds={limit} (started {self.status['startTime']})"
+            what = "started" if self.status.get("startTime") else "created"
+            return f"ran longer than runPolicy.activeDeadlineSeconds={limit} ({what} {since})"
         return ""
 
     def grace_over(self) -> bool:
@@ -462,8 +475,12 @@ class _Machine:
             return self.finish(requeue=min(self.w.poll, 2.0))
         running = [p for p in live if p.phase in ("Running", "Succeeded")]
         if len(running) < len(live):
+            slow = [p for p in live if p.phase not in ("Running", "Succeeded") and p.message]
             self.phase(
-                SCHEDULING, "Starting", f"all {self.nodes} pods bound; waiting for their containers"
+                SCHEDULING,
+                "Starting",
+                f"all {self.nodes} pods bound; waiting for their containers"
+                + (f" ({slow[0].name}: {slow[0].message})" if slow else ""),
             )
             self.cond(
                 conditions.GANG_SCHEDULED,

@@ -74,7 +74,9 @@ def slim_pod(pod: Mapping[str, Any]) -> Body:
             slim_status[key] = [
                 {
                     "name": c.get("name"),
-                    "state": {k: v for k, v in (c.get("state") or {}).items() if k == "terminated"},
+                    "state": {
+                        k: v for k, v in (c.get("state") or {}).items() if k != "running"
+                    },  # terminated: how it failed; waiting: why it cannot start
                 }
                 for c in status[key]
             ]
