@@ -43,6 +43,7 @@ TERMINAL = (SUCCEEDED, FAILED)
 DEFAULT_BACKOFF_LIMIT = 3
 WAITING = "; waiting for the scheduler"
 _STARTING = (None, "", "ContainerCreating", "PodInitializing")
+_COUNTERS = ("step", "segmentsCommitted", "segmentsVerified", "segmentsRejected")
 _STATUSES = (("init container", "initContainerStatuses"), ("container", "containerStatuses"))
 
 
@@ -552,17 +553,12 @@ class _Machine:
                 },
             )
             return
-        p = prog.get("progress") or {}
-        step = int(p.get("step", 0) or 0)
+        # Counters only grow: a replica that lags (catching up after a restart)
+        # may answer, and must not move the status backwards.
+        p, seen = prog.get("progress") or {}, self.status.get("progress") or {}
+        got = {k: max(int(p.get(k, 0) or 0), int(seen.get(k, 0) or 0)) for k in _COUNTERS}
         total = int(p.get("totalSteps", total) or total)
-        self.status["progress"] = {
-            "step": step,
-            "totalSteps": total,
-            "text": f"{step}/{total}",
-            "segmentsCommitted": int(p.get("segmentsCommitted", 0) or 0),
-            "segmentsVerified": int(p.get("segmentsVerified", 0) or 0),
-            "segmentsRejected": int(p.get("segmentsRejected", 0) or 0),
-        }
+        self.status["progress"] = {**got, "totalSteps": total, "text": f"{got['step']}/{total}"}
 
     def verifying(self) -> Plan:
         self.mirror_progress()

@@ -8,6 +8,7 @@ counted only from ``startTime`` (set when training starts), so it never fired.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 from typing import Any
 
@@ -130,3 +131,35 @@ def test_the_deadline_counts_from_start_time_once_training_started(
     }
     late = T0 + datetime.timedelta(minutes=20)  # 21 min after creation, 6 after start
     assert phases.decide(world(task, nodes, now=late)).status["phase"] != "Failed"
+
+
+def test_progress_never_goes_backwards_when_a_lagging_replica_answers(
+    task: dict[str, Any], nodes: list[gang.NodeInfo]
+) -> None:
+    """The operator asks the first replica that answers; one catching up after a
+    restart knows fewer segments than the status already shows."""
+    running = [
+        phases.PodView(
+            name=f"mlp-demo-node-{r}", rank=r, attempt=0, gated=False, node="rig-0", phase="Running"
+        )
+        for r in range(2)
+    ]
+    task["status"] = {"phase": "Training", "reason": "GangRunning", "restarts": 0}
+    ahead = {"step": 150, "totalSteps": 200, "segmentsCommitted": 6, "segmentsVerified": 4}
+    plan = phases.decide(world(task, nodes, pods=running, progress={"progress": ahead}))
+    task = {**task, "status": plan.status}
+    behind = {"step": 50, "totalSteps": 200, "segmentsCommitted": 2, "segmentsVerified": 1}
+    plan = phases.decide(world(task, nodes, pods=running, progress={"progress": behind}))
+    assert plan.status["progress"] == {
+        "step": 150,
+        "totalSteps": 200,
+        "text": "150/200",
+        "segmentsCommitted": 6,
+        "segmentsVerified": 4,
+        "segmentsRejected": 0,
+    }
+    assert not plan.status_changed
+    # A replica whose answer carries only the allocation moves nothing back either.
+    done = [dataclasses.replace(p, phase="Succeeded") for p in running]
+    plan = phases.decide(world(task, nodes, pods=done, progress={"allocation": {"digest": "0x1"}}))
+    assert plan.status["phase"] == "Settling" and plan.status["progress"]["step"] == 150
