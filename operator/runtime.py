@@ -129,6 +129,8 @@ class Runtime:
         """Per Secret: node rank -> the address of its ``miner-<rank>.key`` (valid keys only)."""
         self.secret_versions: dict[tuple[str, str], str] = {}
         self.vset_applied: dict[tuple[str, str], tuple[int, str]] = {}
+        self.vset_applied_at: dict[tuple[str, str], float] = {}
+        """When the children were last applied (monotonic): re-applied to repair them."""
         self.pod_usage: dict[tuple[str, str], tuple[str, dict[str, int]]] = {}
         self.node_used: dict[str, dict[str, int]] = {}
         self.expect: dict[tuple[str, str], Expectations] = {}
@@ -179,6 +181,8 @@ class Runtime:
         self._store(self.vsets, body, deleted)
         if deleted:
             self.vset_queue.forget((VSET, ns, name))
+            self.vset_applied.pop((ns, name), None)
+            self.vset_applied_at.pop((ns, name), None)
         else:
             self.vset_queue.add((VSET, ns, name))
         old_phase = ((old or {}).get("status") or {}).get("phase")

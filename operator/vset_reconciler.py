@@ -1,8 +1,10 @@
 """The I/O shell of one ValidatorSet: apply its children, then report its view.
 
 Children are (re)applied when the spec generation or the keys Secret changed
-since this process last applied them (create, or patch when they exist); in
-between, a reconcile only polls the replicas' ``GET /v1/status`` and writes
+since this process last applied them (create, or patch when they exist),
+and again every ``REPAIR_AFTER`` seconds while replica pods are missing (or
+``RESYNC_AFTER``): children are not watched, so this repairs one deleted by
+hand. In between, a reconcile only polls the replicas' ``GET /v1/status`` and writes
 the status when it changed. Keys are read from the Secret only to derive each
 replica's address and public key for peers.json, then dropped; they are never
 logged, and errors name the Secret item, never its content.
@@ -14,6 +16,7 @@ import asyncio
 import base64
 import datetime
 import logging
+import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -32,6 +35,10 @@ from pot.operator.runtime import VSET, Runtime
 
 log = logging.getLogger("pot.operator")
 JSON_PATCH = "application/json-patch+json"
+REPAIR_AFTER = 30.0
+"""Seconds between re-applies of the children while replica pods are missing."""
+RESYNC_AFTER = 600.0
+"""Seconds between re-applies otherwise (a Service or ConfigMap deleted by hand)."""
 
 PLURALS = {
     "ServiceAccount": "serviceaccounts",
@@ -231,10 +238,19 @@ async def reconcile(
     problem = checks.vset_spec_problem(vset, rt.secret_keys.get((namespace, secret_name)))
     gen = int(vset["metadata"].get("generation") or 1)
     stamp = (gen, rt.secret_versions.get((namespace, secret_name), ""))
-    if problem is None and rt.vset_applied.get(key) != stamp:
+    # Children are not watched: one deleted by hand (the StatefulSet, and with it
+    # every replica) comes back by a re-apply, soon while replicas are missing.
+    at = rt.vset_applied_at.setdefault(key, time.monotonic())
+    live = [
+        p for p in rt.vset_pods.get(key, {}).values() if not p["metadata"].get("deletionTimestamp")
+    ]
+    short = len(live) < int(spec.get("replicas", 0) or 0)
+    stale = time.monotonic() - at > (REPAIR_AFTER if short else RESYNC_AFTER)
+    if problem is None and (rt.vset_applied.get(key) != stamp or stale):
         problem = await apply_children(rt, kube, vset)
         if problem is None:
             rt.vset_applied[key] = stamp
+            rt.vset_applied_at[key] = time.monotonic()
     reps = await replicas(rt, vclient, namespace, name) if problem is None else []
     chain = await chain_condition(rt, spec) if problem is None else None
     status = vsets.decide_status(vset, reps, problem=problem, now=now, chain=chain)

@@ -210,3 +210,46 @@ async def test_neither_status_nor_events_carry_the_secret(
         assert not any(s in written for s in SECRETS), written
         reasons = {e["reason"] for e in kube.created}
         assert ("ChainUnreachable" in reasons) == ("rpcUrl" in chain)
+
+
+# ---------------------------------------------------------------- children repaired
+
+
+async def test_children_deleted_by_hand_or_a_recreated_set_are_applied_again(
+    monkeypatch: pytest.MonkeyPatch, chain_answers: list[str]
+) -> None:
+    """Children are not watched: a StatefulSet deleted by hand (every replica gone)
+    stayed gone, and a set deleted and re-created under its name (generation 1
+    again, the same keys Secret) matched the old one's stamp and got no children."""
+    applied: list[str] = []
+
+    async def apply_children(rt: Any, kube: Any, body: dict[str, Any]) -> None:
+        applied.append(body["metadata"]["uid"])
+
+    monkeypatch.setattr(vset_reconciler, "apply_children", apply_children)
+    state, key = rt(), ("farm", "v")
+    state.secret_keys[("farm", "keys")] = frozenset(f"validator-{i}.key" for i in range(4))
+
+    async def reconcile() -> None:
+        state.vsets[key] = current[0]  # RecordingKube's status answer is not a whole body
+        await vset_reconciler.reconcile(
+            state, cast(kubeapi.Client, RecordingKube()), cast(validators_client.Client, None), *key
+        )
+
+    current = [vset()]
+    state.observe_vset(current[0], False)
+    await reconcile()
+    await reconcile()  # nothing changed, just applied: not again
+    assert applied == ["u-1"]
+    # No replica pod for longer than REPAIR_AFTER: the StatefulSet is re-applied.
+    state.vset_applied_at[key] -= vset_reconciler.REPAIR_AFTER + 1
+    await reconcile()
+    assert applied == ["u-1", "u-1"]
+    # Deleted and re-created under the same name.
+    state.observe_vset(vset(), True)
+    again = vset()
+    again["metadata"]["uid"] = "u-2"
+    state.observe_vset(again, False)
+    current[0] = again
+    await reconcile()
+    assert applied == ["u-1", "u-1", "u-2"]
