@@ -112,6 +112,10 @@ def _status(phase: str, reason: str, *conds: tuple[str, str, str]) -> dict[str, 
 def _task(make_example: Any, rt: runtime.Runtime, name: str, **resources: Any) -> dict[str, Any]:
     task = make_example("task.yaml", name=name, ns=NS, uid=f"uid-{name}")
     task["spec"]["resources"].update(resources)
+    # Created now: the reconcile reads the real clock, and the example's
+    # activeDeadlineSeconds counts from the creation until training starts.
+    created = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    task["metadata"]["creationTimestamp"] = created
     task["status"] = _status("Scheduling", "Creating")
     rt.observe_task(task, False)
     return task
