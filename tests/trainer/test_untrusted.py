@@ -177,6 +177,27 @@ def test_wrong_shaped_optimizer_state_is_the_miners_fault(chain: Chain) -> None:
     assert verdict.reason is R.CORRUPT_BLOB and "exp_avg" in verdict.detail, verdict.line()
 
 
+@pytest.mark.parametrize(
+    "forge",
+    [
+        pytest.param(lambda st: st.pop("exp_avg"), id="missing-moment"),
+        pytest.param(lambda st: st.update(exp_avg=None), id="none-moment"),
+        pytest.param(lambda st: st.update(step=torch.tensor(True)), id="bool-step"),
+        pytest.param(lambda st: st.update(extra=torch.zeros(1)), id="extra-key"),
+    ],
+)
+def test_malformed_optimizer_state_in_a_start_checkpoint_is_refused(
+    chain: Chain, forge: Any
+) -> None:
+    """A forged end state (unaudited, so unrefused) chains into the next segment; its
+    audit crashed the replay's optimizer.step() (an AUDIT_ERROR, never slashed), so
+    every segment after the first could be forged with only one audit that bites."""
+    forged = _swap_end(chain, 0, lambda ck: forge(ck.optim[0]))
+    nxt = chain.forge(1, start_cid=forged.end_cid)
+    verdict = _verify(chain, nxt)
+    assert verdict.reason is R.CORRUPT_BLOB and "optim/0" in verdict.detail, verdict.line()
+
+
 def test_forged_step_count_and_moments_are_refused(chain: Chain) -> None:
     def big_step(ck: checkpoints.Checkpoint) -> None:
         ck.optim[0]["step"] = torch.tensor(1e7)  # Adam's bias correction gone
