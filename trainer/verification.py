@@ -208,10 +208,12 @@ def replay(
     params = [p for p in model.parameters() if p.requires_grad]
     autocast = stepping.use_autocast(device, spec.deterministic)
     losses: list[float] = []
+    buffers = stepping.ReplayBuffers(model)
     with stepping.deterministic(spec.deterministic):
         for step in range(start.step, start.step + steps):
             per_rank, rank_losses = [], []
             for rank in range(dspec.world_size):
+                buffers.before(rank)
                 loss = stepping.micro_loss(
                     built, model, dspec, step=step, rank=rank, device=device, autocast=autocast
                 )
@@ -223,6 +225,7 @@ def replay(
                     ]
                 )
                 rank_losses.append(float(loss.detach().float()))
+            buffers.after_step()
             for p, g in zip(params, stepping.combine(per_rank, dspec.world_size), strict=True):
                 p.grad = g
             optimizer.step()
