@@ -212,6 +212,21 @@ def test_forged_step_count_and_moments_are_refused(chain: Chain) -> None:
     assert verdict.reason is R.DISTANCE_OVER_THRESHOLD and "exp_avg" in verdict.detail
 
 
+def test_cosine_tolerance_does_not_let_the_weights_be_rescaled(chain: Chain) -> None:
+    """1 - cos is blind to scale: end weights and moments committed at 3x the replay's
+    were 'valid' at distance 0, a state no training produced, chained on by the next
+    segment."""
+
+    def rescale(ck: checkpoints.Checkpoint) -> None:
+        for t in [*ck.model.values(), *(v["exp_avg"] for v in ck.optim.values())]:
+            t.mul_(3)
+
+    cosine = _spec(tolerance={"metric": "cosine"})
+    assert _verify(chain, chain.segs[1], cosine).valid
+    verdict = _verify(chain, _swap_end(chain, 1, rescale), cosine)
+    assert verdict.reason is R.DISTANCE_OVER_THRESHOLD, verdict.line()
+
+
 def test_forged_seed_is_refused(chain: Chain) -> None:
     def reseed(ck: checkpoints.Checkpoint) -> None:
         ck.seed = 99
