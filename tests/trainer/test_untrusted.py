@@ -6,6 +6,8 @@ from __future__ import annotations
 import dataclasses
 import json
 import struct
+import subprocess
+import sys
 import threading
 from pathlib import Path
 from typing import Any
@@ -125,6 +127,26 @@ def test_deeply_nested_header_is_refused_not_a_crash() -> None:
 
     with pytest.raises(errors.ProofError, match="nests deeper"):
         checkpoints.decode(_blob(b"[" * 100_000))
+
+
+def test_deeply_nested_segment_is_refused_not_a_crash() -> None:
+    """1 MB of ``[`` (within MAX_BYTES) overflowed json.loads's C stack once py_ecc had
+    raised the recursion limit: ``pot proof verify`` on a miner's file died of SIGSEGV."""
+    code = (
+        "import py_ecc\n"
+        "from pot.trainer import segments\n"
+        "for doc in (b'[' * 1_000_000, '{\"a\":' * 200_000):\n"
+        "    try:\n"
+        "        segments.parse(doc)\n"
+        "    except segments.Rejected as exc:\n"
+        "        assert exc.reason is segments.Rejection.MALFORMED, exc\n"
+        "        print('refused', exc.detail)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert done.returncode == 0, (done.returncode, done.stderr[-2000:])
+    assert done.stdout.count("refused JSON nested deeper") == 2, done.stdout
 
 
 def test_overlapping_tensors_are_refused() -> None:
