@@ -291,22 +291,60 @@ def _fits(ckpt: Checkpoint, model: nn.Module, optimizer: torch.optim.Optimizer) 
     for key, t in ckpt.model.items():
         if t.shape != own[key].shape or t.dtype != own[key].dtype:
             return f"model/{key} is {t.dtype}{list(t.shape)}, not {own[key].dtype}{list(own[key].shape)}"
-    params = [p for g in optimizer.param_groups for p in g["params"]]
+    groups = [(g, p) for g in optimizer.param_groups for p in g["params"]]
     for idx, entry in ckpt.optim.items():
-        if not 0 <= idx < len(params):
+        if not 0 <= idx < len(groups):
             return "optimizer state for a parameter that does not exist"
-        p = params[idx]
+        group, p = groups[idx]
+        want = _state_template(optimizer, group, p.dtype) if entry else {}
+        if sorted(entry) != sorted(want):
+            return f"optim/{idx} has state {sorted(entry)}, the optimizer keeps {sorted(want)}"
         for key, v in entry.items():
-            if not isinstance(v, torch.Tensor):
+            like = want[key]
+            if not isinstance(like, torch.Tensor):
+                if type(v) is not type(like):
+                    return f"optim/{idx}/{key} is {type(v).__name__}, not {type(like).__name__}"
                 continue
+            if not isinstance(v, torch.Tensor):
+                return f"optim/{idx}/{key} is {type(v).__name__}, not a tensor"
             if key == "step":
-                if v.numel() != 1 or not 0 <= float(v) <= ckpt.optimizer_steps:
+                if v.shape != like.shape or v.dtype != like.dtype:
+                    return f"optim/{idx}/step is {v.dtype}{list(v.shape)}, not {like.dtype}[]"
+                if not 0 <= float(v) <= ckpt.optimizer_steps:
                     return f"optim/{idx}/step is not a count of at most {ckpt.optimizer_steps}"
             elif v.shape != p.shape or v.dtype != p.dtype:
                 return (
                     f"optim/{idx}/{key} is {v.dtype}{list(v.shape)}, not {p.dtype}{list(p.shape)}"
                 )
     return ""
+
+
+_templates: dict[tuple[Any, ...], dict[str, Any]] = {}
+
+
+def _state_template(
+    optimizer: torch.optim.Optimizer, group: dict[str, Any], dtype: torch.dtype
+) -> dict[str, Any]:
+    """The state ``optimizer`` keeps for a parameter of ``dtype`` once it has stepped:
+    the keys, and for each a tensor (its dtype and shape) or a plain value.
+
+    Found by stepping the same optimizer class and group settings on a one-element
+    probe. A start checkpoint whose state lacks a key, holds None or a bool step
+    where the optimizer keeps a tensor crashed the replay's ``optimizer.step()``
+    (KeyError, AttributeError, RuntimeError): an AUDIT_ERROR, never slashed, so a
+    miner could forge every segment after the first and be refused by no audit."""
+    settings = {k: v for k, v in group.items() if k != "params"}
+    key = (type(optimizer), dtype, repr(sorted(settings.items())))
+    cached = _templates.get(key)
+    if cached is None:
+        probe = torch.zeros(1, dtype=dtype, requires_grad=True)
+        probe.grad = torch.zeros_like(probe)
+        opt: torch.optim.Optimizer = type(optimizer)([probe])  # type: ignore[call-arg]
+        opt.param_groups[0].update(settings)
+        opt.step()
+        cached = dict(opt.state[probe])
+        _templates[key] = cached
+    return cached
 
 
 def restore(ckpt: Checkpoint, model: nn.Module, optimizer: torch.optim.Optimizer) -> None:

@@ -279,6 +279,25 @@ def misplaced(segment: Segment, steps: int, k: int) -> tuple[Rejection, str] | N
     return None
 
 
+MAX_DEPTH = 8
+"""Deepest JSON nesting ``parse`` decodes (a segment has 2 levels: dataSpec, world, ...)."""
+_NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
+
+
+def _too_deep(data: bytes) -> bool:
+    """Deep nesting overflows ``json.loads``'s C stack (a segfault, not an exception: the
+    recursion limit is raised by py_ecc), so it is refused before decoding. Brackets in
+    strings count too; balanced ones (an IPv6 storeUrl) never add up."""
+    if data.count(b"[") + data.count(b"{") <= MAX_DEPTH:
+        return False
+    depth = 0
+    for ch in data.translate(None, _NOT_BRACKETS):
+        depth += 1 if ch in (0x5B, 0x7B) else -1
+        if depth > MAX_DEPTH:
+            return True
+    return False
+
+
 def _bad(message: str) -> Rejected:
     return Rejected(Rejection.MALFORMED, message)
 
@@ -326,6 +345,9 @@ def parse(data: bytes | str | Mapping[str, Any]) -> Segment:
     if isinstance(data, bytes | str):
         if len(data) > MAX_BYTES:
             raise _bad(f"segment larger than {MAX_BYTES} bytes")
+        raw = data.encode("utf-8", "surrogatepass") if isinstance(data, str) else data
+        if _too_deep(raw):
+            raise _bad(f"JSON nested deeper than {MAX_DEPTH} levels")
         try:
             obj = json.loads(data)
         except (ValueError, UnicodeDecodeError) as exc:

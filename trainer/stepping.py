@@ -94,6 +94,50 @@ ordered_mean_hook.__annotations__.update(
 )
 
 
+def broadcast_buffers(model: nn.Module) -> None:
+    """All ranks: every buffer (BatchNorm statistics, counters) set to rank 0's.
+
+    DDP (``broadcast_buffers=True``) does this before every forward, so rank 0's
+    buffers are the gang's; but after the last step of a segment each rank still
+    holds its own micro-batch's update, and a node whose local rank 0 is not rank 0
+    committed those. Called before a segment is captured, so every node commits
+    the state the next step starts from (the replay's, see ``ReplayBuffers``)."""
+    for buf in model.buffers():
+        dist.broadcast(buf, 0)
+
+
+class ReplayBuffers:
+    """DDP's buffer semantics in a replay that runs every rank in one module: each
+    rank's forward starts from the step's buffers, and rank 0's update is kept."""
+
+    def __init__(self, model: nn.Module) -> None:
+        self.buffers = list(model.buffers())
+        self.start: list[torch.Tensor] = []
+        self.kept: list[torch.Tensor] = []
+
+    def before(self, rank: int) -> None:
+        """Call before rank ``rank``'s forward."""
+        if not self.buffers:
+            return
+        with torch.no_grad():
+            if rank == 0:
+                self.start = [b.detach().clone() for b in self.buffers]
+                return
+            if rank == 1:
+                self.kept = [b.detach().clone() for b in self.buffers]
+            for b, s in zip(self.buffers, self.start, strict=True):
+                b.copy_(s)
+
+    def after_step(self) -> None:
+        """Call after the last rank's forward of a step: rank 0's buffers stay."""
+        if not self.kept:
+            return
+        with torch.no_grad():
+            for b, k in zip(self.buffers, self.kept, strict=True):
+                b.copy_(k)
+        self.kept = []
+
+
 @contextlib.contextmanager
 def deterministic(enabled: bool) -> Iterator[None]:
     """Deterministic kernels and one intra-op thread (CPU GEMM results depend on

@@ -417,6 +417,7 @@ class Trainer:
                 LOSS.set(self.losses[-1])
                 if not opts.proof:
                     continue
+                stepping.broadcast_buffers(self.model)  # rank 0's, as DDP's next forward
                 metrics = self._final_metrics() if step == spec.steps else None
                 proof_began = time.perf_counter()
                 if layout.publishes:

@@ -114,7 +114,8 @@ def _reject(reason: Rejection, detail: str, **kw: Any) -> Verdict:
 
 
 def distance(metric: tasks.Metric, replayed: torch.Tensor, committed: torch.Tensor) -> float:
-    """Distance between flattened weight vectors (float64)."""
+    """Distance between flattened weight vectors (float64); cosine is 1 - cos, or the
+    relative difference of the norms if larger."""
     if replayed.shape != committed.shape:
         return math.inf
     diff = replayed - committed
@@ -123,8 +124,12 @@ def distance(metric: tasks.Metric, replayed: torch.Tensor, committed: torch.Tens
     if metric == "linf":
         scale = max(float(committed.abs().max()), 1e-12) if committed.numel() else 1.0
         return float(diff.abs().max()) / scale if diff.numel() else 0.0
-    denom = max(float(replayed.norm() * committed.norm()), 1e-24)
-    return 1.0 - float(replayed.dot(committed)) / denom
+    # 1 - cos alone is blind to scale: weights committed at any multiple of the
+    # replay's were at distance 0. The norms must agree to the same tolerance.
+    mine, theirs = float(replayed.norm()), float(committed.norm())
+    denom = max(mine * theirs, 1e-24)
+    angle = 1.0 - float(replayed.dot(committed)) / denom
+    return max(angle, abs(mine - theirs) / max(theirs, 1e-12))
 
 
 # --- the replay itself -------------------------------------------------------------------
@@ -208,10 +213,12 @@ def replay(
     params = [p for p in model.parameters() if p.requires_grad]
     autocast = stepping.use_autocast(device, spec.deterministic)
     losses: list[float] = []
+    buffers = stepping.ReplayBuffers(model)
     with stepping.deterministic(spec.deterministic):
         for step in range(start.step, start.step + steps):
             per_rank, rank_losses = [], []
             for rank in range(dspec.world_size):
+                buffers.before(rank)
                 loss = stepping.micro_loss(
                     built, model, dspec, step=step, rank=rank, device=device, autocast=autocast
                 )
@@ -223,6 +230,7 @@ def replay(
                     ]
                 )
                 rank_losses.append(float(loss.detach().float()))
+            buffers.after_step()
             for p, g in zip(params, stepping.combine(per_rank, dspec.world_size), strict=True):
                 p.grad = g
             optimizer.step()

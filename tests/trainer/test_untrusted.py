@@ -6,6 +6,8 @@ from __future__ import annotations
 import dataclasses
 import json
 import struct
+import subprocess
+import sys
 import threading
 from pathlib import Path
 from typing import Any
@@ -127,6 +129,26 @@ def test_deeply_nested_header_is_refused_not_a_crash() -> None:
         checkpoints.decode(_blob(b"[" * 100_000))
 
 
+def test_deeply_nested_segment_is_refused_not_a_crash() -> None:
+    """1 MB of ``[`` (within MAX_BYTES) overflowed json.loads's C stack once py_ecc had
+    raised the recursion limit: ``pot proof verify`` on a miner's file died of SIGSEGV."""
+    code = (
+        "import py_ecc\n"
+        "from pot.trainer import segments\n"
+        "for doc in (b'[' * 1_000_000, '{\"a\":' * 200_000):\n"
+        "    try:\n"
+        "        segments.parse(doc)\n"
+        "    except segments.Rejected as exc:\n"
+        "        assert exc.reason is segments.Rejection.MALFORMED, exc\n"
+        "        print('refused', exc.detail)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert done.returncode == 0, (done.returncode, done.stderr[-2000:])
+    assert done.stdout.count("refused JSON nested deeper") == 2, done.stdout
+
+
 def test_overlapping_tensors_are_refused() -> None:
     """400 entries over the same 4 MiB decoded to 1.6 GB of copies."""
     n = 1 << 10
@@ -177,6 +199,27 @@ def test_wrong_shaped_optimizer_state_is_the_miners_fault(chain: Chain) -> None:
     assert verdict.reason is R.CORRUPT_BLOB and "exp_avg" in verdict.detail, verdict.line()
 
 
+@pytest.mark.parametrize(
+    "forge",
+    [
+        pytest.param(lambda st: st.pop("exp_avg"), id="missing-moment"),
+        pytest.param(lambda st: st.update(exp_avg=None), id="none-moment"),
+        pytest.param(lambda st: st.update(step=torch.tensor(True)), id="bool-step"),
+        pytest.param(lambda st: st.update(extra=torch.zeros(1)), id="extra-key"),
+    ],
+)
+def test_malformed_optimizer_state_in_a_start_checkpoint_is_refused(
+    chain: Chain, forge: Any
+) -> None:
+    """A forged end state (unaudited, so unrefused) chains into the next segment; its
+    audit crashed the replay's optimizer.step() (an AUDIT_ERROR, never slashed), so
+    every segment after the first could be forged with only one audit that bites."""
+    forged = _swap_end(chain, 0, lambda ck: forge(ck.optim[0]))
+    nxt = chain.forge(1, start_cid=forged.end_cid)
+    verdict = _verify(chain, nxt)
+    assert verdict.reason is R.CORRUPT_BLOB and "optim/0" in verdict.detail, verdict.line()
+
+
 def test_forged_step_count_and_moments_are_refused(chain: Chain) -> None:
     def big_step(ck: checkpoints.Checkpoint) -> None:
         ck.optim[0]["step"] = torch.tensor(1e7)  # Adam's bias correction gone
@@ -189,6 +232,21 @@ def test_forged_step_count_and_moments_are_refused(chain: Chain) -> None:
 
     verdict = _verify(chain, _swap_end(chain, 0, moments))
     assert verdict.reason is R.DISTANCE_OVER_THRESHOLD and "exp_avg" in verdict.detail
+
+
+def test_cosine_tolerance_does_not_let_the_weights_be_rescaled(chain: Chain) -> None:
+    """1 - cos is blind to scale: end weights and moments committed at 3x the replay's
+    were 'valid' at distance 0, a state no training produced, chained on by the next
+    segment."""
+
+    def rescale(ck: checkpoints.Checkpoint) -> None:
+        for t in [*ck.model.values(), *(v["exp_avg"] for v in ck.optim.values())]:
+            t.mul_(3)
+
+    cosine = _spec(tolerance={"metric": "cosine"})
+    assert _verify(chain, chain.segs[1], cosine).valid
+    verdict = _verify(chain, _swap_end(chain, 1, rescale), cosine)
+    assert verdict.reason is R.DISTANCE_OVER_THRESHOLD, verdict.line()
 
 
 def test_forged_seed_is_refused(chain: Chain) -> None:

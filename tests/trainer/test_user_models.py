@@ -58,6 +58,30 @@ def test_user_model_trains_under_torchrun_and_every_segment_verifies(
         previous = seg
 
 
+def test_batchnorm_buffers_replay_as_ddp_keeps_them(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """DDP broadcasts rank 0's buffers before every forward. The replay ran every
+    rank's micro-batch through one set of buffers (num_batches_tracked grew by the
+    world size per step, NOT_BIT_EXACT), and a node's local rank 0 committed its own
+    rank's last update: honest BatchNorm models were refused at world size 2."""
+    spec = _spec("batchnorm:build")
+    spec["dataset"]["samples"] = 256
+    spec["hyperparameters"].update(steps=6, batchSize=8)
+    spec["proof"]["segmentSteps"] = 3
+    run = new_run(tmp_path, spec)
+    torchrun(run, pythonpath=HERE)
+    segs = [segments.parse(p.read_bytes()) for p in run.segment_files()]
+    assert [s.index for s in segs] == [0, 1]
+    monkeypatch.syspath_prepend(str(HERE))
+    verification.clear_caches()
+    policy = run.policy()
+    blobs = store.FilesystemStore(run.store)
+    for seg in segs:
+        verdict = verification.verify_segment(seg, blobs, policy)
+        assert verdict.valid and verdict.replayed, (seg.index, verdict.line())
+
+
 def test_docs_show_the_tested_example_verbatim() -> None:
     doc = DOC.read_text(encoding="utf-8")
     blocks = re.findall(r"```python\n(.*?)```", doc, flags=re.DOTALL)
