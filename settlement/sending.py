@@ -45,12 +45,12 @@ log = logging.getLogger(__name__)
 # Fee bump: strictly more than 12.5% on both EIP-1559 fee fields.
 BUMP_NUMERATOR, BUMP_DENOMINATOR = 9, 8
 
-# Node answers to a rebroadcast that mean "nothing to do": the receipt check decides.
+# Node answers to a broadcast that mean "nothing to do": the node has it, or the nonce is
+# used (by one of our attempts or not); the receipt check decides.
 _BENIGN = (
     "already known",
     "known transaction",
     "nonce too low",
-    "underpriced",
     "invalid transaction nonce",
 )
 
@@ -227,7 +227,15 @@ class Sender:
         self.metrics.sent.inc()
         self.fault("after-broadcast")
 
-    def _broadcast(self, attempt: intents.Attempt) -> None:
+    def _broadcast(self, attempt: intents.Attempt) -> bool:
+        """Send ``attempt``'s raw bytes; whether the node took them or already has them.
+
+        A refusal (fees under the base fee or the pool's minimum, "underpriced", no funds for
+        gas) is logged, never raised: the attempt is persisted, and ``advance`` replaces it
+        with a fee bump once it is ``stuck_after`` old. Raising here stalled the whole loop
+        (every poll rebroadcast the refused bytes and raised before any bump, and before any
+        other intent or allocation was looked at).
+        """
         raw = bytes.fromhex(attempt.raw.removeprefix("0x"))
         try:
             self.chain.call(
@@ -237,9 +245,13 @@ class Sender:
             )
         except errors.ChainUnreachable:
             self.metrics.rpc_errors.inc()  # it is persisted: the next poll sends it again
+            return False
         except errors.ChainError as exc:
-            if not any(s in str(exc).lower() for s in _BENIGN):
-                raise
+            if any(s in str(exc).lower() for s in _BENIGN):
+                return True
+            log.warning("the node refused settle tx %s: %s", attempt.tx_hash, exc)
+            return False
+        return True
 
     # ------------------------------------------------------------------ following
 
@@ -304,10 +316,13 @@ class Sender:
         if last is not None and not self._known(last):
             # Persisted but never heard of: its broadcast failed (the node was unreachable,
             # or the process died between the log and the send). The same bytes again, now,
-            # rather than a fee bump ``stuck_after`` from now.
-            self._broadcast(last)
+            # rather than a fee bump ``stuck_after`` from now. If the node refuses them (the
+            # base fee rose past their max fee while they were away), the bump below replaces
+            # them once they are stuck.
+            taken = self._broadcast(last)
             self.metrics.rebroadcasts.inc()
-            return intent
+            if taken or time.time() - last.sent_at < self.stuck_after:
+                return intent
         if last is not None and time.time() - last.sent_at >= self.stuck_after:
             max_fee, tip = self.chain.fees()
             new_fee, new_tip = max(bumped(last.max_fee), max_fee), max(bumped(last.tip), tip)

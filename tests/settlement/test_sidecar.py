@@ -463,3 +463,37 @@ def test_an_escrow_in_another_token_is_never_the_one_that_pays(
     assert intent.state == "final", intent
     for p, amount in zip(alloc.payees, alloc.amounts, strict=True):
         assert w.credit(p) == amount and w.credit(p, junk_addr) == 0
+
+
+def test_an_attempt_the_node_refuses_is_replaced_by_a_fee_bump(
+    world: World, validator: FakeValidator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The first attempt's max fee is under the base fee (it rose while the attempt waited,
+    or the node that had it in its pool is gone): the node refuses the bytes. The loop goes
+    on, and once the attempt is ``stuck_after`` old a fee bump replaces it. The refusal used
+    to raise out of every poll before the bump, so the round was never settled and no other
+    allocation was looked at."""
+    w = world
+    alloc = publish_round(w, validator)
+    car = make_sidecar(w, validator, tmp_path, confirmations=0, stuck_after=0.2)
+    real = car.chain.fees
+    calls: list[int] = []
+
+    def too_low_at_first() -> tuple[int, int]:
+        calls.append(1)
+        return (1, 1) if len(calls) == 1 else real()
+
+    monkeypatch.setattr(car.chain, "fees", too_low_at_first)
+    tick(car)  # the open: persisted, refused by the node, not raised
+    [intent] = car.intent_log.all()
+    assert intent.state == "sending" and intent.attempts[0].max_fee == 1
+    assert not w.settled_events(alloc.task, 0)
+    time.sleep(0.3)
+    tick(car)  # unknown to the node, refused again, stuck: replaced at today's fees
+    tick(car)
+    [intent] = car.intent_log.all()
+    assert intent.state == "final", intent
+    assert len(intent.attempts) == 2 and intent.tx_hash == intent.attempts[1].tx_hash
+    assert len(w.settled_events(alloc.task, 0)) == 1
+    for p, amount in zip(alloc.payees, alloc.amounts, strict=True):
+        assert w.credit(p) == amount
