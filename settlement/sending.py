@@ -129,10 +129,18 @@ class Sender:
 
     # ------------------------------------------------------------------ opening
 
-    def is_settled(self, task_id: bytes, round_: int) -> bool:
-        """Whether the contract already credited (task_id, round)."""
+    def is_settled(self, task_id: bytes, round_: int, *, confirmed: bool = False) -> bool:
+        """Whether the contract already credited (task_id, round); with ``confirmed``, in a
+        block with ``confirmations`` blocks on top. Somebody else's settle (anyone may submit)
+        still in the head block is no reason to stop: a reorg can drop it, and nobody may
+        send it again (its sender's nonce can go to another transaction on the new branch).
+        Taken as done at once, the round was never settled by any sidecar."""
         fn = self.contract.functions.settled(task_id, round_)
-        return bool(self.chain.call("settled", fn.call))
+        if not confirmed or self.confirmations == 0:
+            return bool(self.chain.call("settled", fn.call))
+        latest = int(self.chain.call("blockNumber", lambda: self.chain.w3.eth.block_number))
+        at = max(latest - self.confirmations, 0)
+        return bool(self.chain.call("settled", lambda: fn.call(block_identifier=at)))
 
     def next_nonce(self) -> int:
         """Local nonce management: never reuse a nonce an open intent still holds."""
@@ -186,6 +194,13 @@ class Sender:
         return intent
 
     def _refused(self, intent: intents.Intent, exc: chaining.Reverted) -> intents.Intent:
+        task_id = bytes.fromhex(intent.task_id[2:])
+        if exc.name == "AlreadySettled" and not self.is_settled(
+            task_id, intent.round, confirmed=True
+        ):
+            # Settled in a block a reorg may still drop: not saved, the next poll looks again.
+            intent.state, intent.error = "rejected", "AlreadySettled (not confirmed yet)"
+            return intent
         if exc.name == "AlreadySettled":
             intent.state = "already"
             self.metrics.outcomes.labels("already").inc()
@@ -381,7 +396,7 @@ class Sender:
             )
         if receipt["status"] != 1:
             # Reverted on chain: lost the race to another sidecar, or state moved under us.
-            if self.is_settled(bytes.fromhex(intent.task_id[2:]), intent.round):
+            if self.is_settled(bytes.fromhex(intent.task_id[2:]), intent.round, confirmed=True):
                 intent.state = "already"
                 intent.tx_hash = attempt.tx_hash
                 self.metrics.outcomes.labels("already").inc()
@@ -409,7 +424,7 @@ class Sender:
         return intent
 
     def _lost(self, intent: intents.Intent, why: str) -> intents.Intent:
-        if self.is_settled(bytes.fromhex(intent.task_id[2:]), intent.round):
+        if self.is_settled(bytes.fromhex(intent.task_id[2:]), intent.round, confirmed=True):
             intent.state = "already"
             self.metrics.outcomes.labels("already").inc()
         else:

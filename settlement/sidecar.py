@@ -236,6 +236,8 @@ class Sidecar:
                 return existing
             retries = existing.retries + 1
         if self.sender.is_settled(task_id, round_):
+            if not self.sender.is_settled(task_id, round_, confirmed=True):
+                return existing  # by somebody else, in a block a reorg may drop: wait
             intent = intents.Intent(
                 task=task, round=round_, task_id="0x" + task_id.hex(), state="already"
             )

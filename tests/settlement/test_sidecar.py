@@ -497,3 +497,44 @@ def test_an_attempt_the_node_refuses_is_replaced_by_a_fee_bump(
     assert len(w.settled_events(alloc.task, 0)) == 1
     for p, amount in zip(alloc.payees, alloc.amounts, strict=True):
         assert w.credit(p) == amount
+
+
+def test_a_settle_by_somebody_else_counts_only_once_confirmed(
+    world: World, validator: FakeValidator, tmp_path: Path
+) -> None:
+    """Anyone may submit a quorum-signed allocation. A third party's settle in the head block
+    is not "already" for the sidecar until ``confirmations`` blocks sit on top: a reorg
+    dropped it here, nobody sent it again, and a sidecar that had counted the round as done
+    (as every sidecar did) never settled it."""
+    w = world
+    alloc = publish_round(w, validator)
+    car = make_sidecar(w, validator, tmp_path)  # confirmations: 1
+    snap = w.dev.snapshot() if w.dev.kind == "evm" else ""
+    w.settle(alloc, w.sign(alloc), sender=w.key(ETH))  # the third party's, in the head block
+    tick(car)
+    assert all(i.state != "already" for i in car.intent_log.all())
+    assert outcome(car, "already") == 0
+    _reorg_head(w, snap)
+    assert not w.settled_events(alloc.task, 0)
+    tick(car)  # not settled any more: the sidecar sends its own
+    w.dev.mine(1)
+    tick(car)
+    [intent] = car.intent_log.all()
+    assert intent.state == "final", intent
+    assert len(w.settled_events(alloc.task, 0)) == 1
+    for p, amount in zip(alloc.payees, alloc.amounts, strict=True):
+        assert w.credit(p) == amount
+
+
+def test_a_confirmed_settle_by_somebody_else_is_already(
+    world: World, validator: FakeValidator, tmp_path: Path
+) -> None:
+    w = world
+    alloc = publish_round(w, validator)
+    car = make_sidecar(w, validator, tmp_path)  # confirmations: 1
+    w.settle(alloc, w.sign(alloc), sender=w.key(ETH))
+    w.dev.mine(1)
+    tick(car)
+    [intent] = car.intent_log.all()
+    assert intent.state == "already" and outcome(car, "already") == 1
+    assert not intent.attempts
