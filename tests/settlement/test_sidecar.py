@@ -10,10 +10,11 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from pot import keys
+from pot import errors, keys
 from pot.settlement import allocations, contracts, intents, sending, sidecar
 
 from .conftest import ETH, FakeValidator, World
@@ -538,3 +539,29 @@ def test_a_confirmed_settle_by_somebody_else_is_already(
     [intent] = car.intent_log.all()
     assert intent.state == "already" and outcome(car, "already") == 1
     assert not intent.attempts
+
+
+def test_a_chain_error_about_one_allocation_does_not_stall_the_others(
+    world: World, validator: FakeValidator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The node refuses to estimate one settle with a plain RPC error (not a revert: "gas
+    required exceeds allowance" for an allocation too big for a block). The loop logs it and
+    settles the allocations after it; it used to end every turn there."""
+    w = world
+    big = publish_round(w, validator)  # listed first
+    small = publish_round(w, validator)
+    car = make_sidecar(w, validator, tmp_path, confirmations=0)
+    real_open = car.sender.open
+
+    def refuse_big(alloc: allocations.Allocation, *a: Any, **kw: Any) -> intents.Intent:
+        if alloc.task == big.task:
+            raise errors.ChainError("settle (estimate): gas required exceeds allowance")
+        return real_open(alloc, *a, **kw)
+
+    monkeypatch.setattr(car.sender, "open", refuse_big)
+    tick(car)
+    tick(car)
+    states = {i.task: i.state for i in car.intent_log.all()}
+    assert states == {small.task: "final"}, states
+    assert len(w.settled_events(small.task, 0)) == 1 and not w.settled_events(big.task, 0)
+    assert car.metrics.registry.get_sample_value("pot_settlement_rpc_errors_total") == 2
