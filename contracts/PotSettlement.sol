@@ -63,6 +63,9 @@ contract PotSettlement is EIP712, ReentrancyGuard {
     mapping(address => Stake) public stakes;
     /// @dev When each escrow (by `_slot`) last moved (funded or settled): starts RECLAIM_AFTER.
     mapping(bytes32 => uint256) private _lastActivity;
+    /// @notice Tasks a quorum settled with `targetMet == false` (the bounty gate failed: the
+    /// task is over unpaid). Their funders reclaim what is left at once, not after RECLAIM_AFTER.
+    mapping(bytes32 => bool) public targetMissed;
 
     event ValidatorSetRotated(uint256 indexed epoch, address[] validators, uint256 threshold);
     event TaskFunded(bytes32 indexed taskId, address indexed funder, address token, uint256 amount, uint256 escrow);
@@ -217,16 +220,17 @@ contract PotSettlement is EIP712, ReentrancyGuard {
     }
 
     /// @notice Take back what is left of a task's escrow once it sat untouched for
-    /// RECLAIM_AFTER: it is credited to the funder, who withdraws it like any other credit (no
-    /// transfer here, so nothing to reenter). A settlement after that finds no escrow and
-    /// reverts InsufficientEscrow, paying nobody twice.
+    /// RECLAIM_AFTER, or at once when the task's target was missed (`targetMissed`): it is
+    /// credited to the funder, who withdraws it like any other credit (no transfer here, so
+    /// nothing to reenter). A settlement after that finds no escrow and reverts
+    /// InsufficientEscrow, paying nobody twice.
     function reclaim(bytes32 taskId) external {
         bytes32 slot = _slot(taskId, msg.sender);
         Task storage task = _escrows[slot];
         address funder = task.funder;
         if (funder == address(0)) revert TaskNotFunded(taskId);
         uint256 unlockAt = _lastActivity[slot] + RECLAIM_AFTER;
-        if (block.timestamp < unlockAt) revert ReclaimLocked(unlockAt);
+        if (block.timestamp < unlockAt && !targetMissed[taskId]) revert ReclaimLocked(unlockAt);
         uint256 amount = task.escrow;
         if (amount == 0) revert NothingToWithdraw();
         task.escrow = 0;
@@ -282,10 +286,14 @@ contract PotSettlement is EIP712, ReentrancyGuard {
         } else {
             // Bounty gate (DESIGN §3 reward.targetMetric): the target was missed, so the pool
             // share this allocation covers goes back to the funder instead of the payees.
+            // The validators sign it with no payees at all (docs/protocol.md), so that share is
+            // nothing: the task is over, and every funder of it may reclaim its escrow now
+            // (it sat locked for RECLAIM_AFTER, 90 days, from this very settlement).
             for (uint256 i; i < amounts.length; ++i) {
                 total += amounts[i];
             }
             balance[funder] += total;
+            targetMissed[taskId] = true;
             emit Refunded(taskId, funder, total);
         }
         // Checked once after the loop: a failing settle reverts whole, a passing one pays no

@@ -246,7 +246,8 @@ def reclaim(
     key_file: Path = typer.Option(..., "--key-file", help="the funder's key file"),
 ) -> None:
     """Take back what is left of a task's escrow (reclaim): only its funder, and only once
-    it sat RECLAIM_AFTER (90 days) without funding or settlement. Credited; then withdraw."""
+    it sat RECLAIM_AFTER (90 days) without funding or settlement, or at once when the task's
+    target was missed (settled with targetMet false). Credited; then withdraw."""
     import datetime
 
     from pot import ids, keys

@@ -45,12 +45,12 @@ log = logging.getLogger(__name__)
 # Fee bump: strictly more than 12.5% on both EIP-1559 fee fields.
 BUMP_NUMERATOR, BUMP_DENOMINATOR = 9, 8
 
-# Node answers to a rebroadcast that mean "nothing to do": the receipt check decides.
+# Node answers to a broadcast that mean "nothing to do": the node has it, or the nonce is
+# used (by one of our attempts or not); the receipt check decides.
 _BENIGN = (
     "already known",
     "known transaction",
     "nonce too low",
-    "underpriced",
     "invalid transaction nonce",
 )
 
@@ -129,10 +129,18 @@ class Sender:
 
     # ------------------------------------------------------------------ opening
 
-    def is_settled(self, task_id: bytes, round_: int) -> bool:
-        """Whether the contract already credited (task_id, round)."""
+    def is_settled(self, task_id: bytes, round_: int, *, confirmed: bool = False) -> bool:
+        """Whether the contract already credited (task_id, round); with ``confirmed``, in a
+        block with ``confirmations`` blocks on top. Somebody else's settle (anyone may submit)
+        still in the head block is no reason to stop: a reorg can drop it, and nobody may
+        send it again (its sender's nonce can go to another transaction on the new branch).
+        Taken as done at once, the round was never settled by any sidecar."""
         fn = self.contract.functions.settled(task_id, round_)
-        return bool(self.chain.call("settled", fn.call))
+        if not confirmed or self.confirmations == 0:
+            return bool(self.chain.call("settled", fn.call))
+        latest = int(self.chain.call("blockNumber", lambda: self.chain.w3.eth.block_number))
+        at = max(latest - self.confirmations, 0)
+        return bool(self.chain.call("settled", lambda: fn.call(block_identifier=at)))
 
     def next_nonce(self) -> int:
         """Local nonce management: never reuse a nonce an open intent still holds."""
@@ -186,6 +194,13 @@ class Sender:
         return intent
 
     def _refused(self, intent: intents.Intent, exc: chaining.Reverted) -> intents.Intent:
+        task_id = bytes.fromhex(intent.task_id[2:])
+        if exc.name == "AlreadySettled" and not self.is_settled(
+            task_id, intent.round, confirmed=True
+        ):
+            # Settled in a block a reorg may still drop: not saved, the next poll looks again.
+            intent.state, intent.error = "rejected", "AlreadySettled (not confirmed yet)"
+            return intent
         if exc.name == "AlreadySettled":
             intent.state = "already"
             self.metrics.outcomes.labels("already").inc()
@@ -227,7 +242,15 @@ class Sender:
         self.metrics.sent.inc()
         self.fault("after-broadcast")
 
-    def _broadcast(self, attempt: intents.Attempt) -> None:
+    def _broadcast(self, attempt: intents.Attempt) -> bool:
+        """Send ``attempt``'s raw bytes; whether the node took them or already has them.
+
+        A refusal (fees under the base fee or the pool's minimum, "underpriced", no funds for
+        gas) is logged, never raised: the attempt is persisted, and ``advance`` replaces it
+        with a fee bump once it is ``stuck_after`` old. Raising here stalled the whole loop
+        (every poll rebroadcast the refused bytes and raised before any bump, and before any
+        other intent or allocation was looked at).
+        """
         raw = bytes.fromhex(attempt.raw.removeprefix("0x"))
         try:
             self.chain.call(
@@ -237,9 +260,13 @@ class Sender:
             )
         except errors.ChainUnreachable:
             self.metrics.rpc_errors.inc()  # it is persisted: the next poll sends it again
+            return False
         except errors.ChainError as exc:
-            if not any(s in str(exc).lower() for s in _BENIGN):
-                raise
+            if any(s in str(exc).lower() for s in _BENIGN):
+                return True
+            log.warning("the node refused settle tx %s: %s", attempt.tx_hash, exc)
+            return False
+        return True
 
     # ------------------------------------------------------------------ following
 
@@ -304,10 +331,13 @@ class Sender:
         if last is not None and not self._known(last):
             # Persisted but never heard of: its broadcast failed (the node was unreachable,
             # or the process died between the log and the send). The same bytes again, now,
-            # rather than a fee bump ``stuck_after`` from now.
-            self._broadcast(last)
+            # rather than a fee bump ``stuck_after`` from now. If the node refuses them (the
+            # base fee rose past their max fee while they were away), the bump below replaces
+            # them once they are stuck.
+            taken = self._broadcast(last)
             self.metrics.rebroadcasts.inc()
-            return intent
+            if taken or time.time() - last.sent_at < self.stuck_after:
+                return intent
         if last is not None and time.time() - last.sent_at >= self.stuck_after:
             max_fee, tip = self.chain.fees()
             new_fee, new_tip = max(bumped(last.max_fee), max_fee), max(bumped(last.tip), tip)
@@ -366,7 +396,7 @@ class Sender:
             )
         if receipt["status"] != 1:
             # Reverted on chain: lost the race to another sidecar, or state moved under us.
-            if self.is_settled(bytes.fromhex(intent.task_id[2:]), intent.round):
+            if self.is_settled(bytes.fromhex(intent.task_id[2:]), intent.round, confirmed=True):
                 intent.state = "already"
                 intent.tx_hash = attempt.tx_hash
                 self.metrics.outcomes.labels("already").inc()
@@ -394,7 +424,7 @@ class Sender:
         return intent
 
     def _lost(self, intent: intents.Intent, why: str) -> intents.Intent:
-        if self.is_settled(bytes.fromhex(intent.task_id[2:]), intent.round):
+        if self.is_settled(bytes.fromhex(intent.task_id[2:]), intent.round, confirmed=True):
             intent.state = "already"
             self.metrics.outcomes.labels("already").inc()
         else:

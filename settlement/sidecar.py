@@ -203,7 +203,7 @@ class Sidecar:
             self.sender.resume()
             self._resumed = True
         for intent in self.intent_log.all():
-            self.sender.advance(intent)
+            self._one(f"settle {intent.task} round {intent.round}", self.sender.advance, intent)
         try:
             committed = self.committed()
         except errors.ProtocolError as exc:
@@ -211,10 +211,24 @@ class Sidecar:
             log.warning("%s", exc)
             committed = []
         for task, round_ in committed:
-            self.settle(task, round_)
+            self._one(f"allocation {task}/{round_}", self.settle, task, round_)
         self.metrics.open.set(sum(1 for i in self.intent_log.all() if i.state in intents.OPEN))
         self.last_tick = time.time()
         self.metrics.last_tick.set(self.last_tick)
+
+    def _one(self, what: str, fn: Any, *args: Any) -> None:
+        """``fn(*args)`` for one intent or allocation. A chain error that is about it alone (a
+        node answering "gas required exceeds allowance" for an allocation too big for a
+        block, say) is logged and the turn goes on to the others: raised, it ended every turn
+        at the same place and no allocation after it was ever settled. An unreachable chain
+        still ends the turn (every other call would wait out the same backoff)."""
+        try:
+            fn(*args)
+        except errors.ChainUnreachable:
+            raise
+        except errors.ChainError as exc:
+            self.metrics.rpc_errors.inc()
+            log.warning("%s: %s", what, redacting.scrub(str(exc), self.config.rpc_url))
 
     def _check_chain(self) -> None:
         expected = self.config.chain_id
@@ -236,6 +250,8 @@ class Sidecar:
                 return existing
             retries = existing.retries + 1
         if self.sender.is_settled(task_id, round_):
+            if not self.sender.is_settled(task_id, round_, confirmed=True):
+                return existing  # by somebody else, in a block a reorg may drop: wait
             intent = intents.Intent(
                 task=task, round=round_, task_id="0x" + task_id.hex(), state="already"
             )

@@ -30,6 +30,11 @@ def parse_reward(spec: dict[str, Any]) -> dict[str, Any]:
         value = reward.get(key, default)
         if not isinstance(value, str) or not value.isdigit() or len(value) > 78:
             raise errors.ConfigError(f"spec.reward.{key}: must be a decimal wei string")
+        # 78 digits (the CRD's pattern) reach 10**78 - 1, past uint256: an allocation with
+        # such an amount cannot be signed (EIP-712 uint256) nor settled, and the replicas'
+        # signing pass failed on it before it reached the tasks after it (all unsettled).
+        if int(value) >= 2**256:
+            raise errors.ConfigError(f"spec.reward.{key}: {value} does not fit a uint256")
         out[key] = int(value)
     fee = reward.get("validatorFeeBps", 500)
     if type(fee) is not int or not 0 <= fee <= 5000:

@@ -74,3 +74,35 @@ def test_unsettled_task_escrow_comes_back_whole(world: World) -> None:
     _later(w, 88 * 24 * 3600)
     w.rpc.transact(funder, c.functions.reclaim(tid), abi=c.abi)
     assert w.credit(funder.address) == 3 * ETH
+
+
+def test_a_missed_target_frees_every_escrow_of_the_task_at_once(world: World) -> None:
+    """The validators sign a missed target as ``targetMet: false`` with no payees
+    (``validator.rewards.allocate``): the settlement refunds sum(amounts) = 0, and the escrow
+    sat locked for 90 days more (the settle restarted the clock) although the task was over
+    and docs/protocol.md says the funder is refunded. Now every funder reclaims at once."""
+    w = world
+    c = w.contract
+    task = w.task()
+    funder, other = w.key(20 * ETH), w.key(10 * ETH)
+    w.fund_task(task, 5 * ETH, funder)
+    w.fund_task(task, 2 * ETH, other)
+    alloc = allocations.Allocation(task=task, round=0, payees=(), amounts=(), target_met=False)
+    tid = alloc.task_id
+    assert not c.functions.targetMissed(tid).call()
+    w.settle(alloc, w.sign(alloc), funder=funder.address)
+    assert c.functions.targetMissed(tid).call()
+    for who, wei in ((funder, 5 * ETH), (other, 2 * ETH)):
+        w.rpc.transact(who, c.functions.reclaim(tid), abi=c.abi, what="reclaim")
+        assert c.functions.escrowOf(tid, who.address).call()[1] == 0
+        assert w.credit(who.address) == wei
+    # A task whose target was met keeps the 90-day lock on what is left.
+    met = w.task()
+    w.fund_task(met, 5 * ETH, funder)
+    paid = allocations.Allocation(task=met, round=0, payees=(w.key().address,), amounts=(ETH,))
+    w.settle(paid, w.sign(paid), funder=funder.address)
+    assert not c.functions.targetMissed(paid.task_id).call()
+    _reverts(
+        "ReclaimLocked",
+        lambda: w.rpc.transact(funder, c.functions.reclaim(paid.task_id), abi=c.abi),
+    )

@@ -10,10 +10,11 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from pot import keys
+from pot import errors, keys
 from pot.settlement import allocations, contracts, intents, sending, sidecar
 
 from .conftest import ETH, FakeValidator, World
@@ -463,3 +464,104 @@ def test_an_escrow_in_another_token_is_never_the_one_that_pays(
     assert intent.state == "final", intent
     for p, amount in zip(alloc.payees, alloc.amounts, strict=True):
         assert w.credit(p) == amount and w.credit(p, junk_addr) == 0
+
+
+def test_an_attempt_the_node_refuses_is_replaced_by_a_fee_bump(
+    world: World, validator: FakeValidator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The first attempt's max fee is under the base fee (it rose while the attempt waited,
+    or the node that had it in its pool is gone): the node refuses the bytes. The loop goes
+    on, and once the attempt is ``stuck_after`` old a fee bump replaces it. The refusal used
+    to raise out of every poll before the bump, so the round was never settled and no other
+    allocation was looked at."""
+    w = world
+    alloc = publish_round(w, validator)
+    car = make_sidecar(w, validator, tmp_path, confirmations=0, stuck_after=0.2)
+    real = car.chain.fees
+    calls: list[int] = []
+
+    def too_low_at_first() -> tuple[int, int]:
+        calls.append(1)
+        return (1, 1) if len(calls) == 1 else real()
+
+    monkeypatch.setattr(car.chain, "fees", too_low_at_first)
+    tick(car)  # the open: persisted, refused by the node, not raised
+    [intent] = car.intent_log.all()
+    assert intent.state == "sending" and intent.attempts[0].max_fee == 1
+    assert not w.settled_events(alloc.task, 0)
+    time.sleep(0.3)
+    tick(car)  # unknown to the node, refused again, stuck: replaced at today's fees
+    tick(car)
+    [intent] = car.intent_log.all()
+    assert intent.state == "final", intent
+    assert len(intent.attempts) == 2 and intent.tx_hash == intent.attempts[1].tx_hash
+    assert len(w.settled_events(alloc.task, 0)) == 1
+    for p, amount in zip(alloc.payees, alloc.amounts, strict=True):
+        assert w.credit(p) == amount
+
+
+def test_a_settle_by_somebody_else_counts_only_once_confirmed(
+    world: World, validator: FakeValidator, tmp_path: Path
+) -> None:
+    """Anyone may submit a quorum-signed allocation. A third party's settle in the head block
+    is not "already" for the sidecar until ``confirmations`` blocks sit on top: a reorg
+    dropped it here, nobody sent it again, and a sidecar that had counted the round as done
+    (as every sidecar did) never settled it."""
+    w = world
+    alloc = publish_round(w, validator)
+    car = make_sidecar(w, validator, tmp_path)  # confirmations: 1
+    snap = w.dev.snapshot() if w.dev.kind == "evm" else ""
+    w.settle(alloc, w.sign(alloc), sender=w.key(ETH))  # the third party's, in the head block
+    tick(car)
+    assert all(i.state != "already" for i in car.intent_log.all())
+    assert outcome(car, "already") == 0
+    _reorg_head(w, snap)
+    assert not w.settled_events(alloc.task, 0)
+    tick(car)  # not settled any more: the sidecar sends its own
+    w.dev.mine(1)
+    tick(car)
+    [intent] = car.intent_log.all()
+    assert intent.state == "final", intent
+    assert len(w.settled_events(alloc.task, 0)) == 1
+    for p, amount in zip(alloc.payees, alloc.amounts, strict=True):
+        assert w.credit(p) == amount
+
+
+def test_a_confirmed_settle_by_somebody_else_is_already(
+    world: World, validator: FakeValidator, tmp_path: Path
+) -> None:
+    w = world
+    alloc = publish_round(w, validator)
+    car = make_sidecar(w, validator, tmp_path)  # confirmations: 1
+    w.settle(alloc, w.sign(alloc), sender=w.key(ETH))
+    w.dev.mine(1)
+    tick(car)
+    [intent] = car.intent_log.all()
+    assert intent.state == "already" and outcome(car, "already") == 1
+    assert not intent.attempts
+
+
+def test_a_chain_error_about_one_allocation_does_not_stall_the_others(
+    world: World, validator: FakeValidator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The node refuses to estimate one settle with a plain RPC error (not a revert: "gas
+    required exceeds allowance" for an allocation too big for a block). The loop logs it and
+    settles the allocations after it; it used to end every turn there."""
+    w = world
+    big = publish_round(w, validator)  # listed first
+    small = publish_round(w, validator)
+    car = make_sidecar(w, validator, tmp_path, confirmations=0)
+    real_open = car.sender.open
+
+    def refuse_big(alloc: allocations.Allocation, *a: Any, **kw: Any) -> intents.Intent:
+        if alloc.task == big.task:
+            raise errors.ChainError("settle (estimate): gas required exceeds allowance")
+        return real_open(alloc, *a, **kw)
+
+    monkeypatch.setattr(car.sender, "open", refuse_big)
+    tick(car)
+    tick(car)
+    states = {i.task: i.state for i in car.intent_log.all()}
+    assert states == {small.task: "final"}, states
+    assert len(w.settled_events(small.task, 0)) == 1 and not w.settled_events(big.task, 0)
+    assert car.metrics.registry.get_sample_value("pot_settlement_rpc_errors_total") == 2

@@ -45,3 +45,20 @@ def test_a_bad_token_is_refused_naming_the_field(bad: object) -> None:
     spec["reward"]["token"] = bad
     with pytest.raises(errors.ConfigError, match=r"spec\.reward\.token"):
         specs.check_spec(spec)
+
+
+@pytest.mark.parametrize("key", ["pool", "minerStake"])
+def test_a_reward_past_uint256_is_refused_at_registration(key: str) -> None:
+    """The CRD lets 78 digits through (up to 10**78 - 1); anything from 2**256 on could be
+    neither signed nor settled, so the replicas refuse the task up front."""
+    spec = _spec()
+    spec["reward"][key] = str(2**256)
+    with pytest.raises(errors.ConfigError, match=rf"spec\.reward\.{key}: .* uint256"):
+        specs.check_spec(spec)
+    spec["reward"][key] = str(2**256 - 1)
+    specs.check_spec(spec)  # the largest that fits
+    # Why: the allocation of such a task cannot even be built (so never signed nor served).
+    with pytest.raises(errors.ProtocolError, match="uint256"):
+        allocations.Allocation(
+            task=TASK, round=0, payees=(keys.generate().address,), amounts=(2**256,)
+        )
