@@ -29,7 +29,7 @@ from typing import Any
 
 from eth_utils import keccak
 
-from pot import cids, errors, keys, signing
+from pot import cids, errors, jsonguard, keys, signing
 from pot.trainer import tasks
 
 DOMAIN = signing.offchain_domain("segment")
@@ -281,21 +281,6 @@ def misplaced(segment: Segment, steps: int, k: int) -> tuple[Rejection, str] | N
 
 MAX_DEPTH = 8
 """Deepest JSON nesting ``parse`` decodes (a segment has 2 levels: dataSpec, world, ...)."""
-_NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
-
-
-def _too_deep(data: bytes) -> bool:
-    """Deep nesting overflows ``json.loads``'s C stack (a segfault, not an exception: the
-    recursion limit is raised by py_ecc), so it is refused before decoding. Brackets in
-    strings count too; balanced ones (an IPv6 storeUrl) never add up."""
-    if data.count(b"[") + data.count(b"{") <= MAX_DEPTH:
-        return False
-    depth = 0
-    for ch in data.translate(None, _NOT_BRACKETS):
-        depth += 1 if ch in (0x5B, 0x7B) else -1
-        if depth > MAX_DEPTH:
-            return True
-    return False
 
 
 def _bad(message: str) -> Rejected:
@@ -346,7 +331,7 @@ def parse(data: bytes | str | Mapping[str, Any]) -> Segment:
         if len(data) > MAX_BYTES:
             raise _bad(f"segment larger than {MAX_BYTES} bytes")
         raw = data.encode("utf-8", "surrogatepass") if isinstance(data, str) else data
-        if _too_deep(raw):
+        if jsonguard.too_deep(raw, MAX_DEPTH):
             raise _bad(f"JSON nested deeper than {MAX_DEPTH} levels")
         try:
             obj = json.loads(data)

@@ -30,6 +30,7 @@ import struct
 from dataclasses import dataclass, field
 from typing import NamedTuple, TypeAlias
 
+from pot import jsonguard
 from pot.validator.rejections import Rejection
 
 MAX_OP_BYTES = 256 * 1024
@@ -572,21 +573,10 @@ def decode(data: bytes) -> Message | Rejection:
 
 # ---------------------------------------------------------------------- JSON guard
 
-_NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
 MAX_DEPTH = 16
 """Nesting the HTTP API allows in the JSON it parses (segments, task specs)."""
 
 
 def too_deep(data: bytes, limit: int = MAX_DEPTH) -> bool:
-    """Deeply nested JSON can overflow the C decoder's stack (a segfault, not an exception):
-    refuse it before ``json.loads`` ever sees it. Brackets inside strings count too: only a
-    message whose own strings are full of brackets can be refused by mistake, and ours are
-    hex digits and short client names."""
-    if data.count(b"[") + data.count(b"{") <= limit:
-        return False
-    depth = 0
-    for ch in data.translate(None, _NOT_BRACKETS):
-        depth += 1 if ch in (0x5B, 0x7B) else -1
-        if depth > limit:
-            return True
-    return False
+    """Deeply nested JSON can overflow the C decoder's stack (``pot.jsonguard``)."""
+    return jsonguard.too_deep(data, limit)
