@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
+import subprocess
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -47,3 +49,23 @@ def helm(repo_root: Path) -> str:
     if not path.exists():
         pytest.fail("helm is missing: run `make install` (it unpacks helm into .tools/bin)")
     return str(path)
+
+
+@pytest.fixture(scope="session")
+def helm_template(helm: str, repo_root: Path) -> Callable[..., list[dict[str, Any]]]:
+    """``helm_template(release, namespace, *args)``: the chart's rendered documents."""
+    import yaml
+
+    def render(release: str, namespace: str, *args: str) -> list[dict[str, Any]]:
+        out = subprocess.run(
+            [helm, "template", release, "charts/pot-operator", "-n", namespace, *args],
+            cwd=repo_root,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert out.returncode == 0, out.stderr
+        return [d for d in yaml.safe_load_all(out.stdout) if d]
+
+    return render

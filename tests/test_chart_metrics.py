@@ -120,15 +120,11 @@ def _example(repo_root: Path, name: str) -> dict[str, Any]:
 
 @pytest.mark.parametrize("watch", [(), ("farm-a", "farm-b")])
 def test_prometheus_scrapes_the_pods_the_dashboard_reads(
-    helm: str, repo_root: Path, watch: tuple[str, ...]
+    repo_root: Path, helm_template: Any, watch: tuple[str, ...]
 ) -> None:
     """With serviceMonitor.enabled, Prometheus finds validators, settlement sidecars and
     trainers (the dashboard's panels), not only the operator: a PodMonitor selects the
     pods the operator builds, on the named ports that serve /metrics."""
-    import subprocess
-
-    import yaml
-
     from pot.operator import builders_trainers, builders_validators
     from pot.operator.config import Config
 
@@ -137,15 +133,7 @@ def test_prometheus_scrapes_the_pods_the_dashboard_reads(
     args += ["--set", "metrics.serviceMonitor.labels.release=kube-prometheus-stack"]
     if watch:
         args += ["--set", "watchNamespaces={" + ",".join(watch) + "}"]
-    out = subprocess.run(
-        [helm, "template", "pot", CHART, "-n", "pot-system", *args],
-        cwd=repo_root,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
-    ).stdout
-    docs = [d for d in yaml.safe_load_all(out) if d]
+    docs = helm_template("pot", "pot-system", *args)
     monitors = [d for d in docs if d["kind"] in ("PodMonitor", "ServiceMonitor")]
     assert len(monitors) == 2
     for doc in monitors:

@@ -14,8 +14,7 @@ import re
 import shlex
 import subprocess
 from pathlib import Path
-
-import yaml
+from typing import Any
 
 CHART = "charts/pot-operator"
 _VERBS = {"apply", "create", "get"}
@@ -40,7 +39,7 @@ def namespace_of(words: list[str]) -> str | None:
 
 
 def test_walkthrough_runs_validators_and_tasks_where_the_policies_are(
-    repo_root: Path, helm: str
+    repo_root: Path, helm: str, helm_template: Any
 ) -> None:
     lines = [w for w in install_block(repo_root) if w]
     (install,) = [
@@ -51,27 +50,8 @@ def test_walkthrough_runs_validators_and_tasks_where_the_policies_are(
     values = [
         a for i, w in enumerate(install) if w in ("-f", "--values") for a in ("-f", install[i + 1])
     ]
-    out = subprocess.run(
-        [
-            helm,
-            "template",
-            install[2],
-            CHART,
-            "-n",
-            release_ns,
-            *values,
-        ],
-        cwd=repo_root,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
-    ).stdout
-    fenced = {
-        d["metadata"]["namespace"]
-        for d in yaml.safe_load_all(out)
-        if d and d["kind"] == "NetworkPolicy"
-    }
+    docs = helm_template(install[2], release_ns, *values)
+    fenced = {d["metadata"]["namespace"] for d in docs if d["kind"] == "NetworkPolicy"}
     assert fenced, "the walkthrough's values render no NetworkPolicy"
     kubectl = [w for w in lines if w and w[0] == "kubectl" and _VERBS & set(w)]
     assert len(kubectl) >= 4
