@@ -9,9 +9,8 @@ import pytest
 
 from pot.operator import checks, conditions, gang, phases
 
-T0 = datetime.datetime(2026, 1, 1, 0, 1, tzinfo=datetime.UTC)  # task created at 00:00
-READY = checks.VsetView("vset", "Ready", True)
-KEYS = frozenset({"miner-0.key", "miner-1.key"})
+from . import phases_kit
+from .phases_kit import KEYS, T0
 
 
 @pytest.fixture
@@ -25,16 +24,7 @@ def nodes(make_node: Any) -> list[gang.NodeInfo]:
 
 
 def world(task: dict[str, Any], nodes: list[gang.NodeInfo], **kw: Any) -> phases.World:
-    base: dict[str, Any] = {
-        "task": task,
-        "now": T0,
-        "vset": READY,
-        "miner_keys": KEYS,
-        "nodes": nodes,
-        "grace": 30.0,
-    }
-    base.update(kw)
-    return phases.World(**base)
+    return phases_kit.world(task, nodes, **{"grace": 30.0, **kw})
 
 
 def pods(n: int, attempt: int = 0, **kw: Any) -> list[phases.PodView]:

@@ -14,11 +14,9 @@ from typing import Any
 
 import pytest
 
-from pot.operator import checks, gang, phases, runtime
+from pot.operator import gang, phases, runtime
 
-T0 = datetime.datetime(2026, 1, 1, 0, 1, tzinfo=datetime.UTC)  # task created at 00:00
-READY = checks.VsetView("vset", "Ready", True)
-KEYS = frozenset({"miner-0.key", "miner-1.key"})
+from .phases_kit import T0, world
 
 
 @pytest.fixture
@@ -66,18 +64,6 @@ def views(*bodies: dict[str, Any]) -> list[phases.PodView]:
     out = [phases.pod_view(runtime.slim_pod(b)) for b in bodies]  # through the operator's cache
     assert all(v is not None for v in out)
     return [v for v in out if v is not None]
-
-
-def world(task: dict[str, Any], nodes: list[gang.NodeInfo], **kw: Any) -> phases.World:
-    base: dict[str, Any] = {
-        "task": task,
-        "now": T0,
-        "vset": READY,
-        "miner_keys": KEYS,
-        "nodes": nodes,
-    }
-    base.update(kw)
-    return phases.World(**base)
 
 
 def test_a_pod_that_cannot_pull_its_image_is_named_in_the_status(
