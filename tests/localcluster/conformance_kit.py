@@ -14,6 +14,7 @@ from tests.localcluster.conftest import Cluster
 
 NS = "/api/v1/namespaces/default"
 TABLE = "application/json;as=Table;v=v1;g=meta.k8s.io,application/json"
+MERGE = "application/merge-patch+json"
 
 
 def ok(c: Cluster, method: str, path: str, body: Any = None, **kw: Any) -> Any:

@@ -21,17 +21,8 @@ from typing import Any
 import pytest
 
 from pot.localcluster import collecting, storage
-from tests.localcluster.conformance_kit import NS, TABLE, cm, ok
+from tests.localcluster.conformance_kit import MERGE, NS, TABLE, cm, ok, until
 from tests.localcluster.conftest import Cluster, start_threaded
-
-MERGE = "application/merge-patch+json"
-
-
-def _until(pred: Any, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not pred():
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.02)
 
 
 @pytest.fixture(scope="module")
@@ -100,7 +91,7 @@ def test_label_on_a_terminating_namespace_keeps_it_until_it_is_empty(c: Cluster)
     assert ns["status"]["phase"] == "Terminating" and ns["metadata"]["labels"]["x"] == "y"
     path = "/api/v1/namespaces/winding/configmaps/held"
     ok(c, "PATCH", path, {"metadata": {"finalizers": None}}, content_type=MERGE)
-    _until(lambda: c.request("GET", "/api/v1/namespaces/winding")[0] == 404)
+    until(lambda: c.request("GET", "/api/v1/namespaces/winding")[0] == 404, timeout=30)
     assert c.request("GET", path)[0] == 404
 
 
@@ -164,7 +155,7 @@ def test_a_pod_the_collector_cannot_read_does_not_stop_collection(c: Cluster) ->
     ref["uid"] = owner["metadata"]["uid"]
     ok(c, "POST", f"{NS}/configmaps", cm("gc-dep", ownerReferences=[ref]))
     ok(c, "DELETE", f"{NS}/configmaps/gc-owner")
-    _until(lambda: c.request("GET", f"{NS}/configmaps/gc-dep")[0] == 404, timeout=10)
+    until(lambda: c.request("GET", f"{NS}/configmaps/gc-dep")[0] == 404, timeout=10)
     # The pod itself is deleted gracefully (30 s default), like any bound pod.
     out = ok(c, "GET", "/api/v1/namespaces/oddpods/pods/odd")
     assert out["metadata"]["deletionGracePeriodSeconds"] == 30
@@ -314,7 +305,7 @@ def test_events_expire_after_the_event_ttl(tmp_path: Path) -> None:
         ok(c, "POST", f"{NS}/configmaps", cm("stays"))
         collector.event_ttl, collector.expiry_every = 1.0, 0.2
         ok(c, "POST", f"{NS}/configmaps", cm("wake"))
-        _until(lambda: c.request("GET", f"{NS}/events/recent")[0] == 404, timeout=15)
+        until(lambda: c.request("GET", f"{NS}/events/recent")[0] == 404, timeout=15)
         assert c.request("GET", f"{NS}/configmaps/stays")[0] == 200
     finally:
         srv.stop()
@@ -350,7 +341,7 @@ def test_a_crds_scope_is_immutable(c: Cluster) -> None:
     crds = "/apis/apiextensions.k8s.io/v1/customresourcedefinitions"
     ok(c, "POST", crds, crd)
     path = "/apis/review.pot.dev/v1/namespaces/default/scoped"
-    _until(lambda: c.request("GET", path)[0] == 200)
+    until(lambda: c.request("GET", path)[0] == 200, timeout=30)
     ok(
         c,
         "POST",

@@ -29,10 +29,8 @@ from typing import Any
 import pytest
 
 from pot.localcluster import containers
-from tests.localcluster.conformance_kit import NS, cm, install_crds, ok, watch_lines
+from tests.localcluster.conformance_kit import MERGE, NS, cm, install_crds, ok, watch_lines
 from tests.localcluster.conftest import Cluster, start_threaded
-
-MERGE = "application/merge-patch+json"
 
 
 def _until(pred: Any, timeout: float = 30.0) -> None:
