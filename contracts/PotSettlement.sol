@@ -66,6 +66,12 @@ contract PotSettlement is EIP712, ReentrancyGuard {
     /// @notice Tasks a quorum settled with `targetMet == false` (the bounty gate failed: the
     /// task is over unpaid). Their funders reclaim what is left at once, not after RECLAIM_AFTER.
     mapping(bytes32 => bool) public targetMissed;
+    /// @notice ETH slashed from miners' stakes, in all: burned (it stays in this contract,
+    /// credited to nobody). Not paid to a funder: `settle`'s `funder` is not signed, so whoever
+    /// submitted a settlement first could have named an escrow of its own (1 wei when the
+    /// target was missed) and taken the slashed stake. Burning also leaves the validators, who
+    /// decide the slash, nothing to gain from it.
+    uint256 public burned;
 
     event ValidatorSetRotated(uint256 indexed epoch, address[] validators, uint256 threshold);
     event TaskFunded(bytes32 indexed taskId, address indexed funder, address token, uint256 amount, uint256 escrow);
@@ -243,6 +249,8 @@ contract PotSettlement is EIP712, ReentrancyGuard {
     /// @notice Credit a quorum-signed allocation, exactly once per (taskId, round), from
     /// `funder`'s escrow for the task (the signatures do not cover `funder`: any escrow made
     /// for this task may pay for it, and one that cannot cover it reverts InsufficientEscrow).
+    /// Naming a funder gains the submitter nothing: its escrow pays the signed payees, a
+    /// missed target refunds it its own escrow's share, and slashed stake is burned.
     /// The signatures do cover `token` (the task's reward.token; zero: ETH), and an escrow in
     /// another token reverts TokenMismatch: anybody may fund a task, so without it a worthless
     /// token's escrow could settle the round and leave the payees with nothing of value.
@@ -301,14 +309,14 @@ contract PotSettlement is EIP712, ReentrancyGuard {
         if (total > available) revert InsufficientEscrow(taskId, total, available);
         task.escrow = available - total;
         for (uint256 i; i < slashed.length; ++i) {
-            _slash(taskId, slashed[i], slashAmounts[i], funder);
+            _slash(taskId, slashed[i], slashAmounts[i]);
         }
         emit Settled(taskId, round, total, payees.length, targetMet, msg.sender);
     }
 
     /// @dev Takes what is there (active stake first, then stake waiting out its delay) and
-    /// credits it to the funder, whose pool paid for the rejected work.
-    function _slash(bytes32 taskId, address account, uint256 requested, address funder) private {
+    /// burns it (`burned`): rejected work was never paid from the pool, so no funder lost it.
+    function _slash(bytes32 taskId, address account, uint256 requested) private {
         Stake storage s = stakes[account];
         uint256 fromActive = requested < s.amount ? requested : s.amount;
         uint256 rest = requested - fromActive;
@@ -316,7 +324,7 @@ contract PotSettlement is EIP712, ReentrancyGuard {
         s.amount -= fromActive;
         s.pending -= fromPending;
         uint256 taken = fromActive + fromPending;
-        credits[address(0)][funder] += taken;
+        burned += taken;
         emit Slashed(taskId, account, requested, taken);
     }
 

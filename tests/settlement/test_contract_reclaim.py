@@ -1,6 +1,7 @@
 """A task's escrow is never locked for good: after RECLAIM_AFTER without funding or settlement
 its funder takes back what is left (a failed or deleted task, or an overfunded one), and only
-the funder; a settlement after that pays nobody from the emptied escrow."""
+the funder; a settlement after that pays nobody from the emptied escrow. Naming an escrow in
+`settle` (the funder is not signed) wins nothing: slashed stake is burned."""
 
 from __future__ import annotations
 
@@ -106,3 +107,38 @@ def test_a_missed_target_frees_every_escrow_of_the_task_at_once(world: World) ->
         "ReclaimLocked",
         lambda: w.rpc.transact(funder, c.functions.reclaim(paid.task_id), abi=c.abi),
     )
+
+
+def test_a_front_runner_naming_its_own_escrow_takes_no_slashed_stake(world: World) -> None:
+    """``settle``'s ``funder`` is not signed, and slashed stake used to be credited to the
+    funder named. With a missed target (no payees, so any escrow covers the allocation) a
+    stranger could fund the task with 1 wei, submit the published allocation first naming
+    itself, and collect the cheater's whole stake. Slashed stake is burned now."""
+    w = world
+    c = w.contract
+    cheater = w.key(5 * ETH)
+    w.rpc.transact(cheater, c.functions.stake(), abi=c.abi, value=2 * ETH)
+    task = w.task()
+    funder, thief = w.key(20 * ETH), w.key(ETH)
+    w.fund_task(task, 5 * ETH, funder)
+    w.fund_task(task, 1, thief)
+    alloc = allocations.Allocation(
+        task=task,
+        round=0,
+        payees=(),
+        amounts=(),
+        slashed=(cheater.address,),
+        slash_amounts=(2 * ETH,),
+        target_met=False,
+    )
+    held = w.rpc.w3.eth.get_balance(w.address)
+    w.settle(alloc, w.sign(alloc), sender=thief, funder=thief.address)
+    assert c.functions.stakes(cheater.address).call()[0] == 0
+    assert w.credit(thief.address) == 0 and w.credit(funder.address) == 0
+    assert c.functions.burned().call() == 2 * ETH
+    # The burned ETH stays in the contract, which still holds every escrow and credit.
+    assert w.rpc.w3.eth.get_balance(w.address) == held
+    # The thief gets back only its own 1 wei (the target was missed), the funder its 5 ETH.
+    for who, wei in ((thief, 1), (funder, 5 * ETH)):
+        w.rpc.transact(who, c.functions.reclaim(alloc.task_id), abi=c.abi, what="reclaim")
+        assert w.credit(who.address) == wei
