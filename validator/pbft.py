@@ -472,6 +472,12 @@ class Replica:
             return Rejection.FORGED_REQUEST  # its primary forged one already: see below
         if not self.h < pp.seq <= self.h + self.cfg.window:
             return Rejection.STALE if pp.seq <= self.h else Rejection.OUTSIDE_WINDOW
+        if self.trusted is not None and pp.seq <= self.trusted[0]:
+            # At or below this view's NEW-VIEW checkpoint (TOCS §4.5.3: its low watermark): no
+            # correct primary proposes there, and a replica that has not reached it takes that
+            # state only by transfer. (The NEW-VIEW dropped its entries of earlier views, so it
+            # would no longer see another batch there as an EQUIVOCATION.)
+            return Rejection.STALE
         if len(pp.batch) > self.cfg.batch_size:
             return Rejection.OVERSIZED
         e = self.log.get(pp.seq)

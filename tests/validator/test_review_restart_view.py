@@ -11,83 +11,17 @@ from __future__ import annotations
 
 import dataclasses
 import random
-from collections import deque
 
-from pot.validator import actions, pbft, simulating, viewchanging
+from pot.validator import actions, simulating
 from pot.validator import messages as m
 from pot.validator.rejections import Rejection
-
-N = 4
-CFG = pbft.Config(n=N, f=1, checkpoint_interval=16, view_change_timeout_ms=1000)
-SECRETS = [bytes([i + 1]) * 32 for i in range(N)]
-
-
-class _Net:
-    """Four pure replicas with in-memory disks and a FIFO of encoded messages."""
-
-    def __init__(self) -> None:
-        self.disks = [simulating.Disk() for _ in range(N)]
-        self.reps = [self._make(i, None) for i in range(N)]
-        self.q: deque[tuple[int, int, bytes]] = deque()
-        self.executed: list[dict[int, bytes]] = [{} for _ in range(N)]
-        self.down: set[int] = set()
-        self.now = 0
-
-    def _make(self, i: int, durable: actions.Durable | None) -> pbft.Replica:
-        crypto = simulating.SimCrypto(i, SECRETS, random.Random(i))
-        app = simulating.ChainApp()
-        return pbft.Replica(config=CFG, replica_id=i, app=app, crypto=crypto, durable=durable)
-
-    def restart(self, i: int) -> None:
-        self.reps[i] = self._make(i, self.disks[i].durable())
-        self.reps[i].now = self.now
-
-    def perform(self, i: int, acts: list[actions.Action]) -> None:
-        for a in acts:
-            self.disks[i].apply(a)
-            if isinstance(a, actions.Send):
-                data = m.encode(a.msg)
-                for p in [a.to] if a.to is not None else range(N):
-                    if p != i:
-                        self.q.append((i, p, data))
-            elif isinstance(a, actions.Committed):
-                self.executed[i][a.seq] = a.digest
-
-    def suspect(self, i: int) -> None:
-        """Replica i times out on its primary: a VIEW-CHANGE for the next view."""
-        out: list[actions.Action] = []
-        viewchanging.start(self.reps[i], self.reps[i].view + 1, out)
-        self.perform(i, out)
-
-    def send(self, src: int, dst: int, msg: m.Message) -> None:
-        self.perform(dst, self.reps[dst].on_message(msg, src))
-
-    def pump(self) -> None:
-        while self.q:
-            src, dst, data = self.q.popleft()
-            if src in self.down or dst in self.down:
-                continue
-            msg = m.decode(data)
-            assert not isinstance(msg, Rejection)
-            self.perform(dst, self.reps[dst].on_message(msg, src))
-
-    def tick(self, ms: int) -> None:
-        self.now += ms
-        for i in range(N):
-            if i not in self.down:
-                self.perform(i, self.reps[i].on_tick(self.now))
-        self.pump()
-
-
-def _batch(op: bytes, view: int, seq: int = 1) -> m.PrePrepare:
-    req = m.Request(client="c", ts=7, op=op)
-    return m.pre_prepare(view=view, seq=seq, nonce=op, batch=(req,), replica=view % N)
+from tests.validator.pbft_kit import CFG, SECRETS, N, Net, batch
 
 
 def test_restarted_replicas_refuse_a_view_without_its_new_view() -> None:
     """Replica 1 is faulty (the primary of view 1); replicas 2 and 3 restart in view 1."""
-    net = _Net()
-    good = _batch(b"good", view=0)
+    net = Net()
+    good = batch(b"good", view=0)
     # View 0: replica 0 commits ``good`` at 1 (with the faulty replica's votes); replica 2
     # prepares it; replica 3 only pre-prepares it.
     out: list[actions.Action] = []
@@ -114,7 +48,7 @@ def test_restarted_replicas_refuse_a_view_without_its_new_view() -> None:
         net.restart(i)
         assert net.reps[i].view == 1
     # The faulty primary of view 1 skips the NEW-VIEW and pre-prepares another batch at 1.
-    evil = _batch(b"evil", view=1)
+    evil = batch(b"evil", view=1)
     for i in (2, 3):
         net.send(1, i, evil)
         net.send(1, i, m.Commit(view=1, seq=1, digest=evil.digest, replica=1))
@@ -131,21 +65,21 @@ def test_restarted_replicas_refuse_a_view_without_its_new_view() -> None:
 def test_a_restarted_replica_refuses_a_new_view_contradicting_its_log() -> None:
     """A replica that prepared ``a`` at (1, 1) under the NEW-VIEW it installed, then crashed,
     does not install a second NEW-VIEW for view 1 that puts ``b`` there."""
-    net = _Net()
+    net = Net()
     for i in range(N):  # everyone suspects primary 0: view 1 (primary 1)
         net.suspect(i)
     net.pump()
     assert all(r.view == 1 and not r.view_changing for r in net.reps)
     first = net.reps[1].last_nv
     assert first is not None
-    a = _batch(b"a", view=1)
+    a = batch(b"a", view=1)
     net.send(1, 2, a)
     net.q.clear()
     net.restart(2)
     assert net.reps[2].view_changing
     # A NEW-VIEW for view 1 that re-proposes ``b`` at 1: three genuine VIEW-CHANGEs for view 1,
     # two claiming ``b`` prepared at 1 in view 0 (replica 3's and the faulty 1's).
-    b = _batch(b"b", view=0)
+    b = batch(b"b", view=0)
     vcs = []
     for r in (0, 1, 3):
         crypto = simulating.SimCrypto(r, SECRETS, random.Random(r))
@@ -179,7 +113,7 @@ def test_a_restarted_replica_refuses_a_new_view_contradicting_its_log() -> None:
 
 def test_a_set_restarted_all_together_moves_on() -> None:
     """Nobody holds view 1's NEW-VIEW after a restart of all four: the timer to view 2 runs."""
-    net = _Net()
+    net = Net()
     for i in range(N):
         net.suspect(i)
     net.pump()
@@ -199,7 +133,7 @@ def test_a_set_restarted_all_together_moves_on() -> None:
 
 
 def test_a_replica_restarted_while_changing_views_resends_its_view_change() -> None:
-    net = _Net()
+    net = Net()
     rep = net.reps[2]
     net.suspect(2)
     before = rep.vcs[2]
