@@ -116,7 +116,12 @@ def build(node: Node) -> web.Application:
             reg["uid"] = uid
         if signature is not None:
             reg["signature"] = signature
-        result = await node.submit(vapp.op("register", **reg), COMMIT_WAIT_S)
+        op = vapp.op("register", **reg)
+        if len(op) > messages.MAX_OP_BYTES:  # peers refuse such a request (and its batch)
+            return _json(
+                400, {"error": f"registration over {messages.MAX_OP_BYTES} bytes", "field": "spec"}
+            )
+        result = await node.submit(op, COMMIT_WAIT_S)
         if result is None:
             return _json(202, {"id": task, "status": "pending"})
         if not result.get("ok"):
@@ -141,6 +146,11 @@ def build(node: Node) -> web.Application:
                 raise segments.Rejected(segments.Rejection.MALFORMED, "nested too deeply")
             seg = segments.parse(raw)
             segments.check_signature(seg)  # before ordering: forged segments never reach PBFT
+            op = vapp.op("segment", segment=seg.record())
+            if len(op) > messages.MAX_OP_BYTES:  # peers refuse such a request (and its batch)
+                raise segments.Rejected(
+                    segments.Rejection.MALFORMED, f"over {messages.MAX_OP_BYTES} bytes ordered"
+                )
         except segments.Rejected as exc:
             node.count_segment_rejection(exc.reason.name)
             return _json(400, {"accepted": False, "reason": exc.reason.name})
@@ -157,7 +167,7 @@ def build(node: Node) -> web.Application:
             return _json(202, {"accepted": True, "digest": digest, "committed": False})
         node.inflight_segments.add(digest)
         try:
-            result = await node.submit(vapp.op("segment", segment=seg.record()), COMMIT_WAIT_S)
+            result = await node.submit(op, COMMIT_WAIT_S)
         finally:
             node.inflight_segments.discard(digest)
         if result is not None and not result.get("ok"):

@@ -280,6 +280,10 @@ class Replica:
     def submit(self, req: m.Request) -> list[Action]:
         """A request from a local client (the HTTP API): forward to the primary, track it."""
         out: list[Action] = []
+        if len(req.op) > m.MAX_OP_BYTES:
+            # Every peer refuses it on the wire, and with it any PRE-PREPARE holding it.
+            self.rejected[Rejection.OVERSIZED] += 1
+            return out
         if req.client in self.bound_clients and signatures.forged(self, req, None):
             # Unsigned under a replica's name: every backup would refuse the batch holding it.
             self.rejected[Rejection.FORGED_REQUEST] += 1

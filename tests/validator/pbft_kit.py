@@ -66,7 +66,9 @@ class Net:
             if src in self.down or dst in self.down:
                 continue
             msg = m.decode(data)
-            assert not isinstance(msg, Rejection)
+            if isinstance(msg, Rejection):  # as the shell does (``replica.Node.on_messages``)
+                self.reps[dst].reject(msg)
+                continue
             if drop is not None and drop(src, dst, msg):
                 continue
             self.perform(dst, self.reps[dst].on_message(msg, src))
