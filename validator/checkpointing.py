@@ -129,6 +129,13 @@ def fetch(rep: Replica, seq: int, d: bytes, out: list[Action]) -> None:
 def on_state_request(rep: Replica, r: m.StateRequest, out: list[Action]) -> Rejection | None:
     if rep.h < r.seq or rep.h == 0:
         return Rejection.STALE
+    # One reply per peer and checkpoint per view-change timeout (one lost is asked for again):
+    # each is the whole snapshot, encoded afresh into the peer's send queue, and a request is
+    # a dozen bytes that a fetching peer repeats every beacon (and a faulty one at will).
+    last = rep.state_replied.get(r.replica)
+    if last is not None and last[0] == rep.h and rep.now - last[1] < rep.cfg.view_change_timeout_ms:
+        return Rejection.DUPLICATE
+    rep.state_replied[r.replica] = (rep.h, rep.now)
     d, snap = rep.own_cks[rep.h]
     if len(snap) > m.MAX_SNAPSHOT:  # no peer would accept it: say so rather than send in vain
         rep.stats["state_too_big"] += 1

@@ -232,6 +232,7 @@ class Replica:
         self.claims: dict[int, dict[int, bytes]] = {}
         self.trusted: tuple[int, bytes] | None = None
         self.fetching: tuple[int, bytes] | None = None
+        self.state_replied: dict[int, tuple[int, int]] = {}  # peer -> (its last reply's h, ms)
         self.behind: tuple[int, bytes] | None = None
         self.vcs: dict[int, m.ViewChange] = {}
         self.last_nv: m.NewView | None = None
@@ -280,8 +281,7 @@ class Replica:
     def submit(self, req: m.Request) -> list[Action]:
         """A request from a local client (the HTTP API): forward to the primary, track it."""
         out: list[Action] = []
-        if len(req.op) > m.MAX_OP_BYTES:
-            # Every peer refuses it on the wire, and with it any PRE-PREPARE holding it.
+        if len(req.op) > m.MAX_OP_BYTES:  # peers would refuse it, and any batch holding it
             self.rejected[Rejection.OVERSIZED] += 1
             return out
         if req.client in self.bound_clients and signatures.forged(self, req, None):
@@ -476,12 +476,8 @@ class Replica:
             return Rejection.FORGED_REQUEST  # its primary forged one already: see below
         if not self.h < pp.seq <= self.h + self.cfg.window:
             return Rejection.STALE if pp.seq <= self.h else Rejection.OUTSIDE_WINDOW
-        if self.trusted is not None and pp.seq <= self.trusted[0]:
-            # At or below this view's NEW-VIEW checkpoint (TOCS §4.5.3: its low watermark): no
-            # correct primary proposes there, and a replica that has not reached it takes that
-            # state only by transfer. (The NEW-VIEW dropped its entries of earlier views, so it
-            # would no longer see another batch there as an EQUIVOCATION.)
-            return Rejection.STALE
+        if self.trusted is not None and pp.seq <= self.trusted[0]:  # TOCS §4.5.3: the NEW-VIEW's
+            return Rejection.STALE  # checkpoint is the low watermark (below: state transfer only)
         if len(pp.batch) > self.cfg.batch_size:
             return Rejection.OVERSIZED
         e = self.log.get(pp.seq)
