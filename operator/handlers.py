@@ -42,6 +42,7 @@ from pot.operator import (
     queueing,
     runtime,
     task_reconciler,
+    usage_watching,
     validators_client,
     vset_reconciler,
 )
@@ -122,13 +123,27 @@ async def _gauges(rt: runtime.Runtime) -> None:
         await asyncio.sleep(5)
 
 
-async def _prime(rt: runtime.Runtime, kube: kubeapi.Client) -> None:
+async def _prime(rt: runtime.Runtime, kube: kubeapi.Client) -> str | None:
     """List what reconciles read before any worker runs (controller-runtime's
     WaitForCacheSync): without it, a task reconciled right after a restart could
     find its ValidatorSet or Secret "missing" only because the watch had not
-    delivered it yet, and fail for nothing."""
+    delivered it yet, and fail for nothing. With watched namespaces, the pods
+    holding node room elsewhere too (``usage_watching``): returns the
+    resourceVersion its watch starts from ("" to list again; None: not needed)."""
     namespaces: list[str | None] = list(rt.config.namespaces) or [None]
     await _list_into(kube, "v1", "nodes", None, kind="Node", observe=rt.observe_node)
+    usage_rv: str | None = None
+    if rt.config.namespaces:
+        try:
+            usage_rv = await usage_watching.list_into(kube, rt)
+        except kubeapi.ApiError as exc:  # e.g. 403: the chart's -node-usage binding is missing
+            log.error(
+                "cannot list pods cluster-wide for node usage (%s): gangs may be released "
+                "onto GPUs that pods outside %s hold; retrying",
+                exc,
+                ",".join(rt.config.namespaces),
+            )
+            usage_rv = ""
     for ns in namespaces:
         await _list_into(kube, "v1", "secrets", ns, kind="Secret", observe=rt.observe_secret)
         await _list_into(kube, "v1", "pods", ns, kind="Pod", observe=rt.observe_pod)
@@ -138,6 +153,7 @@ async def _prime(rt: runtime.Runtime, kube: kubeapi.Client) -> None:
         await _list_into(
             kube, names.API_VERSION, names.TASKS, ns, kind="TrainingTask", observe=rt.observe_task
         )
+    return usage_rv
 
 
 async def _list_into(
@@ -215,8 +231,10 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **kwargs: An
 
         memo.tasks.append(asyncio.create_task(elector.keep(lost)))
     metrics.LEADER.set(1)
-    await _prime(rt, kube)
+    usage_rv = await _prime(rt, kube)
     rt.primed = True
+    if usage_rv is not None:
+        memo.tasks.append(asyncio.create_task(usage_watching.run(kube, rt, usage_rv)))
     memo.tasks += [
         asyncio.create_task(_worker(rt, rt.queue, kube, vclient)) for _ in range(cfg.workers)
     ]
@@ -264,7 +282,8 @@ def vset_event(event: Any, memo: Any, **_: Any) -> None:
 
 @kopf.on.event("", "v1", "pods")
 def pod_event(event: Any, memo: Any, **_: Any) -> None:
-    """Any pod: node usage for gang fit; ours wake their task or ValidatorSet."""
+    """Any pod in the watched namespaces: node usage for gang fit; ours wake their
+    task or ValidatorSet (pods elsewhere: ``usage_watching``)."""
     _feed(memo, event, "pod")
 
 

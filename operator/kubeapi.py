@@ -15,7 +15,7 @@ import json
 import ssl
 import tempfile
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
 import aiohttp
@@ -70,6 +70,12 @@ def _pem(data: str | bytes) -> str:
     fh.write(raw)
     fh.close()
     return fh.name
+
+
+def _refusal(code: int, status: Mapping[str, Any], what: str) -> ApiError:
+    """The ApiError (subclass) for an API server's Status."""
+    cls = NotFound if code == 404 else Conflict if code == 409 else ApiError
+    return cls(code, str(status.get("reason", "")), f"{what}: {status.get('message', '')}")
 
 
 class Client:
@@ -159,10 +165,52 @@ class Client:
         except json.JSONDecodeError:
             doc = {"message": text[:200]}
         if status >= 400:
-            reason, message = str(doc.get("reason", "")), str(doc.get("message", text[:200]))
-            cls = NotFound if status == 404 else Conflict if status == 409 else ApiError
-            raise cls(status, reason, f"{method} {url_path}: {message}")
+            doc.setdefault("message", text[:200])
+            raise _refusal(status, doc, f"{method} {url_path}")
         return doc
+
+    async def watch(
+        self, url_path: str, params: Mapping[str, str], *, kind: str = ""
+    ) -> AsyncIterator[tuple[str, Obj]]:
+        """Stream ``(type, object)`` watch events until the server ends the stream.
+
+        An ERROR event raises its Status as ApiError (410 Gone: the resourceVersion
+        is too old, relist); a broken or silent connection raises ClusterError.
+        """
+        if not self.server:
+            raise errors.ClusterError("the Kubernetes API client is not configured (no login yet)")
+        resource = kind or url_path.rsplit("/", 1)[-1]
+        self.requests[f"WATCH {resource}"] += 1
+        metrics.API_REQUESTS.labels("WATCH", resource).inc()
+        quiet = float(params.get("timeoutSeconds") or 300) + 30  # bookmarks come sooner
+        try:
+            async with self.session.get(
+                self.server + url_path,
+                params={**params, "watch": "true"},
+                ssl=self._ssl,
+                timeout=aiohttp.ClientTimeout(total=None, sock_read=quiet),
+            ) as resp:
+                if resp.status >= 400:
+                    text = await resp.text()
+                    try:
+                        doc = json.loads(text)
+                    except json.JSONDecodeError:
+                        doc = {"message": text[:200]}
+                    raise _refusal(resp.status, doc, f"watch {url_path}")
+                buffer = b""
+                async for chunk in resp.content.iter_any():  # no line-length limit: pods are big
+                    buffer += chunk
+                    *lines, buffer = buffer.split(b"\n")
+                    for line in lines:
+                        if not line.strip():
+                            continue
+                        event = json.loads(line)
+                        obj = event.get("object") or {}
+                        if event.get("type") == "ERROR":
+                            raise _refusal(int(obj.get("code") or 500), obj, f"watch {url_path}")
+                        yield str(event.get("type")), obj
+        except (TimeoutError, aiohttp.ClientError, OSError, ValueError) as exc:
+            raise errors.ClusterError(f"watch {url_path}: stream broken ({exc!r})") from exc
 
     # -- verbs -------------------------------------------------------------------
     async def get(self, api_version: str, plural: str, namespace: str | None, name: str) -> Obj:

@@ -2,7 +2,9 @@
 
 kopf streams TrainingTasks, ValidatorSets, Pods, Nodes and Secrets into
 ``observe_*``; reconcilers read only from here, so a reconcile costs no API
-reads at all (the bench counts requests per task). Secrets are reduced to
+reads at all (the bench counts requests per task). When kopf watches only
+some namespaces, ``usage_watching`` streams the other namespaces' pods into
+``observe_foreign_pod``, which keeps only the node usage they add. Secrets are reduced to
 their key *names* on arrival, plus the address of each ``miner-<rank>.key``
 (registrations bind every node rank to its miner): no key material is kept
 (validator keys are read on demand, used to derive public identities, and
@@ -194,27 +196,35 @@ class Runtime:
                 ):
                     self.queue.add((TASK, tns, tname))
 
-    def observe_pod(self, body: Body, deleted: bool) -> None:
-        """Any pod changed: account its node usage; wake its task or ValidatorSet."""
-        full, body = body, slim_pod(body)
-        meta, spec = body["metadata"], body.get("spec") or {}
-        ns, name = meta["namespace"], meta["name"]
-        pkey = (ns, name)
+    def _account(self, pkey: tuple[str, str], body: Body, deleted: bool) -> bool:
+        """Move a pod's requests to its node's usage (or off it); True when it
+        held room before and holds none now (gated gangs may fit)."""
         old = self.pod_usage.pop(pkey, None)
         if old is not None:
             into = self.node_used.get(old[0], {})
             for k, v in old[1].items():
                 into[k] = into.get(k, 0) - v
         if not deleted and gang.is_active(body):
+            node = body["spec"]["nodeName"]
             req = gang.pod_requests(body)
             req["pods"] = 1
-            self.pod_usage[pkey] = (spec["nodeName"], req)
-            into = self.node_used.setdefault(spec["nodeName"], {})
+            self.pod_usage[pkey] = (node, req)
+            into = self.node_used.setdefault(node, {})
             for k, v in req.items():
                 into[k] = into.get(k, 0) + v
+            return False
+        return old is not None
+
+    def observe_pod(self, body: Body, deleted: bool) -> None:
+        """Any pod changed: account its node usage; wake its task or ValidatorSet."""
+        full, body = body, slim_pod(body)
+        meta = body["metadata"]
+        ns, name = meta["namespace"], meta["name"]
+        pkey = (ns, name)
+        freed = self._account(pkey, body, deleted)
         labels = meta.get("labels") or {}
         if labels.get(names.LABEL_MANAGED_BY) != names.MANAGER:
-            if (old is not None and not gang.is_active(body)) or (deleted and old is not None):
+            if freed:
                 self._wake_waiting(ns)  # capacity freed: gated gangs may fit now
             return
         if names.LABEL_TASK in labels:
@@ -231,7 +241,7 @@ class Runtime:
                 if exp:
                     exp.created.pop(name, None)
             self.queue.add((TASK, *tkey))
-            if old is not None and (deleted or not gang.is_active(body)):
+            if freed:
                 self._wake_waiting(ns)
         elif names.LABEL_VSET in labels:
             vkey = (ns, labels[names.LABEL_VSET])
@@ -293,6 +303,37 @@ class Runtime:
         for (ns, name), task in self.tasks.items():
             if ((task.get("status") or {}).get("phase")) in ("Scheduling", "Pending", None):
                 self.queue.add((TASK, ns, name), 0.2)
+
+    # -- node usage from the namespaces kopf does not watch (usage_watching) ---------
+    def watches(self, namespace: str) -> bool:
+        """Whether kopf's watches cover ``namespace`` (every one in cluster-wide mode)."""
+        return not self.config.namespaces or namespace in self.config.namespaces
+
+    def observe_foreign_pod(self, body: Body, deleted: bool) -> None:
+        """A pod from the cluster-wide usage watch: only its node usage is kept, and
+        only outside the watched namespaces (kopf's feed accounts the pods in them,
+        in the same stream as their claims, so a binding pod never drops its claim
+        before its usage counts)."""
+        meta = body.get("metadata") or {}
+        ns, name = meta.get("namespace") or "", meta.get("name") or ""
+        if not name or self.watches(ns):
+            return
+        if self._account((ns, name), body, deleted):
+            self._wake_waiting()  # GPUs freed outside: gated gangs may fit now
+
+    def resync_foreign_pods(self, pods: list[Body]) -> None:
+        """A fresh cluster-wide listing: account every pod in it, and drop the pods
+        outside the watched namespaces that it no longer shows (they finished or
+        went while no watch ran)."""
+        seen = set()
+        for pod in pods:
+            meta = pod.get("metadata") or {}
+            seen.add((meta.get("namespace") or "", meta.get("name") or ""))
+            self.observe_foreign_pod(pod, False)
+        gone = [k for k in self.pod_usage if k not in seen and not self.watches(k[0])]
+        for pkey in gone:
+            if self._account(pkey, {}, True):
+                self._wake_waiting()
 
     def observe_node(self, body: Body, deleted: bool) -> None:
         """A Node changed."""

@@ -231,18 +231,21 @@ def operator(cluster: Any) -> Any:
     yield from kopf_operator(standin_env(KUBECONFIG=str(cluster.kubeconfig)))
 
 
-def kopf_operator(env: dict[str, str]) -> Iterator[Any]:
+def kopf_operator(env: dict[str, str], namespaces: tuple[str, ...] = ()) -> Iterator[Any]:
     """Run the operator's handlers under kopf's KopfRunner with ``env`` set for its
-    lifetime (a generator for fixtures: ``yield from kopf_operator(env)``)."""
+    lifetime (a generator for fixtures: ``yield from kopf_operator(env)``); kopf
+    watches ``namespaces`` (``-n``, as ``python -m pot.operator`` with
+    POT_WATCH_NAMESPACES), or the whole cluster when none."""
     import os
 
     from kopf.testing import KopfRunner
 
+    scope = [a for ns in namespaces for a in ("-n", ns)] or ["-A"]
     saved = dict(os.environ)
     os.environ.update(env)
     try:
         with KopfRunner(
-            ["run", "--standalone", "-A", "-m", "pot.operator.handlers"], timeout=60
+            ["run", "--standalone", *scope, "-m", "pot.operator.handlers"], timeout=60
         ) as runner:
             yield runner
     finally:

@@ -129,6 +129,58 @@ async def test_kube_client_create_is_idempotent_and_errors_are_wrapped(apiserver
     await dead.close()
 
 
+async def test_usage_watch_sees_only_pods_that_hold_a_node(apiserver: str) -> None:
+    """usage_watching's selector on the embedded API server: a pending pod is never
+    sent, a bound one is, and one that finishes leaves the selection as DELETED."""
+    from pot.operator import usage_watching
+
+    kube = kubeapi.Client()
+    kube.configure(_info(apiserver))
+
+    def pod(name: str, **spec: Any) -> dict[str, Any]:
+        return {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {"name": name, "namespace": "default"},
+            "spec": {"containers": [{"name": "c", "image": "busy"}], **spec},
+        }
+
+    try:
+        await kube.create(pod("early", nodeName="rig-0"), "pods")
+        listed = await kube.request(
+            "GET", usage_watching.PODS, params={"fieldSelector": usage_watching.SELECTOR}
+        )
+        assert [p["metadata"]["name"] for p in listed["items"]] == ["early"]
+        params = {
+            "fieldSelector": usage_watching.SELECTOR,
+            "resourceVersion": listed["metadata"]["resourceVersion"],
+            "allowWatchBookmarks": "true",
+            "timeoutSeconds": "10",
+        }
+        seen: list[tuple[str, str]] = []
+
+        async def follow() -> None:
+            async for kind, obj in kube.watch(usage_watching.PODS, params):
+                seen.append((kind, obj["metadata"].get("name", "")))
+                if kind == "DELETED":
+                    return
+
+        job = asyncio.create_task(follow())
+        await asyncio.sleep(0.2)
+        await kube.create(pod("pending"), "pods")
+        await kube.create(pod("bound", nodeName="rig-1"), "pods")
+        await kube.patch(
+            "v1", "pods", "default", "bound", {"status": {"phase": "Succeeded"}}, sub="status"
+        )
+        await asyncio.wait_for(job, 5)
+        assert [s for s in seen if s[0] != "BOOKMARK"] == [("ADDED", "bound"), ("DELETED", "bound")]
+        with pytest.raises(kubeapi.ApiError, match="field label not supported"):
+            async for _ in kube.watch(usage_watching.PODS, {"fieldSelector": "spec.nope=x"}):
+                pass
+    finally:
+        await kube.close()
+
+
 async def test_one_leader_at_a_time(apiserver: str) -> None:
     clients = [kubeapi.Client(), kubeapi.Client()]
     for c in clients:
