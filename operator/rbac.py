@@ -1,15 +1,20 @@
 """The operator's least-privilege RBAC rules, as data.
 
-Two sets. ``OPERATOR_RULES`` is the ClusterRole: what the operator does in
-every namespace it watches. ``LEASE_RULES`` is a Role bound only in the
+Three sets. ``OPERATOR_RULES`` is the ClusterRole: what the operator does in
+every namespace it watches. ``NODE_USAGE_RULES`` is a read-only ClusterRole
+bound cluster-wide in every mode: the pods of all namespaces, listed and
+watched for the nodes' usage only (``usage_watching``), so that with
+``watchNamespaces`` set a gang is never released onto GPUs that pods in
+other namespaces hold. ``LEASE_RULES`` is a Role bound only in the
 operator's own (release) namespace: its leader-election Lease. A Lease grant
 in the ClusterRole would let the operator rewrite every Lease in the cluster,
 kube-scheduler's and kube-controller-manager's leader leases and the nodes'
 heartbeats included, when all it needs is its own (``operator/leadership.py``).
 
-``pot.charting`` renders ``OPERATOR_RULES`` into the chart's ClusterRole
-(charts/pot-operator/files/operator-rules.yaml); the chart's Role carries
-``LEASE_RULES``. Tests fail when either differs from this module. Pure.
+``pot.charting`` renders ``OPERATOR_RULES`` and ``NODE_USAGE_RULES`` into the
+chart's ClusterRoles (charts/pot-operator/files/operator-rules.yaml and
+operator-node-usage-rules.yaml); the chart's Role carries ``LEASE_RULES``.
+Tests fail when any differs from this module. Pure.
 
 Every verb below is one the code makes; nothing else is granted:
 
@@ -31,6 +36,9 @@ Every verb below is one the code makes; nothing else is granted:
   ownerReferences set ``blockOwnerDeletion``.
 - kopf watches CRDs to notice resources appearing, and namespaces to follow
   ``POT_WATCH_NAMESPACES`` patterns.
+- ``usage_watching`` lists and watches pods in every namespace, for node
+  usage only, when ``POT_WATCH_NAMESPACES`` narrows kopf's watches
+  (``NODE_USAGE_RULES``).
 
 No wildcard verbs or resources, no escalate/bind, no RBAC writes (the
 validators need no API access, so the operator never creates Roles).
@@ -87,6 +95,13 @@ OPERATOR_RULES: Sequence[Mapping[str, Any]] = (
         "verbs": [*_WATCH],
     },
     {"apiGroups": [""], "resources": ["namespaces"], "verbs": [*_WATCH]},
+)
+
+NODE_USAGE_RULES: Sequence[Mapping[str, Any]] = (
+    # Read-only and cluster-wide in both modes: node usage counts every namespace's pods.
+    # No `get`: the usage watch only lists and watches. Nodes are in OPERATOR_RULES, whose
+    # cluster-scoped part the chart binds cluster-wide in both modes too.
+    {"apiGroups": [""], "resources": ["pods"], "verbs": [*_WATCH]},
 )
 
 LEASE_RULES: Sequence[Mapping[str, Any]] = (

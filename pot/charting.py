@@ -8,9 +8,11 @@ chart``) rewrites both; ``check`` lists drift, and a test fails on any.
 
 With ``watchNamespaces`` set, the chart grants those rules only in the watched
 namespaces (RoleBindings to that ClusterRole); the cluster-scoped part of them
-(``files/operator-cluster-rules.yaml``, also generated) is all it binds
-cluster-wide. Otherwise an operator told to watch one namespace could still
-read every Secret in the cluster.
+(``files/operator-cluster-rules.yaml``, also generated) is bound cluster-wide,
+and so, in both modes, are the read-only node-usage rules
+(``files/operator-node-usage-rules.yaml``: list and watch pods, to count what
+other namespaces' pods hold on the nodes). Otherwise an operator told to watch
+one namespace could still read every Secret in the cluster.
 """
 
 from __future__ import annotations
@@ -29,6 +31,11 @@ CLUSTER_RULES_HEADER = (
     "# Generated from pot.operator.rbac by `make chart`; do not edit.\n"
     "# The cluster-scoped resources of those rules: all the chart binds\n"
     "# cluster-wide when watchNamespaces is set.\n"
+)
+NODE_USAGE_HEADER = (
+    "# Generated from pot.operator.rbac by `make chart`; do not edit.\n"
+    "# Read-only, bound cluster-wide in both modes: every namespace's pods,\n"
+    "# for the nodes' usage only.\n"
 )
 # Cluster-scoped resources (`kubectl api-resources --namespaced=false`) a rule may
 # name; every other resource is namespaced, so a RoleBinding grants it.
@@ -86,6 +93,8 @@ def expected_files() -> dict[Path, str]:
     out[CHART / "files" / "operator-cluster-rules.yaml"] = CLUSTER_RULES_HEADER + _dump(
         cluster_scoped_rules(rules)
     )
+    usage = [dict(rule) for rule in rbac.NODE_USAGE_RULES]
+    out[CHART / "files" / "operator-node-usage-rules.yaml"] = NODE_USAGE_HEADER + _dump(usage)
     return out
 
 

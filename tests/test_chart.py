@@ -130,15 +130,20 @@ def test_operator_key_is_generated_mounted_and_replaceable(helm: str, repo_root:
 
 def test_rbac_is_least_privilege(helm: str, repo_root: Path) -> None:
     docs = render(helm, repo_root)
-    (role,) = [d for d in docs if d["kind"] == "ClusterRole"]
-    for rule in role["rules"]:
+    roles = {d["metadata"]["name"]: d["rules"] for d in docs if d["kind"] == "ClusterRole"}
+    assert set(roles) == {"pot-pot-operator", "pot-pot-operator-node-usage"}
+    rules = [rule for role in roles.values() for rule in role]
+    for rule in rules:
         assert "*" not in rule["verbs"] and "*" not in rule["resources"], rule
         if "secrets" in rule["resources"]:
             assert set(rule["verbs"]) <= {"get", "list", "watch"}, (
                 "the operator never writes Secrets"
             )
         assert "leases" not in rule["resources"], "Leases belong in the namespaced Role"
-    assert not any("escalate" in r["verbs"] or "bind" in r["verbs"] for r in role["rules"])
+    assert not any("escalate" in r["verbs"] or "bind" in r["verbs"] for r in rules)
+    assert roles["pot-pot-operator-node-usage"] == [
+        {"apiGroups": [""], "resources": ["pods"], "verbs": ["list", "watch"]}
+    ]
 
 
 def test_leader_election_is_a_role_in_the_release_namespace(helm: str, repo_root: Path) -> None:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import base64
 import subprocess
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +15,7 @@ import pytest
 import yaml
 
 from pot import charting
+from pot.localcluster import authorizing as az
 from pot.operator import rbac
 
 CHART = "charts/pot-operator"
@@ -184,8 +185,12 @@ def test_watch_namespaces_scope_the_grants_to_them(helm: str, repo_root: Path) -
     assert set(grants) == {None, RELEASE_NS, "farm-a", "farm-b"}
     cluster = grants[None]
     resources = {r for rule in cluster for r in rule["resources"]}
-    assert resources == {"nodes", "namespaces", "customresourcedefinitions"}
-    assert resources <= charting.CLUSTER_SCOPED
+    assert resources == {"nodes", "namespaces", "customresourcedefinitions", "pods"}
+    assert resources - {"pods"} <= charting.CLUSTER_SCOPED
+    # Pods everywhere, for node usage (usage_watching): read-only, nothing else namespaced.
+    assert [r for r in cluster if "pods" in r["resources"]] == [
+        dict(r) for r in rbac.NODE_USAGE_RULES
+    ]
     for ns in ("farm-a", "farm-b"):
         assert grants[ns] == [dict(r) for r in rbac.OPERATOR_RULES]
     assert all("leases" in rule["resources"] for rule in grants[RELEASE_NS])
@@ -195,11 +200,60 @@ def test_watch_namespaces_scope_the_grants_to_them(helm: str, repo_root: Path) -
     # Cluster-wide mode keeps one ClusterRoleBinding of every rule, under another name
     # (a binding's roleRef cannot change on `helm upgrade` between the two modes).
     wide = render(helm, repo_root)
-    assert _grants(wide)[None] == [dict(r) for r in rbac.OPERATOR_RULES]
-    names = {d["metadata"]["name"] for d in docs if d["kind"] == "ClusterRoleBinding"}
-    assert names.isdisjoint(
-        d["metadata"]["name"] for d in wide if d["kind"] == "ClusterRoleBinding"
+    assert sorted(map(str, _grants(wide)[None])) == sorted(
+        map(str, [dict(r) for r in (*rbac.OPERATOR_RULES, *rbac.NODE_USAGE_RULES)])
     )
+    # The node-usage binding is the same in both modes (same roleRef), the others not.
+    names = {d["metadata"]["name"] for d in docs if d["kind"] == "ClusterRoleBinding"}
+    assert names & {d["metadata"]["name"] for d in wide if d["kind"] == "ClusterRoleBinding"} == {
+        "pot-pot-operator-node-usage"
+    }
+
+
+def test_watch_namespaces_mode_reads_pods_everywhere_and_writes_only_where_it_watches(
+    helm_template: Callable[..., list[dict[str, Any]]],
+) -> None:
+    """The rendered RBAC, evaluated by the local cluster's RBAC authorizer: with
+    watchNamespaces={farm-a}, the operator may list and watch every namespace's pods
+    (node usage, usage_watching) but write pods, or read Secrets, only in farm-a."""
+    docs = helm_template("pot", RELEASE_NS, "--set", "watchNamespaces={farm-a}")
+    roles = {
+        (d["kind"], d["metadata"].get("namespace", "") if d["kind"] == "Role" else "", name): d
+        for d in docs
+        if d["kind"] in ("Role", "ClusterRole")
+        for name in [d["metadata"]["name"]]
+    }
+    (usage,) = [
+        d for d in docs if d["kind"] == "ClusterRole" and d["metadata"]["name"].endswith("-usage")
+    ]
+    assert usage["rules"] == [
+        {"apiGroups": [""], "resources": ["pods"], "verbs": ["list", "watch"]}
+    ]
+    (account,) = [d["metadata"]["name"] for d in docs if d["kind"] == "ServiceAccount"]
+    user = az.service_account_user(RELEASE_NS, account)
+
+    def may(verb: str, resource: str, ns: str, name: str = "") -> bool:
+        return az.allowed(
+            user,
+            az.Attributes(verb, "", resource, namespace=ns, name=name),
+            cluster_bindings=[d for d in docs if d["kind"] == "ClusterRoleBinding"],
+            namespace_bindings=[d for d in docs if d["kind"] == "RoleBinding"],
+            role=lambda kind, ns_, name_: roles.get((kind, ns_, name_)),
+        )
+
+    # GET /api/v1/pods (no namespace): the usage list and watch.
+    assert may("list", "pods", "") and may("watch", "pods", "")
+    for ns in ("farm-a", "other", "kube-system"):
+        assert may("list", "pods", ns) and may("watch", "pods", ns)
+    for verb in ("create", "patch", "delete"):
+        assert may(verb, "pods", "farm-a", "p"), verb
+        assert not may(verb, "pods", "other", "p"), verb
+        assert not may(verb, "pods", "", "p"), verb
+    assert not may("get", "pods", "other", "p")  # list and watch only: no code gets pods
+    assert not may("update", "pods", "other", "p")
+    assert not may("deletecollection", "pods", "other")
+    assert may("list", "secrets", "farm-a") and not may("list", "secrets", "other")
+    assert not may("create", "events", "other") and not may("create", "services", "other")
 
 
 def test_cluster_scoped_rules_split_mixed_rules() -> None:
@@ -285,7 +339,11 @@ def test_children_owner_references_are_permitted(helm: str, repo_root: Path) -> 
         *bv.build_all(vset, ids, config),
     ]
     plurals = {"TrainingTask": names.TASKS, "ValidatorSet": names.VSETS}
-    (role,) = [d for d in render(helm, repo_root) if d["kind"] == "ClusterRole"]
+    (role,) = [
+        d
+        for d in render(helm, repo_root)
+        if d["kind"] == "ClusterRole" and d["metadata"]["name"] == "pot-pot-operator"
+    ]
     granted = {
         (group, resource, verb)
         for rule in role["rules"]
