@@ -19,6 +19,7 @@ import struct
 from typing import TYPE_CHECKING
 
 from pot.validator import messages as m
+from pot.validator import retransmitting
 from pot.validator.actions import Action, Send, Stable
 from pot.validator.rejections import Rejection
 
@@ -132,10 +133,8 @@ def on_state_request(rep: Replica, r: m.StateRequest, out: list[Action]) -> Reje
     # One reply per peer and checkpoint per view-change timeout (one lost is asked for again):
     # each is the whole snapshot, encoded afresh into the peer's send queue, and a request is
     # a dozen bytes that a fetching peer repeats every beacon (and a faulty one at will).
-    last = rep.state_replied.get(r.replica)
-    if last is not None and last[0] == rep.h and rep.now - last[1] < rep.cfg.view_change_timeout_ms:
+    if not retransmitting.once_per_timeout(rep, "state", r.replica, rep.h):
         return Rejection.DUPLICATE
-    rep.state_replied[r.replica] = (rep.h, rep.now)
     d, snap = rep.own_cks[rep.h]
     if len(snap) > m.MAX_SNAPSHOT:  # no peer would accept it: say so rather than send in vain
         rep.stats["state_too_big"] += 1

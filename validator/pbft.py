@@ -232,7 +232,7 @@ class Replica:
         self.claims: dict[int, dict[int, bytes]] = {}
         self.trusted: tuple[int, bytes] | None = None
         self.fetching: tuple[int, bytes] | None = None
-        self.state_replied: dict[int, tuple[int, int]] = {}  # peer -> (its last reply's h, ms)
+        self.resent: dict[tuple[str, int], tuple[int, int]] = {}  # ``retransmitting``
         self.behind: tuple[int, bytes] | None = None
         self.vcs: dict[int, m.ViewChange] = {}
         self.last_nv: m.NewView | None = None

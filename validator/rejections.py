@@ -38,6 +38,7 @@ class Rejection(enum.Enum):
     EQUIVOCATION = "equivocation"  # a second PRE-PREPARE for (view, seq) with another digest
     DUPLICATE = "duplicate"  # seen before; harmless, counted so floods show in metrics
     STALE = "stale"  # below the stable checkpoint (already garbage-collected)
+    RATE_LIMITED = "rate_limited"  # a peer sent the last NEW-VIEW under a timeout ago asks again
 
     # --- view change and state transfer (§4.4, §4.5; TOCS §4.5, §5.3) ----
     INVALID_VIEW_CHANGE = "invalid_view_change"  # a VIEW-CHANGE whose sets are inconsistent

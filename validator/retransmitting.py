@@ -101,6 +101,37 @@ def beacon(rep: Replica, out: list[Action]) -> None:
             out.append(Send(None, rep.pending[key]))  # PBFT §4.1: the client multicasts
 
 
+def once_per_timeout(rep: Replica, what: str, peer: int, version: int) -> bool:
+    """Whether ``peer`` may be sent a large re-send (``what`` at ``version``: a STATE-REPLY for
+    checkpoint h, a NEW-VIEW for view v) now, and if so note it: at most once per view-change
+    timeout, or sooner for a newer version. Each copy is encoded afresh into the peer's send
+    queue, which is bounded by message count, not bytes, and the asks are small (a STATUS, a
+    stale VIEW-CHANGE, a STATE-REQUEST) that a faulty peer can repeat at will; a correct one
+    that lost the copy asks again and gets it after the timeout."""
+    last = rep.resent.get((what, peer))
+    if (
+        last is not None
+        and last[0] == version
+        and rep.now - last[1] < rep.cfg.view_change_timeout_ms
+    ):
+        return False
+    rep.resent[(what, peer)] = (version, rep.now)
+    return True
+
+
+def resend_new_view(rep: Replica, to: int, out: list[Action]) -> Rejection | None:
+    """The last NEW-VIEW again, to a peer whose STATUS or VIEW-CHANGE shows it missed it. It
+    carries 2f+1 VIEW-CHANGEs with their batches' bodies, so it can be large: limited per peer
+    (``once_per_timeout``), ``RATE_LIMITED`` in between."""
+    nv = rep.last_nv
+    if nv is None:
+        return None
+    if not once_per_timeout(rep, "new-view", to, nv.view):
+        return Rejection.RATE_LIMITED
+    out.append(Send(to, nv))
+    return None
+
+
 def on_status(rep: Replica, s: m.Status, out: list[Action]) -> Rejection | None:
     to = s.replica
     if s.h < rep.h:  # checkpoints are view-independent: a replica stuck in a view change
@@ -109,8 +140,7 @@ def on_status(rep: Replica, s: m.Status, out: list[Action]) -> Rejection | None:
     if rep.view_changing:
         return None
     if (s.view < rep.view or (s.view == rep.view and not s.normal)) and rep.last_nv is not None:
-        out.append(Send(to, rep.last_nv))
-        return None
+        return resend_new_view(rep, to, out)
     if s.view != rep.view:
         return None
     before, rep.peer_exec[to] = rep.peer_exec.get(to), s.last_exec

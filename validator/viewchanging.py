@@ -15,7 +15,7 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
-from pot.validator import checkpointing, signatures, viewchange
+from pot.validator import checkpointing, retransmitting, signatures, viewchange
 from pot.validator import messages as m
 from pot.validator.actions import Action, Send, ViewEntered
 from pot.validator.rejections import Rejection
@@ -70,8 +70,8 @@ def own_view_change(rep: Replica, view: int) -> m.ViewChange:
 
 def on_view_change(rep: Replica, vc: m.ViewChange, out: list[Action]) -> Rejection | None:
     if vc.view < rep.view or (vc.view == rep.view and not rep.view_changing):
-        if rep.last_nv is not None and rep.last_nv.view >= vc.view:
-            out.append(Send(vc.replica, rep.last_nv))  # it missed the NEW-VIEW
+        if rep.last_nv is not None and rep.last_nv.view >= vc.view:  # it missed the NEW-VIEW
+            return retransmitting.resend_new_view(rep, vc.replica, out) or Rejection.STALE
         return Rejection.STALE
     old = rep.vcs.get(vc.replica)
     if old is not None and old.view >= vc.view:
