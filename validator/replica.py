@@ -251,11 +251,16 @@ class Node:
         req = pbft.signed(m.Request(client=self.client, ts=self._ts(), op=op), self.core.crypto)
         fut: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
         self.waiters[req.key] = fut
-        self.perform(self.core.submit(req))
         try:
+            self.perform(self.core.submit(req))
             raw = await asyncio.wait_for(asyncio.shield(fut), timeout)
         except TimeoutError:
             return None
+        finally:
+            # However the wait ends: refused at submit, not executed in time (it may never
+            # be), or the handler cancelled. Otherwise one entry stayed per such request.
+            if self.waiters.get(req.key) is fut:
+                del self.waiters[req.key]
         result: dict[str, Any] = json.loads(raw)
         return result
 
