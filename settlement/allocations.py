@@ -15,7 +15,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeGuard
 
 from eth_utils import is_address, to_checksum_address
 
@@ -151,9 +151,16 @@ def _address(value: Any, field: str) -> str:
     return str(to_checksum_address(value))
 
 
+def is_wei(value: Any) -> TypeGuard[str]:
+    """Whether ``value`` is an amount as the protocol writes one: a string of ASCII digits.
+    ``str.isdigit`` alone takes other scripts' digits too: ``int`` reads "١٢" as 12 and
+    raises ValueError on "²"."""
+    return isinstance(value, str) and value.isascii() and value.isdigit()
+
+
 def _wei(value: Any, field: str) -> int:
     # Amounts travel as decimal strings (docs/protocol.md): JSON numbers lose precision.
-    if not isinstance(value, str) or not value.isdigit():
+    if not is_wei(value):
         raise errors.ProtocolError(f"allocation {field}: {value!r} is not a decimal wei string")
     return int(value)
 

@@ -32,6 +32,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from eth_utils import is_address, keccak, to_checksum_address
 
 from pot import errors, keys
+from pot.settlement import allocations
 from pot.validator import pbft
 
 MAC_LEN = 16
@@ -92,6 +93,12 @@ def address_of_public_key(pub: bytes) -> str:
     return str(to_checksum_address(keccak(pub[1:])[-20:]))
 
 
+def _stake(value: Any, i: int, where: str) -> int:
+    if not allocations.is_wei(value):
+        raise errors.ConfigError(f"{where}: stakes[{i}]: {value!r:.80} is not a decimal wei string")
+    return int(value)
+
+
 def load_peers(path: str | os.PathLike[str]) -> Peers:
     """Parse peers.json; ConfigError names the field at fault."""
     try:
@@ -133,7 +140,8 @@ def parse_peers(doc: Any, where: str = "peers.json") -> Peers:
                 )
             )
         chain = doc.get("chain", {})
-        stakes = tuple(int(s) for s in doc.get("stakes") or [1] * n)
+        given = doc.get("stakes") or []
+        stakes = tuple(_stake(s, i, where) for i, s in enumerate(given)) if given else (1,) * n
         pb = {k: int(v) for k, v in (doc.get("pbft") or {}).items()}
         peers = Peers(
             n=n,

@@ -28,8 +28,10 @@ def parse_reward(spec: dict[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for key, default in (("pool", None), ("minerStake", "1000000000000000000")):
         value = reward.get(key, default)
-        if not isinstance(value, str) or not value.isdigit() or len(value) > 78:
-            raise errors.ConfigError(f"spec.reward.{key}: must be a decimal wei string")
+        if not allocations.is_wei(value) or len(value) > 78:
+            raise errors.ConfigError(
+                f"spec.reward.{key}: {value!r:.80} is not a decimal wei string"
+            )
         # 78 digits (the CRD's pattern) reach 10**78 - 1, past uint256: an allocation with
         # such an amount cannot be signed (EIP-712 uint256) nor settled, and the replicas'
         # signing pass failed on it before it reached the tasks after it (all unsettled).
