@@ -133,7 +133,8 @@ class HttpStore:
 
     def _read(self, resp: http.client.HTTPResponse, url: str, until: float) -> bytes:
         length = resp.getheader("Content-Length")
-        if length is not None and length.isdigit() and int(length) > self.max_bytes:
+        # ASCII only: headers are Latin-1, and int() raises on "²", which isdigit() takes.
+        if length and length.isascii() and length.isdigit() and int(length) > self.max_bytes:
             raise errors.StoreError(f"{url}: {length} bytes, more than {self.max_bytes}")
         buf = bytearray()
         while chunk := resp.read1(_CHUNK):  # returns what one socket read brings

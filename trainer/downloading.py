@@ -62,7 +62,7 @@ def _download(url: str, *, attempts: int, backoff_s: float, timeout_s: float) ->
         try:
             with urllib.request.urlopen(url, timeout=timeout_s) as resp:  # noqa: S310 (http/https only: tasks.TaskSpec)
                 header = resp.headers.get("Content-Length") or ""
-                size = int(header) if header.isdigit() else None
+                size = int(header) if header.isascii() and header.isdigit() else None  # "²"
                 if size is not None and size > MAX_BYTES:
                     raise errors.StoreError(_too_big(url))
                 data: bytes = resp.read(MAX_BYTES + 1)
