@@ -25,9 +25,21 @@ from pot.validator.rejections import Rejection
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
+    from aiohttp.typedefs import Handler
+
     from pot.validator.replica import Node
 
 COMMIT_WAIT_S = 2.0
+BODY_TIMEOUT_S = 20.0
+"""Longest a request body may take to arrive once its headers are in (a segment is at most
+1 MiB). aiohttp has no such timeout: a client trickling a body held a connection and a
+handler for as long as it liked, and many of them held as many."""
+KEEPALIVE_S = 15.0
+"""aiohttp's ``keepalive_timeout``: how long a connection may stay open without a complete
+request line and headers, first or next (its default is an hour). Bounds slow headers too."""
+LINGER_S = 2.0
+"""aiohttp's ``lingering_time``: how long the rest of a body is read and dropped after its
+handler answered (a timed-out body's 408) before the connection closes (default 10 s)."""
 
 
 def _json(status: int, body: Any) -> web.Response:
@@ -69,7 +81,25 @@ class _Metrics(Collector):
 
 
 def build(node: Node) -> web.Application:
-    application = web.Application(client_max_size=segments.MAX_BYTES + 4096)
+    body_timeout_s = BODY_TIMEOUT_S
+
+    @web.middleware
+    async def read_body(request: web.Request, handler: Handler) -> web.StreamResponse:
+        # Read the whole body here, against the clock; handlers then get it from aiohttp's
+        # cache (``request.read``). Too slow: 408, and the connection closes.
+        if request.body_exists:
+            try:
+                async with asyncio.timeout(body_timeout_s):
+                    await request.read()
+            except TimeoutError:
+                resp = _json(408, {"error": f"body not received in {body_timeout_s} s"})
+                resp.force_close()
+                return resp
+        return await handler(request)
+
+    application = web.Application(
+        client_max_size=segments.MAX_BYTES + 4096, middlewares=[read_body]
+    )
     registry = CollectorRegistry()
     registry.register(_Metrics(node))
     observability.add_routes(application, ready=node.ready, registry=registry)
@@ -210,7 +240,9 @@ def build(node: Node) -> web.Application:
 
 
 async def serve(node: Node, host: str, port: int) -> web.AppRunner:
-    runner = web.AppRunner(build(node), access_log=None)
+    runner = web.AppRunner(
+        build(node), access_log=None, keepalive_timeout=KEEPALIVE_S, lingering_time=LINGER_S
+    )
     await runner.setup()
     await web.TCPSite(runner, host, port).start()
     await asyncio.sleep(0)
