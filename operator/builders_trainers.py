@@ -210,6 +210,9 @@ def build_pod_spec(
         {"name": "MASTER_ADDR", "value": master_addr(task, config)},
         {"name": "MASTER_PORT", "value": str(MASTER_PORT)},
         {"name": "POT_TASK", "value": f"{meta['namespace']}/{name}"},
+        # The trainer's run seed mixes in the task object's uid (docs/protocol.md, "Run
+        # seed"), as the validators' replay does with the uid of the registration.
+        {"name": "POT_TASK_UID", "value": str(meta["uid"])},
         {"name": "POT_ATTEMPT", "value": str(attempt)},
         {"name": "POT_BACKEND", "value": backend(spec)},
         {"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}},
@@ -383,4 +386,8 @@ def build_release_patch() -> dict[str, Any]:
 def build_registration(task: Body) -> dict[str, Any]:
     """Body of ``POST /v1/tasks`` (docs/protocol.md)."""
     meta = task["metadata"]
-    return {"id": f"{meta['namespace']}/{meta['name']}", "spec": dict(task["spec"])}
+    return {
+        "id": f"{meta['namespace']}/{meta['name']}",
+        "uid": str(meta["uid"]),
+        "spec": dict(task["spec"]),
+    }

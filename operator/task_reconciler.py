@@ -176,7 +176,7 @@ async def reconcile(
         )
         try:
             uid = str(task["metadata"].get("uid") or "")
-            await vclient.register(bases, task_id, spec, miners, uid)
+            await vclient.register(bases, task_id, spec, miners, uid=uid)
             world.registration = phases.Registration("ok")
         except validators_client.Rejected as exc:
             world.registration = phases.Registration("rejected", str(exc))

@@ -95,14 +95,14 @@ class Client:
         task_id: str,
         spec: Mapping[str, Any],
         miners: Sequence[str] = (),
-        uid: str = "",
+        *,
+        uid: str,
     ) -> Mapping[str, Any]:
         """``POST /v1/tasks`` binding each node rank to its miner address (``miners``, in rank
-        order; empty: unbound) and to the TrainingTask object ``uid``, signed with the operator's
-        key if it has one. Rejected on 4xx (naming the field), Unavailable otherwise."""
-        body: dict[str, Any] = {"id": task_id, "spec": dict(spec)}
-        if uid:
-            body["uid"] = uid
+        order; empty: unbound) and to the TrainingTask object ``uid`` (the replays' run seed
+        derives from it), signed with the operator's key if it has one. Rejected on 4xx
+        (naming the field), Unavailable otherwise."""
+        body: dict[str, Any] = {"id": task_id, "spec": dict(spec), "uid": uid}
         if miners:
             body["miners"] = list(miners)
         if self.signer is not None:

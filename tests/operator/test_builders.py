@@ -173,6 +173,8 @@ def test_trainer_pod_command_env_and_mounts(task: dict[str, Any]) -> None:
     )
     assert env["MASTER_ADDR"] == "mlp-demo-node-0.mlp-demo.farm.svc.cluster.local"
     assert env["MASTER_PORT"] == "29500"
+    # The trainer derives its run seed from the task object's uid, as the validators do.
+    assert env["POT_TASK_UID"] == task["metadata"]["uid"]
     assert not any(k.startswith("NCCL_") for k in env), "CPU tasks get no NCCL preset"
     assert container["resources"]["limits"] == {"cpu": "1", "memory": "1Gi"}
     mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
@@ -282,7 +284,11 @@ def test_task_children(task: dict[str, Any]) -> None:
     for obj in (svc, pvc):
         _owned(obj, task)
     assert bt.build_release_patch() == {"spec": {"schedulingGates": None}}
-    assert bt.build_registration(task) == {"id": "farm/mlp-demo", "spec": task["spec"]}
+    assert bt.build_registration(task) == {
+        "id": "farm/mlp-demo",
+        "uid": task["metadata"]["uid"],
+        "spec": task["spec"],
+    }
 
 
 def test_backend_auto() -> None:

@@ -30,10 +30,11 @@ async def validator() -> AsyncIterator[str]:
         if "signature" in doc:  # echoes who signed, so the test can check it
             miners = doc.get("miners", [])
             signer = signing.registration_signer(
-                doc["signature"], doc["id"], doc["spec"], miners, doc.get("uid", "")
+                doc["signature"], doc["id"], doc["spec"], miners, doc["uid"]
             )
             return web.json_response(
-                {"id": doc["id"], "signer": signer, "miners": miners}, status=202
+                {"id": doc["id"], "signer": signer, "miners": miners, "uid": doc["uid"]},
+                status=202,
             )
         if doc["id"].endswith("/bad"):
             return web.json_response(
@@ -66,15 +67,15 @@ async def test_validator_client_outcomes(validator: str) -> None:
         assert (await client.status(validator)) == {"view": 2, "primary": 1, "ready": True}
         assert await client.status(dead) is None
         # The first replica is down: the next one answers.
-        reply = await client.register([dead, validator], "ns/ok", {"x": 1})
+        reply = await client.register([dead, validator], "ns/ok", {"x": 1}, uid="u-1")
         assert reply["status"] == "Registered"
         with pytest.raises(
             validators_client.Rejected, match=r"spec\.dataset: unknown dataset"
         ) as exc:
-            await client.register([validator], "ns/bad", {})
+            await client.register([validator], "ns/bad", {}, uid="u-1")
         assert exc.value.field == "spec.dataset"
         with pytest.raises(validators_client.Unavailable):
-            await client.register([dead], "ns/ok", {})
+            await client.register([dead], "ns/ok", {}, uid="u-1")
         with pytest.raises(validators_client.Unavailable, match="no validator replica"):
             await client.task([], "ns/known")
         assert (await client.task([validator], "ns/known"))["progress"] == {"step": 3}  # type: ignore[index]
@@ -215,8 +216,11 @@ async def test_registrations_are_signed_with_the_operators_key(validator: str) -
     client = validators_client.Client(timeout=2, signer=key)
     try:
         miners = [keys.generate().address, keys.generate().address]
-        reply = await client.register([validator], "ns/ok", {"model": {"name": "m"}}, miners)
+        spec = {"model": {"name": "m"}}
+        reply = await client.register([validator], "ns/ok", spec, miners, uid="u-7")
+        # The signature covers the uid sent: the validators' replays derive the run seed from it.
         assert reply["signer"] == key.address and reply["miners"] == miners
+        assert reply["uid"] == "u-7"
         assert key.address in repr(client.signer) and "account" not in repr(client.signer)
     finally:
         await client.close()
