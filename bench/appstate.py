@@ -45,7 +45,7 @@ def _ops(n: int) -> list[bytes]:
         "proof": {"segmentSteps": K, "sampleRate": 1e-12},
         "reward": {"pool": "1000", "minerStake": "10"},
     }
-    ops = [vapp.op("register", task=TASK, spec=spec)]
+    ops = [vapp.op("register", task=TASK, spec=spec, uid="uid-bench")]
     public = []
     for rank in range(2):
         key = keys.generate()

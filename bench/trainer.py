@@ -42,6 +42,7 @@ from pot import keys, store
 from pot.trainer import segments, tasks, training, verification
 
 TASK = "bench/trainer"
+UID = "uid-bench"  # the TrainingTask uid the run seed derives from
 
 
 def _spec(steps: int, k: int, gpu: bool) -> dict[str, Any]:
@@ -86,7 +87,7 @@ def _train(root: Path, raw: dict[str, Any], *, proof: bool) -> tuple[float, floa
 
     opts = training.Options(
         task=TASK,
-        spec=tasks.from_spec(raw),
+        spec=tasks.from_spec(raw, uid=UID),
         store_dir=root / "store",
         state_dir=root / "state",
         key=keys.generate(),
@@ -150,7 +151,7 @@ def _measure(*, gpu: bool, quick: bool) -> dict[str, Any]:
         cpu_ratios = [b / a for a, b in zip(plain_cpu, proof_cpu, strict=True)]
         # Audit: replay one segment (uncached) against its training time.
         seg_file = sorted((root / "segs").glob("segment-*.json"))[1]
-        spec = tasks.from_spec(raw)
+        spec = tasks.from_spec(raw, uid=UID)
         policy = verification.Policy(task=TASK, spec=spec, device="cuda" if gpu else "cpu")
         verification.clear_caches()
         began = time.perf_counter()

@@ -64,7 +64,7 @@ class Checkpoint:
     optimizer_steps: int
     """``optimizer.step()`` calls made; equals ``step`` for an honest run."""
     seed: int
-    """Task seed: with ``step`` it fixes the RNG state (reseed-per-step scheme)."""
+    """The task's run seed: with ``step`` it fixes the RNG state (reseed-per-step scheme)."""
     model: dict[str, torch.Tensor] = field(default_factory=dict)
     """Model state dict."""
     optim: dict[int, dict[str, Any]] = field(default_factory=dict)

@@ -4,6 +4,10 @@ The training command line is the one the operator puts in trainer pods
 (docs/protocol.md, "Process command lines"); ``pot proof verify`` runs the
 validators' replay check on one segment file, so anyone can audit a miner's
 work offline: exit 0 when valid, 1 with the reason on one line when not.
+
+Both need the TrainingTask's ``metadata.uid`` (``--task-uid``, or ``$POT_TASK_UID``, which
+the operator sets in trainer pods): the run seed behind the initial weights and the data
+order is derived from it (``tasks.task_seed``), so a chain only replays as its own task.
 """
 
 from __future__ import annotations
@@ -18,6 +22,21 @@ import typer
 from pot import errors
 
 app = typer.Typer(no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False)
+
+
+UID_HELP = "The TrainingTask's metadata.uid: the run seed is derived from it."
+
+
+def _uid(value: str | None) -> str:
+    """The task uid given on the command line or in the environment; ConfigError naming
+    the option when there is none."""
+    if not value:
+        raise errors.ConfigError(
+            "--task-uid (or $POT_TASK_UID): required, the TrainingTask's metadata.uid "
+            "(kubectl get tt NAME -o jsonpath='{.metadata.uid}'); the run seed that builds "
+            "the initial weights and the data order is derived from it"
+        )
+    return value
 
 
 def _read_spec(path: Path) -> dict[str, Any]:
@@ -41,6 +60,7 @@ def verify(
         None, "--spec", help="Task spec JSON (default: STORE/specs/<hyperparamsHash>.json)."
     ),
     task: str | None = typer.Option(None, "--task", help="Task id the segment must name."),
+    task_uid: str | None = typer.Option(None, "--task-uid", envvar="POT_TASK_UID", help=UID_HELP),
     store_url: bool = typer.Option(
         False, "--fetch", help="Also fetch missing blobs from the segment's storeUrl."
     ),
@@ -56,6 +76,7 @@ def verify(
     from pot import store
     from pot.trainer import segments, tasks, verification
 
+    uid = _uid(task_uid)
     try:
         raw = segment.read_bytes()
     except OSError as exc:
@@ -70,7 +91,7 @@ def verify(
         raise errors.ConfigError(
             f"no task spec for hyperparamsHash {seg.hyperparams_hash} in {path.parent}; pass --spec"
         )
-    spec = tasks.from_spec(_read_spec(path))
+    spec = tasks.from_spec(_read_spec(path), uid=uid)
     blobs: store.ContentStore = store.FilesystemStore(store_dir)
     if store_url and seg.store_url:
         blobs = store.LayeredStore(blobs, store.HttpStore(seg.store_url))
@@ -85,6 +106,7 @@ def verify(
 
 def train(  # noqa: PLR0917 (typer maps parameters to options)
     task: str = typer.Option(..., "--task", help="Task id namespace/name."),
+    task_uid: str | None = typer.Option(None, "--task-uid", envvar="POT_TASK_UID", help=UID_HELP),
     spec_file: Path = typer.Option(..., "--spec", help="TrainingTask .spec as JSON."),
     store_dir: Path = typer.Option(..., "--store", help="This node's content store."),
     validator_url: str | None = typer.Option(None, "--validator-url", help="Validator API."),
@@ -119,8 +141,9 @@ def train(  # noqa: PLR0917 (typer maps parameters to options)
     from pot.trainer import cheating, publishing, serving, tasks, training
 
     ids.split_task_key(task)
+    uid = _uid(task_uid)
     raw = _read_spec(spec_file)
-    spec = tasks.from_spec(raw)
+    spec = tasks.from_spec(raw, uid=uid)
     layout = training.Layout.from_env()
     training.setup_logging(layout.rank)
     try:

@@ -45,7 +45,8 @@ class DataSpec:
     """Everything that fixes every rank's samples at every step."""
 
     seed: int
-    """Task seed (data order)."""
+    """The task's run seed (``tasks.TaskSpec.run_seed``: ``hyperparameters.seed`` mixed with
+    the task uid), so twin tasks read their samples in different orders."""
     dataset: str
     """Dataset name or CID."""
     size: int

@@ -9,12 +9,13 @@ bytes), the loss and the evaluation function. The trainer and the replaying
 validator call the same ``build`` with the same arguments.
 
 Built-ins: ``mlp-regression`` (the MSE regression task of the AIArena paper,
-on synthetic data drawn from the task seed) and ``tiny-gpt`` (a character
+on synthetic data drawn from the run seed) and ``tiny-gpt`` (a character
 language model on public-domain Shakespeare passages shipped in
 ``corpus.txt``). User code: ``model.module = "pkg.mod:build"``, a callable
 matching ``Build`` (docs/trainer.md, "Bring your own model"). Before ``build``
-is called the global torch RNG is seeded with the task seed, so default
-initialisers are reproducible.
+is called the global torch RNG is seeded with the run seed (the task's
+``hyperparameters.seed`` mixed with its uid, ``tasks.task_seed``), so default
+initialisers are reproducible and two task objects never share initial weights.
 """
 
 from __future__ import annotations
@@ -85,8 +86,9 @@ class Build(Protocol):
     trainer rank and by every replaying validator; so it must be deterministic: the
     same arguments give the same initial weights and the same samples. ``config`` is
     ``spec.model.config``; ``dataset`` is the spec's dataset (a built-in name, or the
-    bytes of ``spec.dataset.cid``). Errors it raises are reported as
-    ``spec.model.module`` errors.
+    bytes of ``spec.dataset.cid``); ``seed`` is the task's run seed (63 bits, unique
+    to the TrainingTask object), not ``hyperparameters.seed``. Errors it raises are
+    reported as ``spec.model.module`` errors.
     """
 
     def __call__(
@@ -130,7 +132,8 @@ def _regression_data(
     n: int, features: int, seed: int, stream: int
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """``n`` samples of the seed's teacher; ``stream`` 0 trains, 1 evaluates."""
-    gen = torch.Generator().manual_seed(seed * 2 + 1 + stream)
+    # Run seeds are 63-bit: keep the derived one inside torch's 64-bit seed range.
+    gen = torch.Generator().manual_seed((seed * 2 + 1 + stream) % (1 << 64))
     x = torch.randn(n, features, generator=gen)
     y = _teacher(features, seed)(x) + 0.01 * torch.randn(n, 1, generator=gen)
     return x, y
@@ -337,7 +340,7 @@ def load_dataset(spec: tasks.TaskSpec, blobs: store.ContentStore) -> bytes | Non
 
 
 def build(spec: tasks.TaskSpec, dataset_blob: bytes | None = None) -> Built:
-    """Seed the global RNG with the task seed and call the spec's builder.
+    """Seed the global RNG with the run seed and call the spec's builder with it.
 
     A user builder's exceptions become ``ConfigError`` naming ``spec.model.module``
     (the trainer prints one line; a validator does not mistake it for the miner's fault).
@@ -350,12 +353,13 @@ def build(spec: tasks.TaskSpec, dataset_blob: bytes | None = None) -> Built:
     if spec.dataset_cid is not None and dataset_blob is None:
         raise errors.ConfigError("spec.dataset.cid: the dataset blob is required")
     builder = resolve(spec)
-    torch.manual_seed(spec.seed)
+    seed = spec.run_seed  # ConfigError naming uid when the spec has none
+    torch.manual_seed(seed)
     if spec.model_name is not None:
-        built = builder(config=spec.model_config, dataset=source, seed=spec.seed)
+        built = builder(config=spec.model_config, dataset=source, seed=seed)
     else:
         try:
-            built = builder(config=spec.model_config, dataset=source, seed=spec.seed)
+            built = builder(config=spec.model_config, dataset=source, seed=seed)
         except errors.PotError:
             raise
         except Exception as exc:  # user code

@@ -11,6 +11,7 @@ hash binds a segment to them so a miner cannot train under easier settings.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 from collections.abc import Mapping
@@ -36,6 +37,9 @@ DEFAULT_THRESHOLD = 1e-4
 # every forged fraction once the slash exceeds ~110 segments' compute
 # (docs/proof.md, "Audit probability").
 DEFAULT_SAMPLE_RATE = 0.003
+# Domain of the run-seed derivation (``task_seed``); a new derivation gets a new tag.
+SEED_DOMAIN = b"pot-task-seed/v1\x00"
+MAX_UID = 128  # what POST /v1/tasks accepts (a Kubernetes uid is a 36-character UUID)
 
 
 def canonical_json(value: Any) -> bytes:
@@ -43,6 +47,35 @@ def canonical_json(value: Any) -> bytes:
     return json.dumps(
         value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
     ).encode("utf-8")
+
+
+def task_seed(seed: int, uid: str) -> int:
+    """The run seed of the task object ``uid`` whose hyperparameters name ``seed``.
+
+    Everything a replay derives from "the seed" (initial weights, synthetic data, the data
+    order, the per-step reseeding) uses this number, never ``seed`` alone: two TrainingTasks
+    with equal specs (both on the default seed 0, or one deleted and re-created under its
+    name) would otherwise have identical proof chains, and a miner of one could sign the
+    other's content-addressed checkpoints as its own work (docs/protocol.md, "Run seed").
+    SHA-256 of a domain tag and the canonical JSON ``[seed, uid]``, first 8 bytes
+    big-endian, top bit cleared: a 63-bit integer, so ``torch.manual_seed`` takes it and a
+    builder's ``seed + 1`` still does.
+    """
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise errors.ConfigError("spec.hyperparameters.seed: must be an integer >= 0")
+    check_uid(uid)
+    digest = hashlib.sha256(SEED_DOMAIN + canonical_json([seed, uid])).digest()
+    return int.from_bytes(digest[:8], "big") & ((1 << 63) - 1)
+
+
+def check_uid(uid: object) -> str:
+    """``uid`` if it can name a task object; ConfigError naming ``uid`` otherwise."""
+    if not isinstance(uid, str) or not uid or len(uid) > MAX_UID or uid.strip() != uid:
+        raise errors.ConfigError(
+            f"uid: must be the TrainingTask's metadata.uid (1-{MAX_UID} characters, no "
+            f"surrounding whitespace), got {uid!r}"
+        )
+    return uid
 
 
 def _get(obj: Mapping[str, Any], key: str, path: str) -> Mapping[str, Any]:
@@ -99,7 +132,11 @@ class TaskSpec:
     weight_decay: float = 0.0
     """Weight decay."""
     seed: int = 0
-    """Seed of initialisation and data order."""
+    """``hyperparameters.seed``; what training derives from is ``run_seed`` (with ``uid``)."""
+    uid: str | None = None
+    """The TrainingTask object's ``metadata.uid`` (not part of ``.spec``): the validators
+    take it from the operator's signed registration, the trainer from ``POT_TASK_UID``.
+    None only where nothing is built or replayed (``run_seed`` refuses it)."""
     segment_steps: int = 1
     """k: steps per proof segment."""
     sample_rate: float | None = None
@@ -147,6 +184,22 @@ class TaskSpec:
             raise ValueError("spec.proof.tolerance.threshold: must be > 0")
         if self.sample_rate is not None and not 0 < self.sample_rate <= 1:
             raise ValueError("spec.proof.sampleRate: must be in (0, 1]")
+        if self.uid is not None:
+            try:
+                check_uid(self.uid)
+            except errors.ConfigError as exc:
+                raise ValueError(str(exc)) from None
+
+    @property
+    def run_seed(self) -> int:
+        """The seed everything is derived from: ``task_seed(seed, uid)``; ConfigError
+        naming ``uid`` when the spec was read without one."""
+        if self.uid is None:
+            raise errors.ConfigError(
+                "uid: required to build or replay the task (the TrainingTask's "
+                "metadata.uid; the run seed is derived from it)"
+            )
+        return task_seed(self.seed, self.uid)
 
     @property
     def segments(self) -> int:
@@ -195,8 +248,9 @@ class TaskSpec:
         return "0x" + bytes(keccak(canonical_json(self.hyperparameters()))).hex()
 
 
-def from_spec(spec: Mapping[str, Any]) -> TaskSpec:
-    """Read a TrainingTask ``.spec`` (as JSON); ConfigError naming the bad field."""
+def from_spec(spec: Mapping[str, Any], *, uid: str | None = None) -> TaskSpec:
+    """Read a TrainingTask ``.spec`` (as JSON) of the task object ``uid``; ConfigError
+    naming the bad field. Without ``uid`` the spec can be checked but not built."""
     if not isinstance(spec, Mapping):
         raise errors.ConfigError("spec: must be an object")
     model = _get(spec, "model", "spec")
@@ -238,6 +292,7 @@ def from_spec(spec: Mapping[str, Any]) -> TaskSpec:
             deterministic=bool(proof.get("deterministic", False)),
             nodes=_int(res, "nodes", "spec.resources", 1, 1),
             gpus_per_node=_int(res, "gpusPerNode", "spec.resources", 0, 0),
+            uid=uid,
         )
     except ValueError as exc:
         raise errors.ConfigError(str(exc)) from None

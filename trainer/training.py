@@ -102,6 +102,11 @@ class Options:
     def __post_init__(self) -> None:
         if self.proof and (self.validator_url is None) == (self.segments_dir is None):
             raise ValueError("give exactly one of --validator-url and --segments-dir")
+        if self.spec.uid is None:
+            raise ValueError(
+                "--task-uid (or $POT_TASK_UID): required, the TrainingTask's metadata.uid "
+                "(the run seed is derived from it)"
+            )
 
 
 @dataclass(kw_only=True, slots=True)
@@ -143,9 +148,10 @@ class Layout:
 class NodeState:
     """``state.json``: this node's last committed checkpoint and recent segments."""
 
-    def __init__(self, path: Path, hyperparams_hash: str) -> None:
+    def __init__(self, path: Path, hyperparams_hash: str, uid: str) -> None:
         self.path = path
         self.hash = hyperparams_hash
+        self.uid = uid
         self.step = -1
         self.cid = ""
         self.records: list[dict[str, Any]] = []
@@ -155,13 +161,26 @@ class NodeState:
                 raise errors.ConfigError(
                     f"{path}: state of a task with other hyperparameters; refusing to resume"
                 )
+            if doc.get("uid") != uid:
+                # Another TrainingTask object (deleted and re-created under the name): its
+                # checkpoints come from another run seed and would never verify here.
+                raise errors.ConfigError(
+                    f"{path}: state of task object uid {doc.get('uid')!r}, not {uid!r}; "
+                    "refusing to resume"
+                )
             self.step, self.cid, self.records = doc["step"], doc["cid"], doc["records"]
 
     def commit(self, step: int, cid: str, record: dict[str, Any] | None) -> None:
         if record is not None:
             self.records = [*self.records, record][-HISTORY:]
         self.step, self.cid = step, cid
-        doc = {"hyperparamsHash": self.hash, "step": step, "cid": cid, "records": self.records}
+        doc = {
+            "hyperparamsHash": self.hash,
+            "uid": self.uid,
+            "step": step,
+            "cid": cid,
+            "records": self.records,
+        }
         files.write_atomic(self.path, json.dumps(doc, sort_keys=True).encode())
 
     @property
@@ -185,7 +204,7 @@ class Trainer:
         self.model = self.built.model.to(device)
         self.optimizer = checkpoints.make_optimizer(spec, self.model.parameters())
         self.dspec = data.DataSpec(
-            seed=spec.seed,
+            seed=spec.run_seed,
             dataset=spec.dataset_ref,
             size=len(self.built.data),
             batch_size=spec.batch_size,
@@ -193,7 +212,9 @@ class Trainer:
         )
         self.autocast = stepping.use_autocast(device, spec.deterministic)
         self.optimizer_steps = 0
-        self.state = NodeState(opts.state_dir / "state.json", spec.hyperparams_hash())
+        self.state = NodeState(
+            opts.state_dir / "state.json", spec.hyperparams_hash(), spec.uid or ""
+        )
         self.publisher: publishing.Publisher | None = None
         if layout.publishes and opts.raw_spec:
             save_spec(opts.store_dir, spec, opts.raw_spec)
@@ -218,7 +239,7 @@ class Trainer:
         best = max((s["step"] for s in states if s is not None), default=-1)
         if best < 0:  # a fresh gang: everyone builds the same initial weights from the seed
             ckpt = checkpoints.capture(
-                self.model, self.optimizer, step=0, optimizer_steps=0, seed=self.spec.seed
+                self.model, self.optimizer, step=0, optimizer_steps=0, seed=self.spec.run_seed
             )
             cid = self.blobs.put(checkpoints.encode(ckpt)) if self.layout.publishes else ""
             if self.layout.publishes:
@@ -426,7 +447,7 @@ class Trainer:
                         self.optimizer,
                         step=step,
                         optimizer_steps=self.optimizer_steps,
-                        seed=spec.seed,
+                        seed=spec.run_seed,
                     )
                     cheating.perturb(opts.cheat, ckpt.model, step)
                     self._commit(ckpt, start_step=seg_start, losses=self.losses, metrics=metrics)

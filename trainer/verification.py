@@ -9,8 +9,8 @@ committed CID).
 
 Cheap checks run first, so a forged segment costs a validator little: shape,
 task, signature, index and step arithmetic, the chain (``startCid`` is the
-previous segment's ``endCid``; segment 0 starts from the checkpoint the seed
-builds), hyperparameters, world and data spec, finite losses, then the blobs
+previous segment's ``endCid``; segment 0 starts from the checkpoint the run
+seed builds), hyperparameters, world and data spec, finite losses, then the blobs
 and their headers (a skipped optimizer step shows in the end header), and
 only then the replay. Every failure the miner can cause is a ``Verdict`` with
 a ``Rejection`` name, never an exception: validators log and vote on
@@ -56,7 +56,9 @@ class Policy:
     task: str
     """Task id the segment must name."""
     spec: tasks.TaskSpec
-    """The registered task spec (hyperparameters, proof settings)."""
+    """The registered task spec (hyperparameters, proof settings), read with the ``uid`` of
+    the registration (never one a segment names): the run seed that every replayed
+    quantity derives from mixes it in, so another task's chain does not replay here."""
     world: segments.World | None = None
     """Expected gang layout; None: the spec's (``expected_world``)."""
     expected_miner: str | None = None
@@ -75,6 +77,8 @@ class Policy:
     """Where to replay."""
 
     def __post_init__(self) -> None:
+        if self.spec.uid is None:
+            raise ValueError("spec.uid: required to verify (the task's registered uid)")
         if self.loss_rtol < 0:
             raise ValueError("loss_rtol: must be >= 0")
         if self.threshold is not None and self.threshold <= 0:
@@ -153,7 +157,7 @@ class _WrongData(Exception):
 _lock = threading.Lock()
 """Held while a replay runs (it trains the shared built model) and around the caches;
 never across a network fetch, so a slow miner's store stalls only its own audit."""
-_builds: OrderedDict[tuple[str, str | None], tuple[models.Built, str]] = OrderedDict()
+_builds: OrderedDict[tuple[str, str | None, int], tuple[models.Built, str]] = OrderedDict()
 _outcomes: OrderedDict[bytes, _Outcome] = OrderedDict()
 _CACHE = 64
 
@@ -162,14 +166,18 @@ def initial_cid(built: models.Built, spec: tasks.TaskSpec) -> str:
     """CID of the task's initial checkpoint: the freshly built model at step 0 (call it
     before anything trains ``built.model``). Every chain must start here."""
     optimizer = checkpoints.make_optimizer(spec, built.model.parameters())
-    ckpt = checkpoints.capture(built.model, optimizer, step=0, optimizer_steps=0, seed=spec.seed)
+    ckpt = checkpoints.capture(
+        built.model, optimizer, step=0, optimizer_steps=0, seed=spec.run_seed
+    )
     return cids.cid_of(checkpoints.encode(ckpt))
 
 
 def _built(spec: tasks.TaskSpec, blobs: store.ContentStore) -> tuple[models.Built, str]:
     """The spec's model and data, and its initial checkpoint's CID (cached: the dataset
     blob is fetched and the model built once per task)."""
-    key = (spec.hyperparams_hash(), spec.dataset_cid)
+    # The run seed, not just the hyperparameters: twin tasks (equal specs, other uids)
+    # build other weights and data, and one must never be judged from the other's build.
+    key = (spec.hyperparams_hash(), spec.dataset_cid, spec.run_seed)
     with _lock:
         entry = _builds.get(key)
     if entry is not None:
@@ -443,8 +451,9 @@ def verify_segment(
         dspec = data.DataSpec.from_record(seg.data_spec)
     except segments.Rejected as exc:
         return _reject(exc.reason, exc.detail)
+    run_seed = spec.run_seed
     expected = data.DataSpec(
-        seed=spec.seed,
+        seed=run_seed,
         dataset=spec.dataset_ref,
         size=len(built.data),
         batch_size=spec.batch_size,
@@ -461,13 +470,14 @@ def verify_segment(
         return _reject(
             Rejection.BROKEN_CHAIN,
             f"segment 0 starts from {seg.start_cid}, not the task's initial checkpoint "
-            f"{initial} (built from the seed)",
+            f"{initial} (built from the run seed of task uid {spec.uid})",
         )
     # Everything that decides the outcome: a strict task must not be answered from a
     # lenient twin's replay of the same content (same hyperparameters, other tolerance).
     key = tasks.canonical_json(
         [
             policy.task,
+            run_seed,
             seg.start_cid,
             seg.end_cid,
             seg.start_step,
@@ -501,10 +511,11 @@ def verify_segment(
             f"{taken} optimizer steps between the checkpoints, the segment claims "
             f"{seg.steps} (a skipped step)",
         )
-    if start.seed != spec.seed or end.seed != spec.seed:
+    if start.seed != run_seed or end.seed != run_seed:
         return _reject(
             Rejection.CORRUPT_BLOB,
-            f"checkpoint RNG seeds {start.seed}, {end.seed}; the task's is {spec.seed}",
+            f"checkpoint RNG seeds {start.seed}, {end.seed}; the task's run seed is "
+            f"{run_seed} (task uid {spec.uid})",
         )
     if not bool(torch.isfinite(end.weights()).all()):
         return _reject(Rejection.NON_FINITE, "end checkpoint has NaN/Inf weights")

@@ -17,7 +17,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector, CollectorRegistry
 
 from pot import errors, ids, observability
-from pot.trainer import segments
+from pot.trainer import segments, tasks
 from pot.validator import app as vapp
 from pot.validator import messages, specs
 from pot.validator.rejections import Rejection
@@ -126,9 +126,11 @@ def build(node: Node) -> web.Application:
             specs.check_spec(doc.get("spec"))
         except errors.ConfigError as exc:
             return _json(400, {"error": str(exc), "field": _field(str(exc))})
-        signature, miners, uid = doc.get("signature"), doc.get("miners"), doc.get("uid", "")
-        if not isinstance(uid, str) or len(uid) > 128:
-            return _json(400, {"error": "uid must be a string of at most 128", "field": "uid"})
+        signature, miners, uid = doc.get("signature"), doc.get("miners"), doc.get("uid")
+        try:  # required: the run seed every replay of the task derives from mixes it in
+            uid = tasks.check_uid(uid)
+        except errors.ConfigError as exc:
+            return _json(400, {"error": str(exc), "field": "uid"})
         if miners is not None and not (
             isinstance(miners, list) and all(isinstance(a, str) for a in miners)
         ):
@@ -142,8 +144,7 @@ def build(node: Node) -> web.Application:
         reg = {"task": task, "spec": doc["spec"]}
         if miners:
             reg["miners"] = miners
-        if uid:
-            reg["uid"] = uid
+        reg["uid"] = uid
         if signature is not None:
             reg["signature"] = signature
         op = vapp.op("register", **reg)

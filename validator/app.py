@@ -79,7 +79,7 @@ from eth_utils import to_checksum_address
 
 from pot import errors, ids, signing
 from pot.settlement import allocations
-from pot.trainer import segments
+from pot.trainer import segments, tasks
 from pot.validator import closing, pbft, rewards, specs
 from pot.validator import messages as m
 from pot.validator.auditing import AUDIT_ERROR
@@ -167,10 +167,10 @@ class App:
         return canonical(result)
 
     def signed_by_operator(
-        self, task: str, spec: Any, miners: list[str], signature: Any, uid: str = ""
+        self, task: str, spec: Any, miners: list[str], signature: Any, uid: str
     ) -> bool:
         """Whether a registration may be ordered: this set names no operator, or the operator
-        signed ``Register{task, specHash, miners}`` (docs/protocol.md, ``POST /v1/tasks``)."""
+        signed ``Register{task, uid, specHash, miners}`` (docs/protocol.md, ``POST /v1/tasks``)."""
         if self.v.operator is None:
             return True
         try:
@@ -185,12 +185,16 @@ class App:
         ids.split_task_key(task)
         # Checked here, by every replica, not only at the HTTP API: a faulty replica can order
         # any request, and the registration decides who can earn the task's escrow.
-        uid = str(doc.get("uid") or "")
+        uid = doc.get("uid")
+        try:  # every replay of the task derives its run seed from this uid (and no other)
+            uid = tasks.check_uid(uid)
+        except errors.ConfigError as exc:
+            return {**_no(Rejection.BAD_SPEC), "detail": str(exc)}
         if not self.signed_by_operator(task, spec, miners, doc.get("signature"), uid):
             return _no(Rejection.NOT_OPERATOR)
         if task in self.tasks:
             t = self.tasks[task]
-            if t.get("uid", "") != uid:
+            if t["uid"] != uid:
                 # The same name, another TrainingTask object: its escrow id (from the name) is
                 # the old one's, which may be settled already. Say so, mirror nothing.
                 return {

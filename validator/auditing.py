@@ -9,6 +9,11 @@ hash-checked before a replay trusts it.
 
 ``Auditor`` is the seam: the daemon uses ``ReplayAuditor``; tests and the
 benchmark plug in ``Scripted`` auditors without torch.
+
+An audit is always of a registered task: its spec and ``uid`` come from the registration
+the replica executed (the operator's signed ``Register``), never from the segment. The
+replay's run seed mixes in that uid, so a chain copied from a twin task (same spec, other
+object) does not replay as this one's.
 """
 
 from __future__ import annotations
@@ -29,9 +34,10 @@ log = logging.getLogger(__name__)
 
 class Auditor(Protocol):
     def audit(
-        self, task: str, spec: Mapping[str, Any], segment: Mapping[str, Any]
+        self, task: str, spec: Mapping[str, Any], uid: str, segment: Mapping[str, Any]
     ) -> tuple[bool, str]:
-        """(valid, reason name or "") for one segment; never raises."""
+        """(valid, reason name or "") for one segment of the task object ``uid``; never
+        raises."""
         ...
 
 
@@ -43,14 +49,16 @@ class ReplayAuditor:
         self.device = device
 
     def audit(
-        self, task: str, spec: Mapping[str, Any], segment: Mapping[str, Any]
+        self, task: str, spec: Mapping[str, Any], uid: str, segment: Mapping[str, Any]
     ) -> tuple[bool, str]:
         from pot import store
         from pot.trainer import segments, tasks, verification
 
         try:
             seg = segments.parse(segment)
-            policy = verification.Policy(task=task, spec=tasks.from_spec(spec), device=self.device)
+            policy = verification.Policy(
+                task=task, spec=tasks.from_spec(spec, uid=uid), device=self.device
+            )
             blobs = store.LayeredStore(
                 store.FilesystemStore(self.cache_dir), store.HttpStore(seg.store_url)
             )
@@ -73,7 +81,7 @@ class Scripted:
         self.reason = reason
 
     def audit(
-        self, task: str, spec: Mapping[str, Any], segment: Mapping[str, Any]
+        self, task: str, spec: Mapping[str, Any], uid: str, segment: Mapping[str, Any]
     ) -> tuple[bool, str]:
         if str(segment.get("miner", "")).lower() in self.reject:
             return False, self.reason
@@ -96,21 +104,31 @@ class Auditing:
         self.running: set[tuple[str, str, int]] = set()
         self.tasks: set[asyncio.Task[None]] = set()
 
-    def schedule(self, task: str, spec: Mapping[str, Any], segment: Mapping[str, Any]) -> None:
+    def schedule(
+        self, task: str, registered: Mapping[str, Any], segment: Mapping[str, Any]
+    ) -> None:
+        """Audit ``segment`` of ``task`` against ``registered``, the task's record in the
+        replicated state (its ``spec`` and ``uid``)."""
         key = (task, str(segment.get("miner", "")).lower(), int(segment.get("index", -1)))
         if key in self.running:
             return
         self.running.add(key)
-        t = asyncio.create_task(self._run(key, task, spec, segment))
+        spec, uid = registered["spec"], str(registered["uid"])
+        t = asyncio.create_task(self._run(key, task, spec, uid, segment))
         self.tasks.add(t)
         t.add_done_callback(self.tasks.discard)
 
     async def _run(
-        self, key: tuple[str, str, int], task: str, spec: Mapping[str, Any], seg: Mapping[str, Any]
+        self,
+        key: tuple[str, str, int],
+        task: str,
+        spec: Mapping[str, Any],
+        uid: str,
+        seg: Mapping[str, Any],
     ) -> None:
         try:
             async with self.sem:
-                valid, reason = await asyncio.to_thread(self.auditor.audit, task, spec, seg)
+                valid, reason = await asyncio.to_thread(self.auditor.audit, task, spec, uid, seg)
             await self.done(task, seg, valid, reason)
         finally:
             self.running.discard(key)

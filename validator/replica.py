@@ -372,7 +372,7 @@ class Node:
                 for task, seg in self.app.pending_audits(self.me):
                     key = (task, str(seg["miner"]).lower(), int(seg["index"]))
                     if now - self.voted.get(key, -1e9) > RESUBMIT_S:  # voted, not yet ordered
-                        self.auditing.schedule(task, self.app.tasks[task]["spec"], seg)
+                        self.auditing.schedule(task, self.app.tasks[task], seg)
                 busy: set[str] = set()  # tasks with private audits still owed
                 for task, digest, rate, seg in self.app.private_candidates():
                     draws = self.owed.setdefault(task, {})
@@ -383,7 +383,7 @@ class Node:
                     busy.add(task)
                     key = (task, str(seg["miner"]).lower(), int(seg["index"]))
                     if now - self.voted.get(key, -1e9) > RESUBMIT_S:  # a challenge in flight
-                        self.auditing.schedule(task, self.app.tasks[task]["spec"], seg)
+                        self.auditing.schedule(task, self.app.tasks[task], seg)
                 for task in self.app.awaiting_audited(self.me):
                     if task not in busy and now - self.audited_at.get(task, -1e9) > RESUBMIT_S:
                         self._say_audited(task)

@@ -60,6 +60,12 @@ def net(tmp_path_factory: pytest.TempPathFactory) -> Iterator[localnet.LocalNet]
         vals.close()
 
 
+def _uid(task: str) -> str:
+    """The TrainingTask uid of ``task`` (what the operator registers and sets as
+    ``POT_TASK_UID`` in the trainer pods)."""
+    return f"uid-{task.replace('/', '-')}"
+
+
 def _train(
     root: Path, task: str, spec: dict[str, Any], validator_url: str, cheat: dict[int, str]
 ) -> list[keys.Key]:
@@ -85,6 +91,8 @@ def _train(
             "pot.trainer",
             "--task",
             task,
+            "--task-uid",
+            _uid(task),
             "--spec",
             str(root / "spec.json"),
             "--store",
@@ -141,7 +149,7 @@ def _run(
     net: localnet.LocalNet, tmp_path: Path, repo_root: Path, task: str, cheat: dict[int, str]
 ) -> tuple[list[keys.Key], dict[str, Any], dict[str, Any]]:
     spec = _spec(repo_root)
-    code, body = net.post(1, "/v1/tasks", {"id": task, "spec": spec})
+    code, body = net.post(1, "/v1/tasks", {"id": task, "spec": spec, "uid": _uid(task)})
     assert code == 202, body
     net.wait(lambda: all(net.get(i, f"/v1/tasks/{task}")[0] == 200 for i in range(net.n)))
     miners = _train(tmp_path / "train", task, spec, net.url(2), cheat)

@@ -96,7 +96,7 @@ def test_allocation_settles_once_on_chain(tmp_path: Path, repo_root: Path) -> No
         net.doc = doc
         net.start()
         net.wait_ready()
-        code, body = net.post(1, "/v1/tasks", {"id": TASK, "spec": _spec(repo_root)})
+        code, body = net.post(1, "/v1/tasks", {"id": TASK, "spec": _spec(repo_root), "uid": "u-1"})
         assert code == 202, body
         miners = [keys.generate(), keys.generate()]
         for rank, key in enumerate(miners):

@@ -27,6 +27,8 @@ if TYPE_CHECKING:
 ROOT = Path(__file__).resolve().parents[2]
 TORCHRUN = Path(sys.executable).with_name("torchrun")
 TASK = "ns/demo"
+UID = "5f0c6d1e-0000-4000-8000-00000000d3m0"
+"""The TrainingTask uid of ``TASK`` (the run seed derives from it)."""
 
 
 def free_port() -> int:
@@ -79,7 +81,7 @@ class Run:
 
         world = segments.World(nnodes=1, nproc_per_node=self.nproc)
         return verification.Policy(
-            task=TASK, spec=tasks.from_spec(self.spec), **{"world": world, **fields}
+            task=TASK, spec=tasks.from_spec(self.spec, uid=UID), **{"world": world, **fields}
         )
 
     def validator_spec(self) -> dict[str, Any]:
@@ -117,6 +119,8 @@ class Run:
             "pot.trainer",
             "--task",
             TASK,
+            "--task-uid",
+            UID,
             "--spec",
             str(spec_file),
             "--store",
@@ -204,14 +208,16 @@ def local_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     yield
 
 
-def train_local(root: Path, spec: dict[str, Any], cheat: Any = None) -> Run:
+def train_local(
+    root: Path, spec: dict[str, Any], cheat: Any = None, *, task: str = TASK, uid: str = UID
+) -> Run:
     """Train in this process at world size 1 (needs the ``local_env`` fixture)."""
     from pot.trainer import tasks, training
 
     run = new_run(root, spec)
     opts = training.Options(
-        task=TASK,
-        spec=tasks.from_spec(spec),
+        task=task,
+        spec=tasks.from_spec(spec, uid=uid),
         raw_spec=spec,
         store_dir=run.store,
         state_dir=run.state,

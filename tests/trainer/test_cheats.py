@@ -10,7 +10,7 @@ import pytest
 from pot import store
 from pot.trainer import cheating, segments, tasks, verification
 
-from .conftest import TASK, Run, train_local
+from .conftest import TASK, UID, Run, train_local
 
 R = segments.Rejection
 
@@ -26,7 +26,7 @@ def _spec(deterministic: bool = False) -> dict[str, Any]:
 
 
 def _verdicts(run: Run) -> list[verification.Verdict]:
-    policy = verification.Policy(task=TASK, spec=tasks.from_spec(run.spec))
+    policy = verification.Policy(task=TASK, spec=tasks.from_spec(run.spec, uid=UID))
     blobs = store.FilesystemStore(run.store)
     return [verification.verify_segment(p.read_bytes(), blobs, policy) for p in run.segment_files()]
 
@@ -76,7 +76,7 @@ def test_resume_after_completion_publishes_nothing_new(tmp_path: Path) -> None:
 
     opts = training.Options(
         task=TASK,
-        spec=tasks.from_spec(run.spec),
+        spec=tasks.from_spec(run.spec, uid=UID),
         store_dir=run.store,
         state_dir=run.state,
         key=run.key,
@@ -95,7 +95,7 @@ def test_gpu_bf16_segments_verify_on_gpu(tmp_path: Path) -> None:
     spec = {**_spec(), "resources": {"nodes": 1, "gpusPerNode": 1}}
     spec["proof"] = {"segmentSteps": 20, "tolerance": {"metric": "l2", "threshold": 1e-2}}
     run = train_local(tmp_path, spec)
-    policy = verification.Policy(task=TASK, spec=tasks.from_spec(spec), device="cuda")
+    policy = verification.Policy(task=TASK, spec=tasks.from_spec(spec, uid=UID), device="cuda")
     blobs = store.FilesystemStore(run.store)
     for p in run.segment_files():
         verdict = verification.verify_segment(p.read_bytes(), blobs, policy)
@@ -110,7 +110,7 @@ def test_inflated_final_metrics_are_caught(tmp_path: Path) -> None:
     run = train_local(tmp_path, _spec())
     final = segments.parse(run.segment_files()[-1].read_bytes())
     assert final.final and final.metrics
-    policy = verification.Policy(task=TASK, spec=tasks.from_spec(run.spec))
+    policy = verification.Policy(task=TASK, spec=tasks.from_spec(run.spec, uid=UID))
     blobs = store.FilesystemStore(run.store)
     assert verification.verify_segment(final, blobs, policy).valid  # honest metrics recompute
     (name, value), *_ = sorted(final.metrics.items())

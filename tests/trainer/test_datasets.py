@@ -22,7 +22,7 @@ from pot import errors, store
 from pot.trainer import segments, serving, tasks, verification
 from pot.validator import auditing
 
-from .conftest import TASK, Run, free_port, new_run, run_cli_alone, torchrun, train_local
+from .conftest import TASK, UID, Run, free_port, new_run, run_cli_alone, torchrun, train_local
 
 R = segments.Rejection
 
@@ -93,7 +93,7 @@ def test_validator_fetches_the_dataset_from_the_miner(csv_run: Run, tmp_path: Pa
         verification.clear_caches()
         auditor = auditing.ReplayAuditor(tmp_path / "cache")
         for seg in _segments(csv_run):
-            assert auditor.audit(TASK, csv_run.validator_spec(), seg.record()) == (True, "")
+            assert auditor.audit(TASK, csv_run.validator_spec(), UID, seg.record()) == (True, "")
     finally:
         server.stop()
     assert store.FilesystemStore(tmp_path / "cache").has(csv_run.spec["dataset"]["cid"])
@@ -164,7 +164,7 @@ def test_tiny_gpt_on_a_text_blob(tmp_path: Path) -> None:
     }
     run = train_local(tmp_path, spec)
     verification.clear_caches()
-    policy = verification.Policy(task=TASK, spec=tasks.from_spec(spec))
+    policy = verification.Policy(task=TASK, spec=tasks.from_spec(spec, uid=UID))
     blobs = store.FilesystemStore(run.store)
     verdicts = [verification.verify_segment(s, blobs, policy) for s in _segments(run)]
     assert [v.valid and v.distance == 0.0 for v in verdicts] == [True, True], [

@@ -15,7 +15,7 @@ import pytest
 from pot import cids, errors, store
 from pot.trainer import downloading, segments, tasks, verification
 
-from .conftest import TASK, free_port, train_local
+from .conftest import TASK, UID, free_port, train_local
 
 CSV = b"".join(b"%d.0,%d.5,%d.25\n" % (i, i % 7, i % 5) for i in range(400))
 CID = cids.cid_of(CSV)
@@ -81,7 +81,7 @@ def test_a_trainer_with_an_empty_store_fetches_the_dataset_and_its_segments_veri
     assert server.hits["/train.csv"] == 1
     blobs = store.FilesystemStore(run.store)
     assert blobs.get(CID) == CSV  # kept, and served to validators from here on
-    policy = verification.Policy(task=TASK, spec=tasks.from_spec(_spec("http://unused/")))
+    policy = verification.Policy(task=TASK, spec=tasks.from_spec(_spec("http://unused/"), uid=UID))
     verification.clear_caches()
     verdicts = [
         verification.verify_segment(segments.parse(p.read_bytes()), blobs, policy)

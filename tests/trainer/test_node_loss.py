@@ -30,7 +30,7 @@ import pytest
 from pot import keys, store
 from pot.trainer import segments, serving, tasks, verification
 
-from .conftest import TASK, free_port, mlp_spec
+from .conftest import TASK, UID, free_port, mlp_spec
 
 pytestmark = pytest.mark.slow
 TORCHRUN = Path(sys.executable).parent / "torchrun"
@@ -51,7 +51,7 @@ def _launch(
         "--master-addr=127.0.0.1",
         f"--master-port={master}",
         "-m", "pot.trainer",
-        "--task", TASK,
+        "--task", TASK, "--task-uid", UID,
         "--spec", str(root / "spec.json"),
         "--store", str(node / "store"),
         "--state-dir", str(node / "state"),
@@ -142,7 +142,7 @@ def test_gang_resumes_after_losing_rank0s_node(tmp_path: Path) -> None:
         blobs.set_peers(urls, own=urls[rank])
         servers.append(serving.Server(blobs, host="127.0.0.1", port=ports[rank]).start())
     try:
-        policy = verification.Policy(task=TASK, spec=tasks.from_spec(spec))
+        policy = verification.Policy(task=TASK, spec=tasks.from_spec(spec, uid=UID))
         for rank in range(2):
             segs = _node_segments(tmp_path, rank)
             assert [s.index for s in segs] == list(range(SEGMENTS)), rank

@@ -18,7 +18,7 @@ import torch
 from pot import errors, keys, store
 from pot.trainer import checkpoints, data, models, segments, tasks, verification
 
-from .conftest import TASK, train_local
+from .conftest import TASK, UID, train_local
 
 R = segments.Rejection
 
@@ -49,14 +49,18 @@ class Chain:
 @pytest.fixture
 def chain(tmp_path: Path) -> Chain:
     """An honest world-size-1 chain of 3 segments, made by replaying (no torchrun)."""
-    spec = tasks.from_spec(_spec())
+    spec = tasks.from_spec(_spec(), uid=UID)
     built = models.build(spec)
     blobs, key = store.FilesystemStore(tmp_path / "store"), keys.generate()
     opt = checkpoints.make_optimizer(spec, built.model.parameters())
-    start = checkpoints.capture(built.model, opt, step=0, optimizer_steps=0, seed=spec.seed)
+    start = checkpoints.capture(built.model, opt, step=0, optimizer_steps=0, seed=spec.run_seed)
     start_cid = blobs.put(checkpoints.encode(start))
     dspec = data.DataSpec(
-        seed=spec.seed, dataset=spec.dataset_ref, size=len(built.data), batch_size=4, world_size=1
+        seed=spec.run_seed,
+        dataset=spec.dataset_ref,
+        size=len(built.data),
+        batch_size=4,
+        world_size=1,
     )
     segs = []
     for i in range(spec.segments):
@@ -95,7 +99,7 @@ def chain(tmp_path: Path) -> Chain:
 def _verify(
     c: Chain, seg: segments.Segment, raw: dict[str, Any] | None = None, **kw: Any
 ) -> verification.Verdict:
-    policy = verification.Policy(task=seg.task, spec=tasks.from_spec(raw or _spec()), **kw)
+    policy = verification.Policy(task=seg.task, spec=tasks.from_spec(raw or _spec(), uid=UID), **kw)
     return verification.verify_segment(seg, c.blobs, policy)
 
 
@@ -322,7 +326,7 @@ class _Stalled:
 def test_a_stalled_store_does_not_block_other_audits(chain: Chain) -> None:
     _verify(chain, chain.segs[0])  # the model is built and cached
     stalled = _Stalled(chain.blobs)
-    policy = verification.Policy(task=TASK, spec=tasks.from_spec(_spec()))
+    policy = verification.Policy(task=TASK, spec=tasks.from_spec(_spec(), uid=UID))
     slow = threading.Thread(
         target=verification.verify_segment, args=(chain.segs[1], stalled, policy), daemon=True
     )

@@ -17,7 +17,7 @@ import pytest
 from pot import errors, store
 from pot.trainer import models, segments, tasks, verification
 
-from .conftest import ROOT, new_run, run_cli_alone, torchrun
+from .conftest import ROOT, UID, new_run, run_cli_alone, torchrun
 
 HERE = Path(__file__).resolve().parent
 DOC = ROOT / "docs" / "trainer.md"
@@ -125,7 +125,7 @@ def bad_module(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
     ],
 )
 def test_bad_builders_fail_naming_the_field(bad_module: str, entry: str, message: str) -> None:
-    spec = tasks.from_spec(_spec(entry.format(bad=bad_module)))
+    spec = tasks.from_spec(_spec(entry.format(bad=bad_module)), uid=UID)
     with pytest.raises(errors.ConfigError, match=message.format(bad=bad_module)) as info:
         models.build(spec)
     assert str(info.value).startswith("spec.model.module: ")

@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 from pot import cli, keys, store
 from pot.trainer import checkpoints, data, models, segments, tasks, verification
 
-from .conftest import TASK, Run
+from .conftest import TASK, UID, Run
 
 R = segments.Rejection
 pytestmark = pytest.mark.slow
@@ -78,7 +78,7 @@ def test_wrong_task_and_hyperparameters(copy: Run) -> None:
     seg = _seg(copy, 0)
     assert _verify(copy, _resign(copy, seg, task="ns/other")).reason is R.WRONG_TASK
     spec = tasks.from_spec(
-        {**copy.spec, "hyperparameters": {**copy.spec["hyperparameters"], "lr": 0.5}}
+        {**copy.spec, "hyperparameters": {**copy.spec["hyperparameters"], "lr": 0.5}}, uid=UID
     )
     pol = verification.Policy(task=TASK, spec=spec)
     verdict = verification.verify_segment(seg, store.FilesystemStore(copy.store), pol)
@@ -114,7 +114,7 @@ def test_segment_zero_must_start_from_the_seeds_checkpoint(copy: Run) -> None:
     """Weights from elsewhere, then honest training from them: every step replays, but the
     chain does not start where the task's seed does."""
     seg = _seg(copy, 0)
-    spec = tasks.from_spec(copy.spec)
+    spec = tasks.from_spec(copy.spec, uid=UID)
     blobs = store.FilesystemStore(copy.store)
     start = checkpoints.decode(blobs.get(seg.start_cid))
     for t in start.model.values():
@@ -181,6 +181,8 @@ def test_cli_exit_codes(copy: Run) -> None:
             str(copy.store),
             "--spec",
             str(copy.verify_spec()),
+            "--task-uid",
+            UID,
         ],
     )
     assert result.exit_code == 0, result.output
@@ -198,6 +200,8 @@ def test_cli_exit_codes(copy: Run) -> None:
             str(copy.store),
             "--spec",
             str(copy.verify_spec()),
+            "--task-uid",
+            UID,
         ],
     )
     assert result.exit_code == 1

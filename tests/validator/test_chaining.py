@@ -65,7 +65,7 @@ class Replica:
             spec["reward"]["targetMetric"] = target
         if token is not None:
             spec["reward"]["token"] = token
-        assert self.execute(vapp.op("register", task=TASK, spec=spec))["ok"]
+        assert self.execute(vapp.op("register", task=TASK, spec=spec, uid="uid-chain"))["ok"]
 
     def execute(self, op: bytes) -> dict[str, Any]:
         self.seq += 1

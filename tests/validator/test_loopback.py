@@ -72,9 +72,11 @@ def test_lifecycle_on_loopback_with_crash_view_change_and_restart(tmp_path: Path
     try:
         net.wait_ready()
         # Hostile input first: none of it may crash a replica.
-        assert net.post(1, "/v1/tasks", {"id": "bad", "spec": {}})[0] == 400
+        assert net.post(1, "/v1/tasks", {"id": "bad", "spec": {}, "uid": "u-1"})[0] == 400
         code, body = net.post(
-            1, "/v1/tasks", {"id": TASK, "spec": {**_spec(), "reward": {"pool": "x"}}}
+            1,
+            "/v1/tasks",
+            {"id": TASK, "spec": {**_spec(), "reward": {"pool": "x"}}, "uid": "u-1"},
         )
         assert code == 400 and body["field"].startswith("spec")
         assert net.post(2, "/v1/segments", b"{not json")[1] == {
@@ -88,7 +90,7 @@ def test_lifecycle_on_loopback_with_crash_view_change_and_restart(tmp_path: Path
         with socket.create_connection(("127.0.0.1", net.doc["replicas"][2]["pbftPort"])) as s:
             s.sendall(b"POT1\x00\x01" + b"\0" * 16 + b"\xff" * 200)  # a 4 GiB frame header: refused
         # Register through a backup; the primary is replica 0.
-        code, body = net.post(1, "/v1/tasks", {"id": TASK, "spec": _spec()})
+        code, body = net.post(1, "/v1/tasks", {"id": TASK, "spec": _spec(), "uid": "u-1"})
         assert code == 202, body
         # One replica crashes: n=4 still commits.
         net.kill(3)

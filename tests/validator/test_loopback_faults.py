@@ -41,7 +41,8 @@ def _spec() -> dict[str, Any]:
 
 
 def _register(net: localnet.LocalNet, via: int, task: str) -> None:
-    code, body = net.post(via, "/v1/tasks", {"id": task, "spec": _spec()}, timeout=10)
+    doc = {"id": task, "spec": _spec(), "uid": f"uid-{task}"}
+    code, body = net.post(via, "/v1/tasks", doc, timeout=10)
     assert code == 202, body  # "registered", or "pending" when it has not committed yet
 
 

@@ -22,6 +22,7 @@ from pot.validator import messages as m
 
 OPERATOR = keys.generate()
 TASK = "farm/mlp"
+UID = "uid-0"
 SPEC: dict[str, Any] = {
     "model": {"name": "mlp-regression"},
     "dataset": {"name": "synthetic-regression"},
@@ -51,8 +52,12 @@ def _execute(app: vapp.App, op: bytes, seq: int = 1) -> dict[str, Any]:
     return result
 
 
+def _sign(key: keys.Key, task: str, spec: dict[str, Any], miners: list[str] | None = None) -> str:
+    return signing.sign_registration(key, task, spec, miners or (), UID)
+
+
 def _register(spec: dict[str, Any], signature: str | None) -> bytes:
-    body: dict[str, Any] = {"task": TASK, "spec": spec}
+    body: dict[str, Any] = {"task": TASK, "spec": spec, "uid": UID}
     if signature is not None:
         body["signature"] = signature
     return vapp.op("register", **body)
@@ -60,8 +65,8 @@ def _register(spec: dict[str, Any], signature: str | None) -> bytes:
 
 def test_every_replica_orders_only_the_operators_registrations() -> None:
     app = _app(OPERATOR.address)
-    good = signing.sign_registration(OPERATOR, TASK, SPEC)
-    other = signing.sign_registration(keys.generate(), TASK, SPEC)
+    good = _sign(OPERATOR, TASK, SPEC)
+    other = _sign(keys.generate(), TASK, SPEC)
     forged_spec = {**SPEC, "reward": {"pool": "1000", "minerStake": "1"}}
     for op in (
         _register(SPEC, None),  # unsigned
@@ -106,11 +111,13 @@ def test_the_registration_binds_each_rank_to_its_miner() -> None:
     addresses = [k.address for k in miners]
     spec = {**SPEC, "resources": {"nodes": 2}}
     app = _app(OPERATOR.address)
-    sig = signing.sign_registration(OPERATOR, TASK, spec, addresses)
+    sig = _sign(OPERATOR, TASK, spec, addresses)
     # The miners are part of what the operator signed: another list is not its registration.
-    swapped = vapp.op("register", task=TASK, spec=spec, miners=addresses[::-1], signature=sig)
+    swapped = vapp.op(
+        "register", task=TASK, spec=spec, uid=UID, miners=addresses[::-1], signature=sig
+    )
     assert _execute(app, swapped)["reason"] == "NOT_OPERATOR"
-    op = vapp.op("register", task=TASK, spec=spec, miners=addresses, signature=sig)
+    op = vapp.op("register", task=TASK, spec=spec, uid=UID, miners=addresses, signature=sig)
     assert _execute(app, op)["ok"] is True
     assert app.tasks[TASK]["ranks"] == {"0": addresses[0].lower(), "1": addresses[1].lower()}
     squatter = keys.generate()
@@ -118,8 +125,10 @@ def test_the_registration_binds_each_rank_to_its_miner() -> None:
     assert _execute(app, _segment(miners[0], 1), seq=3)["reason"] == "UNKNOWN_MINER"
     assert _execute(app, _segment(miners[1], 1), seq=4).get("reason") != "UNKNOWN_MINER"
     # One address per node rank, or none.
-    short = signing.sign_registration(OPERATOR, "farm/short", spec, addresses[:1])
-    bad = vapp.op("register", task="farm/short", spec=spec, miners=addresses[:1], signature=short)
+    short = _sign(OPERATOR, "farm/short", spec, addresses[:1])
+    bad = vapp.op(
+        "register", task="farm/short", spec=spec, uid=UID, miners=addresses[:1], signature=short
+    )
     assert _execute(app, bad, seq=5)["reason"] == "BAD_SPEC"
 
 
@@ -128,12 +137,27 @@ def test_a_set_that_names_no_operator_takes_any_registration() -> None:
     assert _execute(_app(None), _register(SPEC, None))["ok"] is True
 
 
+def test_a_registration_names_its_task_object() -> None:
+    """Every replay of the task derives its run seed from the registered uid, so a
+    registration without one cannot be ordered (a miner of a twin task could otherwise
+    sign the twin's checkpoints as this one's)."""
+    app = _app(None)
+    for uid in (None, "", " uid-0", 7):
+        body: dict[str, Any] = {"task": TASK, "spec": SPEC}
+        if uid is not None:
+            body["uid"] = uid
+        result = _execute(app, vapp.op("register", **body))
+        assert result["ok"] is False and result["reason"] == "BAD_SPEC", result
+        assert result["detail"].startswith("uid:"), result
+        assert TASK not in app.tasks
+
+
 def test_the_signature_covers_the_canonical_spec() -> None:
     reordered = dict(reversed(list(SPEC.items())))
     assert signing.spec_hash(reordered) == signing.spec_hash(SPEC)
-    sig = signing.sign_registration(OPERATOR, TASK, SPEC)
-    assert signing.registration_signer(sig, TASK, reordered) == OPERATOR.address
-    assert signing.registration_signer(sig, "farm/other", SPEC) != OPERATOR.address
+    sig = _sign(OPERATOR, TASK, SPEC)
+    assert signing.registration_signer(sig, TASK, reordered, (), UID) == OPERATOR.address
+    assert signing.registration_signer(sig, "farm/other", SPEC, (), UID) != OPERATOR.address
 
 
 def test_a_new_object_under_an_old_name_is_told_apart() -> None:
@@ -175,14 +199,20 @@ def test_the_api_refuses_unsigned_registrations_before_ordering_them(tmp_path: P
     net.start()
     try:
         net.wait_ready()
-        code, body = net.post(0, "/v1/tasks", {"id": TASK, "spec": SPEC})
+        code, body = net.post(0, "/v1/tasks", {"id": TASK, "spec": SPEC, "uid": UID})
         assert code == 403 and body["field"] == "signature"
         assert OPERATOR.address in body["error"]
-        stranger = signing.sign_registration(keys.generate(), TASK, SPEC)
-        assert net.post(1, "/v1/tasks", {"id": TASK, "spec": SPEC, "signature": stranger})[0] == 403
+        stranger = _sign(keys.generate(), TASK, SPEC)
+        doc = {"id": TASK, "spec": SPEC, "uid": UID, "signature": stranger}
+        assert net.post(1, "/v1/tasks", doc)[0] == 403
         assert net.get(0, f"/v1/tasks/{TASK}")[0] == 404
-        signed = signing.sign_registration(OPERATOR, TASK, SPEC)
+        signed = _sign(OPERATOR, TASK, SPEC)
+        # Without the uid it was signed over: refused at the door, naming the field.
         code, body = net.post(2, "/v1/tasks", {"id": TASK, "spec": SPEC, "signature": signed})
+        assert code == 400 and body["field"] == "uid", body
+        code, body = net.post(
+            2, "/v1/tasks", {"id": TASK, "spec": SPEC, "uid": UID, "signature": signed}
+        )
         assert code == 202, body
         for i in range(4):
             net.wait(lambda i=i: net.get(i, f"/v1/tasks/{TASK}")[0] == 200, timeout=30)
