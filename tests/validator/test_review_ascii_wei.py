@@ -58,7 +58,7 @@ def test_the_replicated_application_refuses_it_as_a_bad_spec() -> None:
         )
     )
     ctx = pbft.ExecContext(seq=1, view=0, batch_digest=bytes(32))
-    op = vapp.op("register", task="farm/mlp", spec=_with("pool", "²"))
+    op = vapp.op("register", task="farm/mlp", uid="u-1", spec=_with("pool", "²"))
     result = json.loads(app.execute(m.Request("c", 1, op), ctx))
     assert result["reason"] == "BAD_SPEC" and result["detail"].startswith("spec.reward.pool")
     assert "farm/mlp" not in app.tasks
@@ -76,7 +76,9 @@ def test_the_api_answers_400_naming_the_field(tmp_path: Path) -> None:
 
     async def go() -> None:
         async with TestClient(TestServer(api.build(node))) as client:
-            r = await client.post("/v1/tasks", json={"id": "farm/mlp", "spec": _with("pool", "²")})
+            r = await client.post(
+                "/v1/tasks", json={"id": "farm/mlp", "uid": "u-1", "spec": _with("pool", "²")}
+            )
             assert r.status == 400, await r.text()
             assert (await r.json())["field"] == "spec.reward.pool"
 

@@ -57,7 +57,7 @@ def test_the_api_refuses_a_segment_or_task_too_big_to_order(tmp_path: Path) -> N
     spec["resources"]["nodes"] = 1
     task = "default/big"
     ctx = pbft.ExecContext(1, 0, b"\0" * 32)
-    reg = vapp.op("register", task=task, spec=spec)
+    reg = vapp.op("register", task=task, uid="u-big", spec=spec)
     assert b'"ok":true' in node.app.execute(m.Request(client="c", ts=1, op=reg), ctx)
     seg = segments.Segment(
         task=task,
@@ -85,7 +85,7 @@ def test_the_api_refuses_a_segment_or_task_too_big_to_order(tmp_path: Path) -> N
             r = await client.post("/v1/segments", data=body)
             assert (r.status, await r.json()) == (400, {"accepted": False, "reason": "MALFORMED"})
             assert time.monotonic() - started < api.COMMIT_WAIT_S
-            big = {"id": "default/bigger", "spec": {**spec, "junk": "a" * 300_000}}
+            big = {"id": "default/bigger", "uid": "u-2", "spec": {**spec, "junk": "a" * 300_000}}
             r = await client.post("/v1/tasks", json=big)
             assert r.status == 400 and (await r.json())["field"] == "spec"
         assert not node.core.pending
