@@ -35,6 +35,15 @@ def _check_address(address: str) -> str:
     return str(to_checksum_address(address))
 
 
+def _check_task(task: str) -> str:
+    from pot import ids
+
+    try:
+        return ids.check_task_key(task)
+    except errors.ConfigError as exc:
+        raise typer.BadParameter(str(exc)) from None
+
+
 # The sidecar's spelling (--rpc-url, POT_CHAIN_RPC_URL) works here too.
 RPC = typer.Option(
     ...,
@@ -52,7 +61,7 @@ CONTRACT = typer.Option(
     callback=_check_address,
     help="PotSettlement address",
 )
-TASK = typer.Option(..., "--task", help="task id <namespace>/<name>")
+TASK = typer.Option(..., "--task", callback=_check_task, help="task id <namespace>/<name>")
 
 
 def _echo(doc: Any) -> None:
