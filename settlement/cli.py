@@ -27,11 +27,20 @@ def _check_rpc(url: str) -> str:
     return url
 
 
+def _shown(value: str) -> str:
+    """``value`` quoted for an error, unless it is longer than an address (0x and 40 hex
+    digits) and so could be a private key, or most of one: a key pasted where an address
+    belongs must not end up on screen or in a CI log."""
+    if len(value.strip()) > 42:
+        return f"a {len(value.strip())}-character value (not shown: it may be a key)"
+    return repr(value)
+
+
 def _check_address(address: str) -> str:
     from eth_utils import is_address, to_checksum_address
 
     if not is_address(address):
-        raise typer.BadParameter(f"{address!r} is not an address (0x and 40 hex digits)")
+        raise typer.BadParameter(f"{_shown(address)} is not an address (0x and 40 hex digits)")
     return str(to_checksum_address(address))
 
 
@@ -88,7 +97,8 @@ def read_validators(path: Path) -> list[str]:
         raise errors.ConfigError(f"--validators {path}: expected a list of addresses")
     for a in doc:
         if not isinstance(a, str) or not is_address(a):
-            raise errors.ConfigError(f"--validators {path}: {a!r} is not an address")
+            shown = _shown(a) if isinstance(a, str) else repr(a)
+            raise errors.ConfigError(f"--validators {path}: {shown} is not an address")
     return [str(to_checksum_address(a)) for a in doc]
 
 

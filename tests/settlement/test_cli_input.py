@@ -1,4 +1,5 @@
-"""``pot chain``: what a person types is checked before any chain is asked.
+"""``pot chain``: what a person types is checked before any chain is asked, and a key pasted
+where an address belongs is never echoed.
 
 No chain runs here: these refusals must come before the first RPC call (the URL points at
 a port nothing listens on, so a command that got that far would fail differently).
@@ -11,7 +12,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner, Result
 
-from pot import ids, keys
+from pot import errors, ids, keys
 from pot.settlement import cli
 
 NOWHERE = "http://127.0.0.1:9"
@@ -57,3 +58,29 @@ def test_a_task_id_the_operator_could_never_run_is_refused(
 def test_task_ids_the_operator_runs_pass() -> None:
     for task in ("pot-system/mlp-demo", "0team/a", "ns/" + "a" * 63):
         assert ids.check_task_key(task) == task
+
+
+def test_a_key_given_as_validators_is_not_echoed(tmp_path: Path) -> None:
+    key = keys.generate()
+    wrong = tmp_path / "validator-0.key"
+    wrong.write_text("0x" + key.secret.hex() + "\n")
+    out = invoke("deploy", "--rpc", NOWHERE, "--key-file", str(wrong), "--validators", str(wrong))
+    assert out.exit_code == 1
+    assert isinstance(out.exception, errors.ConfigError)
+    text = said(out)
+    assert f"--validators {wrong}" in text and "is not an address" in text
+    assert key.secret.hex()[:16] not in text
+
+
+@pytest.mark.parametrize("flag", ["--contract", "--token"])
+def test_a_key_given_as_an_address_is_not_echoed(flag: str) -> None:
+    secret = keys.generate().secret.hex()
+    args = ["balances", "--rpc", NOWHERE, "--task", "ns/t", "--contract", CONTRACT]
+    args += [flag, "0x" + secret]
+    out = invoke(*args)
+    assert out.exit_code == 2
+    text = said(out)
+    assert flag in text and "is not an address" in text, text
+    assert secret[:16] not in text
+    short = invoke("balances", "--rpc", NOWHERE, "--task", "ns/t", "--contract", "0x12")
+    assert "'0x12' is not an address" in said(short)
