@@ -59,23 +59,43 @@ def _object_missing(body: object) -> bool:
     return isinstance(details, dict) and bool(details.get("name"))
 
 
+def _malformed(exc: Exception) -> str:
+    """Why the kubernetes client could not read a kubeconfig, without quoting the file (it
+    holds tokens): a YAML error gives its place, a wrong shape (a list where the client wants
+    a mapping, ...) the type error the client ran into."""
+    import yaml
+
+    if isinstance(exc, yaml.MarkedYAMLError) and exc.problem_mark is not None:
+        mark = exc.problem_mark
+        return f"not YAML ({exc.problem}, line {mark.line + 1} column {mark.column + 1})"
+    if isinstance(exc, yaml.YAMLError):
+        return "not YAML"
+    if isinstance(exc, TypeError | KeyError):  # a type or a key name, never a value
+        return f"not a kubeconfig ({type(exc).__name__}: {exc})"
+    return f"not a kubeconfig ({type(exc).__name__})"
+
+
 @app.command("status")
 def status(
     name: str = typer.Argument(..., help="TrainingTask name."),
     namespace: str = typer.Option("default", "-n", "--namespace", help="Namespace."),
 ) -> None:
     """Show a TrainingTask's phase, conditions and progress."""
+    import yaml
     from kubernetes import client, config
     from kubernetes.client.exceptions import ApiException
     from kubernetes.config.config_exception import ConfigException
 
     path = os.environ.get("KUBECONFIG") or None
+    where = f"KUBECONFIG={path}" if path else "~/.kube/config (KUBECONFIG is not set)"
     try:
         # KUBECONFIG as it is now: the client reads it once, when first imported.
         config.load_kube_config(config_file=path)
     except (ConfigException, OSError) as exc:
-        where = f"KUBECONFIG={path}" if path else "~/.kube/config (KUBECONFIG is not set)"
         raise errors.ClusterError(f"no usable kubeconfig in {where}: {exc}") from exc
+    except (yaml.YAMLError, TypeError, ValueError, AttributeError, KeyError, IndexError) as exc:
+        # The client's loader walks the parsed file unchecked: a wrong shape is a TypeError...
+        raise errors.ClusterError(f"no usable kubeconfig in {where}: {_malformed(exc)}") from None
     from urllib3.exceptions import HTTPError, MaxRetryError
 
     api = client.CustomObjectsApi()

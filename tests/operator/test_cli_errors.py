@@ -97,3 +97,24 @@ def test_missing_task_and_missing_crd_are_told_apart(
     assert out.exit_code == 1
     assert "does not serve TrainingTasks" in str(out.exception)
     assert "CRDs installed" in str(out.exception)
+
+
+@pytest.mark.parametrize(
+    ("text", "why"),
+    [
+        ("clusters: [\n", "not YAML"),
+        ("- 1\n- 2\n", "not a kubeconfig (TypeError"),
+        ("apiVersion: v1\nclusters: 5\n", "not a kubeconfig (TypeError"),
+        ("users: [{name: u, user: {token: s3cret}}]\nkind: [", "not YAML"),
+    ],
+)
+def test_a_malformed_kubeconfig_is_one_line_without_its_content(
+    tmp_path: Path, text: str, why: str
+) -> None:
+    config = tmp_path / "kc"
+    config.write_text(text)
+    out = status(config)
+    assert out.exit_code == 1
+    assert isinstance(out.exception, errors.ClusterError), repr(out.exception)
+    assert str(out.exception).startswith(f"no usable kubeconfig in KUBECONFIG={config}: {why}")
+    assert "s3cret" not in str(out.exception)
