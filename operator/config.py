@@ -10,10 +10,11 @@ in one place. The builders take this object; they never read the environment.
 from __future__ import annotations
 
 import json
+import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from pot import errors
 
@@ -128,6 +129,35 @@ class Config:
                 raise ValueError(f"{name} must be positive")
 
 
+_N = TypeVar("_N", int, float)
+
+_ENV_OF = {
+    "store_volume": "POT_TRAINER_STORE",
+    "store_host_dir": "POT_TRAINER_STORE_HOST_DIR",
+    "workers": "POT_WORKERS",
+    "ref_grace": "POT_REF_GRACE",
+    "poll_interval": "POT_POLL_INTERVAL",
+    "progress_interval": "POT_PROGRESS_INTERVAL",
+    "gang_timeout": "POT_GANG_TIMEOUT",
+    "http_timeout": "POT_HTTP_TIMEOUT",
+    "lease_duration": "POT_LEASE_DURATION",
+}
+"""The variable ``from_env`` reads each checked field from."""
+
+
+def _number(value: str | None, name: str, default: _N, kind: type[_N]) -> _N:
+    if value is None or not value.strip():
+        return default
+    try:
+        number = kind(value.strip())
+    except ValueError:
+        what = "an integer" if kind is int else "a number"
+        raise errors.ConfigError(f"{name}={value!r}: expected {what}") from None
+    if not math.isfinite(number):
+        raise errors.ConfigError(f"{name}={value!r}: expected a finite number")
+    return number
+
+
 def _bool(value: str, name: str) -> bool:
     low = value.strip().lower()
     if low in {"1", "true", "yes", "on"}:
@@ -183,18 +213,25 @@ def from_env(env: Mapping[str, str] | None = None) -> Config:
             validator_command=_command(get("POT_VALIDATOR_COMMAND"), "POT_VALIDATOR_COMMAND"),
             settlement_command=_command(get("POT_SETTLEMENT_COMMAND"), "POT_SETTLEMENT_COMMAND"),
             validator_url=get("POT_VALIDATOR_URL", ""),
-            ref_grace=float(get("POT_REF_GRACE") or 30.0),
-            workers=int(get("POT_WORKERS") or 8),
-            poll_interval=float(get("POT_POLL_INTERVAL") or 5.0),
-            progress_interval=float(get("POT_PROGRESS_INTERVAL") or 15.0),
-            gang_timeout=float(get("POT_GANG_TIMEOUT") or 120.0),
-            http_timeout=float(get("POT_HTTP_TIMEOUT") or 5.0),
+            ref_grace=_number(get("POT_REF_GRACE"), "POT_REF_GRACE", 30.0, float),
+            workers=_number(get("POT_WORKERS"), "POT_WORKERS", 8, int),
+            poll_interval=_number(get("POT_POLL_INTERVAL"), "POT_POLL_INTERVAL", 5.0, float),
+            progress_interval=_number(
+                get("POT_PROGRESS_INTERVAL"), "POT_PROGRESS_INTERVAL", 15.0, float
+            ),
+            gang_timeout=_number(get("POT_GANG_TIMEOUT"), "POT_GANG_TIMEOUT", 120.0, float),
+            http_timeout=_number(get("POT_HTTP_TIMEOUT"), "POT_HTTP_TIMEOUT", 5.0, float),
             leader_election=_bool(get("POT_LEADER_ELECTION", "1"), "POT_LEADER_ELECTION"),
             lease_name=get("POT_LEASE_NAME") or "pot-operator",
             lease_namespace=get("POT_LEASE_NAMESPACE") or get("POD_NAMESPACE") or "default",
-            lease_duration=float(get("POT_LEASE_DURATION") or 15.0),
+            lease_duration=_number(get("POT_LEASE_DURATION"), "POT_LEASE_DURATION", 15.0, float),
             identity=get("POD_NAME") or f"{os.uname().nodename}-{os.getpid()}",
-            metrics_port=int(get("POT_METRICS_PORT") or 8080),
+            metrics_port=_number(get("POT_METRICS_PORT"), "POT_METRICS_PORT", 8080, int),
         )
     except ValueError as exc:
-        raise errors.ConfigError(f"operator configuration: {exc}") from None
+        # Config's checks name its fields; say which variable set the field.
+        message = str(exc)
+        field_name = message.split(" ", 1)[0]
+        if field_name in _ENV_OF:
+            message = f"{_ENV_OF[field_name]}: {message}"
+        raise errors.ConfigError(f"operator configuration: {message}") from None

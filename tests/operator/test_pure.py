@@ -205,6 +205,24 @@ def test_config_from_env() -> None:
         configuration.Config(workers=0)
 
 
+@pytest.mark.parametrize(
+    ("variable", "value", "said"),
+    [
+        ("POT_GANG_TIMEOUT", "2m", "POT_GANG_TIMEOUT='2m': expected a number"),
+        ("POT_WORKERS", "2.5", "POT_WORKERS='2.5': expected an integer"),
+        ("POT_METRICS_PORT", "http", "POT_METRICS_PORT='http': expected an integer"),
+        ("POT_REF_GRACE", "nan", "POT_REF_GRACE='nan': expected a finite number"),
+        ("POT_GANG_TIMEOUT", "0", "POT_GANG_TIMEOUT: gang_timeout must be positive"),
+        ("POT_TRAINER_STORE", "nfs", "POT_TRAINER_STORE: store_volume must be one of"),
+    ],
+)
+def test_a_bad_config_variable_is_named(variable: str, value: str, said: str) -> None:
+    with pytest.raises(errors.ConfigError) as caught:
+        configuration.from_env({variable: value})
+    assert said in str(caught.value)
+    assert configuration.from_env({variable: ""}) == configuration.from_env({})
+
+
 def test_rbac_is_least_privilege() -> None:
     for rule in rbac.OPERATOR_RULES:
         assert "*" not in rule["verbs"] and "*" not in rule["resources"]
