@@ -14,13 +14,14 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from pot import errors
+from pot import errors, quantities
 
 GPU = "nvidia.com/gpu"
 #: Annotation the `pot local node fail|recover` command sets; the kubelet
@@ -82,6 +83,52 @@ _FIELDS = {
 }
 
 
+_NODE_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+_EFFECTS = ("NoSchedule", "PreferNoSchedule", "NoExecute")
+
+
+def _field_problem(key: str, value: Any) -> str | None:
+    """Why ``value`` cannot be the layout field ``key``, or None. A layout is typed by hand:
+    a wrong type must be refused here, not crash a component later."""
+    if key == "name":
+        ok = isinstance(value, str) and bool(_NODE_NAME.match(value))
+        return (
+            None if ok else "expected a DNS label (lowercase letters, digits and '-', at most 63)"
+        )
+    if key in ("gpus", "pods"):
+        least = 0 if key == "gpus" else 1
+        ok = isinstance(value, int) and not isinstance(value, bool) and value >= least
+        return None if ok else f"expected a whole number >= {least}"
+    if key in ("cpu", "memory"):
+        if isinstance(value, bool) or not isinstance(value, str | int | float):
+            return "expected a resource quantity"
+        try:
+            ok = quantities.parse(value) > 0
+        except errors.ConfigError:
+            ok = False
+        return None if ok else "expected a positive resource quantity (e.g. 32, 500m, 256Gi)"
+    if key == "gpuProduct":
+        return None if isinstance(value, str) and value else "expected a non-empty string"
+    if key == "virtual":
+        return None if isinstance(value, bool) else "expected true or false"
+    if key == "labels":
+        ok = isinstance(value, dict) and all(
+            isinstance(k, str) and isinstance(v, str) for k, v in value.items()
+        )
+        return None if ok else "expected a mapping of strings to strings"
+    # taints
+    if not isinstance(value, list):
+        return "expected a list of taints"
+    for j, taint in enumerate(value):
+        if not isinstance(taint, dict) or not isinstance(taint.get("key"), str):
+            return f"[{j}]: expected a mapping with a string key"
+        if taint.get("effect") not in _EFFECTS:
+            return f"[{j}].effect: expected one of {', '.join(_EFFECTS)}"
+        if not isinstance(taint.get("value", ""), str):
+            return f"[{j}].value: expected a string"
+    return None
+
+
 def parse_layout(doc: Any, *, source: str = "nodes") -> list[NodeConfig]:
     """Node configs from a parsed layout: ``{"nodes": [...]}`` or a bare list."""
     items = doc.get("nodes") if isinstance(doc, dict) else doc
@@ -94,8 +141,18 @@ def parse_layout(doc: Any, *, source: str = "nodes") -> list[NodeConfig]:
         unknown = set(item) - set(_FIELDS)
         if unknown:
             raise errors.ConfigError(f"{source}: nodes[{i}] has unknown field(s) {sorted(unknown)}")
+        if "name" not in item:
+            raise errors.ConfigError(f"{source}: nodes[{i}].name is required")
+        for key, value in item.items():
+            if (problem := _field_problem(key, value)) is not None:
+                sep = "" if problem.startswith("[") else ": "
+                raise errors.ConfigError(f"{source}: nodes[{i}].{key}{sep}{problem}, not {value!r}")
+        fields = {_FIELDS[k]: v for k, v in item.items()}
+        for key in ("cpu", "memory"):
+            if key in fields:
+                fields[key] = str(fields[key])
         try:
-            configs.append(NodeConfig(**{_FIELDS[k]: v for k, v in item.items()}))
+            configs.append(NodeConfig(**fields))
         except (TypeError, ValueError) as exc:
             raise errors.ConfigError(f"{source}: nodes[{i}]: {exc}") from exc
     names = [c.name for c in configs]
@@ -113,7 +170,10 @@ def load_layout(path: Path | None) -> list[NodeConfig]:
     except OSError as exc:
         raise errors.ConfigError(f"{path}: cannot read ({exc.strerror})") from exc
     except yaml.YAMLError as exc:
-        raise errors.ConfigError(f"{path}: not valid YAML ({exc})") from exc
+        mark = getattr(exc, "problem_mark", None)
+        where = f", line {mark.line + 1} column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or "unreadable"
+        raise errors.ConfigError(f"{path}: not valid YAML ({problem}{where})") from None
     return parse_layout(doc, source=str(path))
 
 
