@@ -43,6 +43,10 @@ T = TypeVar("T")
 RETRY_STATUSES = frozenset({408, 425, 429})
 
 
+BLOCK_GAS = 30_000_000
+"""Gas of a full Ethereum block: no one-off transaction here needs more."""
+
+
 class Reverted(errors.ChainError):
     """A contract call or transaction reverted; ``name`` is the custom error ('' if unknown)."""
 
@@ -202,6 +206,15 @@ class Chain:
 
         return self.call("fees", get)
 
+    @staticmethod
+    def _short(key: keys.Key, what: str, balance: int, value: int, fee: int = 0) -> str:
+        gas = f"up to {fee} wei of gas" if fee else "gas"
+        sends = f"{value} wei plus {gas}" if value else gas
+        return (
+            f"{what}: {key.source} is account {key.address}, which holds {balance} wei; "
+            f"it needs {sends}"
+        )
+
     def transact(
         self,
         key: keys.Key,
@@ -219,7 +232,26 @@ class Chain:
         address = key.address
         max_fee, tip = self.fees()
         params = {"from": address, "value": value, "chainId": self.chain_id}
-        gas = self.call(f"{what} (estimate)", lambda: fn.estimate_gas(params), abi=abi)
+        # Checked first: a node refuses the estimate of an unaffordable transaction in its
+        # own words (eth-tester's name the sender as raw bytes), never naming the key.
+        balance = self.call(
+            "balance", lambda: int(self.w3.eth.get_balance(to_checksum_address(address)))
+        )
+        if balance <= value:
+            raise errors.ChainError(self._short(key, what, balance, value))
+        try:
+            gas = self.call(f"{what} (estimate)", lambda: fn.estimate_gas(params), abi=abi)
+        except (Reverted, errors.ChainUnreachable):
+            raise
+        except errors.ChainError as exc:
+            # Nodes refuse to estimate what the sender cannot pay for, each in its own words.
+            if balance < value + BLOCK_GAS * max_fee:
+                raise errors.ChainError(
+                    self._short(key, what, balance, value) + " (the node refused the estimate)"
+                ) from exc
+            raise
+        if balance < value + gas * max_fee:
+            raise errors.ChainError(self._short(key, what, balance, value, gas * max_fee))
         nonce = self.call(
             "nonce",
             lambda: self.w3.eth.get_transaction_count(to_checksum_address(address), "pending"),

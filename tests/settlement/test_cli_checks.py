@@ -247,3 +247,22 @@ def test_balances_add_up_escrows_in_one_token_only(chain: Env, token: str) -> No
     assert {f["token"] for f in in_eth["funders"].values()} == {token, in_eth["token"]}
     in_token = json.loads(invoke("balances", *base, "--token", token).output)
     assert in_token["escrow"] == "300" and in_token["token"] == token
+
+
+def test_an_unfunded_key_is_named_with_its_balance(chain: Env, tmp_path: Path) -> None:
+    poor = keys.generate()
+    key_file = tmp_path / "miner-0.key"
+    key_file.write_text(poor.secret.hex())
+    base = ["--rpc", chain.url, "--contract", chain.contract, "--key-file", str(key_file)]
+    out = invoke("stake", *base, "--amount", str(ETH))
+    assert out.exit_code == 1 and isinstance(out.exception, errors.ChainError)
+    text = str(out.exception)
+    assert f"key file {key_file} is account {poor.address}, which holds 0 wei" in text
+    assert f"needs {ETH} wei plus gas" in text and poor.secret.hex() not in text
+    chain.dev.fund(poor.address, ETH)  # all of it goes to the stake: nothing left for gas
+    out = invoke("stake", *base, "--amount", str(ETH))
+    assert out.exit_code == 1 and f"holds {ETH} wei" in str(out.exception)
+    out = invoke("stake", *base, "--amount", str(ETH - 1000))
+    assert out.exit_code == 1 and f"{poor.address}, which holds {ETH} wei" in str(out.exception)
+    out = invoke("stake", *base, "--amount", str(ETH // 2))
+    assert out.exit_code == 0, out.output
