@@ -72,3 +72,18 @@ def test_pbft_simulate_needs_a_run(runs: str) -> None:
     out = invoke("pbft", "simulate", "--runs", runs)
     assert out.exit_code == 2
     assert "--runs" in out.output
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--n", "3", "--faulty", "0"], "--n 3: need at least 4 replicas"),
+        (["--n", "0"], "--n 0: need at least 4 replicas"),
+        (["--n", "4", "--faulty", "2"], "--faulty 2: with --n 4 it must be from 0 to f = 1"),
+        (["--n", "7", "--faulty", "-1"], "--faulty -1: with --n 7 it must be from 0 to f = 2"),
+    ],
+)
+def test_pbft_simulate_names_the_bad_flag(args: list[str], message: str) -> None:
+    out = invoke("pbft", "simulate", "--runs", "1", *args)
+    assert out.exit_code == 2
+    assert message in " ".join(out.output.replace("│", " ").split())

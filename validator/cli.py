@@ -47,9 +47,11 @@ def simulate(
     from pot.validator import simulating
 
     logging.getLogger("pot.validator").setLevel(logging.CRITICAL)  # Byzantine runs log a lot
+    if n < 4:
+        raise typer.BadParameter(f"--n {n}: need at least 4 replicas (n = 3f+1, f >= 1)")
     f = (n - 1) // 3
-    if n < 4 or faulty < 0 or faulty > f:
-        raise typer.BadParameter(f"need n >= 4 and 0 <= faulty <= f = {f}")
+    if not 0 <= faulty <= f:
+        raise typer.BadParameter(f"--faulty {faulty}: with --n {n} it must be from 0 to f = {f}")
     started = time.monotonic()
     commits = violations = stalled = bad_runs = 0
     first_bad: int | None = None
