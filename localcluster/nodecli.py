@@ -43,6 +43,11 @@ def _kubeconfig(directory: Path) -> Path:
     path = directory.expanduser().resolve() / "kubeconfig"
     if not path.exists():
         raise errors.ClusterError(f"no local cluster in {directory} (run `pot local up`)")
+    if not launching.status(directory.expanduser()).up:
+        raise errors.ClusterError(
+            f"the local cluster in {directory} is not running (`pot local up --dir {directory}` "
+            "starts it again)"
+        )
     return path
 
 
