@@ -264,9 +264,11 @@ def reclaim(
     contract: str = CONTRACT,
     key_file: Path = typer.Option(..., "--key-file", help="the funder's key file"),
 ) -> None:
-    """Take back what is left of a task's escrow (reclaim): only its funder, and only once
-    it sat RECLAIM_AFTER (90 days) without funding or settlement, or at once when the task's
-    target was missed (settled with targetMet false). Credited; then withdraw."""
+    """Take back what is left of a task's escrow (reclaim); then withdraw.
+
+    Only its funder may, and only once it sat 90 days without funding or settlement, or at
+    once when the task's target was missed (settled with targetMet false).
+    """
     import datetime
 
     from pot import ids, keys
@@ -322,8 +324,10 @@ def withdraw(
     key_file: Path = typer.Option(..., "--key-file", help="the payee's key file"),
     token: str = TOKEN,
 ) -> None:
-    """Pay out what the contract credited to the key's account: ETH (withdraw()) or, with
-    --token, that ERC-20 (withdrawToken)."""
+    """Pay out what the contract credited to the key's account.
+
+    ETH (withdraw()) or, with --token, that ERC-20 (withdrawToken).
+    """
     from pot import keys
 
     key = keys.from_file(key_file)
@@ -359,7 +363,7 @@ def balances(
 def dev(
     kind: str = typer.Option("auto", "--kind", help="auto (anvil if installed), anvil or evm"),
     port: int = typer.Option(0, "--port", help="port; 0 picks a free one"),
-    host: str = typer.Option("127.0.0.1", "--host"),
+    host: str = typer.Option("127.0.0.1", "--host", help="address to serve on"),
 ) -> None:
     """Run a development chain (anvil, or the in-process EVM over HTTP) until interrupted."""
     from pot.settlement import devchain
