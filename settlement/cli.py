@@ -44,6 +44,12 @@ def _check_address(address: str) -> str:
     return str(to_checksum_address(address))
 
 
+def _check_uint256(value: int) -> int:
+    if value >= 2**256:
+        raise typer.BadParameter("must be below 2**256 (the contract's uint256)")
+    return value
+
+
 def _check_task(task: str) -> str:
     from pot import ids
 
@@ -143,7 +149,11 @@ def deploy(
         0, "--threshold", min=0, help="signatures needed, 2f+1..n; default 2f+1"
     ),
     withdrawal_delay: int = typer.Option(
-        7 * 24 * 3600, "--withdrawal-delay", min=0, help="stake unlock delay, seconds"
+        7 * 24 * 3600,
+        "--withdrawal-delay",
+        min=0,
+        callback=_check_uint256,
+        help="stake unlock delay, seconds",
     ),
 ) -> None:
     """Deploy PotSettlement with a validator set and print its address as JSON."""
@@ -197,7 +207,9 @@ TOKEN = typer.Option(
 def fund(
     *,
     task: str = TASK,
-    amount: int = typer.Option(..., "--amount", min=1, help="smallest units (wei) to escrow"),
+    amount: int = typer.Option(
+        ..., "--amount", min=1, callback=_check_uint256, help="smallest units (wei) to escrow"
+    ),
     rpc: str = RPC,
     contract: str = CONTRACT,
     key_file: Path = typer.Option(..., "--key-file", help="funder key file"),
@@ -300,7 +312,9 @@ def reclaim(
 
 @app.command()
 def stake(
-    amount: int = typer.Option(..., "--amount", min=1, help="wei to stake"),
+    amount: int = typer.Option(
+        ..., "--amount", min=1, callback=_check_uint256, help="wei to stake"
+    ),
     rpc: str = RPC,
     contract: str = CONTRACT,
     key_file: Path = typer.Option(..., "--key-file", help="the staker's (miner's) key file"),

@@ -84,3 +84,19 @@ def test_a_key_given_as_an_address_is_not_echoed(flag: str) -> None:
     assert secret[:16] not in text
     short = invoke("balances", "--rpc", NOWHERE, "--task", "ns/t", "--contract", "0x12")
     assert "'0x12' is not an address" in said(short)
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["fund", "--task", "ns/t", "--contract", CONTRACT, "--amount", str(2**256)],
+        ["stake", "--contract", CONTRACT, "--amount", str(2**256)],
+        ["deploy", "--validators", "v.txt", "--withdrawal-delay", str(2**300)],
+    ],
+)
+def test_a_number_beyond_uint256_is_a_usage_error(tmp_path: Path, args: list[str]) -> None:
+    key_file = tmp_path / "k.key"
+    key_file.write_text(keys.generate().secret.hex())
+    out = invoke(*args, "--rpc", NOWHERE, "--key-file", str(key_file))
+    assert out.exit_code == 2, out.output
+    assert "must be below 2**256" in said(out)
