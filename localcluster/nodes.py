@@ -166,9 +166,11 @@ def load_layout(path: Path | None) -> list[NodeConfig]:
     if path is None:
         return default_layout()
     try:
-        doc = yaml.safe_load(path.read_text())
+        doc = yaml.safe_load(path.read_text(encoding="utf-8"))
     except OSError as exc:
         raise errors.ConfigError(f"{path}: cannot read ({exc.strerror})") from exc
+    except UnicodeDecodeError:
+        raise errors.ConfigError(f"{path}: not a text file (a YAML or JSON layout)") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f", line {mark.line + 1} column {mark.column + 1}" if mark else ""

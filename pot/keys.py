@@ -99,6 +99,11 @@ def from_file(path: str | os.PathLike[str]) -> Key:
         raise errors.KeyLoadError(f"key file {p}: no such file") from None
     except OSError as exc:
         raise errors.KeyLoadError(f"key file {p}: cannot read ({exc.strerror})") from None
+    except UnicodeDecodeError:
+        # Raw key bytes, say: the decoder's message would quote them.
+        raise errors.KeyLoadError(
+            f"key file {p}: not text (expected 64 hex digits, optionally 0x-prefixed)"
+        ) from None
     return _parse(text, f"key file {p}")
 
 

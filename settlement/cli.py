@@ -91,6 +91,8 @@ def read_validators(path: Path) -> list[str]:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise errors.ConfigError(f"--validators {path}: cannot read ({exc.strerror})") from None
+    except UnicodeDecodeError:
+        raise errors.ConfigError(f"--validators {path}: not a text file") from None
     try:
         doc: Any = json.loads(text)
     except ValueError:
@@ -98,7 +100,12 @@ def read_validators(path: Path) -> list[str]:
             line.strip() for line in text.splitlines() if line.strip() and not line.startswith("#")
         ]
     if isinstance(doc, dict):
-        doc = [r.get("address") for r in doc.get("replicas", [])]
+        replicas = doc.get("replicas")
+        if not isinstance(replicas, list) or not all(isinstance(r, dict) for r in replicas):
+            raise errors.ConfigError(
+                f"--validators {path}: a peers.json needs a list of objects under 'replicas'"
+            )
+        doc = [r.get("address") for r in replicas]
     if not isinstance(doc, list) or not doc:
         raise errors.ConfigError(f"--validators {path}: expected a list of addresses")
     for a in doc:

@@ -48,6 +48,18 @@ def test_bad_key_files(tmp_path: Path, content: str, match: str) -> None:
     assert info.value.__cause__ is None or content not in str(info.value.__cause__)
 
 
+def test_a_raw_binary_key_file_is_refused_without_a_traceback(tmp_path: Path) -> None:
+    secret = bytes(range(0x80, 0xA0))  # 32 raw bytes, not UTF-8
+    f = tmp_path / "raw.key"
+    f.write_bytes(secret)
+    with pytest.raises(errors.KeyLoadError) as info:
+        keys.from_file(f)
+    assert str(info.value) == (
+        f"key file {f}: not text (expected 64 hex digits, optionally 0x-prefixed)"
+    )
+    assert info.value.__cause__ is None and info.value.__suppress_context__
+
+
 def test_missing_sources(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     with pytest.raises(errors.KeyLoadError, match="no such file"):
         keys.from_file(tmp_path / "absent.key")

@@ -71,3 +71,11 @@ def test_bad_yaml_names_its_line(tmp_path: Path) -> None:
     message = str(caught.value)
     assert message.startswith(f"{path}: not valid YAML (") and "line 3" in message
     assert "\n" not in message
+
+
+def test_a_binary_file_is_not_a_layout(tmp_path: Path) -> None:
+    path = tmp_path / "nodes.yaml"
+    path.write_bytes(b"\xff\xfe\x00")
+    with pytest.raises(errors.ConfigError) as caught:
+        nodes.load_layout(path)
+    assert str(caught.value) == f"{path}: not a text file (a YAML or JSON layout)"

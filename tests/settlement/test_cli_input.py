@@ -100,3 +100,26 @@ def test_a_number_beyond_uint256_is_a_usage_error(tmp_path: Path, args: list[str
     out = invoke(*args, "--rpc", NOWHERE, "--key-file", str(key_file))
     assert out.exit_code == 2, out.output
     assert "must be below 2**256" in said(out)
+
+
+@pytest.mark.parametrize(
+    ("content", "said_"),
+    [
+        (b'{"replicas": [1]}', "a peers.json needs a list of objects under 'replicas'"),
+        (b'{"replicas": 5}', "a peers.json needs a list of objects under 'replicas'"),
+        (b"\xff\xfe\x00", "not a text file"),
+    ],
+)
+def test_a_malformed_validators_file_is_one_line(
+    tmp_path: Path, content: bytes, said_: str
+) -> None:
+    listed = tmp_path / "peers.json"
+    listed.write_bytes(content)
+    key_file = tmp_path / "k.key"
+    key_file.write_text(keys.generate().secret.hex())
+    out = invoke(
+        "deploy", "--rpc", NOWHERE, "--key-file", str(key_file), "--validators", str(listed)
+    )
+    assert out.exit_code == 1
+    assert isinstance(out.exception, errors.ConfigError), repr(out.exception)
+    assert str(out.exception) == f"--validators {listed}: {said_}"
