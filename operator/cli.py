@@ -43,6 +43,11 @@ def render(task: dict[str, Any]) -> str:
     settle = status.get("settlement") or {}
     if settle:
         lines.append(f"  settlement: tx {settle.get('txHash')} in block {settle.get('block')}")
+        for payout in settle.get("payouts") or []:
+            role = payout.get("role") or "payee"
+            lines.append(f"    {role:<9}  {payout.get('address')}  {payout.get('amount')} wei")
+        for address, amount in sorted((settle.get("slashed") or {}).items()):
+            lines.append(f"    {'slashed':<9}  {address}  {amount} wei")
     return "\n".join(lines)
 
 

@@ -34,6 +34,28 @@ def test_render_shows_phase_reason_progress_and_conditions(make_example: Any) ->
     assert "GangScheduled  False   InsufficientCapacity: m" in text
 
 
+def test_render_lists_the_settlements_payouts_and_slashes(make_example: Any) -> None:
+    task = make_example("task.yaml", ns="farm")
+    miner, validator, cheat = "0x" + "a" * 40, "0x" + "b" * 40, "0x" + "c" * 40
+    task["status"] = {
+        "phase": "Succeeded",
+        "settlement": {
+            "txHash": "0x" + "1" * 64,
+            "block": 12,
+            "payouts": [
+                {"address": miner, "amount": "9500", "role": "miner"},
+                {"address": validator, "amount": "500", "role": "validator"},
+            ],
+            "slashed": {cheat: "1000"},
+        },
+    }
+    text = task_cli.render(task)
+    assert f"settlement: tx 0x{'1' * 64} in block 12" in text
+    assert f"    miner      {miner}  9500 wei" in text
+    assert f"    validator  {validator}  500 wei" in text
+    assert f"    slashed    {cheat}  1000 wei" in text
+
+
 def test_pot_task_status_is_registered() -> None:
     cli._register()
     result = CliRunner().invoke(cli.app, ["task", "status", "--help"])
