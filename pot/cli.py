@@ -34,6 +34,7 @@ _GROUPS: list[tuple[str, str, str]] = [
     ("pbft", "pot.validator.cli", "Exercise the PBFT state machine."),
     ("chain", "pot.settlement.cli", "Deploy and inspect the settlement contracts."),
     ("bench", "pot.benching", "Benchmarks: ratios against a same-run baseline."),
+    ("key", "pot.keycli", "Make key files and print their addresses."),
 ]
 
 # Single commands contributed by components: (name, module, function).
