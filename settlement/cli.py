@@ -385,14 +385,31 @@ def dev(
     kind: str = typer.Option("auto", "--kind", help="auto (anvil if installed), anvil or evm"),
     port: int = typer.Option(0, "--port", help="port; 0 picks a free one"),
     host: str = typer.Option("127.0.0.1", "--host", help="address to serve on"),
+    fund: list[Path] = typer.Option(
+        [], "--fund", help="key file whose account gets --fund-wei (repeatable)"
+    ),
+    fund_wei: int = typer.Option(
+        1000 * 10**18, "--fund-wei", min=1, callback=_check_uint256, help="wei per --fund account"
+    ),
 ) -> None:
-    """Run a development chain (anvil, or the in-process EVM over HTTP) until interrupted."""
+    """Run a development chain (anvil, or the in-process EVM over HTTP) until interrupted.
+
+    ``--fund KEY_FILE`` gives that key's account ETH to try the other ``pot chain``
+    commands with (the in-process EVM has no other funded account you hold a key of)."""
+    from pot import keys
     from pot.settlement import devchain
 
     if kind not in ("auto", "anvil", "evm"):
         raise errors.ConfigError(f"--kind {kind!r}: expected auto, anvil or evm")
+    funded = [keys.from_file(path).address for path in fund]  # all read before anything starts
     chain = devchain.start(kind, port=port, host=host)  # type: ignore[arg-type]
-    _echo({"url": chain.url, "kind": chain.kind, "chainId": chain.chain_id})
+    try:
+        for address in funded:
+            chain.fund(address, fund_wei)
+    except BaseException:
+        chain.close()
+        raise
+    _echo({"url": chain.url, "kind": chain.kind, "chainId": chain.chain_id, "funded": funded})
     try:
         while True:
             time.sleep(3600)

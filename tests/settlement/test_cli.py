@@ -92,3 +92,44 @@ def test_bad_validators_file_is_one_line_error(tmp_path: Path) -> None:
     )
     assert out.exit_code != 0
     assert "is not an address" in str(out.exception)
+
+
+def test_dev_chain_funds_a_new_key_that_then_deploys(tmp_path: Path) -> None:
+    """The walkthrough by hand, as processes: `pot key new`, `pot chain dev --fund`, then
+    `pot chain deploy` paid from that key (the in-process EVM funds no key a user holds)."""
+    import subprocess
+    import sys
+
+    from tests.test_cli import run
+
+    key_file, vals = tmp_path / "me.key", [tmp_path / f"validator-{i}.key" for i in range(4)]
+    assert run("key", "new", str(key_file), *map(str, vals)).returncode == 0
+    addresses = tmp_path / "addresses.txt"
+    addresses.write_text(run("key", "address", *map(str, vals)).stdout)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pot", "chain", "dev", "--kind", "evm", "--fund", str(key_file)],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        lines = []
+        while not lines or lines[-1] != "}\n":
+            line = proc.stdout.readline()
+            assert line, "pot chain dev exited before printing its URL"
+            lines.append(line)
+        doc = json.loads("".join(lines))
+        me = keys.from_file(key_file).address
+        assert doc["funded"] == [me]
+        assert int(devchain.rpc(doc["url"], "eth_getBalance", [me, "latest"]), 16) == 1000 * ETH
+        out = run(
+            "chain", "deploy", "--rpc", doc["url"], "--key-file", str(key_file),
+            "--validators", str(addresses),
+        )  # fmt: skip
+        assert out.returncode == 0, out.stderr
+        assert json.loads(out.stdout)["threshold"] == 3
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+        if proc.stdout is not None:
+            proc.stdout.close()
