@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import datetime
+import json
 import logging
 import time
 from collections.abc import Mapping
@@ -95,7 +96,11 @@ async def apply_children(
         ids = identities(secret, int(spec["replicas"]))
     except errors.ConfigError as exc:
         return checks.Problem("InvalidKey", str(exc), True)
-    for child in builders_validators.build_all(vset, ids, rt.config):
+    children = builders_validators.build_all(vset, ids, rt.config)
+    refused = await _membership_problem(kube, vset, children[1], secret_name)
+    if refused is not None:
+        return refused
+    for child in children:
         plural = PLURALS[child["kind"]]
         if child["kind"] != "StatefulSet":
             await kube.apply(child, plural)
@@ -110,6 +115,42 @@ async def apply_children(
                 content_type=JSON_PATCH,
             )
     return None
+
+
+async def _membership_problem(
+    kube: kubeapi.Client, vset: dict[str, Any], configmap: Mapping[str, Any], secret: str
+) -> checks.Problem | None:
+    """A Problem when ``configmap`` would change who the running replicas are.
+
+    The replicas' peers.json is the ConfigMap this set already has: a different set
+    of replicas, keys, stakes or chain would be rolled onto them one at a time
+    (``vsets.membership_changes``). The CRD refuses such spec edits; the keys live in a
+    Secret it cannot see, and older CRDs lack the rules, so the operator checks too.
+    """
+    meta = vset["metadata"]
+    try:
+        live = await kube.get("v1", "configmaps", meta["namespace"], configmap["metadata"]["name"])
+    except kubeapi.NotFound:
+        return None
+    owners = live["metadata"].get("ownerReferences") or []
+    if not any(o.get("uid") == meta.get("uid") for o in owners):
+        return None  # a set deleted and re-created under this name: its children go
+    try:
+        running = json.loads((live.get("data") or {}).get("peers.json", ""))
+    except ValueError:
+        return None  # not one we wrote: the apply below replaces it
+    wanted = json.loads(configmap["data"]["peers.json"])
+    changes = vsets.membership_changes(running, wanted, secret)
+    if not changes:
+        return None
+    return checks.Problem(
+        vsets.MEMBERSHIP_CHANGED,
+        f"not rolled out: {', '.join(changes)} changed, but the replicas, their keys, stakes "
+        "and chain are fixed for the life of a ValidatorSet (PBFT membership cannot change, "
+        "and the contract knows these addresses); the replicas keep the set they were "
+        "created with. Revert the change, or create a new ValidatorSet",
+        False,
+    )
 
 
 def _pointer(*keys: str) -> str:
@@ -246,14 +287,18 @@ async def reconcile(
     ]
     short = len(live) < int(spec.get("replicas", 0) or 0)
     stale = time.monotonic() - at > (REPAIR_AFTER if short else RESYNC_AFTER)
+    refused = None
     if problem is None and (rt.vset_applied.get(key) != stamp or stale):
         problem = await apply_children(rt, kube, vset)
         if problem is None:
             rt.vset_applied[key] = stamp
             rt.vset_applied_at[key] = time.monotonic()
+        elif problem.reason == vsets.MEMBERSHIP_CHANGED:
+            # Nothing applied, and the replicas run on: report them, and the refusal.
+            refused, problem = problem, None
     reps = await replicas(rt, vclient, namespace, name) if problem is None else []
     chain = await chain_condition(rt, spec) if problem is None else None
-    status = vsets.decide_status(vset, reps, problem=problem, now=now, chain=chain)
+    status = vsets.decide_status(vset, reps, problem=problem, now=now, chain=chain, refused=refused)
     old = dict(vset.get("status") or {})
     old.pop("kopf", None)
     if status != old:

@@ -46,13 +46,17 @@ def decide_status(
     problem: checks.Problem | None,
     now: datetime.datetime,
     chain: tuple[conditions.Status, str, str] | None = None,
+    refused: checks.Problem | None = None,
 ) -> dict[str, Any]:
     """The new ``status`` of a ValidatorSet.
 
     ``chain`` is the (status, reason, message) of the ``ChainReachable``
     condition: the replicas can agree without the chain, but nobody gets paid
     until it answers, so users must see it (DESIGN §7: an unreachable chain
-    gets one clear message naming the endpoint).
+    gets one clear message naming the endpoint). ``refused``: a spec or keys
+    change the shell would not roll out (``MEMBERSHIP_CHANGED``); the replicas
+    still run the set they were created with, so they are reported as they are,
+    but the set is not Ready and its message says why.
     """
     meta, spec = vset["metadata"], vset.get("spec") or {}
     gen = int(meta.get("generation") or 1)
@@ -110,6 +114,11 @@ def decide_status(
             msg = f"{ready} of {n} replicas ready (quorum {need})"
             status.update(phase="Progressing", message=msg)
         cond(conditions.READY, "False", "ReplicasNotReady", msg)
+    if refused is not None:
+        if status["phase"] == "Ready":
+            status["phase"] = "Degraded"
+        status["message"] = refused.message
+        cond(conditions.READY, "False", refused.reason, refused.message)
     if has_quorum:
         cond(
             conditions.QUORUM,
@@ -122,6 +131,37 @@ def decide_status(
             conditions.QUORUM, "False", "NoQuorum", f"{ready} of {n} replicas ready (quorum {need})"
         )
     return status
+
+
+MEMBERSHIP_CHANGED = "MembershipChanged"
+
+
+def membership_changes(running: Body, wanted: Body, secret: str) -> list[str]:
+    """What differs in who the validators are between the peers.json the replicas run
+    (``running``) and the one the spec and keys Secret would give (``wanted``).
+
+    Replicas, their keys, stakes and the chain domain define the set: every replica
+    computes and signs allocations under them, and the contract knows these addresses.
+    The StatefulSet rolls a new peers.json onto the replicas one at a time, so a change
+    would leave them disagreeing on who the validators are; the shell refuses it.
+    """
+    out = []
+    if running.get("n") != wanted.get("n"):
+        out.append(f"spec.replicas {running.get('n')} -> {wanted.get('n')}")
+    if [str(s) for s in running.get("stakes") or []] != [
+        str(s) for s in wanted.get("stakes") or []
+    ]:
+        out.append("spec.stakes")
+    old_chain, new_chain = running.get("chain") or {}, wanted.get("chain") or {}
+    if old_chain.get("chainId") != new_chain.get("chainId"):
+        out.append("spec.chain.chainId")
+    if str(old_chain.get("contract", "")).lower() != str(new_chain.get("contract", "")).lower():
+        out.append("spec.chain.contract")
+    old_reps, new_reps = running.get("replicas") or [], wanted.get("replicas") or []
+    for i in range(min(len(old_reps), len(new_reps))):
+        if str(old_reps[i].get("address", "")).lower() != str(new_reps[i].get("address")).lower():
+            out.append(f'Secret "{secret}" item validator-{i}.key (another key)')
+    return out
 
 
 def view_of(vset: Body) -> checks.VsetView:

@@ -551,3 +551,38 @@ def test_stakes_one_per_replica_accepted(
     del doc["spec"]["stakes"]
     _, causes = schemas.admit(crd_schemas["ValidatorSet"], doc)
     assert causes == []
+
+
+@pytest.mark.parametrize(
+    ("field", "change"),
+    [
+        ("spec.replicas", {"replicas": 7}),
+        ("spec.stakes", {"stakes": [str(10**18)] * 4}),
+        ("spec.chain", {"chain": {"chainId": 8453}}),
+        ("spec.chain", {"chain": {"contract": "0x" + "ab" * 20}}),
+    ],
+)
+def test_a_running_sets_membership_cannot_change(
+    repo_root: Path, crd_schemas: dict[str, schemas.Schema], field: str, change: Doc
+) -> None:
+    """Replicas, stakes and the chain domain define the validator set: each replica computes
+    and signs allocations under them, and the StatefulSet would roll a change onto the replicas
+    one by one, so a change is refused rather than split the replicas' views of the set."""
+    schema = crd_schemas["ValidatorSet"]
+    doc = next(d for label, d in example_docs(repo_root) if label == "validatorset.yaml:vset")
+    stored, causes = schemas.admit(schema, copy.deepcopy(doc))
+    assert causes == []
+    _, causes = schemas.admit(schema, copy.deepcopy(doc), old=stored)
+    assert causes == [], "re-applying the same manifest stays allowed"
+    tuned = copy.deepcopy(doc)
+    tuned["spec"]["pbft"] = {"batchSize": 10}
+    assert schemas.admit(schema, tuned, old=stored)[1] == [], "tuning may change"
+    changed = copy.deepcopy(doc)
+    for key, value in change.items():
+        if isinstance(value, dict):
+            changed["spec"][key].update(value)
+        else:
+            changed["spec"][key] = value
+    _, causes = schemas.admit(schema, changed, old=stored)
+    assert [c.field for c in causes] == [field], [str(c) for c in causes]
+    assert "cannot change on a running ValidatorSet" in causes[0].message

@@ -1,0 +1,177 @@
+"""A running ValidatorSet across its lifecycle: what the operator rolls onto its replicas.
+
+The reconcile runs against an in-memory API (create, get, merge-apply, patch) standing in
+for the cluster, with real keys in the keys Secret: what matters is which peers.json
+the replicas would be given, and what the set's status says.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from typing import Any, cast
+
+import pytest
+
+from pot import keys
+from pot.operator import conditions, kubeapi, names, runtime, validators_client, vset_reconciler
+from pot.operator import config as configuration
+from pot.settlement import receipts
+
+NS, NAME, SECRET = "farm", "v", "keys"
+
+
+class MemoryKube:
+    """Objects by (plural, namespace, name); children keep what the last apply wrote."""
+
+    def __init__(self) -> None:
+        self.objects: dict[tuple[str, str, str], dict[str, Any]] = {}
+        self.statefulset_patches: list[Any] = []
+        self.events: list[dict[str, Any]] = []
+
+    async def get(self, api_version: str, plural: str, ns: str, name: str) -> dict[str, Any]:
+        try:
+            return copy.deepcopy(self.objects[(plural, ns, name)])
+        except KeyError:
+            raise kubeapi.NotFound(404, "NotFound", f'{plural} "{name}" not found') from None
+
+    async def create(self, body: dict[str, Any], plural: str) -> dict[str, Any] | None:
+        if plural == "events":
+            self.events.append(body)
+            return body
+        key = (plural, body["metadata"]["namespace"], body["metadata"]["name"])
+        if key in self.objects:
+            return None
+        self.objects[key] = copy.deepcopy(body)
+        return body
+
+    async def apply(self, body: dict[str, Any], plural: str) -> dict[str, Any]:
+        key = (plural, body["metadata"]["namespace"], body["metadata"]["name"])
+        self.objects[key] = {**self.objects.get(key, {}), **copy.deepcopy(body)}
+        return body
+
+    async def patch(
+        self, api_version: str, plural: str, ns: str, name: str, patch: Any, **kw: Any
+    ) -> dict[str, Any]:
+        if kw.get("sub") == "status":
+            return {"metadata": {"resourceVersion": "9"}, "status": patch["status"]}
+        self.statefulset_patches.append(patch)
+        return {}
+
+
+def secret(items: dict[int, keys.Key], version: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": SECRET, "namespace": NS, "resourceVersion": version},
+        "stringData": {f"validator-{i}.key": "0x" + k.secret.hex() for i, k in items.items()},
+    }
+
+
+def vset(generation: int = 1, **spec: Any) -> dict[str, Any]:
+    return {
+        "apiVersion": names.API_VERSION,
+        "kind": "ValidatorSet",
+        "metadata": {
+            "name": NAME,
+            "namespace": NS,
+            "uid": "u-1",
+            "generation": generation,
+            "resourceVersion": "7",
+        },
+        "spec": {
+            "replicas": 4,
+            "chain": {"rpcUrl": "http://chain:8545", "chainId": 1, "contract": "0x" + "1" * 40},
+            "keysSecretRef": {"name": SECRET},
+            **spec,
+        },
+    }
+
+
+@pytest.fixture(autouse=True)
+def chain_answers(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(receipts, "chain_id", lambda url, *, timeout: 1)
+
+
+class World:
+    def __init__(self) -> None:
+        self.rt = runtime.Runtime(configuration.Config())
+        self.kube = MemoryKube()
+        self.keys = {i: keys.generate() for i in range(4)}
+        self.put_secret(self.keys, "1")
+
+    def put_secret(self, items: dict[int, keys.Key], version: str) -> None:
+        body = secret(items, version)
+        self.kube.objects[("secrets", NS, SECRET)] = body
+        self.rt.observe_secret(body, False)
+
+    def peers(self) -> dict[str, Any]:
+        cm = self.kube.objects[("configmaps", NS, names.vset_config(NAME))]
+        return dict(json.loads(cm["data"]["peers.json"]))
+
+    async def reconcile(self, body: dict[str, Any]) -> dict[str, Any]:
+        self.rt.vsets[(NS, NAME)] = body
+        await vset_reconciler.reconcile(
+            self.rt,
+            cast(kubeapi.Client, self.kube),
+            cast(validators_client.Client, None),
+            NS,
+            NAME,
+        )
+        return dict(self.rt.vsets[(NS, NAME)].get("status") or {})
+
+
+async def test_a_new_key_in_the_secret_is_not_rolled_onto_a_running_set() -> None:
+    """A key changed in the Secret gave a new peers.json that the StatefulSet rolled onto
+    the replicas one at a time: the new replica and the old ones disagreed on its key (and
+    the contract still knew the old address), so the set split silently."""
+    w = World()
+    await w.reconcile(vset())
+    before = w.peers()
+    assert [r["address"] for r in before["replicas"]] == [w.keys[i].address for i in range(4)]
+
+    w.put_secret({**w.keys, 2: keys.generate()}, "2")
+    status = await w.reconcile(vset())
+    assert w.peers() == before, "the replicas' peers.json must stay the running set's"
+    assert w.kube.statefulset_patches == []
+    ready = conditions.find(status.get("conditions"), conditions.READY)
+    assert ready is not None and ready["reason"] == "MembershipChanged"
+    assert f'Secret "{SECRET}" item validator-2.key' in status["message"]
+    assert "0x" + w.keys[2].secret.hex() not in repr(status)
+
+    # Put back, it is applied again as before.
+    w.put_secret(w.keys, "3")
+    status = await w.reconcile(vset())
+    ready = conditions.find(status.get("conditions"), conditions.READY)
+    assert ready is not None and ready["reason"] != "MembershipChanged"
+
+
+@pytest.mark.parametrize(
+    ("change", "named"),
+    [
+        ({"replicas": 7}, "spec.replicas 4 -> 7"),
+        ({"stakes": ["1", "2", "3", "4"]}, "spec.stakes"),
+        (
+            {"chain": {"rpcUrl": "http://chain:8545", "chainId": 1, "contract": "0x" + "2" * 40}},
+            "spec.chain.contract",
+        ),
+    ],
+)
+async def test_a_spec_that_changes_the_set_is_refused_without_the_crd_rules(
+    change: dict[str, Any], named: str
+) -> None:
+    """A cluster that still runs an older CRD lets such an edit through: the operator
+    refuses it too, and leaves the replicas' peers.json as it was."""
+    w = World()
+    w.put_secret({i: keys.generate() for i in range(7)} | w.keys, "1")
+    await w.reconcile(vset())
+    before = w.peers()
+    status = await w.reconcile(vset(generation=2, **change))
+    assert w.peers() == before
+    assert w.kube.statefulset_patches == []
+    assert named in status["message"] and "create a new ValidatorSet" in status["message"]
+
+    # Tuning is not membership: it rolls out.
+    status = await w.reconcile(vset(generation=3, pbft={"batchSize": 10}))
+    assert w.peers()["pbft"] == {"batchSize": 10}
+    assert "MembershipChanged" not in repr(status)
