@@ -125,6 +125,26 @@ def vset_problem(task: Body, vset: VsetView | None, *, grace_over: bool) -> Prob
     return None
 
 
+def vset_gone(task: Body, *, trained: bool) -> Problem:
+    """The task's ValidatorSet was deleted after the task was registered with it.
+
+    Its replicas, and with their data claims the task's registration, verdicts and
+    allocation, are gone; a set re-created under the name starts empty. A task still
+    training fails (nothing it does can be verified or paid); one that finished
+    training keeps its phase, as an allocation may already be on chain, and says why
+    it will not move.
+    """
+    ref = task["spec"]["validatorSetRef"]["name"]
+    ns = task["metadata"]["namespace"]
+    msg = (
+        f'ValidatorSet "{ref}" (spec.validatorSetRef.name) was deleted from namespace "{ns}" '
+        "while the task depended on it: its replicas held the task's registration and verdicts"
+    )
+    if trained:
+        return Problem(VSET_NOT_FOUND, msg + ", so the task cannot be verified or settled", False)
+    return Problem(VSET_NOT_FOUND, msg + "; create the task again under a new name", True)
+
+
 def keys_problem(task: Body, keys: frozenset[str] | None, *, grace_over: bool) -> Problem | None:
     """The miner-keys Secret must hold ``miner-<r>.key`` for every node rank."""
     secret = task["spec"]["minerKeysSecretRef"]["name"]

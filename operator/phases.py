@@ -261,6 +261,12 @@ class _Machine:
             deadline = self.deadline_passed()
             if deadline:
                 return self.fail("DeadlineExceeded", deadline)
+        if old_phase in (SCHEDULING, TRAINING, VERIFYING, SETTLING) and self.w.vset is None:
+            gone = checks.vset_gone(self.w.task, trained=old_phase in (VERIFYING, SETTLING))
+            if gone.permanent:
+                return self.fail(gone.reason, gone.message)
+            self.phase(old_phase, gone.reason, gone.message, warn=True)
+            return self.finish(requeue=self.w.poll)
         if old_phase in ("", PENDING):
             plan = self.pending()
             if plan is not None:

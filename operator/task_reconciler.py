@@ -99,6 +99,10 @@ async def chain_receipt(
     return receipt
 
 
+def deleting(body: Mapping[str, Any]) -> bool:
+    return bool(body["metadata"].get("deletionTimestamp"))
+
+
 async def reconcile(
     rt: Runtime, kube: kubeapi.Client, vclient: validators_client.Client, namespace: str, name: str
 ) -> None:
@@ -150,7 +154,8 @@ async def reconcile(
     world = phases.World(
         task=task,
         now=now,
-        vset=vsets.view_of(vset_body) if vset_body is not None else None,
+        # A set being deleted is gone for its tasks: its replicas are going with it.
+        vset=None if vset_body is None or deleting(vset_body) else vsets.view_of(vset_body),
         miner_keys=rt.secret_keys.get((namespace, secret)),
         nodes=list(rt.nodes.values()),
         used=rt.node_used,

@@ -118,6 +118,9 @@ def _task(make_example: Any, rt: runtime.Runtime, name: str, **resources: Any) -
     task["metadata"]["creationTimestamp"] = created
     task["status"] = _status("Scheduling", "Creating")
     rt.observe_task(task, False)
+    # The set it registered with (a task past Pending whose set is gone fails).
+    vset = make_example("validatorset.yaml", ns=NS)
+    rt.vsets[(NS, vset["metadata"]["name"])] = vset
     return task
 
 

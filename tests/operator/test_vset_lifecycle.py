@@ -14,9 +14,21 @@ from typing import Any, cast
 import pytest
 
 from pot import keys
-from pot.operator import conditions, kubeapi, names, runtime, validators_client, vset_reconciler
+from pot.operator import (
+    conditions,
+    gang,
+    kubeapi,
+    names,
+    phases,
+    runtime,
+    task_reconciler,
+    validators_client,
+    vset_reconciler,
+)
 from pot.operator import config as configuration
 from pot.settlement import receipts
+
+from .phases_kit import world
 
 NS, NAME, SECRET = "farm", "v", "keys"
 
@@ -175,3 +187,52 @@ async def test_a_spec_that_changes_the_set_is_refused_without_the_crd_rules(
     status = await w.reconcile(vset(generation=3, pbft={"batchSize": 10}))
     assert w.peers()["pbft"] == {"batchSize": 10}
     assert "MembershipChanged" not in repr(status)
+
+
+# ---------------------------------------------------------------- the set deleted under a task
+
+
+def trainer_pods(phase: str) -> list[phases.PodView]:
+    return [
+        phases.PodView(
+            name=f"mlp-demo-node-{r}", rank=r, attempt=0, phase=phase, gated=False, node="rig-0"
+        )
+        for r in range(2)
+    ]
+
+
+@pytest.mark.parametrize("phase", ["Scheduling", "Training"])
+def test_a_task_still_training_fails_when_its_set_is_deleted(
+    make_example: Any, make_node: Any, phase: str
+) -> None:
+    """Deleting the set took its replicas, and with their claims the task's registration:
+    the gang trained on, for nothing, and the status never said why."""
+    task = make_example("task.yaml")
+    task["status"] = {"phase": phase, "reason": "GangRunning"}
+    nodes = [gang.node_info(make_node("rig-0"))]
+    plan = phases.decide(world(task, nodes, vset=None, pods=trainer_pods("Running")))
+    assert (plan.status["phase"], plan.status["reason"]) == ("Failed", "ValidatorSetNotFound")
+    assert 'ValidatorSet "vset" (spec.validatorSetRef.name) was deleted' in plan.status["message"]
+    assert len(plan.delete) == 2, "no member of the gang keeps training"
+    assert [e.reason for e in plan.events] == ["ValidatorSetNotFound"]
+
+
+@pytest.mark.parametrize("phase", ["Verifying", "Settling"])
+def test_a_trained_task_says_its_set_is_gone(make_example: Any, phase: str) -> None:
+    """A trained task is never failed (an allocation may be on chain), but it says why it
+    will not move on, instead of waiting for verdicts in silence."""
+    task = make_example("task.yaml")
+    task["status"] = {"phase": phase, "reason": "TrainingComplete"}
+    plan = phases.decide(world(task, [], vset=None, pods=trainer_pods("Succeeded")))
+    assert (plan.status["phase"], plan.status["reason"]) == (phase, "ValidatorSetNotFound")
+    assert "cannot be verified or settled" in plan.status["message"]
+    assert [(e.type, e.reason) for e in plan.events] == [("Warning", "ValidatorSetNotFound")]
+    assert not plan.delete
+
+
+def test_a_set_being_deleted_is_gone_for_its_tasks(make_example: Any) -> None:
+    """The task reconciler hands the machine no set once the set has a deletionTimestamp."""
+    body = make_example("validatorset.yaml")
+    assert not task_reconciler.deleting(body)
+    body["metadata"]["deletionTimestamp"] = "2026-01-01T00:00:00Z"
+    assert task_reconciler.deleting(body)
