@@ -38,6 +38,8 @@ log = logging.getLogger("pot.operator")
 JSON_PATCH = "application/json-patch+json"
 REPAIR_AFTER = 30.0
 """Seconds between re-applies of the children while replica pods are missing."""
+NAME_CONFLICT = "NameConflict"
+"""A child's name is taken by an object this set does not control."""
 RESYNC_AFTER = 600.0
 """Seconds between re-applies otherwise (a Service or ConfigMap deleted by hand)."""
 
@@ -101,20 +103,34 @@ async def apply_children(
     if refused is not None:
         return refused
     for child in children:
-        plural = PLURALS[child["kind"]]
-        if child["kind"] != "StatefulSet":
-            await kube.apply(child, plural)
+        kind, plural, name = child["kind"], PLURALS[child["kind"]], child["metadata"]["name"]
+        if await kube.create(child, plural) is not None:
             continue
-        if await kube.create(child, plural) is None:
-            await kube.patch(
-                "apps/v1",
-                plural,
-                ns,
-                meta["name"],
-                statefulset_update(child),
-                content_type=JSON_PATCH,
+        # The name is taken. Only what this set controls is patched: a Service "x-peers"
+        # of set "x" is the client Service of a set "x-peers", and a TrainingTask "x" has
+        # a Service "x" too. Patching those rewired their selectors to this set's pods.
+        live = await kube.get(child["apiVersion"], plural, ns, name)
+        if not any(o.get("uid") == meta.get("uid") for o in _controllers(live)):
+            holders = [f'{o.get("kind")} "{o.get("name")}"' for o in _controllers(live)]
+            return checks.Problem(
+                NAME_CONFLICT,
+                f'{kind} "{name}" exists in namespace "{ns}" and belongs to '
+                f"{holders[0] if holders else 'no pot object'}, not to this ValidatorSet: "
+                "its replicas need that name; rename the set (or that object)",
+                False,
             )
+        if kind == "StatefulSet":
+            await kube.patch(
+                "apps/v1", plural, ns, name, statefulset_update(child), content_type=JSON_PATCH
+            )
+        else:
+            body = {k: v for k, v in child.items() if k not in ("apiVersion", "kind")}
+            await kube.patch(child["apiVersion"], plural, ns, name, body)
     return None
+
+
+def _controllers(obj: Mapping[str, Any]) -> list[dict[str, Any]]:
+    return [o for o in obj["metadata"].get("ownerReferences") or [] if o.get("controller")]
 
 
 async def _membership_problem(

@@ -57,18 +57,18 @@ class MemoryKube:
         self.objects[key] = copy.deepcopy(body)
         return body
 
-    async def apply(self, body: dict[str, Any], plural: str) -> dict[str, Any]:
-        key = (plural, body["metadata"]["namespace"], body["metadata"]["name"])
-        self.objects[key] = {**self.objects.get(key, {}), **copy.deepcopy(body)}
-        return body
+    apply = kubeapi.Client.apply  # the real create-or-merge-patch, over these create and patch
 
     async def patch(
         self, api_version: str, plural: str, ns: str, name: str, patch: Any, **kw: Any
     ) -> dict[str, Any]:
         if kw.get("sub") == "status":
             return {"metadata": {"resourceVersion": "9"}, "status": patch["status"]}
-        self.statefulset_patches.append(patch)
-        return {}
+        if plural == "statefulsets":
+            self.statefulset_patches.append(patch)
+            return {}
+        self.objects[(plural, ns, name)].update(copy.deepcopy(patch))  # a merge patch, shallow
+        return self.objects[(plural, ns, name)]
 
 
 def secret(items: dict[int, keys.Key], version: str) -> dict[str, Any]:
@@ -236,3 +236,42 @@ def test_a_set_being_deleted_is_gone_for_its_tasks(make_example: Any) -> None:
     assert not task_reconciler.deleting(body)
     body["metadata"]["deletionTimestamp"] = "2026-01-01T00:00:00Z"
     assert task_reconciler.deleting(body)
+
+
+# ---------------------------------------------------------------- names taken by others
+
+
+@pytest.mark.parametrize(
+    ("kind", "plural", "name", "owner"),
+    [
+        ("Service", "services", "v-peers", ("ValidatorSet", "v-peers")),  # another set's client
+        ("Service", "services", "v", ("TrainingTask", "v")),  # a task's rendezvous Service
+    ],
+)
+async def test_a_child_name_held_by_another_object_is_not_taken_over(
+    kind: str, plural: str, name: str, owner: tuple[str, str]
+) -> None:
+    """Set "v" patched whatever held its children's names: the client Service of a set
+    "v-peers", or the headless Service of a task "v", had its selector and ports rewritten
+    to this set's replicas (and its owner replaced), breaking the other's DNS."""
+    w = World()
+    theirs = {
+        "apiVersion": "v1",
+        "kind": kind,
+        "metadata": {
+            "name": name,
+            "namespace": NS,
+            "ownerReferences": [
+                {"kind": owner[0], "name": owner[1], "uid": "u-other", "controller": True}
+            ],
+        },
+        "spec": {"selector": {"pot.dev/task": "v"}, "clusterIP": "None"},
+    }
+    w.kube.objects[(plural, NS, name)] = copy.deepcopy(theirs)
+    status = await w.reconcile(vset())
+    assert w.kube.objects[(plural, NS, name)] == theirs
+    ready = conditions.find(status.get("conditions"), conditions.READY)
+    assert ready is not None and ready["reason"] == "NameConflict"
+    assert f'{kind} "{name}"' in status["message"]
+    assert f'{owner[0]} "{owner[1]}"' in status["message"]
+    assert status["phase"] == "Pending", "it may clear: the other object may go"

@@ -1,0 +1,98 @@
+"""A running ValidatorSet on the local cluster under kopf's KopfRunner: what may change.
+
+The validators are the stand-ins next to this file. Replicas, stakes and the chain are
+refused by the API server (the CRD's transition rules); a keys Secret that names other
+keys is refused by the operator, which leaves the replicas' peers.json as it was.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from .conftest import wait_for
+
+pytestmark = [pytest.mark.slow, pytest.mark.e2e]
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+OTHER_KEY = "0x" + "42" * 32
+
+
+def _reason(cluster: Any, ns: str) -> str:
+    conds = (cluster.vset(ns).get("status") or {}).get("conditions") or []
+    return next((str(c.get("reason")) for c in conds if c["type"] == "Ready"), "")
+
+
+def test_a_running_sets_membership_is_kept(cluster: Any, operator: Any) -> None:
+    ns = cluster.namespace("vset-life")
+    cluster.kubectl("apply", "-n", ns, "-f", str(EXAMPLES / "validatorset.yaml"))
+    wait_for("Ready", lambda: (cluster.vset(ns).get("status") or {}).get("phase") == "Ready")
+    peers = cluster.core.read_namespaced_config_map("vset-config", ns).data["peers.json"]
+
+    for patch, field in (
+        ({"replicas": 7}, "spec.replicas"),
+        ({"stakes": ["1", "1", "1", "2"]}, "spec.stakes"),
+        ({"chain": {"chainId": 8453}}, "spec.chain"),
+    ):
+        with pytest.raises(AssertionError, match="cannot change on a running ValidatorSet") as e:
+            cluster.kubectl(
+                "patch", "-n", ns, "vset", "vset", "--type=merge", "-p", json.dumps({"spec": patch})
+            )
+        assert field in str(e.value)
+
+    # Another key for replica 3 in the Secret: not rolled out.
+    cluster.kubectl(
+        "patch",
+        "-n",
+        ns,
+        "secret",
+        "vset-keys",
+        "--type=merge",
+        "-p",
+        json.dumps({"stringData": {"validator-3.key": OTHER_KEY}}),
+    )
+    wait_for("the refusal", lambda: _reason(cluster, ns) == "MembershipChanged")
+    st = cluster.vset(ns)["status"]
+    assert 'Secret "vset-keys" item validator-3.key' in st["message"]
+    assert st["phase"] == "Degraded" and st["readyReplicas"] == 4
+    assert OTHER_KEY[2:] not in json.dumps(st)
+    assert cluster.core.read_namespaced_config_map("vset-config", ns).data["peers.json"] == peers
+
+    # The old key back: Ready again, the same peers.json; a tuning change still rolls out.
+    cluster.kubectl("apply", "-n", ns, "-f", str(EXAMPLES / "dev-keys.yaml"))
+    wait_for("Ready again", lambda: _reason(cluster, ns) == "AllReplicasReady")
+    assert cluster.core.read_namespaced_config_map("vset-config", ns).data["peers.json"] == peers
+    cluster.kubectl(
+        "patch", "-n", ns, "vset", "vset", "--type=merge", "-p", '{"spec":{"pbft":{"batchSize":7}}}'
+    )
+    wait_for(
+        "the tuning in peers.json",
+        lambda: (
+            '"batchSize":7'
+            in cluster.core.read_namespaced_config_map("vset-config", ns).data["peers.json"]
+        ),
+    )
+
+
+def test_a_set_named_after_another_sets_service_is_refused(cluster: Any, operator: Any) -> None:
+    ns = cluster.namespace("vset-names")
+    cluster.kubectl("apply", "-n", ns, "-f", str(EXAMPLES / "validatorset.yaml"))
+    wait_for("Ready", lambda: (cluster.vset(ns).get("status") or {}).get("phase") == "Ready")
+    before = cluster.core.read_namespaced_service("vset-peers", ns)
+    doc = (EXAMPLES / "validatorset.yaml").read_text().replace("name: vset\n", "name: vset-peers\n")
+    cluster.kubectl("apply", "-n", ns, "-f", "-", input=doc)
+    wait_for(
+        "the conflict named",
+        lambda: (
+            'Service "vset-peers"'
+            in (cluster.vset(ns, "vset-peers").get("status") or {}).get("message", "")
+        ),
+    )
+    after = cluster.core.read_namespaced_service("vset-peers", ns)
+    assert after.spec.selector == before.spec.selector
+    assert [o.uid for o in after.metadata.owner_references] == [
+        o.uid for o in before.metadata.owner_references
+    ]
+    assert (cluster.vset(ns).get("status") or {}).get("phase") == "Ready"
