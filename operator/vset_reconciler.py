@@ -99,7 +99,8 @@ async def apply_children(
     except errors.ConfigError as exc:
         return checks.Problem("InvalidKey", str(exc), True)
     children = builders_validators.build_all(vset, ids, rt.config)
-    refused = await _membership_problem(kube, vset, children[1], secret_name)
+    configmap = next(c for c in children if c["kind"] == "ConfigMap")  # the peers.json
+    refused = await _membership_problem(kube, vset, configmap, secret_name)
     if refused is not None:
         return refused
     for child in children:
