@@ -60,6 +60,11 @@ def path(
     return base
 
 
+def controllers(obj: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The ownerReferences of ``obj`` that mark its controller (at most one, in practice)."""
+    return [o for o in obj["metadata"].get("ownerReferences") or [] if o.get("controller")]
+
+
 def _pem(data: str | bytes) -> str:
     raw = data.encode() if isinstance(data, str) else data
     if b"-----BEGIN" not in raw:

@@ -99,6 +99,36 @@ async def chain_receipt(
     return receipt
 
 
+async def _service_taken(kube: kubeapi.Client, task: Mapping[str, Any]) -> str | None:
+    """Create the gang's headless Service; None when it is the task's own.
+
+    Its name is the task's, and a ValidatorSet's client Service is named after the set, so
+    a set and a task of one name want the same Service: the trainers would rendezvous
+    through the set's. Then the reason (the holder named). "" while the Service still
+    belongs to an earlier TrainingTask of this name (deleted; the garbage collector takes
+    its Service soon): wait for it, do not fail the new task.
+    """
+    body = builders_trainers.build_service_spec(task)
+    if await kube.create(body, "services") is not None:
+        return None
+    meta, svc = task["metadata"], body["metadata"]["name"]
+    try:
+        live = await kube.get("v1", "services", meta["namespace"], svc)
+    except kubeapi.NotFound:
+        return ""  # gone between the two calls: create it on the next pass
+    owners = kubeapi.controllers(live)
+    if any(o.get("uid") == meta.get("uid") for o in owners):
+        return None
+    if any(o.get("kind") == "TrainingTask" and o.get("name") == meta["name"] for o in owners):
+        return ""
+    holder = f'{owners[0].get("kind")} "{owners[0].get("name")}"' if owners else "no pot object"
+    return (
+        f'Service "{svc}" exists in namespace "{meta["namespace"]}" and belongs to {holder}, '
+        "not to this task: its trainers rendezvous through that name; rename the task (or "
+        "that object)"
+    )
+
+
 def deleting(body: Mapping[str, Any]) -> bool:
     return bool(body["metadata"].get("deletionTimestamp"))
 
@@ -275,7 +305,13 @@ async def _apply(
         await kube.delete("v1", "pods", ns, pod.name, uid=pod.uid, grace=0)
         rt.expect_deleted(key, pod.uid)
     if plan.ensure_children:
-        await kube.create(builders_trainers.build_service_spec(task), "services")
+        taken = await _service_taken(kube, task)
+        if taken is not None:
+            if taken:  # never again: the next pass fails the task, naming the holder
+                log.warning("task %s/%s: %s", ns, name, taken)
+                rt.rejections[key] = (meta.get("uid", ""), taken)
+            rt.queue.add((TASK, ns, name), 0 if taken else 2.0)
+            return
         if rt.config.store_volume == "pvc":
             for rank in plan.create_ranks:
                 await kube.create(

@@ -111,8 +111,8 @@ async def apply_children(
         # of set "x" is the client Service of a set "x-peers", and a TrainingTask "x" has
         # a Service "x" too. Patching those rewired their selectors to this set's pods.
         live = await kube.get(child["apiVersion"], plural, ns, name)
-        if not any(o.get("uid") == meta.get("uid") for o in _controllers(live)):
-            holders = [f'{o.get("kind")} "{o.get("name")}"' for o in _controllers(live)]
+        if not any(o.get("uid") == meta.get("uid") for o in kubeapi.controllers(live)):
+            holders = [f'{o.get("kind")} "{o.get("name")}"' for o in kubeapi.controllers(live)]
             return checks.Problem(
                 NAME_CONFLICT,
                 f'{kind} "{name}" exists in namespace "{ns}" and belongs to '
@@ -128,10 +128,6 @@ async def apply_children(
             body = {k: v for k, v in child.items() if k not in ("apiVersion", "kind")}
             await kube.patch(child["apiVersion"], plural, ns, name, body)
     return None
-
-
-def _controllers(obj: Mapping[str, Any]) -> list[dict[str, Any]]:
-    return [o for o in obj["metadata"].get("ownerReferences") or [] if o.get("controller")]
 
 
 async def _membership_problem(
