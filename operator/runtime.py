@@ -369,11 +369,9 @@ class Runtime:
             ):
                 self.queue.add((TASK, tns, tname))
         for (vns, vname), vset in self.vsets.items():
-            if (
-                vns == ns
-                and ((vset.get("spec") or {}).get("keysSecretRef") or {}).get("name")
-                == meta["name"]
-            ):
+            spec = vset.get("spec") or {}
+            refs = (spec.get("keysSecretRef"), (spec.get("chain") or {}).get("rpcSecretRef"))
+            if vns == ns and meta["name"] in {(r or {}).get("name") for r in refs}:
                 self.vset_queue.add((VSET, vns, vname))
 
     @staticmethod

@@ -98,6 +98,9 @@ async def apply_children(
         ids = identities(secret, int(spec["replicas"]))
     except errors.ConfigError as exc:
         return checks.Problem("InvalidKey", str(exc), True)
+    rpc = _rpc_secret_problem(rt, ns, (spec.get("chain") or {}).get("rpcSecretRef"))
+    if rpc is not None:
+        return rpc
     children = builders_validators.build_all(vset, ids, rt.config)
     configmap = next(c for c in children if c["kind"] == "ConfigMap")  # the peers.json
     refused = await _membership_problem(kube, vset, configmap, secret_name)
@@ -127,6 +130,35 @@ async def apply_children(
         else:
             body = {k: v for k, v in child.items() if k not in ("apiVersion", "kind")}
             await kube.patch(child["apiVersion"], plural, ns, name, body)
+    return None
+
+
+def _rpc_secret_problem(
+    rt: Runtime, ns: str, ref: Mapping[str, Any] | None
+) -> checks.Problem | None:
+    """A Problem when ``spec.chain.rpcSecretRef`` names no Secret or no item in it: the
+    settlement sidecars take their RPC URL from it, so no replica pod could start, and the
+    set said only "0 of n replicas ready". Read from the watched Secrets' item names, never
+    a value (a hosted RPC URL carries an API key)."""
+    if not ref:
+        return None
+    name, item = str(ref.get("name", "")), str(ref.get("key", ""))
+    where = f'Secret "{name}" (spec.chain.rpcSecretRef)'
+    items = rt.secret_keys.get((ns, name))
+    if items is None:
+        return checks.Problem(
+            "RpcSecretNotFound",
+            f'{where} not found in namespace "{ns}": the settlement sidecars read the chain '
+            "RPC URL from it, so no replica can start",
+            False,
+        )
+    if item not in items:
+        return checks.Problem(
+            "RpcSecretKeyMissing",
+            f"{where} has no item {item!r} (spec.chain.rpcSecretRef.key): the settlement "
+            "sidecars read the chain RPC URL from it, so no replica can start",
+            False,
+        )
     return None
 
 

@@ -275,3 +275,29 @@ async def test_a_child_name_held_by_another_object_is_not_taken_over(
     assert f'{kind} "{name}"' in status["message"]
     assert f'{owner[0]} "{owner[1]}"' in status["message"]
     assert status["phase"] == "Pending", "it may clear: the other object may go"
+
+
+async def test_a_missing_rpc_secret_is_named_before_any_replica_is_made() -> None:
+    """spec.chain.rpcSecretRef naming no Secret, or no item in it: every replica pod failed
+    to start (its sidecar's env comes from that item) and the set said only "0 of 4 replicas
+    ready"."""
+    w = World()
+    ref = {"name": "chain-rpc", "key": "url"}
+    chain = {"rpcSecretRef": ref, "chainId": 1, "contract": "0x" + "1" * 40}
+    status = await w.reconcile(vset(chain=chain))
+    assert status["phase"] == "Pending"
+    assert status["message"].startswith('Secret "chain-rpc" (spec.chain.rpcSecretRef) not found')
+    assert ("statefulsets", NS, NAME) not in w.kube.objects
+    rpc_secret = {"metadata": {"name": "chain-rpc", "namespace": NS, "resourceVersion": "1"}}
+    w.rt.vsets[(NS, NAME)] = vset(chain=chain)  # (MemoryKube's status write keeps no spec)
+    w.rt.vset_queue.forget((runtime.VSET, NS, NAME))
+    w.rt.observe_secret({**rpc_secret, "data": {"uri": "aHR0cDovL3g="}}, False)
+    assert len(w.rt.vset_queue) == 1  # the Secret wakes the set
+    status = await w.reconcile(vset(chain=chain))
+    ready = conditions.find(status.get("conditions"), conditions.READY)
+    assert ready is not None and ready["reason"] == "RpcSecretKeyMissing"
+    assert "no item 'url' (spec.chain.rpcSecretRef.key)" in status["message"]
+    w.rt.observe_secret({**rpc_secret, "data": {"url": "aHR0cDovL3g="}}, False)
+    status = await w.reconcile(vset(chain=chain))
+    assert ("statefulsets", NS, NAME) in w.kube.objects
+    assert "aHR0cDovL3g=" not in repr(status) and "http://x" not in repr(status)
