@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import copy
 import json
+import statistics
 import time
 from typing import Any
 
@@ -108,17 +109,19 @@ def _finished_task(v: vapp.Validators, n: int) -> tuple[dict[str, Any], dict[str
 
 
 def _measure(state: dict[str, Any], v: vapp.Validators, repeats: int) -> tuple[int, float, float]:
+    """Snapshot bytes and the median encode and decode seconds over ``repeats`` runs each."""
     app = vapp.App(v)
     app.tasks = state
-    t0 = time.perf_counter()
+    encode, decode = [], []
     for _ in range(repeats):
+        t0 = time.perf_counter()
         data = app.snapshot()
-    encode = (time.perf_counter() - t0) / repeats
-    t0 = time.perf_counter()
+        encode.append(time.perf_counter() - t0)
     for _ in range(repeats):
+        t0 = time.perf_counter()
         vapp.App(v).restore(data)
-    decode = (time.perf_counter() - t0) / repeats
-    return len(data), encode, decode
+        decode.append(time.perf_counter() - t0)
+    return len(data), statistics.median(encode), statistics.median(decode)
 
 
 def main(quick: bool = False) -> dict[str, Any]:
@@ -134,7 +137,7 @@ def main(quick: bool = False) -> dict[str, Any]:
     kept, closed = _finished_task(v, segments)
     rows = []
     for tasks in (10, 100) if quick else (10, 100, 500):
-        repeats = 3 if tasks >= 100 else 10
+        repeats = 5 if tasks >= 100 else 11
         k = _measure({f"ns/t{i}": kept for i in range(tasks)}, v, repeats)
         c = _measure({f"ns/t{i}": closed for i in range(tasks)}, v, repeats)
         rows.append(
