@@ -6,10 +6,11 @@ rigs: 1, 10 and 100; virtual (kwok-like) pods on virtual nodes: 1,000 and
 ``pot local up`` starts it. Pods are created by 16 concurrent clients and
 Running is observed through a watch.
 
-Baseline in the same run: the time to create the same number of pods with
-their status already written by the client (no scheduler, no kubelet
-involved: API writes only), so ``x_api`` says how many times the bare API
-cost getting pods to Running takes.
+Baseline in the same run, just before each round: the time to create the
+same number of pods, by the same 16 clients, with a ``schedulerName`` no
+component serves (no scheduler, no kubelet involved: API writes only), so
+``x_api`` says how many times the bare API cost getting pods to Running
+takes. Each size is one round (one sample), so the 1-pod row is noisy.
 """
 
 from __future__ import annotations

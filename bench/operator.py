@@ -23,6 +23,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -235,6 +236,7 @@ def main(quick: bool) -> dict[str, Any]:
             except subprocess.TimeoutExpired:
                 proc.kill()
         launching.down(workdir)
+        shutil.rmtree(workdir, ignore_errors=True)  # the cluster's state and the operator's log
     delta = after - before
     per_task = {k: v / n_tasks for k, v in sorted(delta.items())}
     total = sum(delta.values()) / n_tasks
