@@ -5,7 +5,8 @@ Benchmarks measure ratios against a baseline taken in the same run (never
 absolute numbers compared across machines), print a short table and write
 ``bench/results/NAME.json``. Each ``bench/NAME.py`` defines
 ``main(quick: bool) -> dict``; ``bench/common.py`` holds the shared table and
-JSON writer.
+JSON writer (``POT_BENCH_RESULTS=DIR`` writes the JSON there instead; the smoke
+tests, tests/test_bench.py, run every ``--quick`` that way).
 """
 
 from __future__ import annotations
