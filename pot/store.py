@@ -13,20 +13,22 @@ Two backends share one interface:
   valid name.
 - ``HttpStore``: a read-only client of a peer's store served at
   ``GET {base}/v1/blobs/{cid}`` (see ``pot.storeserving``); verified like a
-  local read.
+  local read, and bounded: http(s) only, no redirects, a size cap and a deadline
+  for the whole exchange.
 """
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import os
+import socket
+import threading
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 from typing import Protocol
 
-from pot import cids, errors, files
+from pot import cids, errors, files, urls
 
 
 class ContentStore(Protocol):
@@ -105,8 +107,13 @@ _CHUNK = 1 << 20
 class HttpStore:
     """Read-only client of a remote store; verifies every blob it returns.
 
-    A peer is untrusted: a read is bounded in size (``max_bytes``) and in total time
-    (``deadline``), and exceeding either is a ``StoreError``."""
+    A peer is untrusted, and so is its URL (a segment's ``storeUrl``): anything but an
+    ``http(s)`` URL (``urls.http_target``) is refused, redirects are not followed (a store
+    may not send the reader to another host, or to the reader's own), and a read is bounded
+    in size (``max_bytes``) and in total time (``deadline``, from connecting to the last
+    byte). Every failure the peer can cause is a ``StoreError``, never another exception:
+    a validator's audit attributes a ``StoreError`` to the miner (``MISSING_BLOB``) and
+    anything else to itself (``AUDIT_ERROR``, which is never slashed)."""
 
     def __init__(
         self,
@@ -131,6 +138,14 @@ class HttpStore:
     def put(self, data: bytes) -> str:
         raise errors.StoreError(f"{self.base_url}: remote stores are read-only")
 
+    def _connection(self, url: str) -> tuple[http.client.HTTPConnection, str]:
+        try:
+            scheme, host, port, path = urls.http_target(url)
+        except ValueError as exc:
+            raise errors.StoreError(f"{self.base_url!r}: not a store URL ({exc})") from None
+        kind = http.client.HTTPSConnection if scheme == "https" else http.client.HTTPConnection
+        return kind(host, port, timeout=self.timeout), path
+
     def _read(self, resp: http.client.HTTPResponse, url: str, until: float) -> bytes:
         length = resp.getheader("Content-Length")
         # ASCII only: headers are Latin-1, and int() raises on "²", which isdigit() takes.
@@ -145,20 +160,40 @@ class HttpStore:
                 raise errors.StoreError(
                     f"{url}: not read in {self.deadline:g} s ({len(buf)} bytes so far)"
                 )
+        if resp.length:  # read1 ends quietly where the peer closed before Content-Length
+            raise errors.StoreError(f"{url}: body cut short ({len(buf)} bytes, {length} declared)")
         return bytes(buf)
 
-    def get(self, cid: str) -> bytes:
+    def _request(self, method: str, cid: str) -> bytes:
+        """The body of a 200 answer to ``method`` on ``cid``'s URL; BlobNotFound on a 404,
+        StoreError on anything else the peer does."""
         url = self._url(cid)
-        until = time.monotonic() + self.deadline
+        conn, path = self._connection(url)
+        watchdog = _Watchdog(conn, self.deadline)
         try:
-            with urllib.request.urlopen(url, timeout=self.timeout) as resp:  # noqa: S310 (http(s) peer URL)
-                data = self._read(resp, url, until)
-        except urllib.error.HTTPError as exc:
-            if exc.code == 404:
-                raise errors.BlobNotFound(f"blob {cid} not found at {self.base_url}") from exc
-            raise errors.StoreError(f"{url}: HTTP {exc.code}") from exc
-        except (urllib.error.URLError, OSError, http.client.HTTPException) as exc:
+            conn.connect()  # bounded by the socket timeout (name resolution is not)
+            watchdog.check()
+            conn.request(method, path)
+            resp = conn.getresponse()  # status line and headers: bounded by the watchdog
+            watchdog.check()  # a shut-down socket reads as the end of the headers
+            if resp.status == 404:
+                raise errors.BlobNotFound(f"blob {cid} not found at {self.base_url}")
+            if resp.status != 200:
+                raise errors.StoreError(f"{url}: HTTP {resp.status} (redirects are not followed)")
+            data = self._read(resp, url, watchdog.until) if method == "GET" else b""
+            watchdog.check()  # ... or as the end of the body
+            return data
+        except (OSError, ValueError, http.client.HTTPException) as exc:
+            # ValueError: a host IDNA cannot encode ("label empty or too long"), a bad port
+            if watchdog.fired:
+                raise errors.StoreError(f"{url}: not read in {self.deadline:g} s") from exc
             raise errors.StoreError(f"{self.base_url}: unreachable ({exc})") from exc
+        finally:
+            watchdog.cancel()
+            conn.close()
+
+    def get(self, cid: str) -> bytes:
+        data = self._request("GET", cid)
         if not cids.matches(cid, data):
             raise errors.BlobCorrupt(
                 f"blob {cid} from {self.base_url} is corrupt: its {len(data)} bytes hash to "
@@ -167,12 +202,45 @@ class HttpStore:
         return data
 
     def has(self, cid: str) -> bool:
-        req = urllib.request.Request(self._url(cid), method="HEAD")  # noqa: S310
         try:
-            with urllib.request.urlopen(req, timeout=self.timeout):  # noqa: S310
-                return True
-        except (urllib.error.URLError, OSError):
+            self._request("HEAD", cid)
+        except errors.StoreError:
             return False
+        return True
+
+
+class _Watchdog:
+    """Shuts a connection's socket down once ``seconds`` have passed since it was made.
+
+    The socket timeout bounds each read, not a response: a peer sending its headers a
+    byte at a time just under it would hold the reader for hours. ``shutdown`` wakes a
+    thread blocked in ``recv`` (``close`` would not), which then sees the end of the
+    stream."""
+
+    def __init__(self, conn: http.client.HTTPConnection, seconds: float) -> None:
+        self.conn = conn
+        self.until = time.monotonic() + seconds
+        self.fired = False
+        self._timer = threading.Timer(seconds, self._fire)
+        self._timer.daemon = True
+        self._timer.start()
+
+    def _fire(self) -> None:
+        self.fired = True
+        sock = self.conn.sock
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                socket.socket.shutdown(sock, socket.SHUT_RDWR)  # the raw socket, even under TLS
+
+    def check(self) -> None:
+        """TimeoutError if the deadline passed (call once connected too: a socket made after
+        the timer fired was never shut down)."""
+        if self.fired or time.monotonic() > self.until:
+            self.fired = True
+            raise TimeoutError("deadline passed")
+
+    def cancel(self) -> None:
+        self._timer.cancel()
 
 
 class LayeredStore:

@@ -37,3 +37,24 @@ def redact(url: str) -> str:
 def redact_text(text: str) -> str:
     """``text`` with every URL in it redacted (for exception messages that quote a URL)."""
     return _URL.sub(lambda m: redact(m.group(0)), text)
+
+
+def http_target(url: str) -> tuple[str, str, int | None, str]:
+    """``(scheme, host, port, path)`` of an absolute ``http``/``https`` URL; ValueError saying
+    what is wrong otherwise.
+
+    The policy for URLs a peer hands us to fetch from (a segment's ``storeUrl``): no other
+    scheme (``file:``, ``ftp:``, ``data:`` would read what the peer names on our side), printable
+    ASCII only, a host, no userinfo, query or fragment (nothing of ours is appended to
+    them)."""
+    if not url.isascii() or not url.isprintable() or " " in url:
+        raise ValueError("not printable ASCII without spaces")
+    parts = urlsplit(url)  # ValueError: an unclosed IPv6 bracket
+    if parts.scheme not in ("http", "https"):
+        raise ValueError(f"scheme {parts.scheme!r} is not http or https")
+    port = parts.port  # ValueError: out of range or not a number
+    if not parts.hostname or "@" in parts.netloc:
+        raise ValueError("no host, or a user name")
+    if parts.query or parts.fragment or "?" in url or "#" in url:
+        raise ValueError("a query or fragment")
+    return parts.scheme, parts.hostname, port, parts.path.rstrip("/")
