@@ -15,12 +15,16 @@ Two backends share one interface:
   ``GET {base}/v1/blobs/{cid}`` (see ``pot.storeserving``); verified like a
   local read, and bounded: http(s) only, no redirects, a size cap and a deadline
   for the whole exchange.
+
+``LayeredStore`` puts a local cache in front of a remote store; faults of the
+cache never surface as the remote's.
 """
 
 from __future__ import annotations
 
 import contextlib
 import http.client
+import logging
 import os
 import socket
 import threading
@@ -29,6 +33,8 @@ from pathlib import Path
 from typing import Protocol
 
 from pot import cids, errors, files, urls
+
+log = logging.getLogger(__name__)
 
 
 class ContentStore(Protocol):
@@ -246,7 +252,11 @@ class _Watchdog:
 class LayeredStore:
     """Reads from the first store that has a blob; writes to the first store.
 
-    Validators use a local cache in front of the miners' HTTP stores.
+    Validators use a local cache in front of the miners' HTTP stores. Only the last
+    store's failures are reported: a corrupt or unreadable copy in an earlier one (the
+    validator's own cache: a torn disk, bit rot) is passed over for the next store, and a
+    copy that cannot be kept (a full or read-only cache) is still returned, verified. An
+    audit must not blame the miner for the validator's disk, nor fail because of it.
     """
 
     def __init__(self, *stores: ContentStore) -> None:
@@ -259,14 +269,24 @@ class LayeredStore:
 
     def get(self, cid: str) -> bytes:
         missing: list[str] = []
-        for store in self.stores:
+        last = self.stores[-1]
+        for layer in self.stores:
             try:
-                data = store.get(cid)
+                data = layer.get(cid)
             except errors.BlobNotFound:
-                missing.append(repr(store))
+                missing.append(repr(layer))
                 continue
-            if store is not self.stores[0]:
-                self.stores[0].put(data)
+            except (errors.BlobCorrupt, OSError) as exc:
+                if layer is last:
+                    raise
+                log.warning("blob %s: passing over %r (%s)", cid, layer, exc)
+                missing.append(repr(layer))
+                continue
+            if layer is not self.stores[0]:
+                try:
+                    self.stores[0].put(data)  # repairs a corrupt copy too
+                except (OSError, errors.StoreError) as exc:
+                    log.warning("blob %s: not kept in %r (%s)", cid, self.stores[0], exc)
             return data
         raise errors.BlobNotFound(f"blob {cid} not found in {', '.join(missing)}")
 
