@@ -16,6 +16,7 @@ body under the same index: that would be the duplicate a resume must not make.
 
 from __future__ import annotations
 
+import http.client
 import json
 import logging
 import os
@@ -133,7 +134,9 @@ class Publisher:
                     reason = "unknown"
                 return f"rejected:{reason}"
             return f"retry:HTTP {exc.code}"
-        except (urllib.error.URLError, OSError) as exc:
+        except (urllib.error.URLError, OSError, http.client.HTTPException) as exc:
+            # HTTPException: a validator killed mid-answer (IncompleteRead), or something
+            # else on its port (BadStatusLine); escaping, it ended the publisher's thread
             return f"retry:{exc}"
         # A 202 that is not yet committed is sent again (validators order it once): the
         # replica that took it may never get it ordered (docs/protocol.md, POST /v1/segments).
@@ -231,7 +234,7 @@ def wait_decided(
                 view = json.loads(resp.read())
             if decided(view, miner, expected):
                 return True
-        except (urllib.error.URLError, OSError, ValueError) as exc:
+        except (urllib.error.URLError, OSError, ValueError, http.client.HTTPException) as exc:
             log.debug("waiting for verdicts: %s", exc)
         if time.monotonic() + poll > deadline:
             return False
