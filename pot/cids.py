@@ -51,6 +51,10 @@ def digest(cid: str) -> bytes:
         raise errors.ProofError(f"CID {cid!r} is not valid base32") from exc
     if raw[:4] != _PREFIX or len(raw) != len(_PREFIX) + DIGEST_LEN:
         raise errors.ProofError(f"CID {cid!r} is not CIDv1/raw/sha2-256")
+    # The decoder forgives upper case and stray bits in the last character: one blob, many
+    # names. Only the spelling cid_of makes is a CID (the store files a blob under its name).
+    if encode(raw[4:]) != cid:
+        raise errors.ProofError(f"CID {cid!r} is not in canonical form (lower-case base32)")
     return raw[4:]
 
 

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import hashlib
+from pathlib import Path
 
 import pytest
 
-from pot import cids, errors
+from pot import cids, errors, store
 
 # (bytes, CID as `ipfs add --cid-version 1 --raw-leaves` prints it)
 VECTORS = [
@@ -47,3 +48,22 @@ def test_rejects_foreign_or_malformed(bad: str) -> None:
 
 def test_mismatch_detected() -> None:
     assert not cids.matches(cids.cid_of(b"a"), b"b")
+
+
+def test_only_the_canonical_spelling_is_a_cid(tmp_path: Path) -> None:
+    """base32 decoding forgave upper case and the two spare bits of the last character, so
+    each blob had eight-plus names; the store keeps it under one (its shard is the name's
+    last two characters), and an alias never matched the blob a segment meant."""
+    cid = cids.cid_of(b"hello world")
+    alphabet = "abcdefghijklmnopqrstuvwxyz234567"
+    aliases = [
+        cid[:-1] + alphabet[alphabet.index(cid[-1]) ^ 1],  # a spare bit set
+        "b" + cid[1:].upper(),
+        cid[:20] + cid[20:].upper(),
+    ]
+    blobs = store.FilesystemStore(tmp_path)
+    blobs.put(b"hello world")
+    for alias in aliases:
+        assert not cids.is_valid(alias), alias
+        with pytest.raises(errors.ProofError, match="canonical"):
+            blobs.get(alias)
