@@ -25,7 +25,9 @@ Every verb below is one the code makes; nothing else is granted:
   (``handlers.startup``): the status writes are ours, ``patch`` on ``/status``.
 - Children are created, then patched to the desired state when they exist
   (``kubeapi.Client.apply``, the StatefulSet's JSON patch, the pods' gate
-  release). Only pods (gang restarts) and Volcano PodGroups (the previous
+  release). A ValidatorSet's children and a task's gang Service that already
+  exist are read first (``get``): only one the object controls is patched, and
+  the peers.json ConfigMap tells which set the running replicas have. Only pods (gang restarts) and Volcano PodGroups (the previous
   attempt's) are deleted; everything else goes by ownerReference garbage
   collection. The stores' PersistentVolumeClaims are only created.
 - Secrets are only read (miner-key names and addresses, validator public
@@ -51,6 +53,7 @@ from typing import Any
 
 _WATCH = ["list", "watch"]
 _APPLY = ["create", "patch"]
+_OWN = ["create", "get", "patch"]  # a child that exists is read first: whose is it?
 
 LEASE_NAME = "pot-operator"
 """The leader-election Lease (the default of ``POT_LEASE_NAME``, which the chart keeps)."""
@@ -75,14 +78,14 @@ OPERATOR_RULES: Sequence[Mapping[str, Any]] = (
     {
         "apiGroups": [""],
         "resources": ["services", "configmaps", "serviceaccounts"],
-        "verbs": [*_APPLY],
+        "verbs": [*_OWN],
     },
     {"apiGroups": [""], "resources": ["persistentvolumeclaims"], "verbs": ["create"]},
     {"apiGroups": [""], "resources": ["secrets"], "verbs": ["get", *_WATCH]},
     {"apiGroups": [""], "resources": ["nodes"], "verbs": [*_WATCH]},
     {"apiGroups": [""], "resources": ["events"], "verbs": ["create"]},
-    {"apiGroups": ["apps"], "resources": ["statefulsets"], "verbs": [*_APPLY]},
-    {"apiGroups": ["policy"], "resources": ["poddisruptionbudgets"], "verbs": [*_APPLY]},
+    {"apiGroups": ["apps"], "resources": ["statefulsets"], "verbs": [*_OWN]},
+    {"apiGroups": ["policy"], "resources": ["poddisruptionbudgets"], "verbs": [*_OWN]},
     # A gang queued on Volcano gets a PodGroup (minMember = nodes) per attempt.
     {
         "apiGroups": ["scheduling.volcano.sh"],

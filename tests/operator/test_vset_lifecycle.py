@@ -40,14 +40,21 @@ class MemoryKube:
         self.objects: dict[tuple[str, str, str], dict[str, Any]] = {}
         self.statefulset_patches: list[Any] = []
         self.events: list[dict[str, Any]] = []
+        self.calls: set[tuple[str, str, str]] = set()  # (verb, API group, resource)
+
+    def _call(self, verb: str, api_version: str, plural: str) -> None:
+        group = api_version.rpartition("/")[0] if "/" in api_version else ""
+        self.calls.add((verb, group, plural))
 
     async def get(self, api_version: str, plural: str, ns: str, name: str) -> dict[str, Any]:
+        self._call("get", api_version, plural)
         try:
             return copy.deepcopy(self.objects[(plural, ns, name)])
         except KeyError:
             raise kubeapi.NotFound(404, "NotFound", f'{plural} "{name}" not found') from None
 
     async def create(self, body: dict[str, Any], plural: str) -> dict[str, Any] | None:
+        self._call("create", body["apiVersion"], plural)
         if plural == "events":
             self.events.append(body)
             return body
@@ -62,6 +69,7 @@ class MemoryKube:
     async def patch(
         self, api_version: str, plural: str, ns: str, name: str, patch: Any, **kw: Any
     ) -> dict[str, Any]:
+        self._call("patch", api_version, plural + ("/status" if kw.get("sub") else ""))
         if kw.get("sub") == "status":
             return {"metadata": {"resourceVersion": "9"}, "status": patch["status"]}
         if plural == "statefulsets":
@@ -301,3 +309,28 @@ async def test_a_missing_rpc_secret_is_named_before_any_replica_is_made() -> Non
     status = await w.reconcile(vset(chain=chain))
     assert ("statefulsets", NS, NAME) in w.kube.objects
     assert "aHR0cDovL3g=" not in repr(status) and "http://x" not in repr(status)
+
+
+def test_every_call_these_reconciles_make_is_in_the_operators_rbac() -> None:
+    """The chart grants exactly the verbs the code uses (``operator/rbac.py``). A reconcile
+    that began reading its children (``get``) passed every test here and failed only in
+    the demo, where the local cluster enforces RBAC: 403, and no set became Ready."""
+    from .test_rbac_rules import USED, allowed
+
+    seen: set[tuple[str, str, str]] = set()
+
+    async def run() -> None:
+        w = World()
+        await w.reconcile(vset())
+        await w.reconcile(vset(2, image="pot-validator:2"))  # children exist: read, patched
+        w.put_secret({**w.keys, 2: keys.generate()}, "2")
+        await w.reconcile(vset())
+        seen.update(w.kube.calls)
+
+    import asyncio
+
+    asyncio.run(run())
+    assert ("get", "", "configmaps") in seen and ("patch", "apps", "statefulsets") in seen
+    for verb, group, resource in sorted(seen):
+        assert (verb, group, resource) in USED, (verb, group, resource)
+        assert allowed(verb, group, resource, name="" if verb == "create" else "x")
