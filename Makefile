@@ -11,13 +11,14 @@ HELM := $(TOOLS)/bin/helm
 PYTEST_ARGS ?=
 export PATH := $(CURDIR)/$(VENV)/bin:$(CURDIR)/$(TOOLS)/bin:$(CURDIR)/$(TOOLS)/node_modules/.bin:$(PATH)
 
-.PHONY: install test lint demo bench chart images e2e-kind clean help
+.PHONY: install test lint demo bench bench-smoke chart images e2e-kind clean help
 
 help:
 	@echo "make demo      run the whole pipeline on the embedded local cluster"
 	@echo "make test      run the test suite (installs first)"
 	@echo "make lint      ruff, mypy and the import-linter layer contract"
 	@echo "make bench     benchmarks (ratios against same-run baselines, JSON in bench/results)"
+	@echo "make bench-smoke  every bench's --quick mode runs and writes valid JSON"
 	@echo "make chart     copy crds/ into the Helm chart and lint it"
 	@echo "make images    build container images (needs a Docker engine)"
 	@echo "make e2e-kind  end-to-end tests on a kind cluster (needs docker and kind)"
@@ -53,6 +54,11 @@ demo: install
 
 bench: install
 	@$(VENV)/bin/pot bench run all
+
+# Every bench's --quick mode runs and writes valid JSON (the slow four are left out of
+# `make test` to keep CI well inside its time: about 2 minutes on 2 cores).
+bench-smoke: install
+	@POT_BENCH_SMOKE=1 scripts/run-tests tests/test_bench.py
 
 chart: install
 	@$(PY) -m pot.charting sync

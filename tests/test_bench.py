@@ -91,6 +91,10 @@ def test_quick_bench_writes_json(name: str, tmp_path: Path) -> None:
 
 @pytest.mark.slow
 @pytest.mark.timeout(900)
+@pytest.mark.skipif(
+    not os.environ.get("POT_BENCH_SMOKE"),
+    reason="about 2 minutes on 2 cores, kept out of CI's time: make bench-smoke",
+)
 @pytest.mark.parametrize("name", SLOW)
 def test_slow_quick_bench_writes_json(name: str, tmp_path: Path) -> None:
     _smoke(name, tmp_path)
