@@ -11,6 +11,7 @@ the field (its catch-all; the same on every replica, so no split), and "١٠٠" 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from pathlib import Path
 from typing import Any
@@ -20,9 +21,10 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from pot import errors, keys
 from pot.settlement import allocations
-from pot.validator import api, auditing, auth, localnet, pbft, replica, specs
+from pot.validator import api, auth, localnet, pbft, specs
 from pot.validator import app as vapp
 from pot.validator import messages as m
+from tests.validator import node_kit
 
 SPEC: dict[str, Any] = {
     "model": {"name": "mlp-regression"},
@@ -65,14 +67,8 @@ def test_the_replicated_application_refuses_it_as_a_bad_spec() -> None:
 
 
 def test_the_api_answers_400_naming_the_field(tmp_path: Path) -> None:
-    config, keys_ = localnet.write_peers(tmp_path, 4)
-    node = replica.Node(
-        peers=auth.load_peers(config),
-        me=0,
-        key=keys_[0],
-        data_dir=tmp_path / "data-0",
-        auditor=auditing.Scripted(),
-    )
+    stack = contextlib.ExitStack()
+    node, _ = stack.enter_context(node_kit.api_node(tmp_path))
 
     async def go() -> None:
         async with TestClient(TestServer(api.build(node))) as client:
@@ -85,8 +81,7 @@ def test_the_api_answers_400_naming_the_field(tmp_path: Path) -> None:
     try:
         asyncio.run(go())
     finally:
-        node.sync_pool.shutdown()
-        node.disk.close()
+        stack.close()
 
 
 def test_allocation_amounts_and_peer_stakes_must_be_ascii(tmp_path: Path) -> None:

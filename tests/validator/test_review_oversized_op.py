@@ -10,6 +10,7 @@ suspected each new primary alone.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
 from pathlib import Path
@@ -18,10 +19,11 @@ import yaml
 from aiohttp.test_utils import TestClient, TestServer
 
 from pot.trainer import segments
-from pot.validator import api, auditing, auth, localnet, pbft, replica
+from pot.validator import api, pbft
 from pot.validator import app as vapp
 from pot.validator import messages as m
 from pot.validator.rejections import Rejection
+from tests.validator import node_kit
 from tests.validator.pbft_kit import Net
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -45,14 +47,8 @@ def test_the_api_refuses_a_segment_or_task_too_big_to_order(tmp_path: Path) -> N
     """A self-signed segment (any key will do) of a registered task, 300 KB once ordered:
     400 at once. (Before: ordered, and ``"committed": false`` after the wait, so the trainer
     sent it again and again.) Same for a registration."""
-    config, keys_ = localnet.write_peers(tmp_path, 4)
-    node = replica.Node(
-        peers=auth.load_peers(config),
-        me=0,
-        key=keys_[0],
-        data_dir=tmp_path / "data-0",
-        auditor=auditing.Scripted(),
-    )
+    stack = contextlib.ExitStack()
+    node, keys_ = stack.enter_context(node_kit.api_node(tmp_path))
     spec = yaml.safe_load((ROOT / "examples" / "task.yaml").read_text())["spec"]
     spec["resources"]["nodes"] = 1
     task = "default/big"
@@ -93,5 +89,4 @@ def test_the_api_refuses_a_segment_or_task_too_big_to_order(tmp_path: Path) -> N
     try:
         asyncio.run(go())
     finally:
-        node.sync_pool.shutdown()
-        node.disk.close()
+        stack.close()

@@ -9,12 +9,14 @@ a handler as long as it liked. Real aiohttp server on loopback (``api.serve``), 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from pathlib import Path
 
 import pytest
 
-from pot.validator import api, auditing, auth, localnet, replica
+from pot.validator import api
+from tests.validator import node_kit
 
 BODY_S, KEEPALIVE_S, LINGER_S = 0.5, 1.0, 0.5
 
@@ -52,14 +54,8 @@ def test_slow_bodies_and_slow_headers_are_cut_off(
     monkeypatch.setattr(api, "BODY_TIMEOUT_S", BODY_S)
     monkeypatch.setattr(api, "KEEPALIVE_S", KEEPALIVE_S)
     monkeypatch.setattr(api, "LINGER_S", LINGER_S)
-    config, keys_ = localnet.write_peers(tmp_path, 4)
-    node = replica.Node(
-        peers=auth.load_peers(config),
-        me=0,
-        key=keys_[0],
-        data_dir=tmp_path / "data-0",
-        auditor=auditing.Scripted(),
-    )
+    stack = contextlib.ExitStack()
+    node, _ = stack.enter_context(node_kit.api_node(tmp_path))
 
     async def go() -> None:
         runner = await api.serve(node, "127.0.0.1", 0)
@@ -82,5 +78,4 @@ def test_slow_bodies_and_slow_headers_are_cut_off(
     try:
         asyncio.run(go())
     finally:
-        node.sync_pool.shutdown()
-        node.disk.close()
+        stack.close()
