@@ -27,6 +27,7 @@ from pot.trainer import checkpoints, segments, tasks, verification
 from pot.validator import app as vapp
 from pot.validator import auditing, pbft
 from pot.validator import messages as m
+from tests.validator import node_kit
 
 from .conftest import Run, train_local
 
@@ -100,15 +101,7 @@ def test_a_node_does_not_resume_another_task_objects_state(tmp_path: Path) -> No
 
 def _registered() -> vapp.App:
     """A validator's replicated state with X and Y registered (same spec, own uids)."""
-    app = vapp.App(
-        vapp.Validators(
-            addresses=tuple(keys.generate().address for _ in range(4)),
-            stakes=(1, 1, 1, 1),
-            chain_id=31337,
-            contract="0x" + "11" * 20,
-            f=1,
-        )
-    )
+    app = node_kit.app_of_four()
     for seq, (task, uid) in enumerate(((TASK_X, UID_X), (TASK_Y, UID_Y)), start=1):
         op = vapp.op("register", task=task, spec=_spec(), uid=uid)
         ctx = pbft.ExecContext(seq=seq, view=0, batch_digest=bytes(32))

@@ -19,31 +19,16 @@ from pot.trainer import segments
 from pot.validator import app as vapp
 from pot.validator import auth, localnet, pbft
 from pot.validator import messages as m
+from tests.validator import node_kit
 
 OPERATOR = keys.generate()
 TASK = "farm/mlp"
 UID = "uid-0"
-SPEC: dict[str, Any] = {
-    "model": {"name": "mlp-regression"},
-    "dataset": {"name": "synthetic-regression"},
-    "hyperparameters": {"steps": 40},
-    "resources": {"nodes": 1},
-    "proof": {"segmentSteps": 20, "sampleRate": 0.5},
-    "reward": {"pool": "1000", "minerStake": "10"},
-}
+SPEC = node_kit.SPEC
 
 
 def _app(operator: str | None) -> vapp.App:
-    return vapp.App(
-        vapp.Validators(
-            addresses=tuple(keys.generate().address for _ in range(4)),
-            stakes=(1, 1, 1, 1),
-            chain_id=31337,
-            contract="0x" + "11" * 20,
-            f=1,
-            operator=operator,
-        )
-    )
+    return node_kit.app_of_four(operator)
 
 
 def _execute(app: vapp.App, op: bytes, seq: int = 1) -> dict[str, Any]:

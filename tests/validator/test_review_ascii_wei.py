@@ -26,14 +26,7 @@ from pot.validator import app as vapp
 from pot.validator import messages as m
 from tests.validator import node_kit
 
-SPEC: dict[str, Any] = {
-    "model": {"name": "mlp-regression"},
-    "dataset": {"name": "synthetic-regression"},
-    "hyperparameters": {"steps": 40},
-    "resources": {"nodes": 1},
-    "proof": {"segmentSteps": 20, "sampleRate": 0.5},
-    "reward": {"pool": "1000", "minerStake": "10"},
-}
+SPEC = node_kit.SPEC
 NOT_ASCII = ["²", "١٠٠", "１０", "1²"]  # superscript, Arabic-Indic, fullwidth, mixed
 
 
@@ -50,15 +43,7 @@ def test_a_spec_with_non_ascii_digits_is_refused_naming_the_field(field: str, va
 
 
 def test_the_replicated_application_refuses_it_as_a_bad_spec() -> None:
-    app = vapp.App(
-        vapp.Validators(
-            addresses=tuple(keys.generate().address for _ in range(4)),
-            stakes=(1, 1, 1, 1),
-            chain_id=31337,
-            contract="0x" + "11" * 20,
-            f=1,
-        )
-    )
+    app = node_kit.app_of_four()
     ctx = pbft.ExecContext(seq=1, view=0, batch_digest=bytes(32))
     op = vapp.op("register", task="farm/mlp", uid="u-1", spec=_with("pool", "²"))
     result = json.loads(app.execute(m.Request("c", 1, op), ctx))
