@@ -195,6 +195,24 @@ class LocalCluster:
         launching.down(self.directory)
 
 
+def gpu_holder(name: str, rig: str, gpus: int = 3) -> dict[str, Any]:
+    """A pod that sleeps on node ``rig`` holding ``gpus`` of its GPUs (capacity tests)."""
+    return {
+        "metadata": {"name": name},
+        "spec": {
+            "nodeSelector": {"kubernetes.io/hostname": rig},
+            "containers": [
+                {
+                    "name": "c",
+                    "image": "busy",
+                    "command": ["sleep", "600"],
+                    "resources": {"limits": {"nvidia.com/gpu": str(gpus)}},
+                }
+            ],
+        },
+    }
+
+
 def wait_for(what: str, check: Any, timeout: float = 60.0, interval: float = 0.3) -> Any:
     """Poll ``check()`` until it returns something truthy; AssertionError naming ``what``."""
     import time

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from .conftest import standin_env, wait_for
+from .conftest import gpu_holder, standin_env, wait_for
 
 pytestmark = [pytest.mark.slow, pytest.mark.e2e]
 GATE = "pot.dev/gang"
@@ -116,20 +116,7 @@ def test_task_that_fits_later_stays_gated_then_starts_together(cluster: Any, ope
     _vset_ready(cluster, ns)
     blockers = []
     for rig in ("gpu-rig-0", "gpu-rig-1"):
-        body = {
-            "metadata": {"name": f"block-{rig}"},
-            "spec": {
-                "nodeSelector": {"kubernetes.io/hostname": rig},
-                "containers": [
-                    {
-                        "name": "c",
-                        "image": "busy",
-                        "command": ["sleep", "600"],
-                        "resources": {"limits": {"nvidia.com/gpu": "3"}},
-                    }
-                ],
-            },
-        }
+        body = gpu_holder(f"block-{rig}", rig)
         blockers.append(cluster.core.create_namespaced_pod(ns, body).metadata.name)
     wait_for(
         "blockers running",

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from .conftest import kopf_operator, standin_env, wait_for
+from .conftest import gpu_holder, kopf_operator, standin_env, wait_for
 
 pytestmark = [pytest.mark.slow, pytest.mark.e2e]
 ROOT = Path(__file__).resolve().parents[2]
@@ -25,20 +25,7 @@ WATCHED, OTHER = "watched", "other"
 
 def _blocker(cluster: Any, rig: str) -> str:
     """A pod in the unwatched namespace holding 3 of ``rig``'s 4 GPUs, running."""
-    body = {
-        "metadata": {"name": f"miner-{rig}"},
-        "spec": {
-            "nodeSelector": {"kubernetes.io/hostname": rig},
-            "containers": [
-                {
-                    "name": "c",
-                    "image": "busy",
-                    "command": ["sleep", "600"],
-                    "resources": {"limits": {"nvidia.com/gpu": "3"}},
-                }
-            ],
-        },
-    }
+    body = gpu_holder(f"miner-{rig}", rig)
     name = str(cluster.core.create_namespaced_pod(OTHER, body).metadata.name)
     wait_for(
         f"{name} running",
