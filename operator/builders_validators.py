@@ -7,17 +7,23 @@ tested on its own (dask-kubernetes style ``build_*_spec``). The kopf shell in
 owner, so deleting the ValidatorSet garbage-collects all of them.
 
 Keys: the Secret ``spec.keysSecretRef`` holds ``validator-<i>.key`` for every
-replica. A StatefulSet's pods share one template, so the Secret is mounted only
-into an init container that copies this replica's own key into a memory-backed
-emptyDir; the long-running containers never see the other replicas' keys (a
-compromised replica must not be able to sign as another — that would break the
-f-fault bound of PBFT). The Secret is mounted 0400: readable by the replicas'
-uid through ``fsGroup`` (``builders_security``), which also gives the data
-volume to that uid's group.
+replica. The replicas do not mount it: when the set's membership is first
+accepted the shell copies those items once into the set's own immutable Secret
+``<vset>-accepted-keys`` (``build_keys_spec``), and the pods mount that. A key
+later changed in the user's Secret is refused (``MembershipChanged``) and never
+reaches a replica, not even one that restarts: it would not match peers.json
+and could not join. A StatefulSet's pods share one template, so the Secret is
+mounted only into an init container that copies this replica's own key into a
+memory-backed emptyDir; the long-running containers never see the other
+replicas' keys (a compromised replica must not be able to sign as another —
+that would break the f-fault bound of PBFT). The Secret is mounted 0400:
+readable by the replicas' uid through ``fsGroup`` (``builders_security``),
+which also gives the data volume to that uid's group.
 """
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 from collections.abc import Mapping, Sequence
@@ -127,6 +133,30 @@ def build_configmap_spec(vset: Body, peers_text: str) -> dict[str, Any]:
         "kind": "ConfigMap",
         "metadata": _meta(vset, names.vset_config(name)),
         "data": {"peers.json": peers_text},
+    }
+
+
+def build_keys_spec(vset: Body, secret: Body) -> dict[str, Any]:
+    """Secret ``<vset>-accepted-keys``: the replicas' keys as the set's membership was
+    accepted, copied from the user's ``secret`` (only the n ``validator-<i>.key`` items).
+
+    Created once and never patched (``immutable``); the set owns it, so it goes with
+    the set. ``stringData`` items (which the API server folds into ``data``) are encoded.
+    """
+    data = secret.get("data") or {}
+    text = secret.get("stringData") or {}
+    items = {
+        item: data[item] if item in data else base64.b64encode(str(text[item]).encode()).decode()
+        for item in (f"validator-{i}.key" for i in range(int(vset["spec"]["replicas"])))
+        if item in data or item in text
+    }
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": _meta(vset, names.vset_keys(vset["metadata"]["name"])),
+        "type": "Opaque",
+        "immutable": True,
+        "data": items,
     }
 
 
@@ -345,7 +375,9 @@ def build_statefulset_spec(vset: Body, config: Config, peers_text: str) -> dict[
             {"name": "config", "configMap": {"name": names.vset_config(name)}},
             {
                 "name": "keys-source",
-                "secret": {"secretName": spec["keysSecretRef"]["name"], "defaultMode": 0o400},
+                # The accepted keys, never the user's Secret: a key changed there (and
+                # refused) must not reach a replica that restarts.
+                "secret": {"secretName": names.vset_keys(name), "defaultMode": 0o400},
             },
             {"name": "key", "emptyDir": {"medium": "Memory", "sizeLimit": "1Mi"}},
         ],

@@ -79,6 +79,14 @@ def vset_config(vset: str) -> str:
     return f"{vset}-config"
 
 
+def vset_keys(vset: str) -> str:
+    """Secret with the keys the set's membership was accepted with (the replicas mount it).
+
+    Not ``<vset>-keys``: that is the name users give their own keys Secret (the example's
+    ``vset-keys`` for set ``vset``), and it would collide."""
+    return f"{vset}-accepted-keys"
+
+
 def vset_account(vset: str) -> str:
     """ServiceAccount of the validator pods."""
     return f"{vset}-validator"

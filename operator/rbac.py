@@ -30,8 +30,14 @@ Every verb below is one the code makes; nothing else is granted:
   the peers.json ConfigMap tells which set the running replicas have. Only pods (gang restarts) and Volcano PodGroups (the previous
   attempt's) are deleted; everything else goes by ownerReference garbage
   collection. The stores' PersistentVolumeClaims are only created.
-- Secrets are only read (miner-key names and addresses, validator public
-  keys: never written, never logged); a ValidatorSet's keys Secret by ``get``.
+- Secrets are read (miner-key names and addresses, validator public keys:
+  never logged); a ValidatorSet's keys Secret by ``get``. The one Secret
+  written is a set's own ``<set>-accepted-keys``: ``create`` once, copied from
+  its keys Secret when the membership is first accepted, ``immutable``, so
+  never patched, and gone with the set by garbage collection (no ``patch``, no
+  ``delete``). Its replicas mount it, so a key changed later in the user's
+  Secret (refused) never reaches one that restarts. An existing one is read
+  (``get``) to check whose it is and which keys it holds.
 - Events: one core/v1 ``create`` per transition (``posting.post_event``).
 - ``update`` of the CRs' ``finalizers`` subresource is never called: admission asks
   for it where OwnerReferencesPermissionEnforcement runs, as the children's
@@ -81,7 +87,8 @@ OPERATOR_RULES: Sequence[Mapping[str, Any]] = (
         "verbs": [*_OWN],
     },
     {"apiGroups": [""], "resources": ["persistentvolumeclaims"], "verbs": ["create"]},
-    {"apiGroups": [""], "resources": ["secrets"], "verbs": ["get", *_WATCH]},
+    # create: a ValidatorSet's <set>-accepted-keys, once (immutable: never patched).
+    {"apiGroups": [""], "resources": ["secrets"], "verbs": ["create", "get", *_WATCH]},
     {"apiGroups": [""], "resources": ["nodes"], "verbs": [*_WATCH]},
     {"apiGroups": [""], "resources": ["events"], "verbs": ["create"]},
     {"apiGroups": ["apps"], "resources": ["statefulsets"], "verbs": [*_OWN]},

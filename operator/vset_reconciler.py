@@ -5,9 +5,13 @@ since this process last applied them (create, or patch when they exist),
 and again every ``REPAIR_AFTER`` seconds while replica pods are missing (or
 ``RESYNC_AFTER``): children are not watched, so this repairs one deleted by
 hand. In between, a reconcile only polls the replicas' ``GET /v1/status`` and writes
-the status when it changed. Keys are read from the Secret only to derive each
-replica's address and public key for peers.json, then dropped; they are never
-logged, and errors name the Secret item, never its content.
+the status when it changed. Keys are read from the Secret to derive each
+replica's address and public key for peers.json, and copied once, item for
+item, into the set's own immutable Secret ``<set>-accepted-keys`` when its
+membership is first accepted (``_keep_keys``): the replicas mount that copy, so
+a key changed in the user's Secret afterwards (refused, ``MembershipChanged``)
+never reaches a replica that restarts. Keys are never logged, and errors name
+the Secret item, never its content.
 """
 
 from __future__ import annotations
@@ -103,7 +107,7 @@ async def apply_children(
         return rpc
     children = builders_validators.build_all(vset, ids, rt.config)
     configmap = next(c for c in children if c["kind"] == "ConfigMap")  # the peers.json
-    refused = await _membership_problem(kube, vset, configmap, secret_name)
+    refused = await _keep_keys(kube, vset, secret, ids, configmap)
     if refused is not None:
         return refused
     for child in children:
@@ -114,15 +118,8 @@ async def apply_children(
         # of set "x" is the client Service of a set "x-peers", and a TrainingTask "x" has
         # a Service "x" too. Patching those rewired their selectors to this set's pods.
         live = await kube.get(child["apiVersion"], plural, ns, name)
-        if not any(o.get("uid") == meta.get("uid") for o in kubeapi.controllers(live)):
-            holders = [f'{o.get("kind")} "{o.get("name")}"' for o in kubeapi.controllers(live)]
-            return checks.Problem(
-                NAME_CONFLICT,
-                f'{kind} "{name}" exists in namespace "{ns}" and belongs to '
-                f"{holders[0] if holders else 'no pot object'}, not to this ValidatorSet: "
-                "its replicas need that name; rename the set (or that object)",
-                False,
-            )
+        if not _controlled(live, vset):
+            return _name_conflict(kind, name, ns, live)
         if kind == "StatefulSet":
             await kube.patch(
                 "apps/v1", plural, ns, name, statefulset_update(child), content_type=JSON_PATCH
@@ -131,6 +128,78 @@ async def apply_children(
             body = {k: v for k, v in child.items() if k not in ("apiVersion", "kind")}
             await kube.patch(child["apiVersion"], plural, ns, name, body)
     return None
+
+
+def _controlled(live: Mapping[str, Any], vset: Mapping[str, Any]) -> bool:
+    """Whether this ValidatorSet (this uid, not an earlier one of its name) controls ``live``."""
+    return any(o.get("uid") == vset["metadata"].get("uid") for o in kubeapi.controllers(live))
+
+
+def _name_conflict(kind: str, name: str, ns: str, live: Mapping[str, Any]) -> checks.Problem:
+    holders = [f'{o.get("kind")} "{o.get("name")}"' for o in kubeapi.controllers(live)]
+    return checks.Problem(
+        NAME_CONFLICT,
+        f'{kind} "{name}" exists in namespace "{ns}" and belongs to '
+        f"{holders[0] if holders else 'no pot object'}, not to this ValidatorSet: "
+        "its replicas need that name; rename the set (or that object)",
+        False,
+    )
+
+
+async def _keep_keys(
+    kube: kubeapi.Client,
+    vset: dict[str, Any],
+    secret: Mapping[str, Any],
+    ids: list[builders_validators.Identity],
+    configmap: Mapping[str, Any],
+) -> checks.Problem | None:
+    """Refuse a membership change; else make sure the accepted keys are kept.
+
+    The replicas mount the set's own Secret ``<set>-accepted-keys``, created once from the
+    user's keys Secret when the membership is first accepted and never written again
+    (immutable). A key later changed in the user's Secret is refused, and never reaches a
+    replica, not even one that restarts. A set made before that Secret existed gets it
+    here too, but only while the user's keys still match its replicas' peers.json.
+    """
+    ns = vset["metadata"]["namespace"]
+    secret_name = secret["metadata"]["name"]
+    kept_name = names.vset_keys(vset["metadata"]["name"])
+    try:
+        kept: dict[str, Any] | None = await kube.get("v1", "secrets", ns, kept_name)
+    except kubeapi.NotFound:
+        kept = None
+    if kept is not None and not _controlled(kept, vset):
+        return _name_conflict("Secret", kept_name, ns, kept)
+    refused = await _membership_problem(kube, vset, configmap, secret_name, kept is not None)
+    if refused is not None:
+        return refused
+    if kept is None:
+        body = builders_validators.build_keys_spec(vset, secret)
+        if await kube.create(body, "secrets") is not None:
+            return None
+        kept = await kube.get("v1", "secrets", ns, kept_name)  # made since the read
+        if not _controlled(kept, vset):
+            return _name_conflict("Secret", kept_name, ns, kept)
+    # The kept keys are the membership, also when the ConfigMap was deleted by hand.
+    n = 0
+    while f"validator-{n}.key" in (kept.get("data") or {}):
+        n += 1
+    try:
+        accepted = identities(kept, n)
+    except errors.ConfigError as exc:  # not one this operator wrote (it is never changed)
+        return checks.Problem(
+            "InvalidKey",
+            f'{exc}; delete Secret "{kept_name}", and it is copied again from Secret '
+            f'"{secret_name}" while that matches the replicas\' peers.json',
+            False,
+        )
+    changes = [f"spec.replicas {n} -> {len(ids)}"] if n != len(ids) else []
+    changes += [
+        f'Secret "{secret_name}" item validator-{i}.key (another key)'
+        for i, (was, now) in enumerate(zip(accepted, ids, strict=False))
+        if was.address.lower() != now.address.lower()
+    ]
+    return _refusal(changes, secret_name, kept_name) if changes else None
 
 
 def _rpc_secret_problem(
@@ -163,7 +232,11 @@ def _rpc_secret_problem(
 
 
 async def _membership_problem(
-    kube: kubeapi.Client, vset: dict[str, Any], configmap: Mapping[str, Any], secret: str
+    kube: kubeapi.Client,
+    vset: dict[str, Any],
+    configmap: Mapping[str, Any],
+    secret: str,
+    kept: bool,
 ) -> checks.Problem | None:
     """A Problem when ``configmap`` would change who the running replicas are.
 
@@ -171,14 +244,14 @@ async def _membership_problem(
     of replicas, keys, stakes or chain would be rolled onto them one at a time
     (``vsets.membership_changes``). The CRD refuses such spec edits; the keys live in a
     Secret it cannot see, and older CRDs lack the rules, so the operator checks too.
+    ``kept``: the set has its Secret of accepted keys (the message says what that means).
     """
     meta = vset["metadata"]
     try:
         live = await kube.get("v1", "configmaps", meta["namespace"], configmap["metadata"]["name"])
     except kubeapi.NotFound:
         return None
-    owners = live["metadata"].get("ownerReferences") or []
-    if not any(o.get("uid") == meta.get("uid") for o in owners):
+    if not _controlled(live, vset):
         return None  # a set deleted and re-created under this name: its children go
     try:
         running = json.loads((live.get("data") or {}).get("peers.json", ""))
@@ -188,14 +261,40 @@ async def _membership_problem(
     changes = vsets.membership_changes(running, wanted, secret)
     if not changes:
         return None
-    return checks.Problem(
-        vsets.MEMBERSHIP_CHANGED,
+    return _refusal(changes, secret, names.vset_keys(meta["name"]) if kept else "")
+
+
+def _refusal(changes: list[str], secret: str, kept: str) -> checks.Problem:
+    """``MembershipChanged``: what changed, what the replicas run on, and what to do.
+
+    ``kept`` names the set's Secret of accepted keys; empty for a set made before the
+    operator kept one, whose pods still mount the user's Secret."""
+    keys_changed = any(f'Secret "{secret}" item' in c for c in changes)
+    head = (
         f"not rolled out: {', '.join(changes)} changed, but the replicas, their keys, stakes "
         "and chain are fixed for the life of a ValidatorSet (PBFT membership cannot change, "
-        "and the contract knows these addresses); the replicas keep the set they were "
-        "created with. Revert the change, or create a new ValidatorSet",
-        False,
+        "and the contract knows these addresses)"
     )
+    undo = f'Put the old keys back in Secret "{secret}"' if keys_changed else "Revert the change"
+    if kept:
+        tail = (
+            f'the set keeps running on the keys it accepted (Secret "{kept}"), replicas '
+            f"that restart included. {undo} to clear this, or create a new ValidatorSet"
+        )
+    elif keys_changed:
+        tail = (
+            f'the replicas run on, but this set\'s pods still read Secret "{secret}" '
+            "itself (it was created before the operator kept its own copy of the keys): "
+            "until the old keys are back there, a replica that restarts takes the new key "
+            f"and cannot join, and more than f such restarts stop the set. {undo} (the "
+            "operator then keeps a copy, and restarts are safe), or create a new ValidatorSet"
+        )
+    else:
+        tail = (
+            f"the replicas keep the set they were created with. {undo}, or create a new "
+            "ValidatorSet"
+        )
+    return checks.Problem(vsets.MEMBERSHIP_CHANGED, f"{head}; {tail}", False)
 
 
 def _pointer(*keys: str) -> str:

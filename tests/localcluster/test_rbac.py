@@ -301,7 +301,7 @@ def test_the_operators_own_rules_let_it_work_and_nothing_more(
 ) -> None:
     """The ClusterRole and the leader-election Role the chart renders from
     pot.operator.rbac, bound as the chart binds them (release namespace "default"): what the
-    operator does is allowed; other Leases, Secret writes and verbs no code uses are refused."""
+    operator does is allowed; other Leases, Secret changes and verbs no code uses are refused."""
     chart = repo_root / "charts" / "pot-operator"
     rendered = rbac_cluster.helm(
         "template",
@@ -367,10 +367,16 @@ def test_the_operators_own_rules_let_it_work_and_nothing_more(
     assert code == 403
     assert _as(rbac_cluster, token, "GET", "/apis/coordination.k8s.io/v1/leases")[0] == 403
 
-    # Secrets are read-only; nodes and RBAC are not the operator's to change or read.
+    # A Secret is only created (a set's accepted keys, immutable), never changed or deleted;
+    # nodes and RBAC are not the operator's to change or read.
     secret = {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "s"}, "data": {}}
     code, body = _as(rbac_cluster, token, "POST", "/api/v1/namespaces/default/secrets", secret)
-    assert code == 403, body
+    assert code == 201, body
+    for method, body in (("PATCH", {"data": {}}), ("PUT", secret), ("DELETE", None)):
+        code, refused = _as(
+            rbac_cluster, token, method, "/api/v1/namespaces/default/secrets/s", body
+        )
+        assert code == 403, (method, refused)
     code, _ = _as(rbac_cluster, token, "DELETE", "/api/v1/nodes/n1")
     assert code == 403
     code, _ = _as(rbac_cluster, token, "GET", "/apis/rbac.authorization.k8s.io/v1/clusterroles")

@@ -2,16 +2,19 @@
 
 The validators are the stand-ins next to this file. Replicas, stakes and the chain are
 refused by the API server (the CRD's transition rules); a keys Secret that names other
-keys is refused by the operator, which leaves the replicas' peers.json as it was.
+keys is refused by the operator, which leaves the replicas' peers.json as it was, and
+the copy of the accepted keys the replicas mount: one that restarts keeps its key.
 """
 
 from __future__ import annotations
 
+import base64
 import json
 from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from .conftest import wait_for
 
@@ -23,6 +26,18 @@ OTHER_KEY = "0x" + "42" * 32
 def _reason(cluster: Any, ns: str) -> str:
     conds = (cluster.vset(ns).get("status") or {}).get("conditions") or []
     return next((str(c.get("reason")) for c in conds if c["type"] == "Ready"), "")
+
+
+def _dev_key(i: int) -> str:
+    (secret, *_) = yaml.safe_load_all((EXAMPLES / "dev-keys.yaml").read_text())
+    return str(secret["stringData"][f"validator-{i}.key"])
+
+
+def _ready_pod(cluster: Any, ns: str, name: str, not_uid: str) -> Any:
+    pod = cluster.core.read_namespaced_pod(name, ns)
+    conds = pod.status.conditions or []
+    ready = any(c.type == "Ready" and c.status == "True" for c in conds)
+    return pod if pod.metadata.uid != not_uid and ready else None
 
 
 def test_a_running_sets_membership_is_kept(cluster: Any, operator: Any) -> None:
@@ -59,6 +74,22 @@ def test_a_running_sets_membership_is_kept(cluster: Any, operator: Any) -> None:
     assert st["phase"] == "Degraded" and st["readyReplicas"] == 4
     assert OTHER_KEY[2:] not in json.dumps(st)
     assert cluster.core.read_namespaced_config_map("vset-config", ns).data["peers.json"] == peers
+
+    # The replicas mount the keys the set accepted, which the refusal left as they were:
+    # a replica that restarts now copies its accepted key, not the refused one.
+    kept = cluster.core.read_namespaced_secret("vset-accepted-keys", ns)
+    assert kept.immutable is True
+    (owner,) = kept.metadata.owner_references
+    assert (owner.kind, owner.name, owner.controller) == ("ValidatorSet", "vset", True)
+    accepted = base64.b64decode(kept.data["validator-3.key"]).decode()
+    assert accepted == _dev_key(3) != OTHER_KEY
+    old_uid = cluster.core.read_namespaced_pod("vset-3", ns).metadata.uid
+    cluster.kubectl("delete", "pod", "-n", ns, "vset-3", "--wait=false")
+    pod = wait_for("replica 3 back and ready", lambda: _ready_pod(cluster, ns, "vset-3", old_uid))
+    (copied,) = cluster.directory.rglob(f"pods/{ns}_vset-3_{pod.metadata.uid[:8]}/volumes/key/*")
+    assert copied.name == "validator-3.key" and copied.read_text() == accepted
+    assert _reason(cluster, ns) == "MembershipChanged"
+    assert "keeps running on the keys it accepted" in cluster.vset(ns)["status"]["message"]
 
     # The old key back: Ready again, the same peers.json; a tuning change still rolls out.
     cluster.kubectl("apply", "-n", ns, "-f", str(EXAMPLES / "dev-keys.yaml"))

@@ -227,7 +227,8 @@ def test_rbac_is_least_privilege() -> None:
     for rule in rbac.OPERATOR_RULES:
         assert "*" not in rule["verbs"] and "*" not in rule["resources"]
         if "secrets" in rule["resources"]:
-            assert set(rule["verbs"]) <= {"get", "list", "watch"}
+            # create: a ValidatorSet's immutable <set>-accepted-keys; never patched or deleted.
+            assert set(rule["verbs"]) <= {"create", "get", "list", "watch"}
         assert not {"escalate", "bind", "impersonate"} & set(rule["verbs"])
     resources = {r for rule in rbac.OPERATOR_RULES for r in rule["resources"]}
     assert not {"roles", "rolebindings", "clusterroles"} & resources

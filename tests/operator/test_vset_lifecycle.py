@@ -7,6 +7,7 @@ the replicas would be given, and what the set's status says.
 
 from __future__ import annotations
 
+import base64
 import copy
 import json
 from typing import Any, cast
@@ -14,7 +15,9 @@ from typing import Any, cast
 import pytest
 
 from pot import keys
+from pot.localcluster import patching
 from pot.operator import (
+    builders_validators,
     conditions,
     gang,
     kubeapi,
@@ -31,6 +34,7 @@ from pot.settlement import receipts
 from .phases_kit import world
 
 NS, NAME, SECRET = "farm", "v", "keys"
+KEPT = names.vset_keys(NAME)  # "v-accepted-keys"
 
 
 class MemoryKube:
@@ -72,11 +76,15 @@ class MemoryKube:
         self._call("patch", api_version, plural + ("/status" if kw.get("sub") else ""))
         if kw.get("sub") == "status":
             return {"metadata": {"resourceVersion": "9"}, "status": patch["status"]}
+        live = self.objects[(plural, ns, name)]
         if plural == "statefulsets":
             self.statefulset_patches.append(patch)
+            self.objects[(plural, ns, name)] = patching.json_patch(live, copy.deepcopy(patch))
             return {}
-        self.objects[(plural, ns, name)].update(copy.deepcopy(patch))  # a merge patch, shallow
-        return self.objects[(plural, ns, name)]
+        if live.get("immutable") and {"data", "stringData"} & set(patch):
+            raise kubeapi.ApiError(422, "Invalid", "data: field is immutable")  # as the API
+        live.update(copy.deepcopy(patch))  # a merge patch, shallow
+        return live
 
 
 def secret(items: dict[int, keys.Key], version: str) -> dict[str, Any]:
@@ -195,6 +203,167 @@ async def test_a_spec_that_changes_the_set_is_refused_without_the_crd_rules(
     status = await w.reconcile(vset(generation=3, pbft={"batchSize": 10}))
     assert w.peers()["pbft"] == {"batchSize": 10}
     assert "MembershipChanged" not in repr(status)
+
+
+# ---------------------------------------------------------------- the accepted keys
+
+
+def key_a_restarting_replica_reads(w: World, ordinal: int) -> str:
+    """The key replica ``ordinal`` copies when its pod starts now: the Secret its init
+    container's keys volume names in the live StatefulSet template, as it is now."""
+    pod = w.kube.objects[("statefulsets", NS, NAME)]["spec"]["template"]["spec"]
+    (init,) = pod["initContainers"]
+    (mount,) = [
+        m for m in init["volumeMounts"] if m["mountPath"] == builders_validators.KEYS_SOURCE_DIR
+    ]
+    (volume,) = [v for v in pod["volumes"] if v["name"] == mount["name"]]
+    body = w.kube.objects[("secrets", NS, volume["secret"]["secretName"])]
+    item = f"validator-{ordinal}.key"
+    if item in (body.get("data") or {}):
+        return base64.b64decode(body["data"][item]).decode()
+    return str(body["stringData"][item])
+
+
+def as_before_the_kept_keys(w: World) -> None:
+    """The set as an operator without the kept keys left it: pods mount the user's Secret."""
+    del w.kube.objects[("secrets", NS, KEPT)]
+    pod = w.kube.objects[("statefulsets", NS, NAME)]["spec"]["template"]["spec"]
+    (volume,) = [v for v in pod["volumes"] if v["name"] == "keys-source"]
+    volume["secret"]["secretName"] = SECRET
+    w.rt.vset_applied.clear()
+
+
+async def test_the_set_keeps_the_keys_it_accepted_in_its_own_immutable_secret() -> None:
+    w = World()
+    w.kube.objects[("secrets", NS, SECRET)]["stringData"]["notes.txt"] = "not a key"
+    await w.reconcile(vset())
+    kept = w.kube.objects[("secrets", NS, KEPT)]
+    assert kept["immutable"] is True
+    assert kept["metadata"]["ownerReferences"] == [
+        {
+            "apiVersion": names.API_VERSION,
+            "kind": "ValidatorSet",
+            "name": NAME,
+            "uid": "u-1",
+            "controller": True,
+            "blockOwnerDeletion": True,
+        }
+    ]
+    assert sorted(kept["data"]) == [f"validator-{i}.key" for i in range(4)], "keys only"
+    for i in range(4):
+        assert key_a_restarting_replica_reads(w, i) == "0x" + w.keys[i].secret.hex()
+    # Applied again (a new image): the kept keys are neither written nor taken anew.
+    await w.reconcile(vset(2, image="pot-validator:2"))
+    assert w.kube.objects[("secrets", NS, KEPT)] == kept
+    assert ("patch", "", "secrets") not in w.kube.calls
+
+
+async def test_a_replica_that_restarts_after_a_refused_key_change_keeps_its_accepted_key() -> None:
+    """The replicas mounted the user's keys Secret: after a refused key change, a replica
+    whose pod restarted copied the new key, which peers.json did not know, and crash-looped
+    until the old key was put back; more than f such restarts stopped the set."""
+    w = World()
+    await w.reconcile(vset())
+    kept = copy.deepcopy(w.kube.objects[("secrets", NS, KEPT)])
+    statefulset = copy.deepcopy(w.kube.objects[("statefulsets", NS, NAME)])
+    address = w.peers()["replicas"][2]["address"]
+
+    w.put_secret({**w.keys, 2: keys.generate()}, "2")
+    status = await w.reconcile(vset())
+    ready = conditions.find(status.get("conditions"), conditions.READY)
+    assert ready is not None and ready["reason"] == "MembershipChanged"
+    assert w.kube.objects[("secrets", NS, KEPT)] == kept
+    assert w.kube.objects[("statefulsets", NS, NAME)] == statefulset
+    assert w.kube.statefulset_patches == []
+    # Replica 2's pod restarts: it starts with the key peers.json knows.
+    text = key_a_restarting_replica_reads(w, 2)
+    assert text == "0x" + w.keys[2].secret.hex()
+    assert keys.from_text(text, "kept").address == address
+    assert f'keeps running on the keys it accepted (Secret "{KEPT}")' in status["message"]
+    assert "restarts take the new key" not in status["message"]
+
+    # The ConfigMap deleted by hand meanwhile: the kept keys still refuse the new one.
+    del w.kube.objects[("configmaps", NS, names.vset_config(NAME))]
+    w.rt.vset_applied.clear()
+    status = await w.reconcile(vset())
+    assert f'Secret "{SECRET}" item validator-2.key (another key)' in status["message"]
+    assert ("configmaps", NS, names.vset_config(NAME)) not in w.kube.objects
+    assert w.kube.statefulset_patches == []
+
+    w.put_secret(w.keys, "3")
+    status = await w.reconcile(vset())
+    assert "MembershipChanged" not in repr(status)
+    assert w.peers()["replicas"][2]["address"] == address
+
+
+async def test_a_set_from_before_the_kept_keys_gets_them_while_its_keys_match() -> None:
+    """Upgrade: the kept keys are taken from the user's Secret only when its keys are
+    still the ones in the replicas' peers.json, and only then do the pods mount them."""
+    w = World()
+    await w.reconcile(vset())
+    as_before_the_kept_keys(w)
+    await w.reconcile(vset())
+    assert ("secrets", NS, KEPT) in w.kube.objects
+    assert len(w.kube.statefulset_patches) == 1, "the template now mounts the kept keys"
+    assert key_a_restarting_replica_reads(w, 1) == "0x" + w.keys[1].secret.hex()
+    pod = w.kube.objects[("statefulsets", NS, NAME)]["spec"]["template"]["spec"]
+    assert [v["secret"]["secretName"] for v in pod["volumes"] if "secret" in v] == [KEPT]
+
+
+async def test_a_set_from_before_the_kept_keys_with_a_changed_key_is_refused_as_before() -> None:
+    w = World()
+    await w.reconcile(vset())
+    as_before_the_kept_keys(w)
+    statefulset = copy.deepcopy(w.kube.objects[("statefulsets", NS, NAME)])
+    w.put_secret({**w.keys, 3: keys.generate()}, "2")
+    status = await w.reconcile(vset())
+    ready = conditions.find(status.get("conditions"), conditions.READY)
+    assert ready is not None and ready["reason"] == "MembershipChanged"
+    assert ("secrets", NS, KEPT) not in w.kube.objects, "never the refused keys"
+    assert w.kube.objects[("statefulsets", NS, NAME)] == statefulset
+    assert f'pods still read Secret "{SECRET}"' in status["message"]
+    assert "a replica that restarts takes the new key" in status["message"]
+    # The old key back: now the operator keeps them, and the pods mount its copy.
+    w.put_secret(w.keys, "3")
+    await w.reconcile(vset())
+    assert key_a_restarting_replica_reads(w, 3) == "0x" + w.keys[3].secret.hex()
+    assert ("secrets", NS, KEPT) in w.kube.objects
+
+
+async def test_the_kept_keys_name_held_by_another_secret_is_not_taken_over() -> None:
+    w = World()
+    theirs = {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": KEPT, "namespace": NS},
+        "data": {"validator-0.key": "eA=="},
+    }
+    w.kube.objects[("secrets", NS, KEPT)] = copy.deepcopy(theirs)
+    status = await w.reconcile(vset())
+    assert w.kube.objects[("secrets", NS, KEPT)] == theirs
+    ready = conditions.find(status.get("conditions"), conditions.READY)
+    assert ready is not None and ready["reason"] == "NameConflict"
+    assert f'Secret "{KEPT}" exists in namespace "{NS}"' in status["message"]
+    assert ("statefulsets", NS, NAME) not in w.kube.objects
+
+
+async def test_kept_keys_that_are_not_keys_are_named_not_rolled_out() -> None:
+    w = World()
+    await w.reconcile(vset())
+    bad = w.kube.objects[("secrets", NS, KEPT)]
+    bad["data"]["validator-1.key"] = base64.b64encode(b"not a key").decode()
+    w.rt.vset_applied.clear()
+    status = await w.reconcile(vset(2, image="pot-validator:2"))
+    assert status["phase"] == "Pending", "deleting it repairs it"
+    assert status["message"].startswith(
+        f'Secret "{KEPT}" item validator-1.key: not a secp256k1 private key; delete Secret '
+        f'"{KEPT}", and it is copied again from Secret "{SECRET}"'
+    )
+    assert w.kube.statefulset_patches == []
+    del w.kube.objects[("secrets", NS, KEPT)]
+    status = await w.reconcile(vset(2, image="pot-validator:2"))
+    assert key_a_restarting_replica_reads(w, 1) == "0x" + w.keys[1].secret.hex()
+    assert "pot-validator:2" in json.dumps(w.kube.statefulset_patches)
 
 
 # ---------------------------------------------------------------- the set deleted under a task
@@ -331,6 +500,7 @@ def test_every_call_these_reconciles_make_is_in_the_operators_rbac() -> None:
 
     asyncio.run(run())
     assert ("get", "", "configmaps") in seen and ("patch", "apps", "statefulsets") in seen
+    assert ("create", "", "secrets") in seen  # the kept keys
     for verb, group, resource in sorted(seen):
         assert (verb, group, resource) in USED, (verb, group, resource)
         assert allowed(verb, group, resource, name="" if verb == "create" else "x")
