@@ -30,6 +30,11 @@ class BlobCorrupt(StoreError):
     """A blob's bytes do not hash to its CID: refused, never returned."""
 
 
+class BlobTooLarge(StoreError):
+    """A blob is larger than its reader's cap; the read stopped there (nothing that size
+    was allocated)."""
+
+
 class KeyLoadError(PotError):
     """A private key could not be loaded. Never carries key material."""
 

@@ -44,8 +44,9 @@ class ContentStore(Protocol):
         """Store ``data``; return its CID. Idempotent."""
         ...
 
-    def get(self, cid: str) -> bytes:
-        """The verified bytes of ``cid``; BlobNotFound or BlobCorrupt otherwise."""
+    def get(self, cid: str, *, max_bytes: int | None = None) -> bytes:
+        """The verified bytes of ``cid``; BlobNotFound or BlobCorrupt otherwise, and
+        BlobTooLarge, before reading it, if the blob is over ``max_bytes``."""
         ...
 
     def has(self, cid: str) -> bool:
@@ -84,9 +85,13 @@ class FilesystemStore:
             raise errors.StoreError(f"{source}: cannot read ({exc.strerror})") from exc
         return self.put(data)
 
-    def get(self, cid: str) -> bytes:
+    def get(self, cid: str, *, max_bytes: int | None = None) -> bytes:
         dest = self.path(cid)
         try:
+            if max_bytes is not None and (size := dest.stat().st_size) > max_bytes:
+                raise errors.BlobTooLarge(
+                    f"blob {cid} in {self.root}: {size} bytes, more than {max_bytes}"
+                )
             data = dest.read_bytes()
         except FileNotFoundError as exc:
             raise errors.BlobNotFound(f"blob {cid} not in store {self.root}") from exc
@@ -116,7 +121,9 @@ class HttpStore:
     A peer is untrusted, and so is its URL (a segment's ``storeUrl``): anything but an
     ``http(s)`` URL (``urls.http_target``) is refused, redirects are not followed (a store
     may not send the reader to another host, or to the reader's own), and a read is bounded
-    in size (``max_bytes``) and in total time (``deadline``, from connecting to the last
+    in size (``max_bytes``, or the smaller cap a caller passes to ``get``: ``BlobTooLarge``
+    from the declared ``Content-Length``, or at most a chunk past the cap, so a peer cannot
+    make the reader hold more) and in total time (``deadline``, from connecting to the last
     byte). Every failure the peer can cause is a ``StoreError``, never another exception:
     a validator's audit attributes a ``StoreError`` to the miner (``MISSING_BLOB``) and
     anything else to itself (``AUDIT_ERROR``, which is never slashed)."""
@@ -152,16 +159,16 @@ class HttpStore:
         kind = http.client.HTTPSConnection if scheme == "https" else http.client.HTTPConnection
         return kind(host, port, timeout=self.timeout), path
 
-    def _read(self, resp: http.client.HTTPResponse, url: str, until: float) -> bytes:
+    def _read(self, resp: http.client.HTTPResponse, url: str, until: float, limit: int) -> bytes:
         length = resp.getheader("Content-Length")
         # ASCII only: headers are Latin-1, and int() raises on "²", which isdigit() takes.
-        if length and length.isascii() and length.isdigit() and int(length) > self.max_bytes:
-            raise errors.StoreError(f"{url}: {length} bytes, more than {self.max_bytes}")
+        if length and length.isascii() and length.isdigit() and int(length) > limit:
+            raise errors.BlobTooLarge(f"{url}: {length} bytes, more than {limit}")
         buf = bytearray()
         while chunk := resp.read1(_CHUNK):  # returns what one socket read brings
             buf += chunk
-            if len(buf) > self.max_bytes:
-                raise errors.StoreError(f"{url}: more than {self.max_bytes} bytes")
+            if len(buf) > limit:  # (an undeclared or understated size): at most a chunk over
+                raise errors.BlobTooLarge(f"{url}: more than {limit} bytes")
             if time.monotonic() > until:
                 raise errors.StoreError(
                     f"{url}: not read in {self.deadline:g} s ({len(buf)} bytes so far)"
@@ -170,9 +177,9 @@ class HttpStore:
             raise errors.StoreError(f"{url}: body cut short ({len(buf)} bytes, {length} declared)")
         return bytes(buf)
 
-    def _request(self, method: str, cid: str) -> bytes:
+    def _request(self, method: str, cid: str, limit: int) -> bytes:
         """The body of a 200 answer to ``method`` on ``cid``'s URL; BlobNotFound on a 404,
-        StoreError on anything else the peer does."""
+        BlobTooLarge past ``limit`` bytes, StoreError on anything else the peer does."""
         url = self._url(cid)
         conn, path = self._connection(url)
         watchdog = _Watchdog(conn, self.deadline)
@@ -186,7 +193,7 @@ class HttpStore:
                 raise errors.BlobNotFound(f"blob {cid} not found at {self.base_url}")
             if resp.status != 200:
                 raise errors.StoreError(f"{url}: HTTP {resp.status} (redirects are not followed)")
-            data = self._read(resp, url, watchdog.until) if method == "GET" else b""
+            data = self._read(resp, url, watchdog.until, limit) if method == "GET" else b""
             watchdog.check()  # ... or as the end of the body
             return data
         except (OSError, ValueError, http.client.HTTPException) as exc:
@@ -198,8 +205,9 @@ class HttpStore:
             watchdog.cancel()
             conn.close()
 
-    def get(self, cid: str) -> bytes:
-        data = self._request("GET", cid)
+    def get(self, cid: str, *, max_bytes: int | None = None) -> bytes:
+        limit = self.max_bytes if max_bytes is None else min(max_bytes, self.max_bytes)
+        data = self._request("GET", cid, limit)
         if not cids.matches(cid, data):
             raise errors.BlobCorrupt(
                 f"blob {cid} from {self.base_url} is corrupt: its {len(data)} bytes hash to "
@@ -209,7 +217,7 @@ class HttpStore:
 
     def has(self, cid: str) -> bool:
         try:
-            self._request("HEAD", cid)
+            self._request("HEAD", cid, 0)
         except errors.StoreError:
             return False
         return True
@@ -253,8 +261,8 @@ class LayeredStore:
     """Reads from the first store that has a blob; writes to the first store.
 
     Validators use a local cache in front of the miners' HTTP stores. Only the last
-    store's failures are reported: a corrupt or unreadable copy in an earlier one (the
-    validator's own cache: a torn disk, bit rot) is passed over for the next store, and a
+    store's failures are reported: a corrupt, oversized or unreadable copy in an earlier
+    one (the validator's own cache: a torn disk, bit rot) is passed over for the next store, and a
     copy that cannot be kept (a full or read-only cache) is still returned, verified. An
     audit must not blame the miner for the validator's disk, nor fail because of it.
     """
@@ -267,16 +275,16 @@ class LayeredStore:
     def put(self, data: bytes) -> str:
         return self.stores[0].put(data)
 
-    def get(self, cid: str) -> bytes:
+    def get(self, cid: str, *, max_bytes: int | None = None) -> bytes:
         missing: list[str] = []
         last = self.stores[-1]
         for layer in self.stores:
             try:
-                data = layer.get(cid)
+                data = layer.get(cid, max_bytes=max_bytes)
             except errors.BlobNotFound:
                 missing.append(repr(layer))
                 continue
-            except (errors.BlobCorrupt, OSError) as exc:
+            except (errors.BlobCorrupt, errors.BlobTooLarge, OSError) as exc:
                 if layer is last:
                     raise
                 log.warning("blob %s: passing over %r (%s)", cid, layer, exc)

@@ -414,3 +414,23 @@ def make_optimizer(spec: tasks.TaskSpec, params: Any) -> torch.optim.Optimizer:
     if spec.optimizer == "adamw":
         return torch.optim.AdamW(params, lr=spec.lr, weight_decay=spec.weight_decay)
     return torch.optim.Adam(params, lr=spec.lr, weight_decay=spec.weight_decay)
+
+
+CAP_SLACK = 1 << 20
+"""Bytes ``size_cap`` adds to its multiples (digits of step counts and offsets)."""
+
+
+def size_cap(initial: bytes) -> int:
+    """The most bytes any checkpoint of the task whose initial checkpoint (step 0, no
+    optimizer state yet) encodes to ``initial`` can take: a validator fetches no more.
+
+    A checkpoint that fits the model (``restore``) holds the model's tensors, as the
+    initial one does, plus what the spec's optimizer keeps per parameter: Adam and AdamW
+    two moments of the parameter's shape and dtype and a 4-byte step, SGD (no momentum)
+    nothing. So its body is at most 4 × the initial body (a 1-element float32 parameter:
+    4 + 2·4 + 4 bytes), and its header, with three more entries and an ``optimizerState``
+    record per parameter, at most 8 × the initial header. Both are fixed by the registered
+    spec and uid, so every replica computes the same cap and refuses the same blobs."""
+    head = struct.unpack("<I", initial[8:12])[0]
+    body = len(initial) - 12 - head
+    return 12 + 8 * head + 4 * body + CAP_SLACK

@@ -86,6 +86,7 @@ class Rejection(enum.Enum):
     NON_FINITE = "a loss, a weight or a replayed weight is NaN or infinite"
     MISSING_BLOB = "a checkpoint (or the task's dataset) the segment needs cannot be fetched"
     CORRUPT_BLOB = "a checkpoint or dataset blob does not hash to its CID, or does not decode"
+    OVERSIZED_BLOB = "a checkpoint is larger than any checkpoint of the task's model can be"
     LOSS_MISMATCH = "the replayed per-step losses differ from the recorded ones"
     DISTANCE_OVER_THRESHOLD = "the replayed end weights are farther than the task's threshold"
     NOT_BIT_EXACT = "deterministic mode: the replayed end checkpoint differs bit for bit"

@@ -55,14 +55,14 @@ class PeerStore:
     def has(self, cid: str) -> bool:
         return self.local.has(cid)
 
-    def get(self, cid: str) -> bytes:
+    def get(self, cid: str, *, max_bytes: int | None = None) -> bytes:
         try:
-            return self.local.get(cid)
+            return self.local.get(cid, max_bytes=max_bytes)
         except errors.BlobNotFound:
             pass
         for peer in self._peers:
             try:
-                data = peer.get(cid)  # hash-checked by HttpStore
+                data = peer.get(cid, max_bytes=max_bytes)  # hash-checked by HttpStore
             except (errors.BlobNotFound, errors.StoreError) as exc:
                 log.debug("blob %s not from %s: %s", cid, peer.base_url, exc)
                 continue

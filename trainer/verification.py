@@ -12,7 +12,10 @@ task, signature, index and step arithmetic, the chain (``startCid`` is the
 previous segment's ``endCid``; segment 0 starts from the checkpoint the run
 seed builds), hyperparameters, world and data spec, finite losses, then the blobs
 and their headers (a skipped optimizer step shows in the end header), and
-only then the replay. Every failure the miner can cause is a ``Verdict`` with
+only then the replay. A checkpoint blob is read only up to the size any checkpoint of the
+task's model can take (``checkpoints.size_cap`` of its initial checkpoint: the same on
+every replica, so the ``OVERSIZED_BLOB`` verdict is too), so a miner's store cannot make
+a validator hold more than an honest checkpoint of the task would. Every failure the miner can cause is a ``Verdict`` with
 a ``Rejection`` name, never an exception: validators log and vote on
 verdicts. A spec the validator cannot build (a user module it cannot import,
 a dataset blob that does not parse) raises ``ConfigError``: not the miner's
@@ -157,24 +160,29 @@ class _WrongData(Exception):
 _lock = threading.Lock()
 """Held while a replay runs (it trains the shared built model) and around the caches;
 never across a network fetch, so a slow miner's store stalls only its own audit."""
-_builds: OrderedDict[tuple[str, str | None, int], tuple[models.Built, str]] = OrderedDict()
+_builds: OrderedDict[tuple[str, str | None, int], tuple[models.Built, str, int]] = OrderedDict()
 _outcomes: OrderedDict[bytes, _Outcome] = OrderedDict()
 _CACHE = 64
+
+
+def _initial(built: models.Built, spec: tasks.TaskSpec) -> bytes:
+    optimizer = checkpoints.make_optimizer(spec, built.model.parameters())
+    ckpt = checkpoints.capture(
+        built.model, optimizer, step=0, optimizer_steps=0, seed=spec.run_seed
+    )
+    return checkpoints.encode(ckpt)
 
 
 def initial_cid(built: models.Built, spec: tasks.TaskSpec) -> str:
     """CID of the task's initial checkpoint: the freshly built model at step 0 (call it
     before anything trains ``built.model``). Every chain must start here."""
-    optimizer = checkpoints.make_optimizer(spec, built.model.parameters())
-    ckpt = checkpoints.capture(
-        built.model, optimizer, step=0, optimizer_steps=0, seed=spec.run_seed
-    )
-    return cids.cid_of(checkpoints.encode(ckpt))
+    return cids.cid_of(_initial(built, spec))
 
 
-def _built(spec: tasks.TaskSpec, blobs: store.ContentStore) -> tuple[models.Built, str]:
-    """The spec's model and data, and its initial checkpoint's CID (cached: the dataset
-    blob is fetched and the model built once per task)."""
+def _built(spec: tasks.TaskSpec, blobs: store.ContentStore) -> tuple[models.Built, str, int]:
+    """The spec's model and data, its initial checkpoint's CID and the most bytes any of
+    its checkpoints can take (``checkpoints.size_cap``); cached: the dataset blob is
+    fetched and the model built once per task."""
     # The run seed, not just the hyperparameters: twin tasks (equal specs, other uids)
     # build other weights and data, and one must never be judged from the other's build.
     key = (spec.hyperparams_hash(), spec.dataset_cid, spec.run_seed)
@@ -187,7 +195,8 @@ def _built(spec: tasks.TaskSpec, blobs: store.ContentStore) -> tuple[models.Buil
         entry = _builds.get(key)
         if entry is None:
             built = models.build(spec, dataset)
-            entry = (built, initial_cid(built, spec))
+            raw = _initial(built, spec)
+            entry = (built, cids.cid_of(raw), checkpoints.size_cap(raw))
             _builds[key] = entry
             while len(_builds) > 4:
                 _builds.popitem(last=False)
@@ -256,9 +265,16 @@ def replay(
     return end, losses
 
 
-def _load(blobs: store.ContentStore, cid: str, what: str) -> checkpoints.Checkpoint | Verdict:
+def _load(
+    blobs: store.ContentStore, cid: str, what: str, cap: int
+) -> checkpoints.Checkpoint | Verdict:
     try:
-        raw = blobs.get(cid)
+        raw = blobs.get(cid, max_bytes=cap)
+    except errors.BlobTooLarge as exc:  # the same cap on every replica: the same verdict
+        return _reject(
+            Rejection.OVERSIZED_BLOB,
+            f"{what} checkpoint {cid}: {exc} (the task's model caps a checkpoint at {cap})",
+        )
     except errors.BlobNotFound as exc:
         return _reject(Rejection.MISSING_BLOB, f"{what} checkpoint {cid}: {exc}")
     except errors.BlobCorrupt as exc:
@@ -442,7 +458,7 @@ def verify_segment(
         return verdict
     spec = policy.spec
     try:
-        built, initial = _built(spec, blobs)
+        built, initial, cap = _built(spec, blobs)
     except errors.BlobCorrupt as exc:  # the miner served bytes that are not the dataset
         return _reject(Rejection.CORRUPT_BLOB, str(exc))
     except errors.StoreError as exc:
@@ -492,10 +508,10 @@ def verify_segment(
     )
     # Blobs are fetched and checked for every segment (each node must serve what it
     # claims), outside the lock; only the replay's outcome is shared by content.
-    start = _load(blobs, seg.start_cid, "start")
+    start = _load(blobs, seg.start_cid, "start", cap)
     if isinstance(start, Verdict):
         return start
-    end = _load(blobs, seg.end_cid, "end")
+    end = _load(blobs, seg.end_cid, "end", cap)
     if isinstance(end, Verdict):
         return end
     if start.step != seg.start_step or end.step != seg.end_step:

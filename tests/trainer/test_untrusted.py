@@ -318,7 +318,7 @@ class _Stalled:
     def has(self, cid: str) -> bool:
         return self.inner.has(cid)
 
-    def get(self, cid: str) -> bytes:
+    def get(self, cid: str, *, max_bytes: int | None = None) -> bytes:
         self.release.wait(30)
         raise errors.StoreError("gave up")
 
