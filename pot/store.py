@@ -18,6 +18,14 @@ Two backends share one interface:
 
 ``LayeredStore`` puts a local cache in front of a remote store; faults of the
 cache never surface as the remote's.
+
+``Budget`` bounds the memory a process's ``HttpStore`` reads hold together (a validator's
+concurrent audits): a read reserves twice its cap (the buffer and the copy returned)
+before it connects, waiting while others hold the rest, and gives back what its
+``Content-Length`` does not need. Waiting comes before the read's deadline starts. It only ever delays a read, never
+refuses one: a reservation over the whole budget waits until the read runs alone. So the
+budget, local to each replica, never changes a verdict (the size caps that do are the
+same on every replica: ``pot.trainer.checkpoints.size_cap``).
 """
 
 from __future__ import annotations
@@ -29,6 +37,7 @@ import os
 import socket
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Protocol
 
@@ -115,6 +124,53 @@ would otherwise hold the reader for ever; the socket timeout is per read)."""
 _CHUNK = 1 << 20
 
 
+class Budget:
+    """Bytes that reads may hold at once; ``reserve`` waits for room (thread-safe)."""
+
+    def __init__(self, total: int) -> None:
+        if total < 1:
+            raise ValueError(f"budget: must be at least 1 byte, got {total}")
+        self.total = total
+        self.held = 0
+        self._room = threading.Condition()
+
+    def __repr__(self) -> str:
+        return f"Budget({self.held}/{self.total})"
+
+    @contextlib.contextmanager
+    def reserve(self, nbytes: int) -> Iterator[Hold]:
+        """Hold ``nbytes`` (at most the whole budget, so it never waits for ever) for the
+        ``with`` block."""
+        hold = Hold(self, max(0, min(nbytes, self.total)))
+        with self._room:
+            self._room.wait_for(lambda: self.held + hold.nbytes <= self.total)
+            self.held += hold.nbytes
+        try:
+            yield hold
+        finally:
+            hold.shrink(0)
+
+    def _give_back(self, nbytes: int) -> None:
+        with self._room:
+            self.held -= nbytes
+            self._room.notify_all()
+
+
+class Hold:
+    """What one ``Budget.reserve`` holds."""
+
+    def __init__(self, budget: Budget, nbytes: int) -> None:
+        self.budget = budget
+        self.nbytes = nbytes
+
+    def shrink(self, nbytes: int) -> None:
+        """Give back all but ``nbytes`` (a hold never grows: that could wait for ever)."""
+        extra = self.nbytes - max(nbytes, 0)
+        if extra > 0:
+            self.nbytes -= extra
+            self.budget._give_back(extra)
+
+
 class HttpStore:
     """Read-only client of a remote store; verifies every blob it returns.
 
@@ -135,11 +191,13 @@ class HttpStore:
         timeout: float = 30.0,
         max_bytes: int = MAX_BLOB,
         deadline: float = DEADLINE,
+        budget: Budget | None = None,
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self.timeout = timeout
         self.max_bytes = max_bytes
         self.deadline = deadline
+        self.budget = budget
 
     def __repr__(self) -> str:
         return f"HttpStore({self.base_url!r})"
@@ -159,11 +217,21 @@ class HttpStore:
         kind = http.client.HTTPSConnection if scheme == "https" else http.client.HTTPConnection
         return kind(host, port, timeout=self.timeout), path
 
-    def _read(self, resp: http.client.HTTPResponse, url: str, until: float, limit: int) -> bytes:
+    def _read(
+        self,
+        resp: http.client.HTTPResponse,
+        url: str,
+        until: float,
+        limit: int,
+        hold: Hold | None,
+    ) -> bytes:
         length = resp.getheader("Content-Length")
         # ASCII only: headers are Latin-1, and int() raises on "²", which isdigit() takes.
-        if length and length.isascii() and length.isdigit() and int(length) > limit:
+        declared = int(length) if length and length.isascii() and length.isdigit() else None
+        if declared is not None and declared > limit:
             raise errors.BlobTooLarge(f"{url}: {length} bytes, more than {limit}")
+        if hold is not None and declared is not None:
+            hold.shrink(2 * declared)
         buf = bytearray()
         while chunk := resp.read1(_CHUNK):  # returns what one socket read brings
             buf += chunk
@@ -180,6 +248,14 @@ class HttpStore:
     def _request(self, method: str, cid: str, limit: int) -> bytes:
         """The body of a 200 answer to ``method`` on ``cid``'s URL; BlobNotFound on a 404,
         BlobTooLarge past ``limit`` bytes, StoreError on anything else the peer does."""
+        if self.budget is None or method != "GET":
+            return self._exchange(method, cid, limit, None)
+        # Twice: the buffer, and the bytes made of it. Held before connecting, so waiting
+        # for room never eats into the deadline (a local budget must not fail a read).
+        with self.budget.reserve(2 * limit) as hold:
+            return self._exchange(method, cid, limit, hold)
+
+    def _exchange(self, method: str, cid: str, limit: int, hold: Hold | None) -> bytes:
         url = self._url(cid)
         conn, path = self._connection(url)
         watchdog = _Watchdog(conn, self.deadline)
@@ -193,7 +269,7 @@ class HttpStore:
                 raise errors.BlobNotFound(f"blob {cid} not found at {self.base_url}")
             if resp.status != 200:
                 raise errors.StoreError(f"{url}: HTTP {resp.status} (redirects are not followed)")
-            data = self._read(resp, url, watchdog.until, limit) if method == "GET" else b""
+            data = self._read(resp, url, watchdog.until, limit, hold) if method == "GET" else b""
             watchdog.check()  # ... or as the end of the body
             return data
         except (OSError, ValueError, http.client.HTTPException) as exc:

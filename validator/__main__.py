@@ -10,7 +10,7 @@ import logging
 import signal
 import sys
 
-from pot import errors, keys
+from pot import errors, keys, quantities
 from pot.validator import auditing, auth, replica
 
 
@@ -24,6 +24,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="cpu", help="replay device (cpu or cuda)")
     p.add_argument("--max-concurrent", type=int, default=1, help="replays at once")
     p.add_argument(
+        "--audit-memory",
+        default="8Gi",
+        help="bytes (a quantity: 8Gi) the audits' blob fetches hold at once; more waits",
+    )
+    p.add_argument(
         "--auditor",
         default="replay",
         help="replay (default), or accept / reject:0xADDR,... for tests without torch",
@@ -35,14 +40,24 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def _auditor(spec: str, data_dir: str, device: str) -> auditing.Auditor:
+def _memory(value: str) -> int:
+    try:
+        n = quantities.amount("memory", value)
+    except errors.ConfigError as exc:
+        raise errors.ConfigError(f"--audit-memory: {exc}") from None
+    if n < 1:
+        raise errors.ConfigError(f"--audit-memory: must be at least 1 byte, got {value!r}")
+    return n
+
+
+def _auditor(spec: str, data_dir: str, device: str, memory: int) -> auditing.Auditor:
     if spec == "replay":
         # Import torch now, before the PBFT loop runs: imported lazily on the first audit's
         # worker thread it held the GIL for seconds, the loop missed its timers and the
         # replica started a view change alone (tests/integration/test_train_to_allocation.py).
         from pot.trainer import verification  # noqa: F401
 
-        return auditing.ReplayAuditor(f"{data_dir}/blobs", device)
+        return auditing.ReplayAuditor(f"{data_dir}/blobs", device, memory=memory)
     if spec == "accept":
         return auditing.Scripted()
     if spec.startswith("reject:"):
@@ -59,7 +74,7 @@ async def _run(args: argparse.Namespace) -> None:
         me=args.replica_id,
         key=keys.from_file(args.key_file),
         data_dir=args.data_dir,
-        auditor=_auditor(args.auditor, args.data_dir, args.device),
+        auditor=_auditor(args.auditor, args.data_dir, args.device, _memory(args.audit_memory)),
         max_concurrent_audits=args.max_concurrent,
     )
     stop = asyncio.Event()

@@ -7,6 +7,18 @@ fetches checkpoints from the miner's ``storeUrl`` through a local
 content-addressed cache (``pot.store.LayeredStore``), so every blob is
 hash-checked before a replay trusts it.
 
+Memory against a hostile store has two bounds (docs/protocol.md, "storeUrl"):
+
+- per blob, the same on every replica: a checkpoint is read only up to the size any
+  checkpoint of the task's model can take (``checkpoints.size_cap`` of the initial one,
+  which the registered spec fixes); over it the verdict is ``OVERSIZED_BLOB``. Being a
+  function of replicated state, it gives every honest replica the same verdict, so 2f+1
+  matching verdicts still form.
+- per replica, local: ``--audit-memory`` bytes (``store.Budget``) shared by the
+  concurrent audits' fetches from miners' stores. It only makes a fetch wait for room
+  (before its deadline starts; a fetch larger than the budget waits to run alone), never
+  refuses one, so a replica's configuration can delay its verdicts but not change them.
+
 ``Auditor`` is the seam: the daemon uses ``ReplayAuditor``; tests and the
 benchmark plug in ``Scripted`` auditors without torch.
 
@@ -29,6 +41,9 @@ from typing import Any, Protocol
 #: (``pot.validator.app``). verify_segment itself never raises for miner input.
 AUDIT_ERROR = "AUDIT_ERROR"
 
+#: Bytes the fetches of one replica's audits may hold at once (``--audit-memory``).
+DEFAULT_MEMORY = 8 << 30
+
 log = logging.getLogger(__name__)
 
 
@@ -44,9 +59,18 @@ class Auditor(Protocol):
 class ReplayAuditor:
     """Re-executes the segment (``pot.trainer.verification.verify_segment``)."""
 
-    def __init__(self, cache_dir: str | os.PathLike[str], device: str = "cpu") -> None:
+    def __init__(
+        self,
+        cache_dir: str | os.PathLike[str],
+        device: str = "cpu",
+        *,
+        memory: int = DEFAULT_MEMORY,
+    ) -> None:
+        from pot import store
+
         self.cache_dir = cache_dir
         self.device = device
+        self.budget = store.Budget(memory)
 
     def audit(
         self, task: str, spec: Mapping[str, Any], uid: str, segment: Mapping[str, Any]
@@ -60,7 +84,8 @@ class ReplayAuditor:
                 task=task, spec=tasks.from_spec(spec, uid=uid), device=self.device
             )
             blobs = store.LayeredStore(
-                store.FilesystemStore(self.cache_dir), store.HttpStore(seg.store_url)
+                store.FilesystemStore(self.cache_dir),
+                store.HttpStore(seg.store_url, budget=self.budget),
             )
             verdict = verification.verify_segment(seg, blobs, policy)
         except segments.Rejected as exc:

@@ -20,8 +20,9 @@ import pytest
 
 from pot import cids, errors, store
 from pot.trainer import checkpoints, models, tasks, verification
+from pot.validator import auditing
 
-from .conftest import UID
+from .conftest import TASK, UID
 from .test_review_store_audit import _audit, _first_segment, _spec
 
 BLOAT = 128 << 20
@@ -141,3 +142,14 @@ def test_the_cap_holds_every_honest_checkpoint(optimizer: str) -> None:
         checkpoints.capture(built.model, opt, step=10**9, optimizer_steps=10**9, seed=2**62)
     )
     assert len(trained) <= checkpoints.size_cap(initial) - checkpoints.CAP_SLACK  # no slack
+
+
+def test_an_audit_memory_budget_below_a_checkpoint_only_delays(
+    tmp_path: Path, bloating: _Bloating
+) -> None:
+    """A replica's budget is local: one smaller than the task's checkpoints still audits
+    (each fetch waits to run alone), with the verdict every other replica reaches."""
+    seg = _first_segment(bloating.blobs, bloating.url)
+    auditor = auditing.ReplayAuditor(tmp_path / "cache", memory=1)
+    assert auditor.audit(TASK, _spec(), UID, seg.record()) == (True, "")
+    assert auditor.budget.held == 0

@@ -1,0 +1,128 @@
+"""A replica's audits share one memory budget for their fetches; it delays, never refuses.
+
+Each ``HttpStore`` read could hold twice its cap (buffer and copy), times ``maxConcurrent``
+audits. ``store.Budget`` makes a read reserve that before connecting and wait while others
+hold the rest; a read larger than the whole budget waits to run alone. It is local to a
+replica, so it must never change a verdict: every read still succeeds. Real HTTP server on
+127.0.0.1 that counts the reads in flight.
+"""
+
+from __future__ import annotations
+
+import http.server
+import threading
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from pot import cids, errors, store
+
+BLOB = b"c" * 1000
+CID = cids.cid_of(BLOB)
+
+
+class _Counting(http.server.ThreadingHTTPServer):
+    daemon_threads = True
+
+    def __init__(self) -> None:
+        super().__init__(("127.0.0.1", 0), _Slow)
+        self.lock = threading.Lock()
+        self.now = self.most = 0
+        self.url = f"http://127.0.0.1:{self.server_address[1]}"
+
+
+class _Slow(http.server.BaseHTTPRequestHandler):
+    """Serves ``BLOB`` after 0.2 s, counting the requests it is answering at once."""
+
+    protocol_version = "HTTP/1.0"
+    server: _Counting
+
+    def do_GET(self) -> None:
+        srv = self.server
+        with srv.lock:
+            srv.now += 1
+            srv.most = max(srv.most, srv.now)
+        time.sleep(0.2)
+        with srv.lock:
+            srv.now -= 1
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(BLOB)))
+        self.end_headers()
+        self.wfile.write(BLOB)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def counting() -> Iterator[_Counting]:
+    srv = _Counting()
+    thread = threading.Thread(target=srv.serve_forever, daemon=True)
+    thread.start()
+    yield srv
+    srv.shutdown()
+    srv.server_close()
+
+
+def _fetch_all(url: str, budget: store.Budget, readers: int) -> list[bytes]:
+    got: list[bytes] = []
+
+    def read() -> None:
+        got.append(store.HttpStore(url, max_bytes=len(BLOB), budget=budget).get(CID))
+
+    threads = [threading.Thread(target=read) for _ in range(readers)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(20)
+    return got
+
+
+@pytest.mark.parametrize(("total", "most"), [(4 * len(BLOB), 2), (100, 1)])
+def test_concurrent_reads_stay_within_the_budget(
+    counting: _Counting, total: int, most: int
+) -> None:
+    """Room for two reads (each holds 2 × its cap): never more than two at once; a budget
+    smaller than one read runs them one at a time. Every read succeeds either way."""
+    budget = store.Budget(total)
+    assert _fetch_all(counting.url, budget, 5) == [BLOB] * 5
+    assert counting.most == most
+    assert budget.held == 0
+
+
+def test_without_a_budget_reads_run_at_once(counting: _Counting) -> None:
+    got: list[bytes] = []
+    threads = [
+        threading.Thread(target=lambda: got.append(store.HttpStore(counting.url).get(CID)))
+        for _ in range(3)
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(20)
+    assert got == [BLOB] * 3 and counting.most == 3
+
+
+def test_a_failed_read_gives_its_room_back() -> None:
+    budget = store.Budget(1 << 20)
+    with pytest.raises(errors.StoreError, match="unreachable"):
+        store.HttpStore("http://127.0.0.1:9", timeout=2, budget=budget).get(CID)
+    assert budget.held == 0
+
+
+def test_a_budget_needs_a_byte() -> None:
+    with pytest.raises(ValueError, match="at least 1 byte"):
+        store.Budget(0)
+
+
+def test_the_daemon_reads_its_budget_as_a_quantity() -> None:
+    from pot.validator import __main__ as daemon
+
+    required = ["--config", "c", "--replica-id", "0", "--key-file", "k", "--data-dir", "d"]
+    args = daemon._parser().parse_args(required)
+    assert daemon._memory(args.audit_memory) == 8 << 30
+    assert daemon._memory("512Mi") == 512 << 20
+    for bad in ("lots", "0"):
+        with pytest.raises(errors.ConfigError, match="--audit-memory"):
+            daemon._memory(bad)
