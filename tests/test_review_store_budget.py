@@ -13,6 +13,7 @@ import http.server
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -121,8 +122,24 @@ def test_the_daemon_reads_its_budget_as_a_quantity() -> None:
 
     required = ["--config", "c", "--replica-id", "0", "--key-file", "k", "--data-dir", "d"]
     args = daemon._parser().parse_args(required)
-    assert daemon._memory(args.audit_memory) == 8 << 30
+    assert args.audit_memory == "auto"
     assert daemon._memory("512Mi") == 512 << 20
     for bad in ("lots", "0"):
         with pytest.raises(errors.ConfigError, match="--audit-memory"):
             daemon._memory(bad)
+
+
+def test_the_auto_budget_is_half_the_containers_memory_limit(tmp_path: Path) -> None:
+    from pot.validator import __main__ as daemon
+
+    v2, v1 = tmp_path / "memory.max", tmp_path / "memory.limit_in_bytes"
+    assert daemon._memory("auto", (v2, v1)) == 8 << 30  # neither file: no container limit
+    v1.write_text("2147483648\n")
+    assert daemon._memory("auto", (v2, v1)) == 1 << 30
+    v1.write_text("9223372036854771712\n")  # v1's "unlimited"
+    assert daemon._memory("auto", (v2, v1)) == 8 << 30
+    v2.write_text("max\n")
+    assert daemon._memory("auto", (v2, v1)) == 8 << 30  # v2 first: unlimited there
+    v2.write_text("536870912\n")
+    assert daemon._memory("auto", (v2, v1)) == 256 << 20
+    assert daemon._memory("3Gi", (v2, v1)) == 3 << 30  # an explicit budget is taken as is

@@ -9,6 +9,7 @@ import gc
 import logging
 import signal
 import sys
+from pathlib import Path
 
 from pot import errors, keys, quantities
 from pot.validator import auditing, auth, replica
@@ -25,8 +26,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--max-concurrent", type=int, default=1, help="replays at once")
     p.add_argument(
         "--audit-memory",
-        default="8Gi",
-        help="bytes (a quantity: 8Gi) the audits' blob fetches hold at once; more waits",
+        default="auto",
+        help="bytes (a quantity: 8Gi) the audits' blob fetches hold at once; more waits "
+        "(auto: half the container's memory limit, 8Gi without one)",
     )
     p.add_argument(
         "--auditor",
@@ -40,7 +42,34 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def _memory(value: str) -> int:
+CGROUP_LIMITS = (
+    Path("/sys/fs/cgroup/memory.max"),  # cgroup v2
+    Path("/sys/fs/cgroup/memory/memory.limit_in_bytes"),  # cgroup v1
+)
+"""Where a container's memory limit shows (``auto`` budget: half of it)."""
+_NO_LIMIT = 1 << 60  # cgroup v1 writes "no limit" as a page-rounded 2^63 - 1
+
+
+def _limit(paths: tuple[Path, ...] = CGROUP_LIMITS) -> int | None:
+    """The container's memory limit in bytes, None without one (or unreadable)."""
+    for path in paths:
+        try:
+            text = path.read_text().strip()
+        except OSError:
+            continue
+        if text.isascii() and text.isdigit() and 0 < int(text) < _NO_LIMIT:
+            return int(text)
+        return None  # "max", or v1's huge number: no limit
+    return None
+
+
+def _memory(value: str, paths: tuple[Path, ...] = CGROUP_LIMITS) -> int:
+    """``--audit-memory`` in bytes. ``auto``: half the container's memory limit (the other
+    half is the replica itself, the replays' models and the decoded checkpoints), 8 GiB
+    where none is set."""
+    if value == "auto":
+        limit = _limit(paths)
+        return 8 << 30 if limit is None else max(1, limit // 2)
     try:
         n = quantities.amount("memory", value)
     except errors.ConfigError as exc:
