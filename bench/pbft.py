@@ -50,7 +50,12 @@ def processes(n: int, batch: int, seconds: float) -> dict[str, Any]:
         net = localnet.LocalNet(
             root,
             n,
-            tuning={"checkpointInterval": 64, "batchSize": batch, "viewChangeTimeoutMs": 30000},
+            tuning={
+                "checkpointInterval": 64,
+                "batchSize": batch,
+                "viewChangeTimeoutMs": 30000,
+                "openClients": 1,  # the load runs under client "bench" (replica.bench_load)
+            },
         )
         out = root / "bench.json"
         net.start(
@@ -104,7 +109,12 @@ def _cpu(net: localnet.LocalNet) -> list[float] | None:
 def in_process(n: int, batch: int, requests: int) -> dict[str, Any]:
     f = (n - 1) // 3
     cfg = pbft.Config(
-        n=n, f=f, checkpoint_interval=64, batch_size=batch, view_change_timeout_ms=10**9
+        n=n,
+        f=f,
+        checkpoint_interval=64,
+        batch_size=batch,
+        view_change_timeout_ms=10**9,
+        open_clients=True,  # requests under client "bench"
     )
     secrets = [bytes([i % 256]) * 32 for i in range(n)]
     reps = [

@@ -1,4 +1,11 @@
-"""How many requests a replica holds that it has not executed yet, by count and by bytes.
+"""Which requests a replica takes in, and how many it holds unexecuted, by count and bytes.
+
+Client names (``client_refusal``, ``batch_refusal``): the deduplication table is replicated
+state with one row per client name, so a name nobody is bound to must not get in unless the
+set is configured for it (``Config.open_clients``, peers.json ``pbft.openClients``: the bench
+and the simulator). Otherwise a faulty primary could order requests under made-up names and
+grow every correct replica's table, and its checkpoints, without bound. In production every
+request enters through a replica's API under that replica's name (``pbft.client_name``).
 
 Requests under a client name that is not a replica's are not authenticated (PBFT lets
 any client send them), and a faulty peer can relay as many as it likes: each is held as
@@ -16,7 +23,11 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from pot.validator import signatures
+from pot.validator.rejections import Rejection
+
 if TYPE_CHECKING:
+    from pot.validator import messages as m
     from pot.validator.pbft import Replica
 
 MAX_PENDING = 200_000
@@ -37,3 +48,35 @@ def admit(rep: Replica, size: int) -> bool:
             return False
     rep.pending_bytes += size
     return True
+
+
+def client_refusal(rep: Replica, req: m.Request, sender: int | None) -> Rejection | None:
+    """Why ``req`` (from peer ``sender``; None: this replica's own API) may not enter, if so."""
+    if req.client not in rep.bound_clients:
+        return None if rep.cfg.open_clients else Rejection.UNKNOWN_CLIENT
+    if sender is not None:
+        if req.client != rep.replica_clients[sender]:
+            return Rejection.SPOOFED_SENDER  # another replica's client: see pbft.client_name
+        if signatures.distrusted(rep, sender):
+            return Rejection.DISTRUSTED
+    if signatures.forged(rep, req, sender):
+        return Rejection.FORGED_REQUEST
+    return None
+
+
+def batch_refusal(rep: Replica, pp: m.PrePrepare) -> Rejection | None:
+    """Why a PRE-PREPARE's batch shows its primary faulty, if it does: a request under a
+    replica's name without that replica's signature, or under an unbound name while the set
+    is closed to them. Either way the rest of its view is refused unchecked (``forged_view``),
+    or each PRE-PREPARE could put ``batch_size - 1`` requests it signed or replayed before a bad
+    one, and cost a signature check apiece, without end."""
+    bound, open_clients = rep.bound_clients, rep.cfg.open_clients
+    for r in pp.batch:
+        if r.client in bound:
+            if signatures.forged(rep, r, pp.replica):
+                rep.forged_view = pp.view
+                return Rejection.FORGED_REQUEST
+        elif not open_clients:
+            rep.forged_view = pp.view
+            return Rejection.UNKNOWN_CLIENT
+    return None

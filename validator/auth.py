@@ -60,7 +60,8 @@ class Peers:
     contract: str
     stakes: tuple[int, ...]
     tuning: dict[str, int]
-    """peers.json "pbft": checkpointInterval, batchSize, viewChangeTimeoutMs, retransmitMs."""
+    """peers.json "pbft": checkpointInterval, batchSize, viewChangeTimeoutMs, retransmitMs, and
+    openClients (0/1 or false/true; not in the ValidatorSet CRD: only the bench sets it)."""
     operator: str | None = None
     """peers.json "operator": the only address whose task registrations are accepted (none:
     anyone's, for hand-made test sets; the operator always names itself)."""
@@ -74,6 +75,7 @@ class Peers:
             "batch_size": p.get("batchSize", 100),
             "view_change_timeout_ms": p.get("viewChangeTimeoutMs", 4000),
             "retransmit_ms": p.get("retransmitMs", 200),
+            "open_clients": bool(p.get("openClients", 0)),
         }
         kw.update(overrides)
         return pbft.Config(**kw)
@@ -143,6 +145,8 @@ def parse_peers(doc: Any, where: str = "peers.json") -> Peers:
         given = doc.get("stakes") or []
         stakes = tuple(_stake(s, i, where) for i, s in enumerate(given)) if given else (1,) * n
         pb = {k: int(v) for k, v in (doc.get("pbft") or {}).items()}
+        if pb.get("openClients", 0) not in (0, 1):
+            raise errors.ConfigError(f"{where}: pbft.openClients must be true or false")
         peers = Peers(
             n=n,
             f=f,

@@ -52,7 +52,10 @@ Choices, with the paper section that motivates each:
   A peer's REQUEST under one is also accepted only from that replica
   (``SPOOFED_SENDER``). Requests re-proposed by a NEW-VIEW are not checked
   again: rule A2 (f+1 VIEW-CHANGEs pre-prepared it) means a correct replica
-  checked them. Other client names are unauthenticated, as before.
+  checked them. Other client names are unauthenticated, and refused altogether
+  (``UNKNOWN_CLIENT``, at entry and inside a PRE-PREPARE, whose primary is then treated as
+  a forger) unless ``Config.open_clients`` (the bench, the simulator): each would be a row of
+  the replicated deduplication table that a faulty primary could add without bound.
 - Log before send (TOCS §6): every accepted PRE-PREPARE and every PREPARE and
   COMMIT this replica sends is emitted as ``actions.Logged`` ahead of its
   ``Send``; a restarted replica reloads them (``recovering``) and so can never
@@ -111,6 +114,9 @@ class Config:
     """Batches the primary keeps in flight; more requests wait and are batched."""
     retransmit_ms: int = 200
     """Period of STATUS beacons and client retransmissions."""
+    open_clients: bool = False
+    """Accept requests under client names no replica is bound to (``client_name``): only the
+    bench and the simulator need it (peers.json pbft.openClients; ``admission``)."""
     normal_quorum: int | None = None
     """Override of the 2f+1 quorum of the normal case (prepared certificate and commit).
     Only the simulator's deliberately broken variant sets it (to 2f)."""
@@ -284,9 +290,9 @@ class Replica:
         if len(req.op) > m.MAX_OP_BYTES:  # peers would refuse it, and any batch holding it
             self.rejected[Rejection.OVERSIZED] += 1
             return out
-        if req.client in self.bound_clients and signatures.forged(self, req, None):
-            # Unsigned under a replica's name: every backup would refuse the batch holding it.
-            self.rejected[Rejection.FORGED_REQUEST] += 1
+        refused = admission.client_refusal(self, req, None)
+        if refused is not None:  # every backup would refuse the batch holding it
+            self.rejected[refused] += 1
             return out
         # Already pending (e.g. reloaded from the log after a restart) counts as this client's
         # too: the retransmission multicasts it, so the others' timers run for it.
@@ -351,13 +357,9 @@ class Replica:
         if isinstance(msg, (m.Prepare, m.Commit)):  # most messages by far: 2(n-1) per batch
             return self._on_vote(msg, out) if msg.replica == sender else Rejection.SPOOFED_SENDER
         if isinstance(msg, m.Request):
-            if msg.client in self.bound_clients:
-                if msg.client != self.replica_clients[sender]:
-                    return Rejection.SPOOFED_SENDER  # another replica's client: see client_name
-                if signatures.distrusted(self, sender):
-                    return Rejection.DISTRUSTED
-                if signatures.forged(self, msg, sender):
-                    return Rejection.FORGED_REQUEST
+            refused = admission.client_refusal(self, msg, sender)
+            if refused is not None:
+                return refused
             return None if self.add_request(msg, out) else Rejection.DUPLICATE
         if isinstance(msg, (m.NewView, m.ViewChange)) and signatures.distrusted(self, sender):
             return Rejection.DISTRUSTED
@@ -485,14 +487,9 @@ class Replica:
             return Rejection.DUPLICATE if e.pp.digest == pp.digest else Rejection.EQUIVOCATION
         if pp.actual_digest() != pp.digest:
             return Rejection.BAD_DIGEST
-        bound = self.bound_clients
-        for r in pp.batch:
-            if r.client in bound and signatures.forged(self, r, pp.replica):
-                # See client_name: the primary forged it. Refuse the rest of its view unchecked,
-                # or each PRE-PREPARE could put batch_size - 1 requests it signed or replayed
-                # before a forged one, and cost a signature check apiece, without end.
-                self.forged_view = pp.view
-                return Rejection.FORGED_REQUEST
+        refused = admission.batch_refusal(self, pp)  # see client_name: its primary is faulty
+        if refused is not None:
+            return refused
         if pp.seq <= self.last_exec and e is None:
             return Rejection.STALE
         self.accept_pre_prepare(pp, out)

@@ -29,6 +29,9 @@ class Rejection(enum.Enum):
         "forged_request"  # a request under a replica's client name, not signed by that replica
     )
     DISTRUSTED = "distrusted"  # from a peer whose signature failed lately (``signatures``)
+    UNKNOWN_CLIENT = (
+        "unknown_client"  # a request under a client name no replica is bound to (openClients off)
+    )
 
     # --- normal case (PBFT §4.2) -----------------------------------------
     WRONG_VIEW = "wrong_view"  # not for the view this replica is in (or it is changing views)

@@ -271,6 +271,8 @@ class Node:
     async def bench_load(self, *, seconds: float, outstanding: int, out: Path) -> None:
         """Closed-loop load for ``bench/pbft.py``: keep ``outstanding`` no-op requests in flight,
         measure submit → local execution (committed at 2f+1), write JSON to ``out``."""
+        if not self.core.cfg.open_clients:  # its client "bench" is no replica's
+            raise errors.ConfigError("--bench-seconds needs pbft.openClients in peers.json")
         latencies: list[float] = []
         sent: dict[tuple[str, int], float] = {}
         loop = asyncio.get_running_loop()

@@ -197,6 +197,7 @@ class Simulation:
             view_change_timeout_ms=s.view_change_timeout_ms,
             retransmit_ms=s.retransmit_ms,
             normal_quorum=s.normal_quorum,
+            open_clients=True,  # the simulated clients are c0..c4
         )
         self.secrets = [self.rng.randbytes(32) for _ in range(s.n)]
         self.apps = [ChainApp() for _ in range(s.n)]

@@ -14,7 +14,7 @@ from pot.validator import messages as m
 from pot.validator.rejections import Rejection
 
 N = 4
-CFG = pbft.Config(n=N, f=1, checkpoint_interval=16, view_change_timeout_ms=1000)
+CFG = pbft.Config(n=N, f=1, open_clients=True, checkpoint_interval=16, view_change_timeout_ms=1000)
 SECRETS = [bytes([i + 1]) * 32 for i in range(N)]
 
 

@@ -18,7 +18,7 @@ SECRETS = [bytes([i + 1]) * 32 for i in range(4)]
 def test_pending_ops_are_bounded_in_bytes(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(admission, "MAX_PENDING_BYTES", 10 * 1000)
     backup = pbft.Replica(
-        config=pbft.Config(n=4, f=1),
+        config=pbft.Config(n=4, f=1, open_clients=True),
         replica_id=1,
         app=simulating.ChainApp(),
         crypto=simulating.SimCrypto(1, SECRETS, random.Random(1)),

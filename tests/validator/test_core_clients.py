@@ -25,7 +25,7 @@ class _Net:
 
     def __init__(self) -> None:
         secrets = [bytes([i + 1]) * 32 for i in range(N)]
-        cfg = pbft.Config(n=N, f=1)
+        cfg = pbft.Config(n=N, f=1, open_clients=True)
         self.apps = [simulating.ChainApp() for _ in range(N)]
         self.reps = [
             pbft.Replica(

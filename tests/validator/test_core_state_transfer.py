@@ -16,7 +16,7 @@ from pot.validator import messages as m
 def _replica_with_checkpoint(snap: bytes) -> pbft.Replica:
     secrets = [bytes([i + 1]) * 32 for i in range(4)]
     rep = pbft.Replica(
-        config=pbft.Config(n=4, f=1),
+        config=pbft.Config(n=4, f=1, open_clients=True),
         replica_id=1,
         app=simulating.ChainApp(),
         crypto=simulating.SimCrypto(1, secrets, random.Random(1)),

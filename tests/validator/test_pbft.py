@@ -152,7 +152,9 @@ def _replica(rid: int = 1) -> pbft.Replica:
 
     secrets = [bytes([i]) * 32 for i in range(4)]
     crypto = simulating.SimCrypto(rid, secrets, random.Random(0))
-    return pbft.Replica(config=pbft.Config(n=4, f=1), replica_id=rid, app=_App(), crypto=crypto)
+    return pbft.Replica(
+        config=pbft.Config(n=4, f=1, open_clients=True), replica_id=rid, app=_App(), crypto=crypto
+    )
 
 
 def test_hostile_messages_are_counted_never_raised() -> None:
@@ -203,7 +205,9 @@ def test_new_primary_never_proposes_a_sequence_number_twice() -> None:
     import random
 
     secrets = [bytes([i + 1]) * 32 for i in range(4)]
-    cfg = pbft.Config(n=4, f=1, checkpoint_interval=4, view_change_timeout_ms=100)
+    cfg = pbft.Config(
+        n=4, f=1, open_clients=True, checkpoint_interval=4, view_change_timeout_ms=100
+    )
     rep = pbft.Replica(
         config=cfg,
         replica_id=1,

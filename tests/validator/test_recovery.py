@@ -16,7 +16,7 @@ from pot.validator import messages as m
 from pot.validator.rejections import Rejection
 
 M = TypeVar("M", bound=m.Message)
-CFG = pbft.Config(n=4, f=1, checkpoint_interval=16)
+CFG = pbft.Config(n=4, f=1, open_clients=True, checkpoint_interval=16)
 SECRETS = [bytes([i + 1]) * 32 for i in range(4)]
 
 

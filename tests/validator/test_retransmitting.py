@@ -9,7 +9,7 @@ import random
 from pot.validator import actions, pbft, simulating
 from pot.validator import messages as m
 
-CFG = pbft.Config(n=4, f=1, checkpoint_interval=16, retransmit_ms=200)
+CFG = pbft.Config(n=4, f=1, open_clients=True, checkpoint_interval=16, retransmit_ms=200)
 SECRETS = [bytes([i + 1]) * 32 for i in range(4)]
 
 

@@ -21,7 +21,10 @@ SECRETS = [bytes([i + 1]) * 32 for i in range(4)]
 def test_junk_votes_do_not_crowd_out_votes_that_arrive_before_the_pre_prepare() -> None:
     crypto = simulating.SimCrypto(1, SECRETS, random.Random(1))
     rep = pbft.Replica(
-        config=pbft.Config(n=4, f=1), replica_id=1, app=simulating.ChainApp(), crypto=crypto
+        config=pbft.Config(n=4, f=1, open_clients=True),
+        replica_id=1,
+        app=simulating.ChainApp(),
+        crypto=crypto,
     )
     for k in range(4):  # faulty replica 3
         rep.on_message(m.Prepare(view=0, seq=1, digest=bytes([k]) * 32, replica=3), 3)

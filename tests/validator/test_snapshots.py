@@ -27,7 +27,7 @@ from pot.validator.persistence import Disk
 def _replica() -> tuple[pbft.Replica, simulating.ChainApp]:
     app = simulating.ChainApp()
     rep = pbft.Replica(
-        config=pbft.Config(n=4, f=1),
+        config=pbft.Config(n=4, f=1, open_clients=True),
         replica_id=1,
         app=app,
         crypto=simulating.SimCrypto(1, [bytes([i]) * 32 for i in range(4)], random.Random(1)),
