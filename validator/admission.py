@@ -30,6 +30,8 @@ if TYPE_CHECKING:
     from pot.validator import messages as m
     from pot.validator.pbft import Replica
 
+DEDUP_WINDOW = 4096
+"""Executed timestamps kept per client before the oldest fold into its floor (``slide``)."""
 MAX_PENDING = 200_000
 MAX_PENDING_BYTES = 256 << 20
 RECOUNT_MS = 500
@@ -80,3 +82,11 @@ def batch_refusal(rep: Replica, pp: m.PrePrepare) -> Rejection | None:
             rep.forged_view = pp.view
             return Rejection.UNKNOWN_CLIENT
     return None
+
+
+def slide(rep: Replica, client: str) -> None:
+    """Keep a client's newest DEDUP_WINDOW timestamps; the rest fold into its floor: anything
+    at or below it counts as executed, so a client must not hold a request back for more
+    than DEDUP_WINDOW of its own newer ones (the API's clients never do)."""
+    ordered = sorted(rep.dedup[client][1])
+    rep.dedup[client] = (ordered[DEDUP_WINDOW - 1], set(ordered[DEDUP_WINDOW:]))

@@ -19,7 +19,7 @@ import struct
 from typing import TYPE_CHECKING
 
 from pot.validator import messages as m
-from pot.validator import retransmitting
+from pot.validator import retransmitting, window
 from pot.validator.actions import Action, Send, Stable
 from pot.validator.rejections import Rejection
 
@@ -114,6 +114,7 @@ def make_stable(rep: Replica, seq: int, d: bytes, out: list[Action]) -> None:
     rep.bodies = {s: v for s, v in rep.bodies.items() if s > seq}
     for r, cl in rep.claims.items():
         rep.claims[r] = {s: v for s, v in cl.items() if s > seq}
+    window.recount(rep)
     out.append(Stable(seq, d, snap))
     rep.try_propose(out)
 

@@ -56,6 +56,8 @@ Choices, with the paper section that motivates each:
   (``UNKNOWN_CLIENT``, at entry and inside a PRE-PREPARE, whose primary is then treated as
   a forger) unless ``Config.open_clients`` (the bench, the simulator): each would be a row of
   the replicated deduplication table that a faulty primary could add without bound.
+- VIEW-CHANGE size (``window``): this view's PRE-PREPAREs above h carry ``window.limit``
+  bytes at most (``WINDOW_FULL``), so a NEW-VIEW of n VIEW-CHANGEs fits the 32 MiB frame.
 - Log before send (TOCS §6): every accepted PRE-PREPARE and every PREPARE and
   COMMIT this replica sends is emitted as ``actions.Logged`` ahead of its
   ``Send``; a restarted replica reloads them (``recovering``) and so can never
@@ -76,6 +78,7 @@ from pot.validator import (
     retransmitting,
     signatures,
     viewchanging,
+    window,
 )
 from pot.validator import messages as m
 from pot.validator.actions import Action, Committed, Durable, Executed, Logged, Send
@@ -83,7 +86,7 @@ from pot.validator.rejections import Rejection
 
 log = logging.getLogger(__name__)
 
-DEDUP_WINDOW = 4096
+DEDUP_WINDOW = admission.DEDUP_WINDOW
 
 
 def client_name(replica: int) -> str:
@@ -131,6 +134,11 @@ class Config:
                 raise ValueError(f"{name} must be >= 1")
         if self.view_change_timeout_ms < 1:
             raise ValueError("view_change_timeout_ms must be >= 1")
+        if window.limit(self.n, self.window) < window.BATCH_OVERHEAD + window.MAX_REQUEST:
+            raise ValueError(  # ``window``: a NEW-VIEW of n full VIEW-CHANGEs must fit a frame
+                f"checkpoint_interval {self.checkpoint_interval} with n={self.n}: a view change "
+                "could not carry one largest request within the transport's frame"
+            )
 
     @property
     def window(self) -> int:
@@ -232,6 +240,9 @@ class Replica:
         self.pending_bytes = 0
         """At least the bytes of the pending requests' ops (``admission``)."""
         self.pending_recount = -(10**9)
+        self.window_limit = window.limit(config.n, config.window)
+        self.window_bytes = 0
+        """What this view's PRE-PREPAREs above h add to a VIEW-CHANGE (``window``)."""
         self.queue: dict[tuple[str, int], m.Request] = {}
         self.local: dict[tuple[str, int], int] = {}
         self.own_cks: dict[int, tuple[bytes, bytes]] = {}
@@ -264,6 +275,7 @@ class Replica:
         self.stable_digest = self.own_cks[0][0]
         if durable is not None:
             recovering.recover(self, durable)
+            window.recount(self)
 
     # ------------------------------------------------------------- properties
 
@@ -413,13 +425,8 @@ class Replica:
         while queue and self.next_seq - self.last_exec < cfg.max_inflight:
             if self.next_seq >= self.h + cfg.window:
                 return  # PBFT §4.3: wait for a stable checkpoint to move the window
-            batch: list[m.Request] = []
-            while queue and len(batch) < cfg.batch_size:
-                key = next(iter(queue))
-                req = queue.pop(key)
-                if not self.executed(key):
-                    batch.append(req)
-            if not batch:
+            batch = window.pack(self)
+            if not batch and not queue:
                 return
             self.next_seq += 1
             pp = m.pre_prepare(
@@ -446,6 +453,7 @@ class Replica:
         self.qset.setdefault(pp.seq, {})[pp.digest] = pp.view
         self.bodies.setdefault(pp.seq, {})[pp.digest] = m.Batch(nonce=pp.nonce, requests=pp.batch)
         self.next_seq = max(self.next_seq, pp.seq)
+        self.window_bytes += window.cost(pp)
         self.track(pp.batch)
         out.append(Logged(pp, gate=pp.replica != self.id))
         if pp.replica != self.id:
@@ -485,6 +493,8 @@ class Replica:
         e = self.log.get(pp.seq)
         if e is not None and e.view == pp.view and e.pp is not None:
             return Rejection.DUPLICATE if e.pp.digest == pp.digest else Rejection.EQUIVOCATION
+        if self.window_bytes + window.cost(pp) > self.window_limit:
+            return Rejection.WINDOW_FULL  # ``window``: its VIEW-CHANGE could pass the frame
         if pp.actual_digest() != pp.digest:
             return Rejection.BAD_DIGEST
         refused = admission.batch_refusal(self, pp)  # see client_name: its primary is faulty
@@ -574,7 +584,7 @@ class Replica:
                 else:
                     got[1].add(ts)
                     if len(got[1]) > 2 * DEDUP_WINDOW:
-                        self._slide(client)
+                        admission.slide(self, client)
                 done.append(r)
                 results.append(execute(r, ctx))
             if done:
@@ -587,10 +597,3 @@ class Replica:
             if self.fetching and self.fetching[0] <= self.last_exec:
                 self.fetching = None
             self.try_propose(out)
-
-    def _slide(self, client: str) -> None:
-        """Keep a client's newest DEDUP_WINDOW timestamps; the rest fold into its floor: anything
-        at or below it counts as executed, so a client must not hold a request back for more
-        than DEDUP_WINDOW of its own newer ones (the API's clients never do)."""
-        ordered = sorted(self.dedup[client][1])
-        self.dedup[client] = (ordered[DEDUP_WINDOW - 1], set(ordered[DEDUP_WINDOW:]))

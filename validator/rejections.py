@@ -41,6 +41,7 @@ class Rejection(enum.Enum):
     EQUIVOCATION = "equivocation"  # a second PRE-PREPARE for (view, seq) with another digest
     DUPLICATE = "duplicate"  # seen before; harmless, counted so floods show in metrics
     STALE = "stale"  # below the stable checkpoint (already garbage-collected)
+    WINDOW_FULL = "window_full"  # a PRE-PREPARE past the request bytes a VIEW-CHANGE may carry
     RATE_LIMITED = "rate_limited"  # a peer sent the last NEW-VIEW under a timeout ago asks again
 
     # --- view change and state transfer (§4.4, §4.5; TOCS §4.5, §5.3) ----

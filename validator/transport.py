@@ -51,7 +51,7 @@ import struct
 from collections import deque
 from collections.abc import Callable
 
-from pot.validator import auth
+from pot.validator import auth, window
 from pot.validator import messages as m
 from pot.validator.rejections import Rejection
 
@@ -61,7 +61,8 @@ HELLO = b"POT1"
 HELLO_LEN = 4 + 2 + 16
 HEADER = struct.Struct(">IQ16s")
 LENGTH = struct.Struct(">I")
-MAX_FRAME = 32 << 20
+MAX_FRAME = window.FRAME
+"""Bounds every message but a STATE-REPLY; ``window`` keeps VIEW-CHANGE and NEW-VIEW under it."""
 FRAME_TARGET = 1 << 20
 """Stop adding messages to a frame past this size (a single bigger message still goes)."""
 MAX_STATE_FRAME = m.MAX_SNAPSHOT + 1024

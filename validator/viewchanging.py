@@ -15,7 +15,7 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
-from pot.validator import checkpointing, retransmitting, signatures, viewchange
+from pot.validator import checkpointing, retransmitting, signatures, viewchange, window
 from pot.validator import messages as m
 from pot.validator.actions import Action, Send, ViewEntered
 from pot.validator.rejections import Rejection
@@ -193,6 +193,7 @@ def install(rep: Replica, nv: m.NewView, out: list[Action]) -> None:
     rep.queue = {k: r for k, r in rep.pending.items() if k not in in_flight}
     for s in [s for s, e in rep.log.items() if e.view < nv.view]:
         del rep.log[s]
+    window.recount(rep)  # this view's PRE-PREPAREs only (``window``)
     if ck_seq > rep.h:
         own = rep.own_cks.get(ck_seq)
         if own is not None and own[0] == ck_d:

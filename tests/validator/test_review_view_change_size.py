@@ -1,0 +1,127 @@
+"""A VIEW-CHANGE, and a NEW-VIEW of n of them, always fit the transport's frame (``window``)."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from pot.validator import actions, pbft, simulating, transport, window
+from pot.validator import messages as m
+from pot.validator.rejections import Rejection
+from tests.validator import pbft_kit
+
+
+def _fat(k: int, size: int) -> m.Request:
+    """A request of ``size`` encoded bytes (``window.request_cost``), largest client and sig."""
+    op = b"o" * (size - (1 + m.MAX_CLIENT_LEN + 12 + 1 + m.MAX_REQUEST_SIG))
+    return m.Request(client=f"{k:064d}", ts=k, op=op, sig=b"s" * m.MAX_REQUEST_SIG)
+
+
+@pytest.mark.parametrize(("n", "k"), [(4, 64), (100, 64), (4, 512)])
+def test_worst_case_view_change_and_new_view_fit_the_frame(n: int, k: int) -> None:
+    cfg = pbft.Config(n=n, f=(n - 1) // 3, checkpoint_interval=k)
+    L, budget = cfg.window, window.limit(n, cfg.window)
+    # PRE-PREPAREs adding up to the limit: one batch of largest requests per sequence number
+    # while they last, then empty batches (largest nonce) for every other one.
+    nonce = b"n" * m.MAX_NONCE
+    batches, left = [], budget
+    for s in range(1, L + 1):
+        reqs: list[m.Request] = []
+        room = left - window.BATCH_OVERHEAD
+        while room >= window.MAX_REQUEST and len(reqs) < m.MAX_BATCH:
+            reqs.append(_fat(s * 1000 + len(reqs), window.MAX_REQUEST))
+            room -= window.MAX_REQUEST
+        pp = m.pre_prepare(view=0, seq=s, nonce=nonce, batch=tuple(reqs), replica=0)
+        left -= window.cost(pp)
+        batches.append(m.Batch(nonce=nonce, requests=pp.batch))
+    assert 0 <= left < window.MAX_REQUEST + window.BATCH_OVERHEAD  # the budget is spent
+    entries = tuple(
+        m.PEntry(seq=s, digest=bytes([s % 256]) * 32, view=2**62) for s in range(1, L + 1)
+    )
+    vc = m.ViewChange(
+        view=2**63 - 1,
+        h=0,
+        checkpoints=tuple((s * k, b"c" * 32) for s in range(3)),
+        prepared=entries,
+        preprepared=entries,
+        batches=tuple(batches),
+        replica=n - 1,
+        signature=b"g" * m.MAX_SIGNATURE,
+    )
+    vc_len = len(m.encode(vc))
+    assert 4 + vc_len <= transport.MAX_FRAME
+    nv = m.NewView(
+        view=2**63 - 1,
+        view_changes=(vc,) * n,
+        checkpoint=(0, b"c" * 32),
+        chosen=tuple((s, b"d" * 32) for s in range(1, L + 1)),
+        replica=n - 1,
+        signature=b"g" * m.MAX_SIGNATURE,
+    )
+    assert 4 + len(m.encode(nv)) <= transport.MAX_FRAME
+
+
+def test_config_refuses_a_window_too_large_for_the_frame() -> None:
+    with pytest.raises(ValueError, match="checkpoint_interval 4096 with n=100"):
+        pbft.Config(n=100, f=33, checkpoint_interval=4096)
+
+
+def test_a_backup_refuses_pre_prepares_past_the_limit() -> None:
+    cfg = pbft.Config(n=4, f=1, open_clients=True)
+    crypto = simulating.SimCrypto(1, pbft_kit.SECRETS, random.Random(1))
+    backup = pbft.Replica(config=cfg, replica_id=1, app=simulating.ChainApp(), crypto=crypto)
+    fat = [m.Request(client="c", ts=t, op=b"x" * m.MAX_OP_BYTES) for t in range(1, 101)]
+    refused_at = None
+    for seq in range(1, 101):  # a faulty primary: batches of 10 largest requests
+        pp = m.pre_prepare(
+            view=0,
+            seq=seq,
+            nonce=b"n%d" % seq,
+            batch=tuple(r._replace(ts=r.ts + 100 * seq) for r in fat[:10]),
+            replica=0,
+        )
+        backup.on_message(pp, 0)
+        if backup.rejected[Rejection.WINDOW_FULL]:
+            refused_at = seq
+            break
+    assert refused_at is not None and refused_at > 1
+    assert backup.window_bytes <= backup.window_limit
+    assert backup.log.get(refused_at) is None or backup.log[refused_at].pp is None
+
+
+def test_a_correct_primary_stays_under_the_limit_and_everything_executes() -> None:
+    cfg = pbft.Config(n=4, f=1, checkpoint_interval=4, view_change_timeout_ms=10**6)
+    net = pbft_kit.Net(cfg)
+    limit = net.reps[0].window_limit
+    big = m.MAX_OP_BYTES
+    per_window = limit // big
+    total = 3 * per_window  # three windows' worth: only by checkpoints moving can all execute
+    own = [
+        pbft.signed(m.Request(client=pbft.client_name(0), ts=t, op=b"b" * big), net.reps[0].crypto)
+        for t in range(1, total + 1)
+    ]
+    empty: list[int] = []
+    perform = net.perform
+
+    def watch(i: int, acts: list[actions.Action]) -> None:
+        for a in acts:
+            if isinstance(a, actions.Send) and isinstance(a.msg, m.PrePrepare):
+                assert a.msg.batch or i == 0
+                if not a.msg.batch:
+                    empty.append(a.msg.seq)
+        perform(i, acts)
+
+    net.perform = watch  # type: ignore[method-assign]
+    for req in own:
+        net.perform(0, net.reps[0].submit(req))
+        assert net.reps[0].window_bytes <= limit
+    for _ in range(200):
+        net.tick(50)
+        assert all(r.window_bytes <= limit for r in net.reps)
+        if all(r.stats["requests"] >= total for r in net.reps):
+            break
+    for r in net.reps:
+        assert r.stats["requests"] == total
+        assert not r.rejected[Rejection.WINDOW_FULL]
+    assert empty  # the primary padded to reach checkpoints
