@@ -493,8 +493,8 @@ class Replica:
         e = self.log.get(pp.seq)
         if e is not None and e.view == pp.view and e.pp is not None:
             return Rejection.DUPLICATE if e.pp.digest == pp.digest else Rejection.EQUIVOCATION
-        if self.window_bytes + window.cost(pp) > self.window_limit:
-            return Rejection.WINDOW_FULL  # ``window``: its VIEW-CHANGE could pass the frame
+        if pp.batch and self.window_bytes + window.cost(pp) > self.window_limit:
+            return Rejection.WINDOW_FULL  # ``window``: empty ones pass even over the limit
         if pp.actual_digest() != pp.digest:
             return Rejection.BAD_DIGEST
         refused = admission.batch_refusal(self, pp)  # see client_name: its primary is faulty

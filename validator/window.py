@@ -17,7 +17,9 @@ PRE-PREPARE that would pass it (``WINDOW_FULL``), so it does not depend on the p
 being correct. A correct primary never passes it, and a backup counts the same PRE-PREPAREs
 (one lagging behind a stable checkpoint counts more, and takes the PRE-PREPARE again from the
 STATUS retransmission once it caught up, as with the sequence-number watermark). Batches
-that hold no request are exempt on both sides (``vc_fixed`` counts one per sequence number):
+that hold no request are exempt on both sides (``vc_fixed`` counts one per sequence number),
+even where the count is already past the limit (a NEW-VIEW's re-proposals can take it there,
+see below; refusing them left no way to the checkpoint, and every view re-proposed the same):
 when the next request does not fit, the primary orders empty batches, which carry execution
 to the next checkpoint; once stable, the bytes below it are released. ``pbft.Config``
 refuses a tuning whose limit could not hold one largest request.

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import random
+from dataclasses import replace
 
 import pytest
 
-from pot.validator import actions, pbft, simulating, transport, window
+from pot.validator import actions, pbft, simulating, transport, viewchange, window
 from pot.validator import messages as m
 from pot.validator.rejections import Rejection
 from tests.validator import pbft_kit
@@ -125,3 +126,93 @@ def test_a_correct_primary_stays_under_the_limit_and_everything_executes() -> No
         assert r.stats["requests"] == total
         assert not r.rejected[Rejection.WINDOW_FULL]
     assert empty  # the primary padded to reach checkpoints
+
+
+def _signed_vc(
+    net: pbft_kit.Net,
+    i: int,
+    view: int,
+    p: list[m.PEntry],
+    q: list[m.PEntry],
+    batches: list[m.Batch],
+) -> m.ViewChange:
+    vc = m.ViewChange(
+        view=view,
+        h=0,
+        checkpoints=((0, net.reps[i].stable_digest),),
+        prepared=tuple(p),
+        preprepared=tuple(q),
+        batches=tuple(batches),
+        replica=i,
+    )
+    return replace(vc, signature=net.reps[i].crypto.sign(m.signing_bytes(vc)))
+
+
+def test_empty_batches_pass_a_window_that_a_new_view_filled_past_the_limit() -> None:
+    """A NEW-VIEW may re-propose more than ``limit`` (batches prepared in two earlier views:
+    the bound is per view). Every replica then counts more than the limit, the primary orders
+    empty batches to reach the checkpoint, and the backups must take them: they refused them
+    WINDOW_FULL, no checkpoint came, and each next view re-proposed the same set (a loop)."""
+    cfg = pbft.Config(
+        n=4, f=1, checkpoint_interval=4, open_clients=True, view_change_timeout_ms=10**6
+    )
+    net = pbft_kit.Net(cfg)
+    limit = net.reps[0].window_limit
+    per = (limit * 6 // 10) // window.MAX_REQUEST  # each batch about 0.6 of the limit
+    one = m.Batch(nonce=b"a", requests=tuple(_fat(k, window.MAX_REQUEST) for k in range(per)))
+    two = m.Batch(
+        nonce=b"b", requests=tuple(_fat(1000 + k, window.MAX_REQUEST) for k in range(per))
+    )
+    d1, d2 = one.digest(), two.digest()
+    view = 2  # seq 1 prepared in view 0, seq 2 in view 1; replica 0 pre-prepared both
+    vcs = (
+        _signed_vc(
+            net,
+            0,
+            view,
+            [],
+            [m.PEntry(seq=1, digest=d1, view=0), m.PEntry(seq=2, digest=d2, view=1)],
+            [one, two],
+        ),
+        _signed_vc(
+            net,
+            1,
+            view,
+            [m.PEntry(seq=1, digest=d1, view=0)],
+            [m.PEntry(seq=1, digest=d1, view=0)],
+            [one],
+        ),
+        _signed_vc(
+            net,
+            3,
+            view,
+            [m.PEntry(seq=2, digest=d2, view=1)],
+            [m.PEntry(seq=2, digest=d2, view=1)],
+            [two],
+        ),
+    )
+
+    decision = viewchange.decide(vcs, f=1, window=cfg.window)
+    assert decision is not None and decision.chosen == ((1, d1), (2, d2))
+    primary = cfg.primary(view)
+    nv = m.NewView(
+        view=view,
+        view_changes=vcs,
+        checkpoint=decision.checkpoint,
+        chosen=decision.chosen,
+        replica=primary,
+    )
+    nv = replace(nv, signature=net.reps[primary].crypto.sign(m.signing_bytes(nv)))
+    for i in range(4):
+        net.perform(i, net.reps[i].on_message(nv, primary))
+    assert all(r.view == view and r.window_bytes > limit for r in net.reps)
+    req = m.Request(client="c", ts=10**6, op=b"after")
+    net.perform(primary, net.reps[primary].submit(req))
+    for _ in range(20):
+        net.pump()
+        net.tick(50)
+        if all(r.executed(req.key) for r in net.reps):
+            break
+    assert all(r.executed(req.key) for r in net.reps), [r.last_exec for r in net.reps]
+    assert not any(r.rejected[Rejection.WINDOW_FULL] for r in net.reps)
+    assert all(r.view == view for r in net.reps)
