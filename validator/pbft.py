@@ -449,11 +449,11 @@ class Replica:
 
     def accept_pre_prepare(self, pp: m.PrePrepare, out: list[Action]) -> None:
         e = self.entry(pp.view, pp.seq)
+        window.count(self, e.pp, pp)
         e.pp = pp
         self.qset.setdefault(pp.seq, {})[pp.digest] = pp.view
         self.bodies.setdefault(pp.seq, {})[pp.digest] = m.Batch(nonce=pp.nonce, requests=pp.batch)
         self.next_seq = max(self.next_seq, pp.seq)
-        self.window_bytes += window.cost(pp)
         self.track(pp.batch)
         out.append(Logged(pp, gate=pp.replica != self.id))
         if pp.replica != self.id:

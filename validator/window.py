@@ -80,6 +80,12 @@ def request_cost(r: m.Request) -> int:
     return 1 + len(r.client.encode()) + 12 + len(r.op) + 1 + len(r.sig)
 
 
+def count(rep: Replica, old: m.PrePrepare | None, pp: m.PrePrepare) -> None:
+    """``pp`` is accepted in place of ``old`` (None, or the one a restarted replica reloaded
+    from its log and a NEW-VIEW of its view installs again): counted once."""
+    rep.window_bytes += cost(pp) - (cost(old) if old is not None else 0)
+
+
 def recount(rep: Replica) -> None:
     """``window_bytes`` from the log (after garbage collection, a view change, a restart)."""
     rep.window_bytes = sum(

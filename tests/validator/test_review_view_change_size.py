@@ -216,3 +216,29 @@ def test_empty_batches_pass_a_window_that_a_new_view_filled_past_the_limit() -> 
     assert all(r.executed(req.key) for r in net.reps), [r.last_exec for r in net.reps]
     assert not any(r.rejected[Rejection.WINDOW_FULL] for r in net.reps)
     assert all(r.view == view for r in net.reps)
+
+
+def test_a_replica_restarted_in_a_view_counts_its_new_view_once() -> None:
+    """A replica restarted in view v holds the NEW-VIEW's re-proposals from its log; installing
+    that NEW-VIEW again (re-sent on its STATUS) must not count them twice, or it refuses the
+    correct primary's PRE-PREPAREs WINDOW_FULL that its peers take."""
+    cfg = pbft.Config(n=4, f=1, open_clients=True, view_change_timeout_ms=10**6)
+    net = pbft_kit.Net(cfg)
+    req = m.Request(client="c", ts=1, op=b"x" * 1000)
+    net.perform(0, net.reps[0].submit(req))
+    net.pump(drop=lambda s, d, msg: isinstance(msg, m.Commit))  # prepared in view 0 only
+    for i in range(4):
+        net.suspect(i)
+    net.pump()
+    assert all(r.view == 1 and not r.view_changing for r in net.reps)
+    assert all(r.log[1].pp is not None and r.log[1].view == 1 for r in net.reps)
+    once = net.reps[2].window_bytes
+    assert once > 0
+    net.restart(2)
+    assert net.reps[2].view_changing
+    for _ in range(5):
+        net.tick(cfg.retransmit_ms)
+        if not net.reps[2].view_changing:
+            break
+    assert not net.reps[2].view_changing
+    assert net.reps[2].window_bytes == once
