@@ -230,8 +230,9 @@ class HttpStore:
         declared = int(length) if length and length.isascii() and length.isdigit() else None
         if declared is not None and declared > limit:
             raise errors.BlobTooLarge(f"{url}: {length} bytes, more than {limit}")
-        if hold is not None and declared is not None:
-            hold.shrink(2 * declared)
+        if hold is not None and resp.length is not None:
+            # What http.client stops at: not the header, which a chunked body reads past.
+            hold.shrink(2 * resp.length)
         buf = bytearray()
         while chunk := resp.read1(_CHUNK):  # returns what one socket read brings
             buf += chunk

@@ -14,6 +14,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import ClassVar
 
 import pytest
 
@@ -143,3 +144,49 @@ def test_the_auto_budget_is_half_the_containers_memory_limit(tmp_path: Path) -> 
     v2.write_text("536870912\n")
     assert daemon._memory("auto", (v2, v1)) == 256 << 20
     assert daemon._memory("3Gi", (v2, v1)) == 3 << 30  # an explicit budget is taken as is
+
+
+class _Understating(http.server.BaseHTTPRequestHandler):
+    """A chunked body with a small Content-Length beside it (which http.client ignores), and
+    notes what the reader's budget holds while the body is on its way."""
+
+    protocol_version = "HTTP/1.1"
+    budget: store.Budget
+    seen: ClassVar[list[int]] = []
+
+    def do_GET(self) -> None:
+        self.send_response(200)
+        self.send_header("Transfer-Encoding", "chunked")
+        self.send_header("Content-Length", "10")
+        self.send_header("Connection", "close")
+        self.end_headers()
+        self.wfile.flush()
+        time.sleep(0.3)  # the reader has the headers now
+        self.seen.append(self.budget.held)
+        for i in range(0, len(BLOB), 100):
+            part = BLOB[i : i + 100]
+            self.wfile.write(b"%x\r\n" % len(part) + part + b"\r\n")
+        self.wfile.write(b"0\r\n\r\n")
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def test_a_chunked_body_holds_its_room_whatever_its_content_length_says() -> None:
+    """http.client reads a chunked body to its end, past any Content-Length: a read must not
+    give its room back on a size that does not bound it (it held 2 × 10 bytes for a body of
+    up to its cap, so a peer could make the budget's reads hold far more than the budget)."""
+    budget = store.Budget(1 << 20)
+    _Understating.budget, _Understating.seen = budget, []
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Understating)
+    srv.daemon_threads = True
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{srv.server_address[1]}"
+        got = store.HttpStore(url, max_bytes=4 * len(BLOB), budget=budget).get(CID)
+    finally:
+        srv.shutdown()
+        srv.server_close()
+    assert got == BLOB
+    assert _Understating.seen == [2 * 4 * len(BLOB)]
+    assert budget.held == 0
