@@ -23,13 +23,15 @@ cache never surface as the remote's.
 concurrent audits): a read reserves twice its cap (the buffer and the copy returned)
 before it connects, waiting while others hold the rest, and gives back what its
 ``Content-Length`` does not need. Waiting comes before the read's deadline starts. It only ever delays a read, never
-refuses one: a reservation over the whole budget waits until the read runs alone. So the
+refuses one: a reservation over the whole budget waits until the read runs alone, and
+reservations get room in the order they asked (a large one is not starved by small ones). So the
 budget, local to each replica, never changes a verdict (the size caps that do are the
 same on every replica: ``pot.trainer.checkpoints.size_cap``).
 """
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import http.client
 import logging
@@ -133,6 +135,9 @@ class Budget:
         self.total = total
         self.held = 0
         self._room = threading.Condition()
+        self._line: collections.deque[object] = collections.deque()
+        """Reservations waiting, oldest first: room goes to them in turn, or a large one
+        (a dataset's, reserving the whole budget) waited for ever behind a stream of small."""
 
     def __repr__(self) -> str:
         return f"Budget({self.held}/{self.total})"
@@ -142,8 +147,16 @@ class Budget:
         """Hold ``nbytes`` (at most the whole budget, so it never waits for ever) for the
         ``with`` block."""
         hold = Hold(self, max(0, min(nbytes, self.total)))
+        turn = object()
         with self._room:
-            self._room.wait_for(lambda: self.held + hold.nbytes <= self.total)
+            self._line.append(turn)
+            try:
+                self._room.wait_for(
+                    lambda: self._line[0] is turn and self.held + hold.nbytes <= self.total
+                )
+            finally:
+                self._line.remove(turn)
+                self._room.notify_all()  # the next in line may fit too
             self.held += hold.nbytes
         try:
             yield hold

@@ -190,3 +190,28 @@ def test_a_chunked_body_holds_its_room_whatever_its_content_length_says() -> Non
     assert got == BLOB
     assert _Understating.seen == [2 * 4 * len(BLOB)]
     assert budget.held == 0
+
+
+def test_a_large_reservation_is_not_starved_by_smaller_ones_after_it() -> None:
+    """Room goes in turn: a read that needs the whole budget, waiting while others hold part
+    of it, is not passed by smaller reads that arrive after it (a stream of them kept it
+    waiting for ever)."""
+    budget = store.Budget(100)
+    order: list[str] = []
+
+    def take(name: str, nbytes: int) -> None:
+        with budget.reserve(nbytes):
+            order.append(name)
+
+    with budget.reserve(60):
+        big = threading.Thread(target=take, args=("big", 100))
+        big.start()
+        time.sleep(0.2)  # waiting for the 60 held
+        small = threading.Thread(target=take, args=("small", 30))
+        small.start()
+        time.sleep(0.2)
+        assert order == []  # 60 + 30 fits, but the big one came first
+    big.join(5)
+    small.join(5)
+    assert order == ["big", "small"]
+    assert budget.held == 0
