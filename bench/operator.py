@@ -155,6 +155,7 @@ def main(quick: bool) -> dict[str, Any]:
         op_env = {
             **env,
             "POT_VALIDATOR_URL": f"http://127.0.0.1:{vport}",
+            "POT_STAKE_CHECK": "0",  # the stand-in validator's chain is none: no stakes to read
             "POT_METRICS_PORT": str(mport),
             "POT_LEADER_ELECTION": "0",
             "POT_POLL_INTERVAL": "10",

@@ -11,6 +11,7 @@ what its watches hold.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
@@ -30,6 +31,17 @@ KEYS_NOT_FOUND = "MinerKeysNotFound"
 KEYS_MISSING = "MinerKeysMissing"
 UNSCHEDULABLE = "Unschedulable"
 INSUFFICIENT = "InsufficientCapacity"
+# The miners' stakes on the ValidatorSet's chain, read once at admission (operator/stakes.py).
+STAKE_MISSING = "MinerStakeMissing"
+CHAIN_UNREACHABLE = "ChainUnreachable"
+CHAIN_ID_MISMATCH = "ChainIdMismatch"
+CONTRACT_NOT_FOUND = "ContractNotFound"
+STAKES_VERIFIED = "StakesVerified"
+LOCK_SHORT = "StakeLockShorterThanTask"
+LOCK_COVERS = "StakeLockCoversTask"
+LOCK_MARGIN = 24 * 3600
+"""Seconds a miner's stake must stay locked after the task's deadline: the validators
+still audit the last segments and settle after the gang stops (a day, as a bound)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,6 +51,8 @@ class Problem:
     reason: str
     message: str
     permanent: bool
+    retry: float | None = None
+    """Seconds until the shell looks again (None: the state machine's own poll)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -183,3 +197,121 @@ def vset_spec_problem(vset: Body, keys: Collection[str] | None) -> Problem | Non
     if missing:
         return Problem("KeysMissing", f'Secret "{secret}" lacks {", ".join(missing)}', False)
     return None
+
+
+@dataclass(frozen=True, slots=True)
+class Stake:
+    """One account's ``stakes(address)`` on the settlement contract, in wei."""
+
+    amount: int
+    """Active: what a rejected segment slashes first, and all that admission counts."""
+    pending: int = 0
+    """Requested for unstaking: slashable only until ``unlock_at``, then withdrawable."""
+    unlock_at: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class ChainView:
+    """What the ValidatorSet's chain said at a task's admission (``stakes.read``)."""
+
+    url: str
+    """The RPC URL, redacted (a hosted one carries an API key)."""
+    chain_id: int
+    has_code: bool = True
+    withdrawal_delay: int = 0
+    """``withdrawalDelay()``: seconds unstaked stake stays slashable."""
+    stakes: Mapping[str, Stake] = dataclasses.field(default_factory=dict)
+    """By address, lowercase."""
+
+
+@dataclass(frozen=True, slots=True)
+class StakeCheck:
+    """The admission's verdict on the miners' stakes: ``problem`` makes the task wait;
+    else ``verified`` says what was checked, and ``lock`` whether the stake stays
+    locked (slashable) for as long as the task may run (``lock.reason`` LOCK_SHORT: a
+    warning, never a block)."""
+
+    problem: Problem | None = None
+    verified: str = ""
+    lock: Problem | None = None
+
+
+def stake_check(
+    task: Body, chain: Mapping[str, Any], miners: Mapping[int, str], view: ChainView
+) -> StakeCheck:
+    """Every bound miner's *active* stake must cover ``spec.reward.minerStake``.
+
+    R_i = pool x S_i P_i / sum S_j P_j counts ``minerStake`` as each miner's S_i, and a
+    rejected segment slashes the miner's stake on chain: a miner without it would be
+    paid as one who staked, and cheat at no cost. Stake requested for unstaking does
+    not count (it can be withdrawn once its delay is over, possibly before the
+    verdict). ``miners``: node rank -> address (ranks whose key is unusable are left
+    out: their trainers fail on it anyway). Pure.
+    """
+    spec = task.get("spec") or {}
+    need = int((spec.get("reward") or {}).get("minerStake") or 0)
+    vset = (spec.get("validatorSetRef") or {}).get("name", "")
+    where = f'ValidatorSet "{vset}" spec.chain'
+    want = int(chain.get("chainId") or 0)
+    if want and view.chain_id != want:
+        msg = (
+            f"chain RPC {view.url} serves chain id {view.chain_id}, {where}.chainId is {want}: "
+            "the miners' stakes cannot be checked on the chain the task settles on"
+        )
+        return StakeCheck(Problem(CHAIN_ID_MISMATCH, msg, False))
+    if not view.has_code:
+        msg = (
+            f"no contract at {chain.get('contract')} ({where}.contract) on chain "
+            f"{view.chain_id} ({view.url}): deploy PotSettlement (`pot chain deploy`) and "
+            "set its address"
+        )
+        return StakeCheck(Problem(CONTRACT_NOT_FOUND, msg, False))
+    short = []
+    for rank, address in sorted(miners.items()):
+        held = view.stakes.get(address.lower(), Stake(0))
+        if held.amount < need:
+            pending = (
+                f" ({held.pending} wei pending unstake does not count)" if held.pending else ""
+            )
+            short.append(
+                f"node rank {rank} miner {address} has {held.amount} wei of active stake, "
+                f"needs {need}{pending}: pot chain stake --key-file miner-{rank}.key "
+                f"--amount {need - held.amount}"
+            )
+    if short:
+        shown = "; ".join(short[:3]) + (f"; and {len(short) - 3} more" if len(short) > 3 else "")
+        msg = (
+            f"spec.reward.minerStake={need} wei must be staked (active) by every miner on "
+            f"contract {chain.get('contract')} before the task starts: {shown}"
+        )
+        return StakeCheck(Problem(STAKE_MISSING, msg, False))
+    verified = (
+        f"each of {len(miners)} miners has at least {need} wei of active stake on contract "
+        f"{chain.get('contract')} (checked at admission)"
+    )
+    return StakeCheck(verified=verified, lock=lock_check(task, view.withdrawal_delay))
+
+
+def lock_check(task: Body, withdrawal_delay: int) -> Problem:
+    """Whether a stake stays slashable for as long as the task may run. Admission counts
+    only active stake, but a miner may request to unstake it the moment the task is
+    admitted and complete the unstake ``withdrawal_delay`` later: if the task (and its
+    verification) runs longer, the verdict finds nothing to slash."""
+    limit = ((task.get("spec") or {}).get("runPolicy") or {}).get("activeDeadlineSeconds")
+    covered = withdrawal_delay - LOCK_MARGIN
+    days = f"{withdrawal_delay / 86400:g} days"
+    if limit is None or int(limit) > covered:
+        runs = "is unset" if limit is None else f"is {limit}s"
+        msg = (
+            f"runPolicy.activeDeadlineSeconds {runs}, longer than the contract's "
+            f"withdrawalDelay ({withdrawal_delay}s, {days}) less a {LOCK_MARGIN // 3600}h "
+            "margin for verification: a miner may request to unstake once the task is admitted "
+            "and withdraw before the verdict, escaping a slash; set "
+            f"activeDeadlineSeconds to at most {max(covered, 0)}"
+        )
+        return Problem(LOCK_SHORT, msg, False)
+    msg = (
+        f"stakes stay slashable for withdrawalDelay={withdrawal_delay}s ({days}), beyond "
+        f"runPolicy.activeDeadlineSeconds={limit} plus a {LOCK_MARGIN // 3600}h margin"
+    )
+    return Problem(LOCK_COVERS, msg, False)

@@ -18,6 +18,8 @@ Status = Literal["True", "False", "Unknown"]
 # TrainingTask condition types.
 READY = "Ready"
 REGISTERED = "Registered"
+MINERS_STAKED = "MinersStaked"
+STAKE_LOCKED = "StakeLocked"
 GANG_SCHEDULED = "GangScheduled"
 TRAINING = "Training"
 VERIFIED = "Verified"

@@ -75,6 +75,10 @@ class Config:
     """Replaces the validator container's command line."""
     settlement_command: list[str] | None = None
     """Replaces the settlement sidecar's command line."""
+    stake_check: bool = True
+    """Admit a task only once every miner's active stake on its ValidatorSet's chain covers
+    ``reward.minerStake`` (``operator/stakes.py``). Off only for stacks without a chain:
+    the tests' and the bench's stand-ins (``POT_STAKE_CHECK=0``)."""
     validator_url: str = ""
     """Send every validator API call to this base URL instead of the replicas' pod
     IPs (tests and the bench run a stand-in; production leaves it empty)."""
@@ -212,6 +216,7 @@ def from_env(env: Mapping[str, str] | None = None) -> Config:
             trainer_command=_command(get("POT_TRAINER_COMMAND"), "POT_TRAINER_COMMAND"),
             validator_command=_command(get("POT_VALIDATOR_COMMAND"), "POT_VALIDATOR_COMMAND"),
             settlement_command=_command(get("POT_SETTLEMENT_COMMAND"), "POT_SETTLEMENT_COMMAND"),
+            stake_check=_bool(get("POT_STAKE_CHECK", "1"), "POT_STAKE_CHECK"),
             validator_url=get("POT_VALIDATOR_URL", ""),
             ref_grace=_number(get("POT_REF_GRACE"), "POT_REF_GRACE", 30.0, float),
             workers=_number(get("POT_WORKERS"), "POT_WORKERS", 8, int),

@@ -32,7 +32,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from pot.operator import checks, conditions, gang, names
+from pot.operator import checks, conditions, gang, names, podstates
 from pot.operator.conditions import timestamp
 
 Body = Mapping[str, Any]
@@ -42,9 +42,7 @@ VERIFYING, SETTLING, SUCCEEDED, FAILED = "Verifying", "Settling", "Succeeded", "
 TERMINAL = (SUCCEEDED, FAILED)
 DEFAULT_BACKOFF_LIMIT = 3
 WAITING = "; waiting for the scheduler"
-_STARTING = (None, "", "ContainerCreating", "PodInitializing")
 _COUNTERS = ("step", "segmentsCommitted", "segmentsVerified", "segmentsRejected")
-_STATUSES = (("init container", "initContainerStatuses"), ("container", "containerStatuses"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,6 +94,8 @@ class World:
     queued: bool = False
     pods: Sequence[PodView] = ()
     registration: Registration | None = None
+    stakes: checks.StakeCheck | None = None
+    """The miners' stakes, read from the chain at admission (None: not checked)."""
     progress: Mapping[str, Any] | None = None
     pending: Sequence[gang.Claim] = ()
     """Released pods of *other* gangs not bound yet (and creates in flight): room promised."""
@@ -139,33 +139,7 @@ def pod_view(pod: Body, nodes: Mapping[str, gang.NodeInfo] | None = None) -> Pod
     except (KeyError, ValueError):
         return None
     phase = status.get("phase") or "Pending"
-    message = status.get("message") or status.get("reason") or ""
-    failed = [
-        (kind, cs, term)
-        for kind, key in _STATUSES
-        for cs in status.get(key) or []
-        if (term := (cs.get("state") or {}).get("terminated")) and term.get("exitCode", 0) != 0
-    ]
-    for kind, cs, term in failed[:1]:  # the first to fail: an init failure stops the rest
-        message = f"{kind} {cs.get('name')} exited with code {term.get('exitCode')}" + (
-            f" ({term['reason']})" if term.get("reason") else ""
-        )
-        if term.get("message"):  # its termination message, e.g. the path it could not own
-            message += f": {str(term['message']).strip()[:300]}"
-    waits = [  # a container that cannot start (ImagePullBackOff, ...) says why
-        (kind, cs, w)
-        for kind, key in _STATUSES
-        for cs in status.get(key) or []
-        if (w := (cs.get("state") or {}).get("waiting") or {}).get("reason") not in _STARTING
-    ]
-    for kind, cs, w in waits[:1] if not message and phase == "Pending" else []:
-        message = f"{kind} {cs.get('name')} waiting: {w['reason']}" + (
-            f": {str(w['message']).strip()[:300]}" if w.get("message") else ""
-        )
-    if not message:
-        for cond in status.get("conditions") or []:
-            if cond.get("type") == "PodScheduled" and cond.get("status") == "False":
-                message = cond.get("message") or cond.get("reason") or ""
+    message = podstates.message(status, phase)
     node = spec.get("nodeName") or None
     info = nodes.get(node) if nodes is not None and node else None
     lost = nodes is not None and node is not None and (info is None or not info.ready)
@@ -334,16 +308,20 @@ class _Machine:
 
     def pending(self) -> Plan | None:
         """Checks and registration; None once the gang may be created."""
+        stakes = self.w.stakes or checks.StakeCheck()
         for problem in (
             checks.vset_problem(self.w.task, self.w.vset, grace_over=self.grace_over()),
             checks.keys_problem(self.w.task, self.w.miner_keys, grace_over=self.grace_over()),
+            stakes.problem,
         ):
             if problem is None:
                 continue
             if problem.permanent:
                 return self.fail(problem.reason, problem.message)
-            self.phase(PENDING, problem.reason, problem.message)
-            return self.finish(requeue=min(self.w.poll, 2.0))
+            self.phase(PENDING, problem.reason, problem.message, warn=problem is stakes.problem)
+            if problem is stakes.problem:
+                self.cond(conditions.MINERS_STAKED, "False", problem.reason, problem.message)
+            return self.finish(requeue=problem.retry or min(self.w.poll, 2.0))
         fit = self.fit()
         if not self.w.queued and not fit.fits_ever:
             return self.fail(checks.UNSCHEDULABLE, fit.message)
@@ -370,6 +348,16 @@ class _Machine:
                 "Registered",
                 f'registered with ValidatorSet "{vset}"',
             )
+            if stakes.verified:
+                self.cond(conditions.MINERS_STAKED, "True", checks.STAKES_VERIFIED, stakes.verified)
+            lock = stakes.lock
+            if lock is not None:
+                ok = lock.reason == checks.LOCK_COVERS
+                self.cond(
+                    conditions.STAKE_LOCKED, "True" if ok else "False", lock.reason, lock.message
+                )
+                if not ok:
+                    self.plan.events.append(Event("Warning", lock.reason, lock.message))
         return None
 
     def fit(self) -> gang.Fit:

@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pot import errors, keys
-from pot.operator import gang, names, queueing
+from pot.operator import gang, names, queueing, stakes
 from pot.operator.config import Config
 
 Body = dict[str, Any]
@@ -140,6 +140,8 @@ class Runtime:
         """By (namespace, pod name): released trainer pods not bound yet."""
         self.rejections: dict[tuple[str, str], tuple[str, str]] = {}
         """By task: (its uid, why) once the API server refused its pods for their spec."""
+        self.stakes = stakes.Gate(config)
+        """Miners' stakes checked at admission, and the backoff of the tasks still waiting."""
         self.active = True
         self.primed = False
 
@@ -170,6 +172,7 @@ class Runtime:
             self.expect.pop(key[1:], None)
             self.progress.pop(key[1:], None)
             self.rejections.pop(key[1:], None)
+            self.stakes.forget(key[1:])
             for pkey in [k for k, c in self.claims.items() if c.task == key[1:]]:
                 del self.claims[pkey]
         else:

@@ -209,14 +209,19 @@ async def reconcile(
         miners = (
             [by_rank[r] for r in range(nodes)] if all(r in by_rank for r in range(nodes)) else []
         )
-        try:
-            uid = str(task["metadata"].get("uid") or "")
-            await vclient.register(bases, task_id, spec, miners, uid=uid)
-            world.registration = phases.Registration("ok")
-        except validators_client.Rejected as exc:
-            world.registration = phases.Registration("rejected", str(exc))
-        except validators_client.Unavailable as exc:
-            world.registration = phases.Registration("unavailable", str(exc))
+        if cfg.stake_check and vset_body is not None:
+            # Before the validators hear of the task: a miner without stake is not bound.
+            bound = {r: a for r, a in by_rank.items() if r < nodes}
+            world.stakes = await rt.stakes.check(kube, task, vset_body, bound)
+        if world.stakes is None or world.stakes.problem is None:
+            try:
+                uid = str(task["metadata"].get("uid") or "")
+                await vclient.register(bases, task_id, spec, miners, uid=uid)
+                world.registration = phases.Registration("ok")
+            except validators_client.Rejected as exc:
+                world.registration = phases.Registration("rejected", str(exc))
+            except validators_client.Unavailable as exc:
+                world.registration = phases.Registration("unavailable", str(exc))
         world.pending = rt.pending(key)  # other gangs may have been released meanwhile
         plan = phases.decide(world)
     if plan.requeue is not None and plan.status.get("phase") in PROGRESS_PHASES:

@@ -371,8 +371,9 @@ async def chain_condition(rt: Runtime, spec: dict[str, Any]) -> tuple[conditions
     chain = spec.get("chain") or {}
     ref = chain.get("rpcSecretRef")
     if ref and not chain.get("rpcUrl"):
-        # The replicas' URL stays in their Secret: the operator never reads it, and its own
-        # POT_CHAIN_RPC_URL may be another endpoint, or another chain altogether.
+        # The replicas' URL stays in their Secret: this condition does not read it (only a
+        # task's admission does, on demand, for its miners' stakes: operator/stakes.py), and
+        # the operator's own POT_CHAIN_RPC_URL may be another endpoint, or another chain.
         return (
             "Unknown",
             "RpcUrlInSecret",

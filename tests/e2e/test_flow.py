@@ -21,6 +21,7 @@ from pot import errors, stack
 pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.timeout(900)]
 
 POOL = 10 * 10**18
+STAKE = 10**18  # examples/task.yaml's reward.minerStake
 
 
 def task(name: str, *, steps: int = 100, cheat: str | None = None) -> dict[str, Any]:
@@ -46,10 +47,13 @@ def credited(balances: dict[str, Any]) -> dict[str, int]:
 
 
 def test_happy_path_pays_every_honest_miner_once(deployment: stack.Stack) -> None:
+    deployment.stake_miners(STAKE)
     deployment.fund_task("e2e-happy", POOL)
     final = deployment.run_task(task("e2e-happy"), timeout=600)
     status = final["status"]
     assert status["phase"] == "Succeeded", status
+    staked = {c["type"]: c for c in status["conditions"]}["MinersStaked"]
+    assert staked["status"] == "True", staked  # read from the chain at admission
     assert status["progress"]["segmentsRejected"] == 0
     assert status["progress"]["segmentsVerified"] >= 1
     balances = deployment.balances("e2e-happy")
@@ -65,6 +69,7 @@ def test_happy_path_pays_every_honest_miner_once(deployment: stack.Stack) -> Non
 
 
 def test_cheating_miner_is_caught_slashed_and_unpaid(deployment: stack.Stack) -> None:
+    deployment.stake_miners(STAKE)
     deployment.fund_task("e2e-cheat", POOL)
     final = deployment.run_task(task("e2e-cheat", cheat="1=perturb-weights"), timeout=600)
     status = final["status"]
@@ -80,6 +85,9 @@ def test_cheating_miner_is_caught_slashed_and_unpaid(deployment: stack.Stack) ->
 
 
 def test_killed_pods_do_not_stop_or_double_pay(deployment: stack.Stack) -> None:
+    # The cheater of the test before was slashed its whole stake: a task is admitted only
+    # once every miner's active stake covers reward.minerStake, so it stakes again.
+    deployment.stake_miners(STAKE)
     deployment.fund_task("e2e-chaos", POOL)
     killed: list[str] = []
 

@@ -95,6 +95,10 @@ def standin_env(**extra: str) -> dict[str, str]:
         "POT_REF_GRACE": "1",
         "POT_GANG_TIMEOUT": "30",
         "POT_HTTP_TIMEOUT": "2",
+        # The example ValidatorSet's chain does not exist here (the settlement sidecars are
+        # stand-ins too): no stake can be read at admission. test_stakes runs the check
+        # against a dev chain.
+        "POT_STAKE_CHECK": "0",
         "POT_VALIDATOR_COMMAND": json.dumps(
             ["python", str(STANDINS / "standin_validator.py"), "8080"]
         ),

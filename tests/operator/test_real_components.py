@@ -37,6 +37,7 @@ def real_operator(cluster: Any) -> Any:
             "POT_METRICS_PORT": "0",
             "POT_POLL_INTERVAL": "1",
             "POT_PROGRESS_INTERVAL": "2",
+            "POT_STAKE_CHECK": "0",  # no chain here to read the miners' stakes from
             "POT_SETTLEMENT_COMMAND": json.dumps(
                 ["python", str(STANDINS / "standin_validator.py"), "8081"]
             ),
