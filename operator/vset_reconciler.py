@@ -119,7 +119,7 @@ async def apply_children(
         # a Service "x" too. Patching those rewired their selectors to this set's pods.
         live = await kube.get(child["apiVersion"], plural, ns, name)
         if not _controlled(live, vset):
-            return _name_conflict(kind, name, ns, live)
+            return _name_conflict(kind, name, ns, live, vset)
         if kind == "StatefulSet":
             await kube.patch(
                 "apps/v1", plural, ns, name, statefulset_update(child), content_type=JSON_PATCH
@@ -135,8 +135,24 @@ def _controlled(live: Mapping[str, Any], vset: Mapping[str, Any]) -> bool:
     return any(o.get("uid") == vset["metadata"].get("uid") for o in kubeapi.controllers(live))
 
 
-def _name_conflict(kind: str, name: str, ns: str, live: Mapping[str, Any]) -> checks.Problem:
-    holders = [f'{o.get("kind")} "{o.get("name")}"' for o in kubeapi.controllers(live)]
+def _name_conflict(
+    kind: str, name: str, ns: str, live: Mapping[str, Any], vset: Mapping[str, Any]
+) -> checks.Problem:
+    owners = kubeapi.controllers(live)
+    kind_of_set = vset.get("kind", "ValidatorSet")
+    if any(
+        o.get("kind") == kind_of_set and o.get("name") == vset["metadata"]["name"] for o in owners
+    ):
+        # A set deleted and re-created under this name before the garbage collector took
+        # the old one's children: they go soon, and this set is applied then (retried).
+        return checks.Problem(
+            NAME_CONFLICT,
+            f'{kind} "{name}" in namespace "{ns}" still belongs to an earlier ValidatorSet '
+            f'"{vset["metadata"]["name"]}" (deleted; the garbage collector removes its '
+            "children): waiting for it to go",
+            False,
+        )
+    holders = [f'{o.get("kind")} "{o.get("name")}"' for o in owners]
     return checks.Problem(
         NAME_CONFLICT,
         f'{kind} "{name}" exists in namespace "{ns}" and belongs to '
@@ -169,7 +185,7 @@ async def _keep_keys(
     except kubeapi.NotFound:
         kept = None
     if kept is not None and not _controlled(kept, vset):
-        return _name_conflict("Secret", kept_name, ns, kept)
+        return _name_conflict("Secret", kept_name, ns, kept, vset)
     refused = await _membership_problem(kube, vset, configmap, secret_name, kept is not None)
     if refused is not None:
         return refused
@@ -179,7 +195,7 @@ async def _keep_keys(
             return None
         kept = await kube.get("v1", "secrets", ns, kept_name)  # made since the read
         if not _controlled(kept, vset):
-            return _name_conflict("Secret", kept_name, ns, kept)
+            return _name_conflict("Secret", kept_name, ns, kept, vset)
     # The kept keys are the membership, also when the ConfigMap was deleted by hand.
     n = 0
     while f"validator-{n}.key" in (kept.get("data") or {}):

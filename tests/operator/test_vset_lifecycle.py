@@ -347,6 +347,28 @@ async def test_the_kept_keys_name_held_by_another_secret_is_not_taken_over() -> 
     assert ("statefulsets", NS, NAME) not in w.kube.objects
 
 
+async def test_a_set_re_created_before_its_kept_keys_are_collected_waits_for_them() -> None:
+    """Set "v" deleted and created again before the garbage collector took the old one's
+    <set>-accepted-keys: the new set was told the name belonged to ValidatorSet "v" and to
+    rename itself, though it only had to wait."""
+    w = World()
+    await w.reconcile(vset())
+    old = w.kube.objects[("secrets", NS, KEPT)]
+    old["metadata"]["ownerReferences"][0]["uid"] = "u-0"  # the earlier set's
+    for key in [k for k in w.kube.objects if k[0] != "secrets"]:
+        del w.kube.objects[key]  # its other children already collected
+    w.rt.vset_applied.clear()
+    status = await w.reconcile(vset())
+    assert (status["phase"], status["conditions"][0]["reason"]) == ("Pending", "NameConflict")
+    assert "still belongs to an earlier ValidatorSet" in status["message"], status["message"]
+    assert "rename" not in status["message"]
+    assert ("statefulsets", NS, NAME) not in w.kube.objects
+    del w.kube.objects[("secrets", NS, KEPT)]  # collected
+    status = await w.reconcile(vset())
+    assert w.kube.objects[("secrets", NS, KEPT)]["metadata"]["ownerReferences"][0]["uid"] == "u-1"
+    assert ("statefulsets", NS, NAME) in w.kube.objects
+
+
 async def test_kept_keys_that_are_not_keys_are_named_not_rolled_out() -> None:
     w = World()
     await w.reconcile(vset())
