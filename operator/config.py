@@ -78,7 +78,8 @@ class Config:
     stake_check: bool = True
     """Admit a task only once every miner's active stake on its ValidatorSet's chain covers
     ``reward.minerStake`` (``operator/stakes.py``). Off only for stacks without a chain:
-    the tests' and the bench's stand-ins (``POT_STAKE_CHECK=0``)."""
+    the tests' and the bench's stand-ins (``POT_STAKE_CHECK=0``). Test-only: the chart
+    has no value that sets it, and the operator logs a WARNING at start when it is off."""
     validator_url: str = ""
     """Send every validator API call to this base URL instead of the replicas' pod
     IPs (tests and the bench run a stand-in; production leaves it empty)."""

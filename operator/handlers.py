@@ -185,6 +185,12 @@ async def _serve(rt: runtime.Runtime, port: int) -> web.AppRunner:
 async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **kwargs: Any) -> None:
     """Configure, elect, start workers."""
     cfg = configuration.from_env()
+    if not cfg.stake_check:
+        log.warning(
+            "POT_STAKE_CHECK=0: tasks are admitted without reading their miners' stakes on "
+            "chain, so a miner who never staked is paid and cheats at no cost. For test "
+            "stacks without a chain only; never in production"
+        )
     signer = None
     if cfg.operator_key_file:
         signer = keys.from_file(cfg.operator_key_file)  # KeyLoadError names the file, not the key

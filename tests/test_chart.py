@@ -210,3 +210,21 @@ def test_values_schema_rejects_bad_values(helm: str, repo_root: Path) -> None:
 def test_dashboard_is_json(repo_root: Path) -> None:
     doc = json.loads((repo_root / CHART / "files" / "grafana-dashboard.json").read_text())
     assert all(p["targets"][0]["expr"].find("pot_") >= 0 for p in doc["panels"])
+
+
+def test_the_stake_check_cannot_be_turned_off_through_the_chart(helm: str, repo_root: Path) -> None:
+    """POT_STAKE_CHECK=0 is for test stacks without a chain: no value of the chart sets it,
+    and the values schema refuses a key that would look like one."""
+    (deployment,) = [d for d in render(helm, repo_root) if d["kind"] == "Deployment"]
+    env = {e["name"] for e in deployment["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert "POT_STAKE_CHECK" not in env and "POT_CHAIN_RPC_URL" not in env
+    for key in ("stakeCheck=false", "env.POT_STAKE_CHECK=0", "extraEnv[0].name=POT_STAKE_CHECK"):
+        proc = subprocess.run(
+            [helm, "template", "pot", CHART, "--set", key],
+            cwd=repo_root,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        assert proc.returncode != 0, key
+        assert "additional properties" in proc.stderr.lower(), proc.stderr
