@@ -39,6 +39,9 @@ CONTRACT_NOT_FOUND = "ContractNotFound"
 STAKES_VERIFIED = "StakesVerified"
 LOCK_SHORT = "StakeLockShorterThanTask"
 LOCK_COVERS = "StakeLockCoversTask"
+MINER_STAKE_DEFAULT = 10**18
+"""``spec.reward.minerStake`` when absent: the CRD's default, and the one the validators
+count and slash (``pot.validator.specs.parse_reward``)."""
 LOCK_MARGIN = 24 * 3600
 """Seconds a miner's stake must stay locked after the task's deadline: the validators
 still audit the last segments and settle after the gang stops (a day, as a bound)."""
@@ -246,10 +249,11 @@ def stake_check(
     paid as one who staked, and cheat at no cost. Stake requested for unstaking does
     not count (it can be withdrawn once its delay is over, possibly before the
     verdict). ``miners``: node rank -> address (ranks whose key is unusable are left
-    out: their trainers fail on it anyway). Pure.
+    out: their trainers fail on it anyway); ranks of one address need one minerStake
+    between them, as the validators pay and slash by address. Pure.
     """
     spec = task.get("spec") or {}
-    need = int((spec.get("reward") or {}).get("minerStake") or 0)
+    need = int((spec.get("reward") or {}).get("minerStake") or MINER_STAKE_DEFAULT)
     vset = (spec.get("validatorSetRef") or {}).get("name", "")
     where = f'ValidatorSet "{vset}" spec.chain'
     want = int(chain.get("chainId") or 0)
@@ -266,16 +270,26 @@ def stake_check(
             "set its address"
         )
         return StakeCheck(Problem(CONTRACT_NOT_FOUND, msg, False))
-    short = []
+    # Ranks sharing an address are one miner to the validators (its work, its pay, one
+    # slash of minerStake per round): one stake of minerStake covers them all.
+    ranks: dict[str, list[int]] = {}
     for rank, address in sorted(miners.items()):
-        held = view.stakes.get(address.lower(), Stake(0))
+        ranks.setdefault(address.lower(), []).append(rank)
+    short = []
+    for lower, held_by in ranks.items():
+        held = view.stakes.get(lower, Stake(0))
         if held.amount < need:
             pending = (
                 f" ({held.pending} wei pending unstake does not count)" if held.pending else ""
             )
+            who = (
+                f"node rank {held_by[0]}"
+                if len(held_by) == 1
+                else f"node ranks {', '.join(map(str, held_by))} (one address, one stake)"
+            )
             short.append(
-                f"node rank {rank} miner {address} has {held.amount} wei of active stake, "
-                f"needs {need}{pending}: pot chain stake --key-file miner-{rank}.key "
+                f"{who} miner {miners[held_by[0]]} has {held.amount} wei of active stake, "
+                f"needs {need}{pending}: pot chain stake --key-file miner-{held_by[0]}.key "
                 f"--amount {need - held.amount}"
             )
     if short:
@@ -286,7 +300,7 @@ def stake_check(
         )
         return StakeCheck(Problem(STAKE_MISSING, msg, False))
     verified = (
-        f"each of {len(miners)} miners has at least {need} wei of active stake on contract "
+        f"each of {len(ranks)} miners has at least {need} wei of active stake on contract "
         f"{chain.get('contract')} (checked at admission)"
     )
     return StakeCheck(verified=verified, lock=lock_check(task, view.withdrawal_delay))

@@ -64,7 +64,9 @@ class Client:
         )
 
     async def rpc(self, method: str, params: Sequence[Any]) -> Any:
-        """One call; ChainUnreachable when it cannot be asked, ChainError when it refuses."""
+        """One call; ChainError when ``eth_call`` is refused (a revert), ChainUnreachable
+        when the endpoint cannot be asked or refuses for now (HTTP != 200, a rate limit,
+        an error to eth_chainId or eth_getCode)."""
         assert self._session is not None, "use Client in `async with`"
         body = {"jsonrpc": "2.0", "id": 1, "method": method, "params": list(params)}
         try:
@@ -81,9 +83,15 @@ class Client:
         if doc.get("error") is not None:
             err = doc["error"]
             message = err.get("message") if isinstance(err, dict) else err
+            code = err.get("code") if isinstance(err, dict) else None
+            said = f"{method}: {message}" + (f" (code {code})" if code is not None else "")
+            if method != "eth_call" or _for_now(code, str(message)):
+                # Not the contract's answer: a rate limit (a hosted RPC's quota), or a node
+                # that cannot serve chainId/getCode now. Retried with backoff, not blamed
+                # on spec.chain.contract.
+                raise self._unreachable(said)
             raise errors.ChainError(
-                f"chain RPC {urls.redact(self.url)} {method}: "
-                f"{redacting.scrub(str(message), self.url)}"
+                f"chain RPC {urls.redact(self.url)} {redacting.scrub(said, self.url)}"
             )
         return doc.get("result")
 
@@ -120,6 +128,16 @@ class Client:
 
     async def withdrawal_delay(self, contract: str) -> int:
         return (await self.call(contract, WITHDRAWAL_DELAY, "withdrawalDelay()"))[0]
+
+
+RATE_LIMITED = (-32005, 429)
+"""JSON-RPC error codes of a request refused for now: EIP-1474's "limit exceeded", and
+the HTTP status some hosted endpoints put in the error object."""
+
+
+def _for_now(code: Any, message: str) -> bool:
+    """Whether a JSON-RPC error refuses the request only for now (a rate limit)."""
+    return code in RATE_LIMITED or "rate limit" in message.lower()
 
 
 def _int(value: Any, what: str) -> int:

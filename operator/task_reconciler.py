@@ -213,6 +213,11 @@ async def reconcile(
             # Before the validators hear of the task: a miner without stake is not bound.
             bound = {r: a for r, a in by_rank.items() if r < nodes}
             world.stakes = await rt.stakes.check(kube, task, vset_body, bound)
+            live = rt.tasks.get(key)
+            if live is None or live["metadata"].get("uid") != task["metadata"].get("uid"):
+                # Deleted while the chain was asked: its forget() has run, so drop the
+                # backoff the check just kept, or it stays for the operator's life.
+                rt.stakes.forget(key)
         if world.stakes is None or world.stakes.problem is None:
             try:
                 uid = str(task["metadata"].get("uid") or "")
