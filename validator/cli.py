@@ -5,7 +5,9 @@
 run thousands of schedules; ``--broken`` runs the deliberately broken variant
 (quorums of 2f instead of 2f+1) to show the checker can fail, and
 ``--forgeable`` the one whose replicas take any signature on a replica's own
-requests (a Byzantine primary's forged requests then execute).
+requests (a Byzantine primary's forged requests then execute). ``--op-bytes N`` makes most
+requests about N bytes (up to ``messages.MAX_OP_BYTES``) so that the cap on the request bytes
+a view's PRE-PREPAREs hold (``window``) binds; the summary then counts the runs where it did.
 """
 
 from __future__ import annotations
@@ -39,12 +41,18 @@ def simulate(
         "--forgeable",
         help="Replicas take any signature on a replica's own requests (must be caught).",
     ),
+    op_bytes: int = typer.Option(
+        0,
+        "--op-bytes",
+        min=0,
+        help="Large requests: most ops about this many bytes, so the window cap binds (0: off).",
+    ),
     verbose: bool = typer.Option(False, "--verbose", help="Print every violation."),
 ) -> None:
     """Run seeded adversarial schedules; print runs, commits and safety violations."""
     import logging
 
-    from pot.validator import simulating
+    from pot.validator import messages, simulating
 
     logging.getLogger("pot.validator").setLevel(logging.CRITICAL)  # Byzantine runs log a lot
     if n < 4:
@@ -52,16 +60,26 @@ def simulate(
     f = (n - 1) // 3
     if not 0 <= faulty <= f:
         raise typer.BadParameter(f"--faulty {faulty}: with --n {n} it must be from 0 to f = {f}")
+    if op_bytes > messages.MAX_OP_BYTES:
+        raise typer.BadParameter(
+            f"--op-bytes {op_bytes}: at most messages.MAX_OP_BYTES = {messages.MAX_OP_BYTES}"
+        )
     started = time.monotonic()
-    commits = violations = stalled = bad_runs = 0
+    commits = violations = stalled = bad_runs = capped = 0
     first_bad: int | None = None
     for k in range(runs):
         result = simulating.simulate(
             simulating.random_scenario(
-                n=n, faulty=faulty, seed=seed + k, broken=broken, forgeable=forgeable
+                n=n,
+                faulty=faulty,
+                seed=seed + k,
+                broken=broken,
+                forgeable=forgeable,
+                op_bytes=op_bytes,
             )
         )
         commits += result.commits
+        capped += bool(result.window_full or result.padding)
         stalled += not result.live
         if result.violations:
             bad_runs += 1
@@ -74,6 +92,7 @@ def simulate(
     typer.echo(
         f"runs={runs} commits={commits} violations={violations} violating_runs={bad_runs} "
         f"stalled={stalled} seconds={elapsed:.1f}"
+        + (f" window_capped_runs={capped}" if op_bytes else "")
         + (f" first_violating_seed={first_bad}" if first_bad is not None else "")
     )
     if violations:

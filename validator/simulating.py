@@ -23,6 +23,15 @@ proves it can fail. A fifth of the requests are a correct replica's own (its
 ``client_name``, signed), and no correct replica may execute a request under
 such a name that its replica never signed; ``Scenario.forgeable`` (replicas
 that take any request signature) is the broken variant that check must catch.
+
+Large requests (``Scenario.op_bytes``, ``random_scenario(op_bytes=...)``, ``pot pbft simulate
+--op-bytes``): a share of the requests carry ops of up to ``op_bytes`` (``messages.MAX_OP_BYTES``
+at most), so a view's PRE-PREPAREs reach the cap on the request bytes the window holds
+(``window.limit``: the real one, about 8.4 MB at n = 4 and 4.8 MB at n = 7 for K = 4, so some
+32 and 18 requests of 256 KiB). The primary then packs short batches and pads with empty ones,
+backups refuse a Byzantine primary's overfull variants ``WINDOW_FULL``, and NEW-VIEWs
+re-propose windows full of them. ``Result.window_full``, ``padding`` and ``window_peak`` say
+whether the cap bound in a run: a large mode whose runs never reach it proves nothing.
 """
 
 from __future__ import annotations
@@ -36,6 +45,7 @@ from typing import cast
 
 from pot.validator import actions, pbft
 from pot.validator import messages as m
+from pot.validator.rejections import Rejection
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -69,6 +79,14 @@ class Scenario:
     """Set to 2f for the deliberately broken variant."""
     forgeable: bool = False
     """The other broken variant: replicas accept any signature on a replica's own requests."""
+    op_bytes: int = 0
+    """Large-request mode (0: off): ``large_share`` of the requests (drawn from the seed) carry
+    an op of ``op_bytes`` bytes less up to a quarter; a Byzantine primary's variant
+    PRE-PREPAREs may add made-up requests of that size (past the window cap)."""
+    large_share: float = 0.75
+    bursts: int = 0
+    """Requests arrive in this many bursts (0: each at its own time): a burst is what fills a
+    window, since a primary that keeps up orders one request per batch."""
 
 
 @dataclass(slots=True, kw_only=True)
@@ -80,6 +98,12 @@ class Result:
     violations: list[str] = field(default_factory=list)
     live: bool = True
     rejected: int = 0
+    window_full: int = 0
+    """PRE-PREPAREs correct replicas refused ``WINDOW_FULL`` (restarted ones' included)."""
+    padding: int = 0
+    """Empty batches correct primaries ordered because the next request did not fit."""
+    window_peak: float = 0.0
+    """The highest ``window_bytes / window_limit`` a correct replica reached."""
 
     @property
     def safe(self) -> bool:
@@ -187,6 +211,8 @@ class Simulation:
     """The event loop of one run."""
 
     def __init__(self, s: Scenario) -> None:
+        if not 0 <= s.op_bytes <= m.MAX_OP_BYTES:  # replicas would refuse them: no run is live
+            raise ValueError(f"Scenario.op_bytes {s.op_bytes}: must be 0 to {m.MAX_OP_BYTES}")
         self.s = s
         self.rng = random.Random(s.seed)  # noqa: S311 (seeded on purpose: runs must replay)
         self.cfg = pbft.Config(
@@ -214,6 +240,9 @@ class Simulation:
         self.variants: dict[int, m.PrePrepare] = {}
         self.forged: set[tuple[str, int]] = set()
         """Keys of the requests Byzantine primaries forged under correct replicas' names."""
+        self.window_full = 0  # WINDOW_FULL refusals of replicas since replaced by a restart
+        self.padded: set[tuple[int, int]] = set()
+        self.window_peak = 0
 
     def _make(self, i: int, durable: actions.Durable | None) -> pbft.Replica:
         self.apps[i] = ChainApp()
@@ -249,7 +278,7 @@ class Simulation:
             delay = self.rng.randint(1, self.s.max_delay_ms)
             self.at(self.now + delay, "deliver", (dst, src, msg))
 
-    def perform(self, i: int, acts: Iterable[actions.Action]) -> None:
+    def perform(self, i: int, acts: list[actions.Action]) -> None:
         for a in acts:
             self.disks[i].apply(a)
             if isinstance(a, actions.Send):
@@ -261,6 +290,16 @@ class Simulation:
                 self.checker.commit(i, a.seq, a.digest)
             elif isinstance(a, actions.Executed) and i not in self.s.byzantine:
                 self.done.update(r.key for r in a.requests)
+        if self.s.op_bytes and i not in self.s.byzantine:
+            self._watch_window(i, acts)
+
+    def _watch_window(self, i: int, acts: Iterable[actions.Action]) -> None:
+        """Large mode: whether the window cap bound (``Result.window_full`` and the rest)."""
+        self.window_peak = max(self.window_peak, self.replicas[i].window_bytes)
+        for a in acts:
+            msg = a.msg if isinstance(a, actions.Send) else None
+            if isinstance(msg, m.PrePrepare) and not msg.batch and msg.nonce:
+                self.padded.add((msg.view, msg.seq))  # not a NEW-VIEW's null batch (no nonce)
 
     def _fanout(self, i: int, to: int | None, msg: m.Message) -> None:
         for dst in range(self.s.n) if to is None else (to,):
@@ -326,6 +365,13 @@ class Simulation:
                 )
                 self.forged.add(forged.key)
                 batch = (*batch, forged)
+            if self.s.op_bytes and self.rng.random() < 0.5:
+                # Past the window cap: made-up requests as large as the run's (open clients).
+                fat = b"x" * self.s.op_bytes
+                batch += tuple(
+                    m.Request(client="cx", ts=2**41 + pp.seq * 64 + j, op=fat)
+                    for j in range(self.s.batch_size - len(batch))
+                )
             nonce = self.rng.randbytes(8)
             v = m.pre_prepare(
                 view=pp.view, seq=pp.seq, nonce=nonce, batch=batch, replica=pp.replica
@@ -338,14 +384,16 @@ class Simulation:
     def run(self) -> Result:
         s, rng = self.s, self.rng
         correct = [i for i in range(s.n) if i not in s.byzantine and i not in s.crashed]
+        bursts = [rng.randint(0, s.heal_ms) for _ in range(s.bursts)]
         for k in range(s.requests):
-            t = rng.randint(0, s.heal_ms)
+            t = rng.choice(bursts) + rng.randint(0, 50) if bursts else rng.randint(0, s.heal_ms)
             at = rng.choice(correct)
             if k % 5 == 4:  # a replica's own request (its API's): signed, sent by it alone
-                own = m.Request(client=pbft.client_name(at), ts=k, op=b"own%d" % k)
+                own = m.Request(client=pbft.client_name(at), ts=k, op=self._op(b"own%d" % k))
                 self.at(t, "submit", (at, pbft.signed(own, self.replicas[at].crypto)))
             else:
-                self.at(t, "submit", (at, m.Request(client=f"c{k % 5}", ts=k, op=b"op%d" % k)))
+                req = m.Request(client=f"c{k % 5}", ts=k, op=self._op(b"op%d" % k))
+                self.at(t, "submit", (at, req))
         for i in range(s.n):
             self.at(rng.randint(0, s.tick_ms), "tick", i)
         for i in s.crashed:
@@ -366,6 +414,14 @@ class Simulation:
             self.now = t
             self._event(kind, payload)
         return self._result(correct)
+
+    def _op(self, name: bytes) -> bytes:
+        """A request's op: ``name``, or in large mode (drawn from the seed) padded to near
+        ``op_bytes``. Small runs draw nothing, so their seeds replay as before."""
+        s = self.s
+        if not s.op_bytes or self.rng.random() >= s.large_share:
+            return name
+        return name.ljust(self.rng.randint(s.op_bytes - s.op_bytes // 4, s.op_bytes), b".")
 
     def _event(self, kind: str, payload: object) -> None:
         s = self.s
@@ -405,6 +461,7 @@ class Simulation:
             i = payload
             assert isinstance(i, int)
             self.down.discard(i)
+            self.window_full += self.replicas[i].rejected[Rejection.WINDOW_FULL]
             self.replicas[i] = self._make(i, self.disks[i].durable())
             self.replicas[i].now = self.now
         elif kind == "partition":
@@ -418,6 +475,13 @@ class Simulation:
     def _result(self, correct: list[int]) -> Result:
         r = Result(scenario=self.s, violations=list(self.checker.violations))
         r.commits = len(self.checker.committed)
+        r.window_full = self.window_full + sum(
+            self.replicas[i].rejected[Rejection.WINDOW_FULL]
+            for i in range(self.s.n)
+            if i not in self.s.byzantine
+        )
+        r.padding = len(self.padded)
+        r.window_peak = self.window_peak / self.replicas[0].window_limit
         live = [i for i in correct if i not in self.down]
         states: dict[int, bytes] = {}
         for i in live:
@@ -438,17 +502,29 @@ class Simulation:
         return r
 
 
+LARGE_REQUESTS = 80
+"""Requests per large-mode run: with ``batch_size`` 8 and K = 4, the window (h, h + 8] holds
+up to 64, about twice what the cap lets it at n = 4 (some 32 of 256 KiB)."""
+
+
 def simulate(s: Scenario) -> Result:
     """Run one scenario."""
     return Simulation(s).run()
 
 
 def random_scenario(
-    *, n: int, faulty: int, seed: int, broken: bool = False, forgeable: bool = False
+    *,
+    n: int,
+    faulty: int,
+    seed: int,
+    broken: bool = False,
+    forgeable: bool = False,
+    op_bytes: int = 0,
 ) -> Scenario:
     """A scenario with ``faulty`` replicas, each crashed, restarted or Byzantine, a random net,
     and in some runs correct replicas restarted as well. ``broken``/``forgeable``: the
-    deliberately broken variants (see the module docstring)."""
+    deliberately broken variants (see the module docstring). ``op_bytes``: large requests
+    (``Scenario.op_bytes``), LARGE_REQUESTS of them, so that the window cap binds."""
     rng = random.Random(seed * 7919 + n)  # noqa: S311 (seeded on purpose)
     f = (n - 1) // 3
     kinds = [rng.choice(("crash", "byzantine", "byzantine", "restart")) for _ in range(faulty)]
@@ -469,6 +545,8 @@ def random_scenario(
         normal_quorum=2 * f if broken else None,
         forgeable=forgeable,
     )
+    if op_bytes:  # drawn after the rest, so small runs keep their scenarios
+        sc = replace(sc, op_bytes=op_bytes, requests=LARGE_REQUESTS, bursts=rng.choice((1, 2)))
     if rng.random() < 0.3:
         # A crash that comes back from its own disk is not a fault (PBFT's replicas recover
         # from stable storage): restart up to f+1 *correct* replicas too, on top of the f
