@@ -189,8 +189,11 @@ def install(rep: Replica, nv: m.NewView, out: list[Action]) -> None:
             *(s for s, e in rep.log.items() if e.view == nv.view and e.pp is not None),
         ]
     )
-    in_flight = {r.key for _, d in nv.chosen for r in bodies[d].requests}
-    rep.queue = {k: r for k, r in rep.pending.items() if k not in in_flight}
+    # Nor propose before the re-proposals below count in ``window_bytes``: packed against the
+    # window without them (a checkpoint made stable here proposes), its batches and they took
+    # it past ``window.limit``, and the backups, counting them first, refused WINDOW_FULL. So
+    # the queue stays empty until they are in.
+    rep.queue = {}
     for s in [s for s, e in rep.log.items() if e.view < nv.view]:
         del rep.log[s]
     window.recount(rep)  # this view's PRE-PREPAREs only (``window``)
@@ -209,5 +212,7 @@ def install(rep: Replica, nv: m.NewView, out: list[Action]) -> None:
             view=nv.view, seq=seq, digest=d, nonce=b.nonce, batch=b.requests, replica=primary
         )
         rep.accept_pre_prepare(pp, out)
+    in_flight = {r.key for _, d in nv.chosen for r in bodies[d].requests}
+    rep.queue = {k: r for k, r in rep.pending.items() if k not in in_flight}
     rep.execute_ready(out)
     rep.try_propose(out)

@@ -242,3 +242,49 @@ def test_a_replica_restarted_in_a_view_counts_its_new_view_once() -> None:
             break
     assert not net.reps[2].view_changing
     assert net.reps[2].window_bytes == once
+
+
+def test_a_new_primary_packs_after_counting_its_new_view() -> None:
+    """The new primary made the NEW-VIEW's checkpoint stable before it took the re-proposals,
+    and making it stable proposes: it packed its queue against a window without them, then
+    they took it past the limit (the simulator's large mode, n=4 seed 96). The backups count
+    them first and refused its batch WINDOW_FULL: a needless view change, and a VIEW-CHANGE
+    past the bound that a NEW-VIEW of n of them must fit."""
+    cfg = pbft.Config(
+        n=4, f=1, checkpoint_interval=4, open_clients=True, view_change_timeout_ms=10**6
+    )
+    net = pbft_kit.Net(cfg)
+    limit = net.reps[0].window_limit
+    for ts in range(1, 5):  # seqs 1..4 execute everywhere, checkpoint 4 never stable
+        net.perform(0, net.reps[0].submit(m.Request(client="c", ts=ts, op=b"small")))
+        net.pump(drop=lambda s, d, msg: isinstance(msg, m.Checkpoint))
+    assert all(r.last_exec == 4 and r.h == 0 for r in net.reps)
+    ck4 = (4, net.reps[0].own_cks[4][0])
+    per = (limit * 3 // 10) // window.MAX_REQUEST  # two re-proposals of 0.3 of the limit
+    five = m.Batch(nonce=b"5", requests=tuple(_fat(k, window.MAX_REQUEST) for k in range(per)))
+    six = m.Batch(nonce=b"6", requests=tuple(_fat(100 + k, window.MAX_REQUEST) for k in range(per)))
+    prepared = [m.PEntry(seq=5, digest=five.digest(), view=0)]
+    prepared.append(m.PEntry(seq=6, digest=six.digest(), view=0))
+    net.suspect(1)  # replica 1, view 1's primary, queues large requests while it changes view
+    net.q.clear()
+    queued = [_fat(1000 + k, window.MAX_REQUEST) for k in range(limit // window.MAX_REQUEST)]
+    for req in queued:
+        net.perform(1, net.reps[1].submit(req))
+    for i in (0, 2):
+        vc = replace(
+            _signed_vc(net, i, 1, prepared, prepared, [five, six]),
+            checkpoints=((0, net.reps[i].own_cks[0][0]), ck4),
+        )
+        vc = replace(vc, signature=net.reps[i].crypto.sign(m.signing_bytes(vc)))
+        net.perform(1, net.reps[1].on_message(vc, i))
+    primary = net.reps[1]
+    assert primary.view == 1 and not primary.view_changing and primary.h == 4
+    assert primary.window_bytes <= limit
+    net.pump()  # backups 0, 2, 3 take the NEW-VIEW (3 also needs 0 and 2's VIEW-CHANGEs)
+    for _ in range(40):
+        net.tick(50)
+        if all(r.executed(q.key) for r in net.reps for q in queued):
+            break
+    assert not any(r.rejected[Rejection.WINDOW_FULL] for r in net.reps)
+    assert all(r.view == 1 for r in net.reps)
+    assert all(r.executed(q.key) for r in net.reps for q in queued)
