@@ -53,6 +53,19 @@ _BENIGN = (
     "nonce too low",
     "invalid transaction nonce",
 )
+# Node answers meaning the sending account cannot pay the gas (geth and anvil; eth-tester).
+_NO_FUNDS = ("insufficient funds", "cannot afford")
+
+
+def no_gas_money(answer: str, address: str) -> str | None:
+    """What to log when the node's ``answer`` says ``address`` cannot pay the gas, else None.
+
+    An unfunded validator account leaves its task in Settling with nothing but this log
+    (README, "Installing on a real cluster": the validators' accounts pay the settle's gas).
+    """
+    if not any(s in answer.lower() for s in _NO_FUNDS):
+        return None
+    return f"this validator's account {address} cannot pay its gas; send it ETH ({answer})"
 
 
 def bumped(fee: int) -> int:
@@ -264,7 +277,8 @@ class Sender:
         except errors.ChainError as exc:
             if any(s in str(exc).lower() for s in _BENIGN):
                 return True
-            log.warning("the node refused settle tx %s: %s", attempt.tx_hash, exc)
+            why = no_gas_money(str(exc), self.key.address) or str(exc)
+            log.warning("the node refused settle tx %s: %s", attempt.tx_hash, why)
             return False
         return True
 

@@ -228,7 +228,8 @@ class Sidecar:
             raise
         except errors.ChainError as exc:
             self.metrics.rpc_errors.inc()
-            log.warning("%s: %s", what, redacting.scrub(str(exc), self.config.rpc_url))
+            answer = redacting.scrub(str(exc), self.config.rpc_url)
+            log.warning("%s: %s", what, sending.no_gas_money(answer, self.key.address) or answer)
 
     def _check_chain(self) -> None:
         expected = self.config.chain_id

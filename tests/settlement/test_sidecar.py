@@ -565,3 +565,19 @@ def test_a_chain_error_about_one_allocation_does_not_stall_the_others(
     assert states == {small.task: "final"}, states
     assert len(w.settled_events(small.task, 0)) == 1 and not w.settled_events(big.task, 0)
     assert car.metrics.registry.get_sample_value("pot_settlement_rpc_errors_total") == 2
+
+
+def test_a_validator_account_without_gas_money_is_named_in_the_log(
+    world: World, validator: FakeValidator, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A ValidatorSet whose accounts hold no ETH leaves its task in Settling: the node refuses
+    every settle (anvil at the broadcast, the in-process EVM at the estimate). The sidecar's
+    log names the account to fund, not only the node's words."""
+    w = world
+    alloc = publish_round(w, validator)
+    poor = w.key(0)
+    car = make_sidecar(w, validator, tmp_path, key=poor, confirmations=0)
+    with caplog.at_level("WARNING", logger=sending.__name__):
+        car.tick()
+    assert not w.settled_events(alloc.task, 0)
+    assert f"this validator's account {poor.address} cannot pay its gas; send it ETH" in caplog.text
