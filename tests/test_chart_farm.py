@@ -312,6 +312,10 @@ def test_notes_commands_target_the_watched_namespace(helm: str, repo_root: Path)
     assert any(c.startswith("kubectl -n farm-a create secret generic miner-keys") for c in tasks)
     assert any(c.startswith("kubectl -n pot-system create secret generic chain-rpc") for c in tasks)
     assert "pot task status mlp-demo -n farm-a" in notes
+    # The operator starts a task only once its miners staked (MinerStakeMissing).
+    stake = notes.index("pot chain stake --key-file miner-0.key")
+    fund = notes.index("pot chain fund --key-file funder.key --task farm-a/mlp-demo")
+    assert stake < fund < notes.index("kubectl -n farm-a apply -f examples/task.yaml")
 
 
 def test_children_owner_references_are_permitted(helm: str, repo_root: Path) -> None:
