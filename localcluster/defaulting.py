@@ -148,7 +148,8 @@ def _service(obj: Obj, next_ip: Callable[[], str]) -> None:
 
 
 def _secret(obj: Obj, _: Callable[[], str]) -> None:
-    obj.setdefault("type", "Opaque")
+    if not obj.get("type"):  # kubectl's protobuf body of `create secret generic` sends ""
+        obj["type"] = "Opaque"
     string_data = obj.pop("stringData", None)
     if isinstance(string_data, dict):
         data = obj.setdefault("data", {})

@@ -282,6 +282,7 @@ def test_typed_create_commands_send_protobuf(cluster: Cluster) -> None:
     )
     secret = json.loads(cluster.kubectl("-n", "typed", "get", "secret", "s", "-o", "json").stdout)
     assert secret["data"] == {"k": "dg=="}
+    assert secret["type"] == "Opaque"  # the protobuf body says "", the server defaults it
     dep = json.loads(cluster.kubectl("-n", "typed", "get", "deploy", "d", "-o", "json").stdout)
     assert dep["spec"]["replicas"] == 2 and dep["spec"]["selector"] == {"matchLabels": {"app": "d"}}
     container = dep["spec"]["template"]["spec"]["containers"][0]
