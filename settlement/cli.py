@@ -8,6 +8,8 @@ Output is JSON on stdout (the demo and the chart read it). Keys come from files 
 from __future__ import annotations
 
 import json
+import signal
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -403,14 +405,14 @@ def dev(
         raise errors.ConfigError(f"--kind {kind!r}: expected auto, anvil or evm")
     funded = [keys.from_file(path).address for path in fund]  # all read before anything starts
     chain = devchain.start(kind, port=port, host=host)  # type: ignore[arg-type]
+    # `kill`, a supervisor or `timeout` send SIGTERM, whose default ends Python without its
+    # `finally`: anvil, a process of its own, went on serving the port, orphaned.
+    # One `try` from here on: the handler may raise between any two statements.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     try:
         for address in funded:
             chain.fund(address, fund_wei)
-    except BaseException:
-        chain.close()
-        raise
-    _echo({"url": chain.url, "kind": chain.kind, "chainId": chain.chain_id, "funded": funded})
-    try:
+        _echo({"url": chain.url, "kind": chain.kind, "chainId": chain.chain_id, "funded": funded})
         while True:
             time.sleep(3600)
     finally:

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import signal
 from pathlib import Path
 
 from typer.testing import CliRunner
@@ -131,5 +134,49 @@ def test_dev_chain_funds_a_new_key_that_then_deploys(tmp_path: Path) -> None:
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+        if proc.stdout is not None:
+            proc.stdout.close()
+
+
+def test_dev_chain_stopped_by_sigterm_stops_its_anvil() -> None:
+    """`kill PID` (SIGTERM) of `pot chain dev` stops the anvil it started; it used to leave
+    anvil running, still serving the port, with no process of ours to stop it."""
+    import subprocess
+    import sys
+
+    import pytest
+
+    from pot import errors
+
+    if devchain.anvil_path() is None:
+        pytest.skip("anvil is not installed")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pot", "chain", "dev", "--kind", "anvil"],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    children: list[int] = []
+    try:
+        assert proc.stdout is not None
+        lines: list[str] = []
+        while not lines or lines[-1] != "}\n":
+            line = proc.stdout.readline()
+            assert line, "pot chain dev exited before printing its URL"
+            lines.append(line)
+        url = json.loads("".join(lines))["url"]
+        task = Path(f"/proc/{proc.pid}/task/{proc.pid}/children")
+        children = [int(p) for p in task.read_text().split()]
+        assert children, "pot chain dev --kind anvil started no process"
+        proc.terminate()
+        proc.wait(timeout=30)
+        with pytest.raises(errors.ChainUnreachable):
+            devchain.rpc(url, "eth_chainId", timeout=1)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        for pid in children:  # an orphan of the old code: stop it, by its PID only
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
         if proc.stdout is not None:
             proc.stdout.close()
