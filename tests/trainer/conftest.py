@@ -22,7 +22,9 @@ import pytest
 from pot import keys
 
 if TYPE_CHECKING:
-    from pot.trainer import verification
+    import torch
+
+    from pot.trainer import checkpoints, data, models, tasks, verification
 
 ROOT = Path(__file__).resolve().parents[2]
 TORCHRUN = Path(sys.executable).with_name("torchrun")
@@ -35,6 +37,26 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def solo_start(
+    spec: tasks.TaskSpec, built: models.Built
+) -> tuple[torch.optim.Optimizer, checkpoints.Checkpoint, data.DataSpec]:
+    """A world-size-1 run of ``spec`` at step 0, for replays without torchrun: the optimizer,
+    the initial checkpoint (call before anything trains ``built.model``) and the data spec
+    (batches of 4)."""
+    from pot.trainer import checkpoints, data
+
+    opt = checkpoints.make_optimizer(spec, built.model.parameters())
+    start = checkpoints.capture(built.model, opt, step=0, optimizer_steps=0, seed=spec.run_seed)
+    dspec = data.DataSpec(
+        seed=spec.run_seed,
+        dataset=spec.dataset_ref,
+        size=len(built.data),
+        batch_size=4,
+        world_size=1,
+    )
+    return opt, start, dspec
 
 
 def mlp_spec(**proof: Any) -> dict[str, Any]:

@@ -12,9 +12,9 @@ import pytest
 import torch
 from torch import nn
 
-from pot.trainer import checkpoints, data, models, tasks, verification
+from pot.trainer import checkpoints, models, tasks, verification
 
-from .conftest import UID
+from .conftest import UID, solo_start
 
 BUILTINS: dict[str, dict[str, Any]] = {
     "mlp-regression": {
@@ -55,15 +55,7 @@ def test_a_trained_builtin_checkpoint_fits_the_cap(
     built = models.build(spec)
     initial = verification._initial(built, spec)
     cap = checkpoints.size_cap(initial)
-    opt = checkpoints.make_optimizer(spec, built.model.parameters())
-    start = checkpoints.capture(built.model, opt, step=0, optimizer_steps=0, seed=spec.run_seed)
-    dspec = data.DataSpec(
-        seed=spec.run_seed,
-        dataset=spec.dataset_ref,
-        size=len(built.data),
-        batch_size=4,
-        world_size=1,
-    )
+    _, start, dspec = solo_start(spec, built)
     end, _ = verification.replay(built, spec, dspec, start, steps=3, device=torch.device("cpu"))
     trained = checkpoints.encode(end)
     # The header's numbers at their longest: a run of 10^12 steps.

@@ -15,10 +15,10 @@ import pytest
 import torch
 
 from pot import keys, store
-from pot.trainer import checkpoints, data, models, segments, serving, tasks, verification
+from pot.trainer import checkpoints, models, segments, serving, tasks, verification
 from pot.validator import auditing
 
-from .conftest import TASK, UID
+from .conftest import TASK, UID, solo_start
 
 
 def _spec() -> dict[str, Any]:
@@ -35,15 +35,7 @@ def _first_segment(blobs: store.FilesystemStore, store_url: str) -> segments.Seg
     """Segment 0 of an honest run of ``_spec``, its checkpoints in ``blobs``."""
     spec = tasks.from_spec(_spec(), uid=UID)
     built = models.build(spec)
-    opt = checkpoints.make_optimizer(spec, built.model.parameters())
-    start = checkpoints.capture(built.model, opt, step=0, optimizer_steps=0, seed=spec.run_seed)
-    dspec = data.DataSpec(
-        seed=spec.run_seed,
-        dataset=spec.dataset_ref,
-        size=len(built.data),
-        batch_size=4,
-        world_size=1,
-    )
+    _, start, dspec = solo_start(spec, built)
     end, losses = verification.replay(
         built, spec, dspec, start, steps=2, device=torch.device("cpu")
     )

@@ -16,9 +16,9 @@ import pytest
 import torch
 
 from pot import errors, keys, store
-from pot.trainer import checkpoints, data, models, segments, tasks, verification
+from pot.trainer import checkpoints, models, segments, tasks, verification
 
-from .conftest import TASK, UID, train_local
+from .conftest import TASK, UID, solo_start, train_local
 
 R = segments.Rejection
 
@@ -52,16 +52,8 @@ def chain(tmp_path: Path) -> Chain:
     spec = tasks.from_spec(_spec(), uid=UID)
     built = models.build(spec)
     blobs, key = store.FilesystemStore(tmp_path / "store"), keys.generate()
-    opt = checkpoints.make_optimizer(spec, built.model.parameters())
-    start = checkpoints.capture(built.model, opt, step=0, optimizer_steps=0, seed=spec.run_seed)
+    opt, start, dspec = solo_start(spec, built)
     start_cid = blobs.put(checkpoints.encode(start))
-    dspec = data.DataSpec(
-        seed=spec.run_seed,
-        dataset=spec.dataset_ref,
-        size=len(built.data),
-        batch_size=4,
-        world_size=1,
-    )
     segs = []
     for i in range(spec.segments):
         end, losses = verification.replay(
