@@ -180,6 +180,9 @@ def keys_problem(task: Body, keys: frozenset[str] | None, *, grace_over: bool) -
     return None
 
 
+KEYS_NOT_FOUND = "KeysSecretNotFound"
+
+
 def vset_spec_problem(vset: Body, keys: Collection[str] | None) -> Problem | None:
     """A ValidatorSet needs n = 3f+1 (f >= 1) and validator-<i>.key for each replica."""
     spec = vset.get("spec") or {}
@@ -192,7 +195,7 @@ def vset_spec_problem(vset: Body, keys: Collection[str] | None) -> Problem | Non
     if keys is None:
         ns = vset["metadata"]["namespace"]
         return Problem(
-            "KeysSecretNotFound",
+            KEYS_NOT_FOUND,
             f'Secret "{secret}" (spec.keysSecretRef.name) not found in namespace "{ns}"',
             False,
         )

@@ -27,6 +27,7 @@ SETTLED = "Settled"
 FAILED = "Failed"
 # ValidatorSet condition types (READY shared).
 QUORUM = "QuorumAvailable"
+KEYS_PRESENT = "KeysSecretPresent"
 
 
 def timestamp(now: datetime.datetime) -> str:

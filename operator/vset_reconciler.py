@@ -10,7 +10,9 @@ replica's address and public key for peers.json, and copied once, item for
 item, into the set's own immutable Secret ``<set>-accepted-keys`` when its
 membership is first accepted (``_keep_keys``): the replicas mount that copy, so
 a key changed in the user's Secret afterwards (refused, ``MembershipChanged``)
-never reaches a replica that restarts. Keys are never logged, and errors name
+never reaches a replica that restarts. While the user's Secret is gone, the set runs
+on that copy: the children are built from it, and the set stays Ready with a
+``KeysSecretPresent=False`` warning. Keys are never logged, and errors name
 the Secret item, never its content.
 """
 
@@ -90,16 +92,27 @@ async def apply_children(
     meta, spec = vset["metadata"], vset["spec"]
     ns = meta["namespace"]
     secret_name = spec["keysSecretRef"]["name"]
+    n = int(spec["replicas"])
     try:
         secret = await kube.get("v1", "secrets", ns, secret_name)
     except kubeapi.NotFound:
-        return checks.Problem(
-            "KeysSecretNotFound",
-            f'Secret "{secret_name}" (spec.keysSecretRef.name) not found in namespace "{ns}"',
-            False,
-        )
+        # Gone after the membership was accepted: the replicas mount the set's own copy,
+        # which is the membership, so the children are built from it (a warning only).
+        kept = await kept_keys(kube, vset)
+        if kept is None:
+            return checks.Problem(
+                checks.KEYS_NOT_FOUND,
+                f'Secret "{secret_name}" (spec.keysSecretRef.name) not found in namespace "{ns}"',
+                False,
+            )
+        kept_n = _key_count(kept)
+        if kept_n != n:
+            return _refusal(
+                [f"spec.replicas {kept_n} -> {n}"], secret_name, names.vset_keys(meta["name"])
+            )
+        secret = kept
     try:
-        ids = identities(secret, int(spec["replicas"]))
+        ids = identities(secret, n)
     except errors.ConfigError as exc:
         return checks.Problem("InvalidKey", str(exc), True)
     rpc = _rpc_secret_problem(rt, ns, (spec.get("chain") or {}).get("rpcSecretRef"))
@@ -128,6 +141,25 @@ async def apply_children(
             body = {k: v for k, v in child.items() if k not in ("apiVersion", "kind")}
             await kube.patch(child["apiVersion"], plural, ns, name, body)
     return None
+
+
+async def kept_keys(kube: kubeapi.Client, vset: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The set's own Secret of accepted keys (``<set>-accepted-keys``), when it has one
+    that it controls (this uid: not an earlier set's of its name)."""
+    meta = vset["metadata"]
+    try:
+        kept = await kube.get("v1", "secrets", meta["namespace"], names.vset_keys(meta["name"]))
+    except kubeapi.NotFound:
+        return None
+    return kept if _controlled(kept, vset) else None
+
+
+def _key_count(secret: Mapping[str, Any]) -> int:
+    """How many ``validator-<i>.key`` items, from 0 on, a Secret of ours holds."""
+    n = 0
+    while f"validator-{n}.key" in (secret.get("data") or {}):
+        n += 1
+    return n
 
 
 def _controlled(live: Mapping[str, Any], vset: Mapping[str, Any]) -> bool:
@@ -178,7 +210,8 @@ async def _keep_keys(
     here too, but only while the user's keys still match its replicas' peers.json.
     """
     ns = vset["metadata"]["namespace"]
-    secret_name = secret["metadata"]["name"]
+    # The name the user gave (``secret`` is the set's own copy while that Secret is gone).
+    secret_name = vset["spec"]["keysSecretRef"]["name"]
     kept_name = names.vset_keys(vset["metadata"]["name"])
     try:
         kept: dict[str, Any] | None = await kube.get("v1", "secrets", ns, kept_name)
@@ -197,9 +230,7 @@ async def _keep_keys(
         if not _controlled(kept, vset):
             return _name_conflict("Secret", kept_name, ns, kept, vset)
     # The kept keys are the membership, also when the ConfigMap was deleted by hand.
-    n = 0
-    while f"validator-{n}.key" in (kept.get("data") or {}):
-        n += 1
+    n = _key_count(kept)
     try:
         accepted = identities(kept, n)
     except errors.ConfigError as exc:  # not one this operator wrote (it is never changed)
@@ -373,9 +404,9 @@ async def replicas(
     return list(await asyncio.gather(*(ask(p) for p in pods)))
 
 
-def _chain_status(status: dict[str, Any]) -> tuple[str, str, str] | None:
+def _condition(status: dict[str, Any], ctype: str) -> tuple[str, str, str] | None:
     for c in status.get("conditions") or []:
-        if c.get("type") == vsets.CHAIN_REACHABLE:
+        if c.get("type") == ctype:
             return str(c.get("status")), str(c.get("reason")), str(c.get("message"))
     return None
 
@@ -438,6 +469,14 @@ async def reconcile(
     spec = vset.get("spec") or {}
     secret_name = (spec.get("keysSecretRef") or {}).get("name", "")
     problem = checks.vset_spec_problem(vset, rt.secret_keys.get((namespace, secret_name)))
+    keys_missing = None
+    if (
+        problem is not None
+        and problem.reason == checks.KEYS_NOT_FOUND
+        and await kept_keys(kube, vset) is not None
+    ):
+        # The replicas run on the set's copy of the accepted keys: a warning, not a block.
+        problem, keys_missing = None, vsets.keys_secret_missing(vset)
     gen = int(vset["metadata"].get("generation") or 1)
     stamp = (gen, rt.secret_versions.get((namespace, secret_name), ""))
     # Children are not watched: one deleted by hand (the StatefulSet, and with it
@@ -459,7 +498,15 @@ async def reconcile(
             refused, problem = problem, None
     reps = await replicas(rt, vclient, namespace, name) if problem is None else []
     chain = await chain_condition(rt, spec) if problem is None else None
-    status = vsets.decide_status(vset, reps, problem=problem, now=now, chain=chain, refused=refused)
+    status = vsets.decide_status(
+        vset,
+        reps,
+        problem=problem,
+        now=now,
+        chain=chain,
+        refused=refused,
+        keys_missing=keys_missing,
+    )
     old = dict(vset.get("status") or {})
     old.pop("kopf", None)
     if status != old:
@@ -468,17 +515,12 @@ async def reconcile(
             rt.vset_queue.add((VSET, namespace, name), 0.2)
             return
         rt.vsets[key] = fresh
-        was, now_chain = _chain_status(old), _chain_status(status)
-        if now_chain is not None and now_chain[0] == "False" and was != now_chain:
-            await posting.post_event(
-                kube,
-                vset,
-                "Warning",
-                now_chain[1],
-                now_chain[2],
-                now=now,
-                instance=rt.config.identity,
-            )
+        for ctype in (vsets.CHAIN_REACHABLE, conditions.KEYS_PRESENT):
+            was, cond = _condition(old, ctype), _condition(status, ctype)
+            if cond is not None and cond[0] == "False" and was != cond:
+                await posting.post_event(
+                    kube, vset, "Warning", cond[1], cond[2], now=now, instance=rt.config.identity
+                )
         if old.get("phase") != status.get("phase"):
             warn = status.get("phase") in ("Failed", "Degraded")
             await posting.post_event(

@@ -6,7 +6,9 @@ deletes when testing failover) and the highest committed sequence number.
 ``readyReplicas`` counts replicas that are ready *inside that view*, so a
 replica stuck in an old view does not count (a quorum of 2f+1 is what lets
 tasks proceed). Conditions: ``Ready`` (all n ready) and ``QuorumAvailable``
-(at least 2f+1 ready).
+(at least 2f+1 ready); ``KeysSecretPresent`` once the user's keys Secret went
+missing while the set runs on its own copy of the accepted keys (a warning: the
+set stays Ready).
 """
 
 from __future__ import annotations
@@ -47,6 +49,7 @@ def decide_status(
     now: datetime.datetime,
     chain: tuple[conditions.Status, str, str] | None = None,
     refused: checks.Problem | None = None,
+    keys_missing: checks.Problem | None = None,
 ) -> dict[str, Any]:
     """The new ``status`` of a ValidatorSet.
 
@@ -56,7 +59,9 @@ def decide_status(
     gets one clear message naming the endpoint). ``refused``: a spec or keys
     change the shell would not roll out (``MEMBERSHIP_CHANGED``); the replicas
     still run the set they were created with, so they are reported as they are,
-    but the set is not Ready and its message says why.
+    but the set is not Ready and its message says why. ``keys_missing``: the user's
+    keys Secret is gone but the set has its copy of the accepted keys
+    (``keys_secret_missing``); a warning in ``KeysSecretPresent``, never a block.
     """
     meta, spec = vset["metadata"], vset.get("spec") or {}
     gen = int(meta.get("generation") or 1)
@@ -74,6 +79,19 @@ def decide_status(
     status["replicas"] = len(replicas)
     if chain is not None:
         cond(CHAIN_REACHABLE, *chain)
+    if keys_missing is not None:
+        cond(conditions.KEYS_PRESENT, "False", keys_missing.reason, keys_missing.message)
+    elif conditions.find(status.get("conditions"), conditions.KEYS_PRESENT) is not None:
+        if problem is not None and problem.reason == checks.KEYS_NOT_FOUND:
+            cond(conditions.KEYS_PRESENT, "False", problem.reason, problem.message)
+        else:
+            secret = (spec.get("keysSecretRef") or {}).get("name", "")
+            cond(
+                conditions.KEYS_PRESENT,
+                "True",
+                "KeysSecretFound",
+                f'Secret "{secret}" (spec.keysSecretRef.name) is back',
+            )
     if problem is not None:
         status.update(phase="Failed" if problem.permanent else "Pending", message=problem.message)
         cond(conditions.READY, "False", problem.reason, problem.message)
@@ -134,6 +152,23 @@ def decide_status(
 
 
 MEMBERSHIP_CHANGED = "MembershipChanged"
+
+
+def keys_secret_missing(vset: Body) -> checks.Problem:
+    """The warning of a set whose keys Secret is gone but which has its own copy of the
+    accepted keys (``<set>-accepted-keys``): the replicas mount that copy, so they run on,
+    and nothing about the membership changed. Not a block (``KeysSecretPresent=False``)."""
+    meta, spec = vset["metadata"], vset.get("spec") or {}
+    secret = (spec.get("keysSecretRef") or {}).get("name", "")
+    kept = names.vset_keys(meta["name"])
+    return checks.Problem(
+        checks.KEYS_NOT_FOUND,
+        f'Secret "{secret}" (spec.keysSecretRef.name) not found in namespace '
+        f'"{meta["namespace"]}": the set runs on the keys it accepted (Secret "{kept}"), '
+        f'replicas that restart included. Re-create Secret "{secret}" with the same keys to '
+        f"clear this; other keys are refused ({MEMBERSHIP_CHANGED})",
+        False,
+    )
 
 
 def membership_changes(running: Body, wanted: Body, secret: str) -> list[str]:

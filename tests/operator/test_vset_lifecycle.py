@@ -127,6 +127,7 @@ class World:
         self.kube = MemoryKube()
         self.keys = {i: keys.generate() for i in range(4)}
         self.put_secret(self.keys, "1")
+        self.reconcile_client: Any = None  # no replica pods unless a test adds them
 
     def put_secret(self, items: dict[int, keys.Key], version: str) -> None:
         body = secret(items, version)
@@ -142,7 +143,7 @@ class World:
         await vset_reconciler.reconcile(
             self.rt,
             cast(kubeapi.Client, self.kube),
-            cast(validators_client.Client, None),
+            cast(validators_client.Client, self.reconcile_client),
             NS,
             NAME,
         )
@@ -516,6 +517,8 @@ def test_every_call_these_reconciles_make_is_in_the_operators_rbac() -> None:
         await w.reconcile(vset(2, image="pot-validator:2"))  # children exist: read, patched
         w.put_secret({**w.keys, 2: keys.generate()}, "2")
         await w.reconcile(vset())
+        w.rt.observe_secret(w.kube.objects.pop(("secrets", NS, SECRET)), True)
+        await w.reconcile(vset())  # on the kept keys
         seen.update(w.kube.calls)
 
     import asyncio
