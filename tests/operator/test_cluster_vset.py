@@ -23,9 +23,9 @@ EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 OTHER_KEY = "0x" + "42" * 32
 
 
-def _reason(cluster: Any, ns: str) -> str:
+def _reason(cluster: Any, ns: str, ctype: str = "Ready") -> str:
     conds = (cluster.vset(ns).get("status") or {}).get("conditions") or []
-    return next((str(c.get("reason")) for c in conds if c["type"] == "Ready"), "")
+    return next((str(c.get("reason")) for c in conds if c["type"] == ctype), "")
 
 
 def _dev_key(i: int) -> str:
@@ -94,6 +94,16 @@ def test_a_running_sets_membership_is_kept(cluster: Any, operator: Any) -> None:
     # The old key back: Ready again, the same peers.json; a tuning change still rolls out.
     cluster.kubectl("apply", "-n", ns, "-f", str(EXAMPLES / "dev-keys.yaml"))
     wait_for("Ready again", lambda: _reason(cluster, ns) == "AllReplicasReady")
+
+    # The keys Secret deleted: the set runs on its accepted keys, Ready, with a warning.
+    cluster.kubectl("delete", "secret", "-n", ns, "vset-keys")
+    wait_for(
+        "the warning", lambda: _reason(cluster, ns, "KeysSecretPresent") == "KeysSecretNotFound"
+    )
+    assert cluster.vset(ns)["status"]["phase"] == "Ready"
+    cluster.kubectl("apply", "-n", ns, "-f", str(EXAMPLES / "dev-keys.yaml"))
+    wait_for("no warning", lambda: _reason(cluster, ns, "KeysSecretPresent") == "KeysSecretFound")
+    assert _reason(cluster, ns) == "AllReplicasReady"
     assert cluster.core.read_namespaced_config_map("vset-config", ns).data["peers.json"] == peers
     cluster.kubectl(
         "patch", "-n", ns, "vset", "vset", "--type=merge", "-p", '{"spec":{"pbft":{"batchSize":7}}}'
