@@ -8,6 +8,10 @@ run thousands of schedules; ``--broken`` runs the deliberately broken variant
 requests (a Byzantine primary's forged requests then execute). ``--op-bytes N`` makes most
 requests about N bytes (up to ``messages.MAX_OP_BYTES``) so that the cap on the request bytes
 a view's PRE-PREPAREs hold (``window``) binds; the summary then counts the runs where it did.
+It also counts ``wrongful_window_full``: a correct backup not behind a correct primary refusing
+its PRE-PREPARE ``WINDOW_FULL`` (``simulating.Result.wrongful_window_full``). That is a liveness
+bug, not a safety violation, so it is reported apart from ``violations``; any makes the command
+exit 1 too.
 """
 
 from __future__ import annotations
@@ -49,7 +53,8 @@ def simulate(
     ),
     verbose: bool = typer.Option(False, "--verbose", help="Print every violation."),
 ) -> None:
-    """Run seeded adversarial schedules; print runs, commits and safety violations."""
+    """Run seeded adversarial schedules; print runs, commits, safety violations and wrongful
+    WINDOW_FULL refusals (a liveness bug); exit 1 on either."""
     import logging
 
     from pot.validator import messages, simulating
@@ -65,8 +70,9 @@ def simulate(
             f"--op-bytes {op_bytes}: at most messages.MAX_OP_BYTES = {messages.MAX_OP_BYTES}"
         )
     started = time.monotonic()
-    commits = violations = stalled = bad_runs = capped = 0
+    commits = violations = stalled = bad_runs = capped = wrongful = 0
     first_bad: int | None = None
+    first_wrongful: int | None = None
     for k in range(runs):
         result = simulating.simulate(
             simulating.random_scenario(
@@ -81,6 +87,9 @@ def simulate(
         commits += result.commits
         capped += bool(result.window_full or result.padding)
         stalled += not result.live
+        if result.wrongful_window_full:
+            wrongful += result.wrongful_window_full
+            first_wrongful = seed + k if first_wrongful is None else first_wrongful
         if result.violations:
             bad_runs += 1
             violations += len(result.violations)
@@ -93,7 +102,9 @@ def simulate(
         f"runs={runs} commits={commits} violations={violations} violating_runs={bad_runs} "
         f"stalled={stalled} seconds={elapsed:.1f}"
         + (f" window_capped_runs={capped}" if op_bytes else "")
+        + f" wrongful_window_full={wrongful}"
         + (f" first_violating_seed={first_bad}" if first_bad is not None else "")
+        + (f" first_wrongful_seed={first_wrongful}" if first_wrongful is not None else "")
     )
-    if violations:
+    if violations or wrongful:
         raise typer.Exit(1)

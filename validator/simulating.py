@@ -32,6 +32,9 @@ at most), so a view's PRE-PREPAREs reach the cap on the request bytes the window
 backups refuse a Byzantine primary's overfull variants ``WINDOW_FULL``, and NEW-VIEWs
 re-propose windows full of them. ``Result.window_full``, ``padding`` and ``window_peak`` say
 whether the cap bound in a run: a large mode whose runs never reach it proves nothing.
+``Result.wrongful_window_full`` counts the refusals that must never happen (a correct backup
+not behind a correct primary refusing its PRE-PREPARE): a liveness bug, not a safety one (the
+view changes away from a correct primary), which ``pot pbft simulate`` reports and fails on.
 """
 
 from __future__ import annotations
@@ -100,6 +103,17 @@ class Result:
     rejected: int = 0
     window_full: int = 0
     """PRE-PREPAREs correct replicas refused ``WINDOW_FULL`` (restarted ones' included)."""
+    wrongful_window_full: int = 0
+    """``WINDOW_FULL`` refusals that must not happen: a correct backup refused a PRE-PREPARE
+    its correct primary sent in the backup's view, while that primary is (at delivery) in that
+    view, not changing views, and the backup's h is not below the primary's. Every PRE-PREPARE
+    of the view the backup then counts above its h, this one included, the primary holds above
+    its own h (it sent them, or installed them from the same NEW-VIEW; both logs survive
+    restarts), at the same ``window.cost``; and the primary packed its last request batch
+    within ``window.limit`` (past it from the NEW-VIEW alone, it sends only exempt empty
+    batches). A backup whose h lags may refuse (``window``). Reaching that check, the backup
+    is in the view and not changing views. Not counted: a Byzantine sender or receiver, a
+    primary since gone to another view. A liveness bug (a needless view change), not safety."""
     padding: int = 0
     """Empty batches correct primaries ordered because the next request did not fit."""
     window_peak: float = 0.0
@@ -241,6 +255,7 @@ class Simulation:
         self.forged: set[tuple[str, int]] = set()
         """Keys of the requests Byzantine primaries forged under correct replicas' names."""
         self.window_full = 0  # WINDOW_FULL refusals of replicas since replaced by a restart
+        self.wrongful: list[str] = []  # ``Result.wrongful_window_full``, described
         self.padded: set[tuple[int, int]] = set()
         self.window_peak = 0
 
@@ -429,7 +444,14 @@ class Simulation:
             assert isinstance(payload, tuple)
             dst, src, msg = cast("tuple[int, int, m.Message]", payload)
             if dst not in self.down and self._reachable(src, dst):
-                self.perform(dst, self.replicas[dst].on_message(msg, src))
+                rep = self.replicas[dst]
+                if type(msg) is not m.PrePrepare:
+                    self.perform(dst, rep.on_message(msg, src))
+                    return
+                full = rep.rejected[Rejection.WINDOW_FULL]
+                self.perform(dst, rep.on_message(msg, src))
+                if rep.rejected[Rejection.WINDOW_FULL] != full:
+                    self._window_refused(dst, src, msg)
         elif kind == "tick":
             i = payload
             assert isinstance(i, int)
@@ -472,6 +494,21 @@ class Simulation:
         elif kind == "heal":
             self.groups = None
 
+    def _window_refused(self, dst: int, src: int, pp: m.PrePrepare) -> None:
+        """Replica ``dst`` refused ``pp`` from ``src`` WINDOW_FULL: wrongful when both are
+        correct and ``dst`` is not behind ``src`` (``Result.wrongful_window_full``). Reaching
+        that check, ``dst`` is in ``pp.view``, not changing views, and ``src`` its primary."""
+        if dst in self.s.byzantine or src in self.s.byzantine:
+            return
+        backup, primary = self.replicas[dst], self.replicas[src]
+        if primary.view != pp.view or primary.view_changing or backup.h < primary.h:
+            return
+        self.wrongful.append(
+            f"t={self.now} view {pp.view} seq {pp.seq}: replica {dst} (h {backup.h}, "
+            f"{backup.window_bytes} B) refused primary {src} (h {primary.h}, "
+            f"{primary.window_bytes} B) WINDOW_FULL"
+        )
+
     def _result(self, correct: list[int]) -> Result:
         r = Result(scenario=self.s, violations=list(self.checker.violations))
         r.commits = len(self.checker.committed)
@@ -480,6 +517,7 @@ class Simulation:
             for i in range(self.s.n)
             if i not in self.s.byzantine
         )
+        r.wrongful_window_full = len(self.wrongful)
         r.padding = len(self.padded)
         r.window_peak = self.window_peak / self.replicas[0].window_limit
         live = [i for i in correct if i not in self.down]

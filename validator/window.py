@@ -16,8 +16,9 @@ NEW-VIEW's own (``nv_fixed``). A primary packs no request past it; a backup refu
 PRE-PREPARE that would pass it (``WINDOW_FULL``), so it does not depend on the primary
 being correct. A correct primary never passes it, and a backup counts the same PRE-PREPAREs
 (one lagging behind a stable checkpoint counts more, and takes the PRE-PREPARE again from the
-STATUS retransmission once it caught up, as with the sequence-number watermark). Batches
-that hold no request are exempt on both sides (``vc_fixed`` counts one per sequence number),
+STATUS retransmission once it caught up, as with the sequence-number watermark; the seeded
+simulator counts any other refusal of a correct primary's, ``Result.wrongful_window_full``).
+Batches that hold no request are exempt on both sides (``vc_fixed`` counts one per seq),
 even where the count is already past the limit (a NEW-VIEW's re-proposals can take it there,
 see below; refusing them left no way to the checkpoint, and every view re-proposed the same):
 when the next request does not fit, the primary orders empty batches, which carry execution

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
+from typing import Any
 
 import pytest
 from typer.testing import CliRunner
 
+from pot.validator import checkpointing, simulating, viewchange, viewchanging
 from pot.validator import messages as m
-from pot.validator import simulating
 from pot.validator.cli import app
 
 BIG = m.MAX_OP_BYTES
@@ -30,6 +31,7 @@ def test_large_runs_bind_the_cap_and_stay_safe_and_live() -> None:
                 simulating.random_scenario(n=n, faulty=faulty, seed=seed, op_bytes=BIG)
             )
             assert r.safe and r.live, (n, seed, r.violations, r.executed)
+            assert r.wrongful_window_full == 0, (n, seed)
             bound += _bound(r)
             full += r.window_full > 0
             peak = max(peak, r.window_peak)
@@ -73,7 +75,7 @@ def test_simulate_cli_op_bytes() -> None:
     ok = CliRunner().invoke(app, ["simulate", "--runs", "4", "--seed", "3", "--op-bytes", str(BIG)])
     assert ok.exit_code == 0, ok.output
     assert "violations=0" in ok.output and "window_capped_runs=" in ok.output
-    assert "window_capped_runs=0" not in ok.output
+    assert "window_capped_runs=0" not in ok.output and "wrongful_window_full=0" in ok.output
     bad = CliRunner().invoke(app, ["simulate", "--runs", "1", "--op-bytes", str(BIG + 1)])
     assert bad.exit_code != 0 and "--op-bytes" in bad.output
 
@@ -81,3 +83,37 @@ def test_simulate_cli_op_bytes() -> None:
 def test_scenario_refuses_ops_replicas_would_refuse() -> None:
     with pytest.raises(ValueError, match="op_bytes"):
         simulating.Simulation(simulating.Scenario(op_bytes=BIG + 1))
+
+
+class _QueueBeforeStable:
+    """``viewchanging``'s ``checkpointing`` as before commit fd311cc: the new primary's queue
+    already full when ``install`` makes the NEW-VIEW's checkpoint stable (which proposes), so
+    it packs against a window without the NEW-VIEW's re-proposals and passes the limit."""
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(checkpointing, name)
+
+    @staticmethod
+    def make_stable(rep: Any, seq: int, digest: bytes, out: list[Any]) -> None:
+        nv = rep.last_nv
+        bodies = viewchange.bodies(nv.view_changes)
+        in_flight = {r.key for _, d in nv.chosen for r in bodies[d].requests}
+        rep.queue = {k: r for k, r in rep.pending.items() if k not in in_flight}
+        checkpointing.make_stable(rep, seq, digest, out)
+
+
+def test_wrongful_window_full_catches_a_primary_that_undercounts(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The counter can fail: with fd311cc's bug put back, n=4 seed 96 (where the bug was
+    found) has correct backups in the primary's h refuse its batches, and the CLI exits 1.
+    The same seed with the fix counts none."""
+    sc = simulating.random_scenario(n=4, faulty=1, seed=96, op_bytes=BIG)
+    assert simulating.simulate(sc).wrongful_window_full == 0
+    monkeypatch.setattr(viewchanging, "checkpointing", _QueueBeforeStable())
+    out = CliRunner().invoke(
+        app, ["simulate", "--runs", "1", "--seed", "96", "--op-bytes", str(BIG)]
+    )
+    assert out.exit_code == 1, out.output
+    assert "violations=0" in out.output and "first_wrongful_seed=96" in out.output
+    assert "wrongful_window_full=0" not in out.output
