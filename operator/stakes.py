@@ -8,10 +8,10 @@ from the ValidatorSet's chain (``checks.stake_check`` decides). Once, at admissi
 running task is never re-checked (the contract keeps unstaked stake slashable for
 ``withdrawalDelay``, which ``checks.lock_check`` compares with the task's deadline).
 
-A tiny client (eth_chainId, eth_getCode, eth_call) over aiohttp and eth_utils' keccak:
-the operator pays for no web3 or eth_account import (tests/test_eip712.py). The RPC
-URL may come from a Secret and carry an API key: it is never logged or shown whole
-(``pot.settlement.redacting``). A failed check makes the task wait and is retried with
+Three reads (eth_chainId, eth_getCode, eth_call) on ``receipts.rpc``, the operator's one
+JSON-RPC client, and eth_utils' keccak: the operator pays for no web3 or eth_account
+import (tests/test_eip712.py). The RPC URL may come from a Secret and carry an API key:
+it is never logged or shown whole (``pot.settlement.redacting``). A failed check makes the task wait and is retried with
 backoff (``Gate``): the stake may arrive later, the chain may come back.
 """
 
@@ -26,13 +26,12 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-import aiohttp
 from eth_utils import keccak
 
 from pot import errors, urls
 from pot.operator import checks, kubeapi
 from pot.operator.config import Config
-from pot.settlement import redacting
+from pot.settlement import receipts
 
 STAKES = "0x" + keccak(text="stakes(address)")[:4].hex()
 WITHDRAWAL_DELAY = "0x" + keccak(text="withdrawalDelay()")[:4].hex()
@@ -43,57 +42,16 @@ RECHECK_MAX = 60.0
 
 
 class Client:
-    """JSON-RPC to one endpoint; ``async with`` holds its connection pool."""
+    """The calls the check makes, on ``receipts.rpc`` (the operator's one JSON-RPC client,
+    which classes a rate limit or a node's error as ChainUnreachable and only an
+    ``eth_call`` revert as the contract's answer), run off the event loop."""
 
     def __init__(self, url: str, *, timeout: float) -> None:
         self.url = url
-        self._timeout = aiohttp.ClientTimeout(total=timeout)
-        self._session: aiohttp.ClientSession | None = None
-
-    async def __aenter__(self) -> Client:
-        self._session = aiohttp.ClientSession(timeout=self._timeout)
-        return self
-
-    async def __aexit__(self, *_: object) -> None:
-        if self._session is not None:
-            await self._session.close()
-
-    def _unreachable(self, why: str) -> errors.ChainUnreachable:
-        return errors.ChainUnreachable(
-            f"chain RPC {urls.redact(self.url)} unreachable: {redacting.scrub(why, self.url)}"
-        )
+        self.timeout = timeout
 
     async def rpc(self, method: str, params: Sequence[Any]) -> Any:
-        """One call; ChainError when ``eth_call`` is refused (a revert), ChainUnreachable
-        when the endpoint cannot be asked or refuses for now (HTTP != 200, a rate limit,
-        an error to eth_chainId or eth_getCode)."""
-        assert self._session is not None, "use Client in `async with`"
-        body = {"jsonrpc": "2.0", "id": 1, "method": method, "params": list(params)}
-        try:
-            async with self._session.post(self.url, json=body) as resp:
-                if resp.status != 200:
-                    raise self._unreachable(f"HTTP {resp.status}")
-                doc = json.loads(await resp.read())
-        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
-            raise self._unreachable(str(exc) or type(exc).__name__) from exc
-        except ValueError as exc:
-            raise self._unreachable(f"not a JSON-RPC answer ({exc})") from exc
-        if not isinstance(doc, dict):
-            raise self._unreachable("not a JSON-RPC answer")
-        if doc.get("error") is not None:
-            err = doc["error"]
-            message = err.get("message") if isinstance(err, dict) else err
-            code = err.get("code") if isinstance(err, dict) else None
-            said = f"{method}: {message}" + (f" (code {code})" if code is not None else "")
-            if method != "eth_call" or _for_now(code, str(message)):
-                # Not the contract's answer: a rate limit (a hosted RPC's quota), or a node
-                # that cannot serve chainId/getCode now. Retried with backoff, not blamed
-                # on spec.chain.contract.
-                raise self._unreachable(said)
-            raise errors.ChainError(
-                f"chain RPC {urls.redact(self.url)} {redacting.scrub(said, self.url)}"
-            )
-        return doc.get("result")
+        return await asyncio.to_thread(receipts.rpc, self.url, method, list(params), self.timeout)
 
     async def chain_id(self) -> int:
         return _int(await self.rpc("eth_chainId", []), "eth_chainId")
@@ -130,16 +88,6 @@ class Client:
         return (await self.call(contract, WITHDRAWAL_DELAY, "withdrawalDelay()"))[0]
 
 
-RATE_LIMITED = (-32005, 429)
-"""JSON-RPC error codes of a request refused for now: EIP-1474's "limit exceeded", and
-the HTTP status some hosted endpoints put in the error object."""
-
-
-def _for_now(code: Any, message: str) -> bool:
-    """Whether a JSON-RPC error refuses the request only for now (a rate limit)."""
-    return code in RATE_LIMITED or "rate limit" in message.lower()
-
-
 def _int(value: Any, what: str) -> int:
     try:
         return int(str(value), 16)
@@ -152,22 +100,22 @@ async def read(
 ) -> checks.ChainView:
     """What ``checks.stake_check`` needs: the chain id (and nothing more when it is not
     ``chain_id``), whether ``contract`` has code, its withdrawalDelay and the stakes."""
-    async with Client(url, timeout=timeout) as client:
-        shown = urls.redact(url)
-        got = await client.chain_id()
-        if chain_id and got != chain_id:
-            return checks.ChainView(url=shown, chain_id=got)
-        if not await client.has_code(contract):
-            return checks.ChainView(url=shown, chain_id=got, has_code=False)
-        delay = await client.withdrawal_delay(contract)
-        unique = sorted({a.lower() for a in accounts})
-        found = await asyncio.gather(*(client.stake(contract, a) for a in unique))
-        return checks.ChainView(
-            url=shown,
-            chain_id=got,
-            withdrawal_delay=delay,
-            stakes=dict(zip(unique, found, strict=True)),
-        )
+    client = Client(url, timeout=timeout)
+    shown = urls.redact(url)
+    got = await client.chain_id()
+    if chain_id and got != chain_id:
+        return checks.ChainView(url=shown, chain_id=got)
+    if not await client.has_code(contract):
+        return checks.ChainView(url=shown, chain_id=got, has_code=False)
+    delay = await client.withdrawal_delay(contract)
+    unique = sorted({a.lower() for a in accounts})
+    found = await asyncio.gather(*(client.stake(contract, a) for a in unique))
+    return checks.ChainView(
+        url=shown,
+        chain_id=got,
+        withdrawal_delay=delay,
+        stakes=dict(zip(unique, found, strict=True)),
+    )
 
 
 async def rpc_url(

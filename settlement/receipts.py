@@ -25,7 +25,18 @@ CREDITED = "0x" + keccak(text="Credited(bytes32,address,uint256)").hex()
 SLASHED = "0x" + keccak(text="Slashed(bytes32,address,uint256,uint256)").hex()
 
 
-def _rpc(url: str, method: str, params: list[Any], timeout: float) -> Any:
+RATE_LIMITED = (-32005, 429)
+"""JSON-RPC error codes of a request refused for now: EIP-1474's "limit exceeded", and
+the HTTP status some hosted endpoints put in the error object."""
+
+
+def rpc(url: str, method: str, params: list[Any], timeout: float) -> Any:
+    """One JSON-RPC call, the operator's one client (receipts, ``ChainReachable``, the
+    miners' stakes). ChainError when ``eth_call`` is refused (the contract's answer: a
+    revert); ChainUnreachable when the endpoint cannot be asked or refuses for now (an
+    HTTP error, no JSON-RPC answer, a rate limit, an error to any other method), which
+    callers retry with backoff. The URL may carry an API key: messages show it redacted."""
+    shown = urls.redact(url)
     body = json.dumps({"jsonrpc": "2.0", "id": 1, "method": method, "params": params}).encode()
     req = urllib.request.Request(url, data=body, headers={"Content-Type": "application/json"})  # noqa: S310
     try:
@@ -33,22 +44,32 @@ def _rpc(url: str, method: str, params: list[Any], timeout: float) -> Any:
             doc = json.loads(resp.read())
     except urllib.error.HTTPError as exc:
         exc.close()  # it holds the response, and with it the connection
+        raise errors.ChainUnreachable(f"chain RPC {shown} unreachable: HTTP {exc.code}") from exc
+    except ValueError as exc:
         raise errors.ChainUnreachable(
-            f"chain RPC {urls.redact(url)} unreachable: HTTP {exc.code}"
+            f"chain RPC {shown} unreachable: not a JSON-RPC answer ({exc})"
         ) from exc
-    except (urllib.error.URLError, OSError, ValueError) as exc:
-        raise errors.ChainUnreachable(
-            f"chain RPC {urls.redact(url)} unreachable: {redacting.scrub(str(exc), url)}"
-        ) from exc
-    if "error" in doc:
-        message = redacting.scrub(str(doc["error"].get("message")), url)
-        raise errors.ChainError(f"chain RPC {urls.redact(url)} {method}: {message}")
+    except (urllib.error.URLError, OSError) as exc:
+        why = redacting.scrub(str(exc) or type(exc).__name__, url)
+        raise errors.ChainUnreachable(f"chain RPC {shown} unreachable: {why}") from exc
+    if not isinstance(doc, dict):
+        raise errors.ChainUnreachable(f"chain RPC {shown} unreachable: not a JSON-RPC answer")
+    err = doc.get("error")
+    if err is not None:
+        message = err.get("message") if isinstance(err, dict) else err
+        code = err.get("code") if isinstance(err, dict) else None
+        said = redacting.scrub(
+            f"{method}: {message}" + (f" (code {code})" if code is not None else ""), url
+        )
+        if method != "eth_call" or code in RATE_LIMITED or "rate limit" in str(message).lower():
+            raise errors.ChainUnreachable(f"chain RPC {shown} unreachable: {said}")
+        raise errors.ChainError(f"chain RPC {shown} {said}")
     return doc.get("result")
 
 
 def chain_id(rpc_url: str, *, timeout: float = 5.0) -> int:
     """``eth_chainId`` of the RPC endpoint; ChainUnreachable when it does not answer."""
-    return int(_rpc(rpc_url, "eth_chainId", [], timeout), 16)
+    return int(rpc(rpc_url, "eth_chainId", [], timeout), 16)
 
 
 def _word(data: str, i: int) -> int:
@@ -73,7 +94,7 @@ def find(
     task_topic = "0x" + ids.chain_task_id(task).hex()
     round_topic = "0x" + round_.to_bytes(32, "big").hex()
     base = {"address": to_checksum_address(contract), "fromBlock": "0x0", "toBlock": "latest"}
-    settled = _rpc(
+    settled = rpc(
         rpc_url, "eth_getLogs", [{**base, "topics": [SETTLED, task_topic, round_topic]}], timeout
     )
     if not settled:
@@ -82,7 +103,7 @@ def find(
     tx, block = event["transactionHash"], int(event["blockNumber"], 16)
     lower = {v.lower() for v in validators or set()}
     payouts = []
-    for log in _rpc(rpc_url, "eth_getLogs", [{**base, "topics": [CREDITED, task_topic]}], timeout):
+    for log in rpc(rpc_url, "eth_getLogs", [{**base, "topics": [CREDITED, task_topic]}], timeout):
         if log["transactionHash"] != tx:
             continue
         account = to_checksum_address("0x" + log["topics"][2][-40:])
@@ -94,7 +115,7 @@ def find(
             }
         )
     slashed = {}
-    for log in _rpc(rpc_url, "eth_getLogs", [{**base, "topics": [SLASHED, task_topic]}], timeout):
+    for log in rpc(rpc_url, "eth_getLogs", [{**base, "topics": [SLASHED, task_topic]}], timeout):
         if log["transactionHash"] == tx:
             slashed[to_checksum_address("0x" + log["topics"][2][-40:])] = str(_word(log["data"], 1))
     return {"txHash": tx, "block": block, "payouts": payouts, "slashed": slashed}

@@ -104,9 +104,9 @@ async def test_read_stops_at_a_wrong_chain_id_and_at_an_address_without_code(cha
 async def test_a_contract_that_is_not_pot_settlement_is_a_chain_error(chain: Any) -> None:
     dev, address, _ = chain
     # A function the contract lacks reverts: the error names what was asked, and of whom.
-    async with stakes.Client(dev.url, timeout=5) as client:
-        with pytest.raises(errors.ChainError, match=f"withdrawalDelay.. on {address}: .*reverted"):
-            await client.call(address, "0xdeadbeef", "withdrawalDelay()")
+    client = stakes.Client(dev.url, timeout=5)
+    with pytest.raises(errors.ChainError, match=f"withdrawalDelay.. on {address}: .*reverted"):
+        await client.call(address, "0xdeadbeef", "withdrawalDelay()")
 
 
 class FailingRpc:

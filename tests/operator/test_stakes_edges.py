@@ -78,9 +78,11 @@ async def test_an_rpc_refusing_for_now_is_unreachable_not_a_wrong_contract(
 
 
 async def test_a_revert_is_still_the_contracts_answer() -> None:
-    async with rpc(error(3, "execution reverted")) as url, stakes.Client(url, timeout=2) as c:
+    async with rpc(error(3, "execution reverted")) as url:
         with pytest.raises(errors.ChainError) as info:
-            await c.call("0x" + "5f" * 20, stakes.WITHDRAWAL_DELAY, "withdrawalDelay()")
+            await stakes.Client(url, timeout=2).call(
+                "0x" + "5f" * 20, stakes.WITHDRAWAL_DELAY, "withdrawalDelay()"
+            )
     assert not isinstance(info.value, errors.ChainUnreachable)
     assert "withdrawalDelay() on 0x5f" in str(info.value) and "execution reverted" in str(
         info.value
