@@ -196,10 +196,13 @@ def test_signatures_are_eth_accounts_and_recover_to_the_key() -> None:
 
 
 def test_validator_and_trainer_start_without_eth_account() -> None:
-    """The point of pot.eip712: these processes never pay for eth_account's import."""
+    """The point of pot.eip712: these processes never pay for eth_account's import (nor the
+    operator, which reads the miners' stakes without web3: operator/stakes.py)."""
     code = (
-        "import sys, pot.validator.__main__, pot.trainer.segments, pot.operator.vset_reconciler;"
-        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('eth_account', 'py_ecc')))"
+        "import sys, pot.validator.__main__, pot.trainer.segments, pot.operator.vset_reconciler,"
+        " pot.operator.handlers, pot.operator.stakes;"
+        "print(sorted(m for m in sys.modules"
+        " if m.split('.')[0] in ('eth_account', 'py_ecc', 'web3')))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"

@@ -19,6 +19,8 @@ from aiohttp import web
 from pot import keys, signing
 from pot.operator import kubeapi, leadership, validators_client
 
+from .conftest import serve
+
 
 @pytest.fixture
 async def validator() -> AsyncIterator[str]:
@@ -51,13 +53,8 @@ async def validator() -> AsyncIterator[str]:
     app.router.add_get("/v1/status", status)
     app.router.add_post("/v1/tasks", register)
     app.router.add_get("/v1/tasks/{ns}/{name}", task)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    yield f"http://127.0.0.1:{port}"
-    await runner.cleanup()
+    async with serve(app) as base:
+        yield base
 
 
 async def test_validator_client_outcomes(validator: str) -> None:

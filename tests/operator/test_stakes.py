@@ -24,6 +24,7 @@ from pot.operator.config import Config
 from pot.settlement import chain as chaining
 from pot.settlement import contracts, devchain
 
+from .conftest import serve
 from .phases_kit import world
 
 ETH = 10**18
@@ -125,14 +126,9 @@ async def failing() -> Any:
     rpc = FailingRpc()
     app = web.Application()
     app.router.add_post("/{tail:.*}", rpc.handle)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    rpc.url = f"http://127.0.0.1:{port}/v2/SECRETKEY"  # type: ignore[attr-defined]
-    yield rpc
-    await runner.cleanup()
+    async with serve(app) as base:
+        rpc.url = f"{base}/v2/SECRETKEY"  # type: ignore[attr-defined]
+        yield rpc
 
 
 async def test_an_unreachable_rpc_never_shows_its_key(failing: Any) -> None:
@@ -385,19 +381,6 @@ async def test_the_shell_does_not_register_a_task_whose_chain_cannot_be_read(
     vclient = Validators()
     await task_reconciler.reconcile(rt, cast(Any, StatusKube(rt)), cast(Any, vclient), "farm", name)
     assert [t for t, _ in vclient.registered] == [f"farm/{name}"]
-
-
-def test_the_operator_reads_stakes_without_web3() -> None:
-    """The operator image and start-up pay for no web3 or eth_account (tests/test_eip712.py)."""
-    import subprocess
-    import sys
-
-    code = (
-        "import sys, pot.operator.handlers, pot.operator.stakes;"
-        "print(sorted({m.split('.')[0] for m in sys.modules} & {'web3', 'eth_account', 'py_ecc'}))"
-    )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "[]"
 
 
 async def test_a_task_past_admission_is_not_checked_again(

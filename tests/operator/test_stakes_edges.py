@@ -16,6 +16,7 @@ from pot import errors
 from pot.operator import checks, kubeapi, stakes, task_reconciler
 from pot.operator.config import Config
 
+from .conftest import serve
 from .test_stakes import CHAIN, NEED, RANK0, RANK1, StatusKube, Validators, _admitting, view
 
 Answer = Callable[[dict[str, Any]], Awaitable[web.Response]]
@@ -31,15 +32,8 @@ async def rpc(answer: Answer) -> AsyncIterator[str]:
 
     app = web.Application()
     app.router.add_post("/{tail:.*}", handle)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    try:
-        yield f"http://127.0.0.1:{port}/v3/SECRETKEY"
-    finally:
-        await runner.cleanup()
+    async with serve(app) as base:
+        yield f"{base}/v3/SECRETKEY"
 
 
 def error(code: int, message: str) -> Answer:
